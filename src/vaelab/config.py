@@ -1,0 +1,277 @@
+"""Run configuration: a tree of dataclasses, read from TOML presets and `--set` overrides.
+
+Every field is checked when the tree is built, so a bad value fails before any work and the
+error names the key (``model.latent_dim``) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is invalid; the message names the key."""
+
+
+BINARIZATIONS = ("dynamic", "static", "grey")
+ACTIVATIONS = ("relu", "tanh", "softplus")
+INITS = ("glorot", "normal")
+LIKELIHOODS = ("bernoulli", "gaussian")
+GAUSSIAN_VARIANCES = ("fixed", "shared", "per_pixel")
+OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+DATASETS = ("mnist", "fashion-mnist")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    binarization: str = "dynamic"
+    val_size: int = 10_000  # taken from the end of the training images
+    static_seed: int = 0  # seed of the one-off binarization of `static` data
+    eval_seed: int = 1234  # seed of the fixed binarization of validation and test images
+    data_dir: str | None = None
+
+    def validate(self, prefix: str = "data") -> None:
+        _one_of(self.name, DATASETS, f"{prefix}.name")
+        _one_of(self.binarization, BINARIZATIONS, f"{prefix}.binarization")
+        _check(0 < self.val_size < 60_000, f"{prefix}.val_size", f"must be in 1..59999, got {self.val_size}")
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 2
+    encoder_hidden: list[int] = field(default_factory=lambda: [512])
+    decoder_hidden: list[int] = field(default_factory=lambda: [512])
+    activation: str = "relu"
+    init: str = "glorot"
+    init_std: float = 0.01  # std of the weights when init = "normal" (biases are zero)
+    likelihood: str = "bernoulli"
+    gaussian_variance: str = "shared"  # fixed | shared (one learned sigma^2) | per_pixel
+    gaussian_sigma: float = 0.1  # the fixed sigma, or the starting sigma when learned
+    min_sigma: float = 1e-3  # floor on a learned sigma: keeps log p(x|z) bounded
+
+    def validate(self, prefix: str = "model") -> None:
+        _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
+        for key in ("encoder_hidden", "decoder_hidden"):
+            sizes = getattr(self, key)
+            _check(all(s >= 1 for s in sizes), f"{prefix}.{key}", f"layer sizes must be >= 1, got {sizes}")
+        _one_of(self.activation, ACTIVATIONS, f"{prefix}.activation")
+        _one_of(self.init, INITS, f"{prefix}.init")
+        _check(self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}")
+        _one_of(self.likelihood, LIKELIHOODS, f"{prefix}.likelihood")
+        _one_of(self.gaussian_variance, GAUSSIAN_VARIANCES, f"{prefix}.gaussian_variance")
+        _check(self.gaussian_sigma > 0, f"{prefix}.gaussian_sigma", f"must be > 0, got {self.gaussian_sigma}")
+        _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",
+               f"must be in (0, gaussian_sigma], got {self.min_sigma}")
+
+
+@dataclass
+class ObjectiveConfig:
+    samples: int = 1  # r: Monte-Carlo samples of z per data point in the ELBO
+
+    def validate(self, prefix: str = "objective") -> None:
+        _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd and rmsprop only
+
+    def validate(self, prefix: str = "optim") -> None:
+        _one_of(self.name, OPTIMIZERS, f"{prefix}.name")
+        _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.momentum >= 0, f"{prefix}.momentum", f"must be >= 0, got {self.momentum}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    patience: int = 0  # epochs without a better validation ELBO before stopping; 0 = never stop early
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit (for tests)
+    train_subset: int = 0  # use only the first N training images; 0 = all (for tests)
+
+    def validate(self, prefix: str = "train") -> None:
+        _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, f"{prefix}.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        _check(self.patience >= 0, f"{prefix}.patience", f"must be >= 0, got {self.patience}")
+        _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
+        _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class RunConfig:
+    name: str = "mnist-lab"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f.name)
+        subset = self.train.train_subset
+        n_train = subset if subset else 60_000 - self.data.val_size
+        _check(self.train.batch_size <= n_train, "train.batch_size",
+               f"{self.train.batch_size} is larger than the {n_train} training images")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- building from dicts
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type hint `hint` and convert int -> float where a float is due."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        _check(isinstance(value, list), key, f"expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            _check(isinstance(value, dict), key, f"expected a table, got {value!r}")
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig; missing keys take their defaults."""
+    config = _build(RunConfig, values, "")
+    config.validate()
+    return config
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`model.latent_dim=10` -> {"model": {"latent_dim": 10}}; the value is read as TOML, else as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. model.latent_dim=10")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    tree: dict[str, Any] = {}
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return tree
+
+
+# ---------------------------------------------------------------- presets and files
+
+def preset_names() -> list[str]:
+    files = resources.files("vaelab.presets").iterdir()
+    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    path = resources.files("vaelab.presets") / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"preset {name!r} does not exist (known: {', '.join(preset_names())})")
+    return tomllib.loads(path.read_text())
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML or JSON config file as a plain dict; a parse error names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from None
+
+
+def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Preset (default `mnist-lab`), then a config file, then `key=value` overrides, in that order."""
+    values = preset_dict(preset or "mnist-lab")
+    if config_file is not None:
+        values = _merge(values, read_config_file(config_file))
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    try:
+        return config_from_dict(values)
+    except ConfigError as err:
+        source = f" (in {config_file})" if config_file else ""
+        raise ConfigError(f"{err}{source}") from None

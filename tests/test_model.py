@@ -1,0 +1,56 @@
+"""The model's public API: torch distributions with the documented shapes."""
+
+import pytest
+import torch
+from torch.distributions import Distribution
+
+from vaelab.config import ModelConfig
+from vaelab.model import VAE
+from vaelab.nets import MLP
+
+
+def test_public_api_returns_distributions_with_summed_log_prob():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[32], decoder_hidden=[32]))
+    x = torch.bernoulli(torch.full((7, 784), 0.2))
+    prior, posterior = model.prior(), model.posterior(x)
+    assert all(isinstance(d, Distribution) for d in (prior, posterior))
+    assert prior.event_shape == (3,) and posterior.batch_shape == (7,) and posterior.event_shape == (3,)
+    z = posterior.rsample((2,))
+    likelihood = model.likelihood(z)
+    assert likelihood.batch_shape == (2, 7) and likelihood.event_shape == (784,)
+    log_w = likelihood.log_prob(x) + prior.log_prob(z) - posterior.log_prob(z)
+    assert log_w.shape == (2, 7) and torch.all(torch.isfinite(log_w))
+    mean = model.decode_mean(z)
+    assert mean.shape == (2, 7, 784) and mean.min() >= 0 and mean.max() <= 1
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "softplus"])
+def test_mlp_layers_and_activation(activation):
+    net = MLP(10, [20, 30], 4, activation=activation)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(10, 20), (20, 30), (30, 4)]
+    assert sum(type(m).__name__.lower() == activation for m in net) == 2
+
+
+def test_normal_init_has_requested_std_and_zero_bias():
+    torch.manual_seed(0)
+    net = MLP(784, [512], 4, init="normal", init_std=0.01)
+    weight = net[0].weight
+    assert abs(weight.std().item() - 0.01) < 5e-4 and abs(weight.mean().item()) < 5e-4
+    assert torch.all(net[0].bias == 0)
+
+
+def test_glorot_init_bounds():
+    torch.manual_seed(0)
+    net = MLP(784, [512], 4)
+    bound = (6 / (784 + 512)) ** 0.5
+    assert net[0].weight.abs().max() <= bound and net[0].weight.abs().max() > 0.9 * bound
+
+
+def test_gaussian_model_has_learned_variance():
+    model = VAE(ModelConfig(likelihood="gaussian", gaussian_variance="per_pixel"))
+    names = [n for n, _ in model.named_parameters()]
+    assert "head.raw_sigma" in names
+    x = torch.rand(3, 784)
+    assert model.likelihood(model.posterior(x).mean).log_prob(x).shape == (3,)
