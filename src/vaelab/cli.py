@@ -1,0 +1,134 @@
+"""The `vaelab` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, preset_dict, preset_names, resolve_config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .data import DataError, load_dataset
+    from .data.views import make_views
+    from .plots import training_figures
+    from .train import Trainer, new_run_dir, prepare_run_dir, read_run_config, resolve_device
+
+    if args.resume:
+        if args.preset or args.config or args.set or args.out:
+            raise ConfigError("--resume continues a run with its own config.json; "
+                              "drop --preset, --config, --set and --out")
+        run_dir = Path(args.resume)
+        config = read_run_config(run_dir)
+    else:
+        config = resolve_config(args.preset, args.config, args.set)
+        run_dir = Path(args.out) if args.out else new_run_dir(config)
+    device = resolve_device(config.train.device)
+
+    print(f"vaelab train: preset {config.name!r}, run folder {run_dir}")
+    try:
+        raw = load_dataset(config.data.name, args.data_dir or config.data.data_dir)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"data: {raw.name} from {raw.source}")
+    data = make_views(raw, config.data, device, config.train.train_subset)
+
+    if not args.resume:
+        prepare_run_dir(run_dir, config)
+    trainer = Trainer(config, run_dir, data)
+    if args.resume:
+        trainer.load_checkpoint()
+        print(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
+    started = time.perf_counter()
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    title = f"{config.name}: {data.name} ({data.binarization}), best epoch {summary['best_epoch']}"
+    figures = training_figures(trainer.model, data.test.batch(slice(0, 10)), run_dir / "figures",
+                               data.image_shape, title, seed=config.train.seed)
+    print(f"stopped: {summary['stop_reason']} ({time.perf_counter() - started:.1f} s)")
+    print(f"figures: {', '.join(str(p) for p in figures)}")
+    print(f"test ELBO {summary['test_elbo']:.2f} nats per image "
+          f"(reconstruction {summary['test_reconstruction']:.2f}, KL {summary['test_kl']:.2f}; "
+          f"{config.data.binarization} binarization, test images binarized once with seed "
+          f"{config.data.eval_seed}, {config.objective.samples} sample(s) of z)"
+          if config.data.binarization != "grey" else
+          f"test ELBO {summary['test_elbo']:.2f} nats per image (grey-level pixels, "
+          f"{config.objective.samples} sample(s) of z)")
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from .data import DataError, load_dataset
+
+    try:
+        raw = load_dataset(args.name, args.data_dir)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{raw.name}: served by {raw.source}")
+    for key, digest in raw.digests.items():
+        print(f"  {key:8s} {str(getattr(raw, key).shape):16s} sha256 {digest}  verified")
+    return 0
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from .data import cache_info, default_cache_dir
+
+    entries = cache_info()
+    if not entries:
+        print(f"nothing cached in {default_cache_dir()}")
+    for entry in entries:
+        print("  ".join(f"{k}={v}" for k, v in entry.items()))
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    for name in preset_names():
+        print(f"{name:24s} {preset_dict(name).get('description', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model and write a run folder")
+    train.add_argument("--preset", help=f"a shipped preset (default mnist-lab); see `vaelab presets`")
+    train.add_argument("--config", help="a TOML or JSON file layered over the preset")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config value, e.g. --set model.latent_dim=10 (repeatable)")
+    train.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
+    train.add_argument("--data-dir", help="folder with the IDX files or an .npz (else $VAELAB_DATA, cache, download)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    train.set_defaults(func=_cmd_train)
+
+    data = commands.add_parser("data", help="fetch and inspect data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_commands.add_parser("fetch", help="fetch, verify and cache a data set")
+    fetch.add_argument("name", choices=["mnist", "fashion-mnist"])
+    fetch.add_argument("--data-dir")
+    fetch.set_defaults(func=_cmd_data_fetch)
+    info = data_commands.add_parser("info", help="show what is cached")
+    info.set_defaults(func=_cmd_data_info)
+
+    presets = commands.add_parser("presets", help="list the shipped presets")
+    presets.set_defaults(func=_cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError) as err:
+        if os.environ.get("VAELAB_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,122 @@
+"""Training, validation and test images held on the training device, in one of three views.
+
+- `dynamic`: every batch drawn is re-binarized as Bernoulli(x/255) (the likelihood literature's
+  protocol); validation and test images are binarized once, with a fixed seed, so that
+  evaluations are comparable across epochs and runs.
+- `static`: all images binarized once with `static_seed`.
+- `grey`: x/255 in [0, 1].
+
+Images stay uint8 on the device; the float batch is made there, so no DataLoader and no
+host-to-device copy sits in the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..config import DataConfig
+
+if TYPE_CHECKING:
+    from .sources import RawDataset
+
+
+@dataclass
+class ImageSet:
+    """pixels: (n, n_pixels) uint8, either 0..255 or {0,1} (`binary`); labels: (n,) int64."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    resample: bool  # True: binarize anew at every draw (pixels are 0..255)
+    binary: bool  # True: pixels are {0,1}
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def batch(self, index: torch.Tensor | slice, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The float batch (len(index), n_pixels) in [0, 1] (in {0, 1} for binarized views)."""
+        pixels = self.pixels[index]
+        if self.binary:
+            return pixels.float()
+        grey = pixels.float().div_(255.0)
+        return torch.bernoulli(grey, generator=generator) if self.resample else grey
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                shuffle: bool = False) -> Iterator[torch.Tensor]:
+        """All images once, in order or shuffled by `generator`."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator, device=self.pixels.device) if shuffle else None
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
+            yield self.batch(index, generator)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.pixels.to(device), self.labels.to(device), self.resample, self.binary)
+
+
+@dataclass
+class ImageData:
+    """The three splits of one data set in one view."""
+
+    name: str
+    binarization: str
+    source: str
+    image_shape: tuple[int, int, int]  # (channels, height, width)
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+    @property
+    def n_pixels(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+
+def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """uint8 0..255 -> uint8 {0,1}, pixel i is 1 with probability x_i/255, reproducible from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(images.float() / 255.0, generator=generator).to(torch.uint8)
+
+
+def make_views(raw: RawDataset, config: DataConfig, device: torch.device | str = "cpu",
+               train_subset: int = 0) -> ImageData:
+    """Split raw arrays into train/val/test in the configured view, on `device`.
+
+    The validation split is the last `config.val_size` training images. For `dynamic`, the
+    validation images are binarized with seed `eval_seed + 1` and the test images with
+    `eval_seed` (the fixed evaluation binarization); for `static`, train, validation and test
+    are binarized once from `static_seed`, `static_seed + 1` and `static_seed + 2`.
+    """
+    x_train = torch.from_numpy(raw.x_train).reshape(len(raw.x_train), -1)
+    y_train = torch.from_numpy(raw.y_train).long()
+    x_test = torch.from_numpy(raw.x_test).reshape(len(raw.x_test), -1)
+    y_test = torch.from_numpy(raw.y_test).long()
+    n_fit = len(x_train) - config.val_size
+    if n_fit < 1:
+        raise ValueError(f"data.val_size={config.val_size} leaves no training images out of {len(x_train)}")
+    splits = {
+        "train": (x_train[:n_fit], y_train[:n_fit]),
+        "val": (x_train[n_fit:], y_train[n_fit:]),
+        "test": (x_test, y_test),
+    }
+    if train_subset:
+        splits["train"] = tuple(t[:train_subset] for t in splits["train"])
+    sets = {name: _view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
+    shape = (1, *raw.x_train.shape[1:3])
+    return ImageData(raw.name, config.binarization, raw.source, shape,
+                     **{name: s.to(device) for name, s in sets.items()})
+
+
+def _view(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
+    if config.binarization == "grey":
+        return ImageSet(pixels, labels, resample=False, binary=False)
+    if config.binarization == "static":
+        offset = {"train": 0, "val": 1, "test": 2}[split]
+        return ImageSet(binarize(pixels, config.static_seed + offset), labels, resample=False, binary=True)
+    if split == "train":
+        return ImageSet(pixels, labels, resample=True, binary=False)
+    offset = {"val": 1, "test": 0}[split]
+    return ImageSet(binarize(pixels, config.eval_seed + offset), labels, resample=False, binary=True)

@@ -1,0 +1,328 @@
+"""Training: the loop, early stopping, checkpoints that resume exactly, the run folder.
+
+Run folder:
+    config.json         the resolved config
+    metrics.jsonl       one line per epoch: train/val ELBO, reconstruction, KL, seconds
+    checkpoint.safetensors  weights, best weights, optimizer and RNG state, position in the epoch
+    model.safetensors   the best weights (what `load_run` returns)
+    summary.json        test ELBO and run facts, written when training ends
+    figures/            samples.png, reconstructions.png, interpolations.png
+
+All randomness (shuffling, binarization, reparameterization noise) comes from one
+`torch.Generator` whose state is checkpointed, so a resumed run continues the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .config import ConfigError, OptimConfig, RunConfig, config_from_dict
+from .data.views import ImageData, ImageSet
+from .io import append_jsonl, load_tensors, read_json, save_tensors, write_json
+from .model import VAE
+from .objectives import elbo
+
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "model.safetensors"
+
+OPTIMIZERS: dict[str, Any] = {
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay,
+                                                     momentum=c.momentum),
+    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
+}
+
+
+def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    return OPTIMIZERS[config.name](model.parameters(), config)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+# ---------------------------------------------------------------- evaluation used during training
+
+@torch.no_grad()
+def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL over a whole split, nats per image.
+
+    The noise comes from a generator seeded with `seed`, so the same weights give the same number.
+    """
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(model.device).manual_seed(seed)
+    sums = torch.zeros(3, device=model.device)
+    for x in images.batches(batch_size, generator):
+        terms = elbo(model, x, samples, generator)
+        sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+    model.train(was_training)
+    total = sums.cpu() / len(images)
+    return {"elbo": total[0].item(), "reconstruction": total[1].item(), "kl": total[2].item()}
+
+
+# ---------------------------------------------------------------- checkpoint state
+
+@dataclass
+class TrainState:
+    """Where training stands; with the tensors in the checkpoint, enough to resume exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step_in_epoch: int = 0  # batches of `epoch` already done
+    global_step: int = 0
+    best_val_elbo: float = -math.inf
+    best_epoch: int = -1
+    epochs_since_best: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+    seconds: float = 0.0  # training time spent in `epoch` so far
+
+    def to_json(self) -> str:
+        values = dict(self.__dict__)
+        values["best_val_elbo"] = None if math.isinf(self.best_val_elbo) else self.best_val_elbo
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        values = json.loads(text)
+        if values["best_val_elbo"] is None:
+            values["best_val_elbo"] = -math.inf
+        return cls(**values)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """Split an optimizer state_dict into tensors (for safetensors) and the rest (JSON); no pickle."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, Any]:
+    meta = json.loads(text)
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ---------------------------------------------------------------- the trainer
+
+@dataclass
+class Trainer:
+    config: RunConfig
+    run_dir: Path
+    data: ImageData
+    progress: bool | None = None  # None: a bar when stderr is a terminal
+    log: Any = field(default=print)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.device = resolve_device(self.config.train.device)
+        with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
+            torch.manual_seed(self.config.train.seed)
+            self.model = VAE(self.config.model, self.data.n_pixels).to(self.device)
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.optimizer = build_optimizer(self.model, self.config.optim)
+        self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
+        self.epoch_start_rng = self.generator.get_state()
+        self.sums = torch.zeros(3, device=self.device)  # elbo, reconstruction, kl summed over the epoch
+        self.state = TrainState()
+        if self.progress is None:
+            self.progress = sys.stderr.isatty()
+
+    # -- checkpoints
+
+    def save_checkpoint(self) -> None:
+        optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"best.{k}": v for k, v in self.best_weights.items()}
+        tensors |= optim_tensors
+        tensors |= {"rng.current": self.generator.get_state(), "rng.epoch_start": self.epoch_start_rng,
+                    "sums": self.sums}
+        save_tensors(self.run_dir / CHECKPOINT, tensors, {"state": self.state.to_json(), "optimizer": optim_meta})
+
+    def load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        tensors, meta = load_tensors(path)
+        try:
+            model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            self.model.load_state_dict(model)
+            self.best_weights = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
+            self.optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
+            self.generator.set_state(tensors["rng.current"])
+            self.epoch_start_rng = tensors["rng.epoch_start"]
+            self.sums = tensors["sums"].to(self.device)
+            self.state = TrainState.from_json(meta["state"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
+
+    # -- the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the epochs run out, early stopping triggers or max_steps is reached."""
+        cfg = self.config.train
+        self.model.train()
+        try:
+            while not self.state.finished and self.state.epoch < cfg.epochs:
+                self._run_epoch()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            self.log(f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}; "
+                     f"checkpoint saved. Continue with: vaelab train --resume {self.run_dir}")
+            raise
+        if not self.state.finished:
+            self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
+            self.save_checkpoint()
+        return self.finish()
+
+    def _epoch_order(self) -> torch.Tensor:
+        """This epoch's permutation, re-drawn from the epoch's starting RNG state when resuming."""
+        n = len(self.data.train)
+        if self.state.step_in_epoch == 0:
+            self.epoch_start_rng = self.generator.get_state()
+            return torch.randperm(n, generator=self.generator, device=self.device)
+        current = self.generator.get_state()
+        self.generator.set_state(self.epoch_start_rng)
+        order = torch.randperm(n, generator=self.generator, device=self.device)
+        self.generator.set_state(current)
+        return order
+
+    def _run_epoch(self) -> None:
+        cfg, state = self.config.train, self.state
+        order = self._epoch_order()
+        n_batches = math.ceil(len(order) / cfg.batch_size)
+        bar = tqdm(total=n_batches, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, leave=False, unit="batch")
+        started = time.perf_counter() - state.seconds
+        while state.step_in_epoch < n_batches:
+            index = order[state.step_in_epoch * cfg.batch_size:(state.step_in_epoch + 1) * cfg.batch_size]
+            self._step(self.data.train.batch(index, self.generator))
+            state.step_in_epoch += 1
+            state.global_step += 1
+            state.seconds = time.perf_counter() - started
+            bar.update()
+            if cfg.max_steps and state.global_step >= cfg.max_steps:
+                break
+        bar.close()
+        self._end_epoch(stopped_by_steps=state.step_in_epoch < n_batches)
+
+    def _step(self, x: torch.Tensor) -> None:
+        terms = elbo(self.model, x, self.config.objective.samples, self.generator)
+        loss = -terms.elbo.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():  # summed on the device; read once per epoch
+            self.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+
+    def _end_epoch(self, stopped_by_steps: bool) -> None:
+        cfg, state = self.config.train, self.state
+        elbo_sum, rec_sum, kl_sum = self.sums.tolist()
+        count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
+        val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
+                           seed=self.config.data.eval_seed)
+        record = {
+            "epoch": state.epoch + 1, "step": state.global_step,
+            "train_elbo": elbo_sum / count, "train_reconstruction": rec_sum / count, "train_kl": kl_sum / count,
+            "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"],
+            "seconds": round(state.seconds, 3),
+        }
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
+                 f"val ELBO {val['elbo']:9.3f} (rec {val['reconstruction']:9.3f}, KL {val['kl']:7.3f})  "
+                 f"{state.seconds:6.1f} s")
+        if val["elbo"] > state.best_val_elbo:
+            state.best_val_elbo, state.best_epoch, state.epochs_since_best = val["elbo"], state.epoch + 1, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state.epochs_since_best += 1
+        state.epoch += 1
+        state.step_in_epoch, state.seconds = 0, 0.0
+        self.sums.zero_()
+        if stopped_by_steps:
+            state.finished, state.stop_reason = True, f"reached train.max_steps={cfg.max_steps}"
+        elif cfg.patience and state.epochs_since_best >= cfg.patience:
+            state.finished = True
+            state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
+        self.save_checkpoint()
+
+    # -- the end
+
+    def finish(self) -> dict[str, Any]:
+        """Keep the best weights, score them on the test set, write summary.json."""
+        self.model.load_state_dict(self.best_weights)
+        self.model.eval()
+        save_tensors(self.run_dir / WEIGHTS, self.model.state_dict(), {"format": "vaelab-weights"})
+        cfg = self.config
+        test = dataset_elbo(self.model, self.data.test, cfg.train.eval_batch_size, cfg.objective.samples,
+                            seed=cfg.data.eval_seed)
+        summary = {
+            "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
+            "best_val_elbo": self.state.best_val_elbo, "best_epoch": self.state.best_epoch,
+            "epochs_run": self.state.epoch, "steps": self.state.global_step, "stop_reason": self.state.stop_reason,
+            "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
+            "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
+            "device": str(self.device), "torch": torch.__version__,
+            "finished_at": datetime.now().isoformat(timespec="seconds"),
+        }
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+# ---------------------------------------------------------------- run folders
+
+def new_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{config.name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{config.name}-{stamp}-{suffix}"
+    return path
+
+
+def prepare_run_dir(run_dir: Path, config: RunConfig) -> None:
+    """Create the run folder and write its config; refuse one that already holds a run."""
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                              "or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+    except OSError as err:
+        raise OSError(f"{run_dir}: cannot write the run folder ({err.strerror})") from None
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    try:
+        return config_from_dict(read_json(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
