@@ -42,7 +42,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, run_dir, data)
     if args.resume:
         trainer.load_checkpoint()
-        print(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
+        if trainer.state.finished:
+            print(f"run already finished ({trainer.state.stop_reason}); scoring and drawing its best weights")
+        else:
+            print(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
     started = time.perf_counter()
     try:
         summary = trainer.fit()

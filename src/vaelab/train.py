@@ -14,10 +14,14 @@ All randomness (shuffling, binarization, reparameterization noise) comes from on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +32,7 @@ from tqdm import tqdm
 
 from .config import ConfigError, OptimConfig, RunConfig, config_from_dict
 from .data.views import ImageData, ImageSet
-from .io import append_jsonl, load_tensors, read_json, save_tensors, write_json
+from .io import append_jsonl, atomic_write_bytes, load_tensors, read_json, read_jsonl, save_tensors, write_json
 from .model import VAE
 from .objectives import elbo
 
@@ -129,7 +133,10 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, A
     for name, value in meta["scalars"].items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+    # JSON turned tuples (Adam's betas) into lists; give optimizers back what they wrote.
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+              for group in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 # ---------------------------------------------------------------- the trainer
@@ -154,6 +161,7 @@ class Trainer:
         self.epoch_start_rng = self.generator.get_state()
         self.sums = torch.zeros(3, device=self.device)  # elbo, reconstruction, kl summed over the epoch
         self.state = TrainState()
+        self.stop_requested = False
         if self.progress is None:
             self.progress = sys.stderr.isatty()
 
@@ -182,21 +190,30 @@ class Trainer:
             self.state = TrainState.from_json(meta["state"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
+        self._drop_metrics_after(self.state.epoch)
+
+    def _drop_metrics_after(self, epoch: int) -> None:
+        """Forget epochs logged after the checkpoint was written (a crash between the two)."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            records = read_jsonl(path)
+            kept = [r for r in records if r["epoch"] <= epoch]
+            if len(kept) != len(records):
+                atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     # -- the loop
 
     def fit(self) -> dict[str, Any]:
-        """Train until the epochs run out, early stopping triggers or max_steps is reached."""
+        """Train until the epochs run out, early stopping triggers or max_steps is reached.
+
+        Ctrl-C is deferred to the end of the current step, so the checkpoint it leaves is
+        consistent; a second Ctrl-C interrupts at once.
+        """
         cfg = self.config.train
         self.model.train()
-        try:
+        with _deferred_sigint(self):
             while not self.state.finished and self.state.epoch < cfg.epochs:
                 self._run_epoch()
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            self.log(f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}; "
-                     f"checkpoint saved. Continue with: vaelab train --resume {self.run_dir}")
-            raise
         if not self.state.finished:
             self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
             self.save_checkpoint()
@@ -228,6 +245,12 @@ class Trainer:
             state.global_step += 1
             state.seconds = time.perf_counter() - started
             bar.update()
+            if self.stop_requested:
+                bar.close()
+                self.save_checkpoint()
+                self.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; checkpoint "
+                         f"saved. Continue with: vaelab train --resume {self.run_dir}")
+                raise KeyboardInterrupt
             if cfg.max_steps and state.global_step >= cfg.max_steps:
                 break
         bar.close()
@@ -294,6 +317,25 @@ class Trainer:
         }
         write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+@contextlib.contextmanager
+def _deferred_sigint(trainer: Trainer) -> Iterator[None]:
+    """While training, the first SIGINT asks the trainer to stop after its current step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------- run folders

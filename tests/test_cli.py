@@ -1,0 +1,103 @@
+"""The `vaelab` command end to end, in a subprocess, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+import vaelab
+from vaelab.io import read_jsonl
+
+
+def vaelab_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+TINY = ["--set", "train.train_subset=2000", "--set", "train.max_steps=20", "--set", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(mnist_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = vaelab_cli("train", *TINY, "--data-dir", str(mnist_dir), "--out", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_train_writes_the_run_folder(tiny_run):
+    run_dir, result = tiny_run
+    assert "test ELBO" in result.stdout and "nats per image" in result.stdout
+    assert "dynamic binarization" in result.stdout
+    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["max_steps"] == 20 and config["model"]["latent_dim"] == 2
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [16, 20]  # 2000 images / 128 = 16 steps an epoch
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 20 and np.isfinite(summary["test_elbo"])
+
+
+@pytest.mark.parametrize("name, shape", [("samples", (5, 5)), ("reconstructions", (2, 10)),
+                                         ("interpolations", (5, 25))])
+def test_figures_are_images_of_the_right_grid(tiny_run, name, shape):
+    run_dir, _ = tiny_run
+    image = imread(run_dir / "figures" / f"{name}.png")
+    rows, cols = shape
+    assert image.ndim == 3 and image.shape[0] >= rows * 28 and image.shape[1] >= cols * 28
+    assert image[..., :3].std() > 0.1  # not blank
+
+
+def test_load_run_gives_the_trained_model_in_eval_mode(tiny_run):
+    run_dir, _ = tiny_run
+    model = vaelab.load_run(run_dir)
+    assert not model.training
+    x = torch.zeros(2, 784)
+    q = model.posterior(x)
+    z = q.sample()
+    log_w = model.likelihood(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    assert log_w.shape == (2,) and torch.all(torch.isfinite(log_w))
+    assert model.run_config.name == "mnist-lab"
+
+
+def test_resume_of_a_finished_run_finishes_again(tiny_run, mnist_dir):
+    run_dir, _ = tiny_run
+    result = vaelab_cli("train", "--resume", str(run_dir), "--data-dir", str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == 2  # nothing trained twice
+    assert "already finished" in result.stdout
+
+
+def test_bad_key_fails_before_any_work(tmp_path):
+    result = vaelab_cli("train", "--set", "model.latnt_dim=3", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "model.latnt_dim" in result.stderr and "unknown key" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_value_fails_before_any_work(tmp_path):
+    result = vaelab_cli("train", "--set", "optim.lr=-1", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "optim.lr" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_not_overwritten(tiny_run, mnist_dir):
+    run_dir, _ = tiny_run
+    result = vaelab_cli("train", *TINY, "--data-dir", str(mnist_dir), "--out", str(run_dir))
+    assert result.returncode == 2 and "--resume" in result.stderr
+
+
+def test_presets_and_data_fetch(mnist_dir):
+    presets = vaelab_cli("presets")
+    assert presets.returncode == 0 and "mnist-lab" in presets.stdout
+    fetch = vaelab_cli("data", "fetch", "mnist", "--data-dir", str(mnist_dir))
+    assert fetch.returncode == 0, fetch.stderr
+    assert "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757" in fetch.stdout
+    assert str(mnist_dir) in fetch.stdout

@@ -1,0 +1,63 @@
+"""Configs: presets, overrides, and errors that name the key."""
+
+import pytest
+
+from vaelab.config import ConfigError, RunConfig, config_from_dict, parse_override, preset_names, resolve_config
+
+
+def test_default_preset_is_the_lab_model():
+    config = resolve_config()
+    assert "mnist-lab" in preset_names()
+    assert config.model.latent_dim == 2 and config.model.encoder_hidden == [512]
+    assert config.model.decoder_hidden == [512] and config.model.activation == "relu"
+    assert config.model.likelihood == "bernoulli" and config.data.binarization == "dynamic"
+    assert config.optim.name == "adam" and config.optim.lr == 1e-3 and config.train.batch_size == 128
+
+
+def test_overrides_are_parsed_as_toml_values():
+    config = resolve_config(overrides=["model.latent_dim=10", "model.encoder_hidden=[64, 32]",
+                                       "optim.name=rmsprop", "optim.lr=2e-4"])
+    assert config.model.latent_dim == 10 and config.model.encoder_hidden == [64, 32]
+    assert config.optim.name == "rmsprop" and config.optim.lr == 2e-4
+    assert parse_override("a.b=true") == {"a": {"b": True}}
+
+
+def test_config_file_layers_over_the_preset(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nlatent_dim = 20\nactivation = "tanh"\n')
+    config = resolve_config(config_file=path, overrides=["model.latent_dim=3"])
+    assert config.model.latent_dim == 3 and config.model.activation == "tanh"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.latnt_dim=3", "model.latnt_dim"),
+    ("model.latent_dim=0", "model.latent_dim"),
+    ("model.latent_dim=2.5", "model.latent_dim"),
+    ("model.activation=gelu", "model.activation"),
+    ("model.likelihood=poisson", "model.likelihood"),
+    ("model.encoder_hidden=[0]", "model.encoder_hidden"),
+    ("optim.lr=0", "optim.lr"),
+    ("optim.name=lbfgs", "optim.name"),
+    ("data.binarization=otsu", "data.binarization"),
+    ("objective.samples=0", "objective.samples"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.batch_size=100000", "train.batch_size"),
+    ("train.device=tpu", "train.device"),
+    ("nonsense=1", "nonsense"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
+        resolve_config(overrides=[override])
+
+
+def test_bad_file_is_named(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[model\n")
+    with pytest.raises(ConfigError, match="broken.toml"):
+        resolve_config(config_file=path)
+
+
+def test_round_trip_through_dict():
+    config = resolve_config(overrides=["model.latent_dim=7"])
+    assert config_from_dict(config.to_dict()) == config
+    assert isinstance(config, RunConfig)

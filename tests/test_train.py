@@ -1,0 +1,137 @@
+"""Training: determinism, exact resume, early stopping, the run folder."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from vaelab.config import resolve_config
+from vaelab.data.views import make_views
+from vaelab.io import load_tensors, read_jsonl
+from vaelab.train import CHECKPOINT, WEIGHTS, Trainer, dataset_elbo, prepare_run_dir
+
+
+def tiny_config(*overrides):
+    return resolve_config(overrides=["data.val_size=100", "train.batch_size=32", "train.epochs=3",
+                                     "model.encoder_hidden=[32]", "model.decoder_hidden=[32]",
+                                     "train.eval_batch_size=50", *overrides])
+
+
+def make_trainer(tmp_path, raw, *overrides, name="run"):
+    config = tiny_config(*overrides)
+    run_dir = tmp_path / name
+    prepare_run_dir(run_dir, config)
+    data = make_views(raw, config.data)
+    return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
+
+
+def test_training_improves_the_elbo_and_writes_the_run_folder(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=6")
+    before = dataset_elbo(trainer.model, trainer.data.val, 50)
+    summary = trainer.fit()
+    after = dataset_elbo(trainer.model, trainer.data.val, 50)
+    assert after["elbo"] > before["elbo"] + 20
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    for key in ("train_elbo", "train_reconstruction", "train_kl", "val_elbo", "val_reconstruction",
+                "val_kl", "seconds"):
+        assert all(math.isfinite(r[key]) for r in records), key
+    assert all(abs(r["val_elbo"] - (r["val_reconstruction"] - r["val_kl"])) < 1e-3 for r in records)
+    assert summary["best_epoch"] == max(records, key=lambda r: r["val_elbo"])["epoch"]
+    assert summary["units"].startswith("nats per image")
+    for name in ("config.json", "metrics.jsonl", CHECKPOINT, WEIGHTS, "summary.json"):
+        assert (trainer.run_dir / name).is_file(), name
+
+
+def test_same_seed_same_metrics(tmp_path, tiny_raw):
+    a = make_trainer(tmp_path, tiny_raw, name="a")
+    b = make_trainer(tmp_path, tiny_raw, name="b")
+    a.fit(), b.fit()
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(a.run_dir / "metrics.jsonl")) == strip(read_jsonl(b.run_dir / "metrics.jsonl"))
+    c = make_trainer(tmp_path, tiny_raw, "train.seed=1", name="c")
+    c.fit()
+    assert strip(read_jsonl(c.run_dir / "metrics.jsonl")) != strip(read_jsonl(a.run_dir / "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("interrupt_at", [7, 19, 38])  # mid-epoch, end of an epoch (19 steps each), later
+def test_interrupted_and_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, tiny_raw, interrupt_at):
+    reference = make_trainer(tmp_path, tiny_raw, name="reference")
+    reference.fit()
+
+    first = make_trainer(tmp_path, tiny_raw, name="resumed")
+    step = first._step
+
+    def step_then_ctrl_c(x):
+        step(x)
+        if first.state.global_step + 1 == interrupt_at:
+            first.stop_requested = True  # what the SIGINT handler does
+
+    first._step = step_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+
+    second = Trainer(first.config, first.run_dir, first.data, progress=False, log=lambda *a: None)
+    second.load_checkpoint()
+    assert second.state.global_step == interrupt_at
+    second.fit()
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(second.run_dir / "metrics.jsonl")) == strip(read_jsonl(reference.run_dir / "metrics.jsonl"))
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path, tiny_raw):
+    # A learning rate this large makes the validation ELBO worse after the first epochs.
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=30", "train.patience=2", "optim.lr=0.05")
+    summary = trainer.fit()
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert summary["stop_reason"].startswith("early stop")
+    assert len(records) == summary["best_epoch"] + 2
+    weights, _ = load_tensors(trainer.run_dir / WEIGHTS)
+    trainer.model.load_state_dict(weights)
+    best = dataset_elbo(trainer.model, trainer.data.val, 50, seed=trainer.config.data.eval_seed)
+    assert best["elbo"] == pytest.approx(summary["best_val_elbo"], abs=1e-4)
+
+
+def test_max_steps_stops_mid_epoch(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.max_steps=5")
+    summary = trainer.fit()
+    assert summary["steps"] == 5 and "max_steps" in summary["stop_reason"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
+def test_every_optimizer_trains_and_resumes(tmp_path, tiny_raw, optimizer):
+    trainer = make_trainer(tmp_path, tiny_raw, f"optim.name={optimizer}", "train.epochs=1")
+    trainer.fit()
+    again = Trainer(trainer.config, trainer.run_dir, trainer.data, progress=False, log=lambda *a: None)
+    again.load_checkpoint()
+    assert again.optimizer.state_dict()["param_groups"] == trainer.optimizer.state_dict()["param_groups"]
+
+
+def test_gaussian_grey_model_trains(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "model.likelihood=gaussian", "data.binarization=grey",
+                           "model.init=normal", "train.epochs=2")
+    summary = trainer.fit()
+    assert math.isfinite(summary["test_elbo"])
+
+
+def test_prepare_refuses_an_existing_run(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw)
+    with pytest.raises(FileExistsError, match="--resume"):
+        prepare_run_dir(trainer.run_dir, trainer.config)
+    assert json.loads((trainer.run_dir / "config.json").read_text())["name"] == "mnist-lab"
+
+
+@pytest.mark.slow
+def test_a_few_hundred_steps_on_real_mnist_lower_the_validation_loss(tmp_path, mnist_raw):
+    config = resolve_config(overrides=["train.max_steps=300", "train.epochs=1"])
+    run_dir = tmp_path / "mnist"
+    prepare_run_dir(run_dir, config)
+    trainer = Trainer(config, run_dir, make_views(mnist_raw, config.data), progress=False, log=lambda *a: None)
+    before = dataset_elbo(trainer.model, trainer.data.val, 1000, seed=1)
+    trainer.fit()
+    after = dataset_elbo(trainer.model, trainer.data.val, 1000, seed=1)
+    assert before["elbo"] < -500  # an untrained decoder: about 784 log 2
+    assert after["elbo"] > -200, after  # 300 steps reach about -175 nats
