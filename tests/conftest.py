@@ -24,19 +24,35 @@ def make_tiny_raw(n_train: int = 600, n_test: int = 100, seed: int = 0) -> Simpl
                            x_test=x_test, y_test=y_test)
 
 
+USER_CACHE = None  # the cache as it was before the tests redirected it
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Nothing a test (or a `vaelab` it starts) caches lands in the user's cache."""
+    global USER_CACHE
+    from vaelab.data import default_cache_dir
+
+    USER_CACHE = default_cache_dir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def tiny_raw():
     return make_tiny_raw()
 
 
 @pytest.fixture(scope="session")
-def mnist_raw(tmp_path_factory):
+def mnist_raw(tmp_path_factory, _private_cache):
     """Real MNIST: the user's cache if present (read only), else the chain into a temp cache."""
-    from vaelab.data import DataError, default_cache_dir, load_dataset
+    from vaelab.data import DataError, load_dataset
 
     errors = []
     try:
-        return load_dataset("mnist", cache_dir=default_cache_dir(), mirrors=[], use_pypi=False, progress=False)
+        return load_dataset("mnist", cache_dir=USER_CACHE, mirrors=[], use_pypi=False, progress=False)
     except DataError as err:
         errors.append(str(err))
     try:
