@@ -35,14 +35,12 @@ def tile(images: np.ndarray, rows: int, cols: int, pad: int = 2, gutter: float =
 
 
 def save_image_grid(path: str | Path, grid: np.ndarray, title: str,
-                    row_labels: Sequence[str] = (), scale: float = 0.035) -> Path:
+                    row_labels: Sequence[str] = (), scale: float = 0.04) -> Path:
     """Write `grid` (2-D, intensity in [0,1]) as a PNG with a title; ink (1) drawn dark on white (0)."""
     height, width = grid.shape
-    margin = 1.2 if row_labels else 0.3
-    fig = Figure(figsize=(width * scale + margin, height * scale + 0.7), dpi=100)
+    fig = Figure(figsize=(width * scale, height * scale + 0.6), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((margin / (width * scale + margin), 0.02, width * scale / (width * scale + margin),
-                       height * scale / (height * scale + 0.7)))
+    ax = fig.add_axes((0.0, 0.0, 1.0, height * scale / (height * scale + 0.6)))
     ax.imshow(1.0 - grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     if row_labels:
@@ -53,7 +51,7 @@ def save_image_grid(path: str | Path, grid: np.ndarray, title: str,
     fig.suptitle(title, fontsize=9, y=0.995, va="top")
     path = Path(path)
     buffer = BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
