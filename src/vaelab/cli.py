@@ -66,6 +66,64 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.split, args.samples, args.seed, args.memory_mb,
+                          progress=not args.json, device=args.device, data_dir=args.data_dir)
+    if args.json:
+        keys = ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k", "n", "active_units", "kl_per_dim",
+                "split", "binarization")
+        print(json.dumps({key: result[key] for key in keys} | result))
+        return 0
+    print(format_evaluation(result))
+    return 0
+
+
+def format_evaluation(r: dict) -> str:
+    """The evaluation as a short human-readable block; every number in nats per image."""
+    seed = r.get("binarization_seed")
+    how = f"{r['binarization']} binarization" + (f"; {r['split']} images binarized once with seed {seed}"
+                                                  if seed is not None else "")
+    lines = [
+        f"{r['data']} {r['split']} split, {r['n']} images ({how}); nats per image, summed over pixels",
+        f"  ELBO              {r['elbo']:10.2f}",
+        f"    reconstruction  {r['reconstruction']:10.2f}   E_q[log p(x|z)], mean over the K samples",
+        f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), analytic",
+        f"  NLL               {r['nll']:10.2f} \u00b1 {r['nll_stderr']:.2f}   importance-sampled, K = {r['k']}",
+        f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > 0.01)",
+    ]
+    if r.get("kl_per_dim") is not None:
+        lines.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in r["kl_per_dim"]))
+    lines.append(f"  {r['seconds']:.1f} s on {r['device']}")
+    return "\n".join(lines)
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from .plots import make_figures
+
+    for name, path, note in make_figures(args.run_dir, args.names or None):
+        print(f"{name:16s} {path if path else 'skipped'}{'  (' + note + ')' if note else ''}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate)
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .report import compare_runs
+
+    print(compare_runs(args.run_dirs, csv=args.csv), end="")
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from .data import DataError, load_dataset
 
@@ -110,6 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="folder with the IDX files or an .npz (else $VAELAB_DATA, cache, download)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     train.set_defaults(func=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", choices=["test", "val"], default="test")
+    evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--memory-mb", type=float, default=1024.0, help="memory bound of one chunk of work")
+    evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    evaluate.add_argument("--data-dir")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures")
+    figures.add_argument("run_dir")
+    figures.add_argument("names", nargs="*", help="samples, reconstructions, interpolations, latent-scatter, "
+                                                  "manifold, curves, kl-per-dim (default: all)")
+    figures.set_defaults(func=_cmd_figures)
+
+    report = commands.add_parser("report", help="write RUN_DIR/report.html, one self-contained page")
+    report.add_argument("run_dir")
+    report.add_argument("--samples", "-k", type=int, default=5000, help="K if an evaluation must be run")
+    report.add_argument("--no-evaluate", action="store_true", help="use only evaluations already made")
+    report.set_defaults(func=_cmd_report)
+
+    compare = commands.add_parser("compare", help="one table of several runs' metrics and settings")
+    compare.add_argument("run_dirs", nargs="+")
+    compare.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
+    compare.set_defaults(func=_cmd_compare)
 
     data = commands.add_parser("data", help="fetch and inspect data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True)

@@ -78,7 +78,21 @@ class BernoulliHead(nn.Module):
     def forward(self, out: torch.Tensor) -> Independent:
         """out: (..., n_pixels) logits."""
         # validate_args=False also lets grey targets through, the "BCE" some courses train with.
-        return Independent(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+        return BernoulliImage(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+
+
+class BernoulliImage(Independent):
+    """Independent Bernoulli pixels whose log_prob is computed as x . logits - sum softplus(logits).
+
+    The same value as torch's (log sigmoid(l) = l - softplus(l)), in one dot product and one
+    softplus instead of an elementwise cross-entropy: the importance-sampled NLL evaluates this
+    for millions of (image, z) pairs, and it is half of that work.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """value: (..., n_pixels), broadcast against the logits (..., n_pixels) -> (...)."""
+        logits = self.base_dist.logits
+        return torch.einsum("...p,...p->...", logits, value.to(logits.dtype)) - nn.functional.softplus(logits).sum(-1)
 
 
 class GaussianHead(nn.Module):

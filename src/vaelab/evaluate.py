@@ -1,0 +1,200 @@
+"""Evaluation: the ELBO and its terms, the importance-sampled log-likelihood, active units.
+
+Built only on the model's public API (`prior()`, `posterior(x)`, `likelihood(z)`), so every
+model variant that has one can be scored. All numbers are nats per image (summed over pixels).
+
+The importance-sampled estimate (Burda et al., 2016) is
+
+    log p(x) ~= log (1/K) sum_k exp(log p(x|z_k) + log p(z_k) - log q(z_k|x)),  z_k ~ q(z|x),
+
+computed for many data points and samples at once, in chunks sized to a memory bound, with
+a running log-sum-exp over sample chunks when K alone exceeds the bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, Independent, kl_divergence
+from tqdm import tqdm
+
+from .data.views import ImageSet
+from .distributions import rsample
+from .io import write_json
+
+
+class EvaluationError(ValueError):
+    """An evaluation that would report a meaningless number; the message says why and what to do."""
+
+
+@dataclass
+class ChunkPlan:
+    points: int  # data points per chunk
+    samples: int  # samples of z per chunk (== K unless K alone exceeds the bound)
+
+
+def plan_chunks(k: int, n_pixels: int, hidden: int, memory_mb: float) -> ChunkPlan:
+    """How many (point, sample) rows fit in `memory_mb`.
+
+    A row holds the decoder's hidden activations and, several times over, its n_pixels outputs
+    (logits, the broadcast data, the elementwise log-probabilities), in float32.
+    """
+    bytes_per_row = 4 * (4 * n_pixels + 2 * hidden + 64)
+    rows = max(1, int(memory_mb * 2**20) // bytes_per_row)
+    if rows >= k:
+        return ChunkPlan(points=rows // k, samples=k)
+    return ChunkPlan(points=1, samples=rows)
+
+
+def kl_terms(posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q || p) per data point, (batch,): analytic where torch has it, else Monte-Carlo over z (S, batch, ...)."""
+    try:
+        return kl_divergence(posterior, prior)
+    except NotImplementedError:
+        if z is None:
+            raise
+        return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
+
+
+def kl_per_dimension(posterior: Distribution, prior: Distribution) -> torch.Tensor | None:
+    """(batch, latent) KL of each latent dimension, for factorized q and p; None where it has no closed form."""
+    if not (isinstance(posterior, Independent) and isinstance(prior, Independent)):
+        return None
+    try:
+        return kl_divergence(posterior.base_dist, prior.base_dist)
+    except NotImplementedError:
+        return None
+
+
+@torch.no_grad()
+def importance_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                              samples_per_chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(x) estimate, mean over the K samples of log p(x|z_k)), each (batch,), for x: (batch, n_pixels)."""
+    posterior, prior = model.posterior(x), model.prior()
+    chunk = samples_per_chunk or k
+    log_sum = torch.full((len(x),), -math.inf, device=x.device)
+    reconstruction = torch.zeros(len(x), device=x.device)
+    for start in range(0, k, chunk):
+        z = rsample(posterior, (min(chunk, k - start),), generator)  # (s, batch, latent)
+        log_px_z = model.likelihood(z).log_prob(x)
+        log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
+        reconstruction += log_px_z.sum(0)
+    return log_sum - math.log(k), reconstruction / k
+
+
+@torch.no_grad()
+def reference_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+                             ) -> torch.Tensor:
+    """The same estimate, one data point and one sample at a time: slow, plain, for checking."""
+    estimates = []
+    for x_i in x:
+        x_i = x_i[None]
+        posterior, prior = model.posterior(x_i), model.prior()
+        log_w = []
+        for _ in range(k):
+            z = rsample(posterior, (), generator)
+            log_w.append(model.likelihood(z).log_prob(x_i) + prior.log_prob(z) - posterior.log_prob(z))
+        estimates.append(torch.logsumexp(torch.cat(log_w), 0) - math.log(k))
+    return torch.stack(estimates)
+
+
+def check_scorable(config: Any) -> None:
+    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL."""
+    if config.model.likelihood == "bernoulli" and config.data.binarization == "grey":
+        raise EvaluationError(
+            "this model scores grey-level pixels with a Bernoulli: a Bernoulli is a distribution over {0, 1}, "
+            "so its 'log-likelihood' of x in (0, 1) is not normalized (it is a cross-entropy, not log p(x)) and "
+            "its NLL is not comparable with anything. Train on binarized pixels (data.binarization=dynamic or "
+            "static) to report an NLL, or use a density on [0, 1] for grey pixels (model.likelihood=gaussian).")
+
+
+@torch.no_grad()
+def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, memory_mb: float = 1024.0,
+                    progress: bool = False) -> dict[str, Any]:
+    """ELBO and terms, NLL with its standard error, active units and KL per dimension over a split.
+
+    Deterministic given `seed` and `memory_mb` (which sets how the work is chunked).
+    """
+    if k < 1:
+        raise EvaluationError(f"K (importance samples) must be >= 1, got {k}")
+    device = model.prior().mean.device
+    hidden = max([*model.config.decoder_hidden, 1]) if hasattr(model, "config") else 1024
+    plan = plan_chunks(k, images.pixels.shape[1], hidden, memory_mb)
+    generator = torch.Generator(device).manual_seed(seed)
+    n = len(images)
+    log_px = torch.empty(n, device=device, dtype=torch.float64)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # reconstruction, kl
+    kl_dims, mean_sum, mean_sq_sum = None, None, None
+    bar = tqdm(total=n, disable=None if progress else True, unit="image", desc=f"evaluating (K={k})")
+    for start in range(0, n, plan.points):
+        x = images.batch(slice(start, start + plan.points), generator).to(device)
+        posterior = model.posterior(x)
+        estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples)
+        log_px[start:start + len(x)] = estimate.double()
+        sums += torch.stack([reconstruction.sum(), kl_terms(posterior, model.prior()).sum()]).double()
+        means = posterior.mean.double()
+        mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
+        mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
+        per_dim = kl_per_dimension(posterior, model.prior())
+        if per_dim is not None:
+            kl_dims = per_dim.double().sum(0) if kl_dims is None else kl_dims + per_dim.double().sum(0)
+        bar.update(len(x))
+    bar.close()
+    reconstruction, kl = (sums / n).tolist()
+    nll = -log_px
+    activity = mean_sq_sum / n - (mean_sum / n) ** 2  # Cov_x(E_q[z_j]), Burda et al.'s unit activity
+    return {
+        "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl,
+        "nll": nll.mean().item(), "nll_stderr": (nll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
+        "k": k, "n": n,
+        "active_units": int((activity > 0.01).sum().item()),
+        "unit_activity": activity.tolist(),
+        "kl_per_dim": None if kl_dims is None else (kl_dims / n).tolist(),
+    }
+
+
+def binarization_seed(data_config: Any, split: str) -> int | None:
+    """The seed the split's images were binarized with once (see data.views.make_views)."""
+    if data_config.binarization == "dynamic":
+        return data_config.eval_seed + {"test": 0, "val": 1}[split]
+    if data_config.binarization == "static":
+        return data_config.static_seed + {"train": 0, "val": 1, "test": 2}[split]
+    return None
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: int = 0,
+                 memory_mb: float = 1024.0, progress: bool = True, data: Any = None, model: Any = None,
+                 device: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a run folder's best weights; writes RUN_DIR/eval-<split>-k<K>.json and returns it."""
+    from .data import load_dataset
+    from .data.views import make_views
+    from .runs import load_run
+    from .train import resolve_device
+
+    if split not in ("test", "val"):
+        raise EvaluationError(f"split must be test or val, got {split!r}")
+    run_dir = Path(run_dir)
+    torch_device = resolve_device(device or "auto")
+    model = model if model is not None else load_run(run_dir, torch_device)
+    config = model.run_config
+    check_scorable(config)
+    if data is None:
+        raw = load_dataset(config.data.name, data_dir or config.data.data_dir, progress=progress)
+        data = make_views(raw, config.data, torch_device)
+    started = time.perf_counter()
+    result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress)
+    result |= {
+        "split": split, "binarization": config.data.binarization, "data": config.data.name,
+        "units": "nats per image (summed over pixels)", "seed": seed,
+        "binarization_seed": binarization_seed(config.data, split),
+        "likelihood": config.model.likelihood, "latent_dim": config.model.latent_dim,
+        "seconds": round(time.perf_counter() - started, 2), "device": str(torch_device),
+    }
+    write_json(run_dir / f"eval-{split}-k{k}.json", result)
+    return result

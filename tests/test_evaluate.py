@@ -1,0 +1,130 @@
+"""The importance-sampled log-likelihood and the evaluation report."""
+
+import math
+
+import pytest
+import torch
+
+from linear_gaussian import LinearGaussian, sample_data
+from vaelab.config import DataConfig, ModelConfig, RunConfig
+from vaelab.data.views import make_views
+from vaelab.evaluate import (EvaluationError, check_scorable, evaluate_images, importance_log_likelihood,
+                             plan_chunks, reference_log_likelihood)
+from vaelab.model import VAE
+from vaelab.objectives import elbo
+
+
+def repeated_estimate(model, x, k, repeats, seed=0):
+    """Mean and standard error over `repeats` independent K-sample estimates, per data point."""
+    xs = x.repeat(repeats, 1)
+    estimate, _ = importance_log_likelihood(model, xs, k, torch.Generator().manual_seed(seed))
+    estimate = estimate.reshape(repeats, len(x))
+    return estimate.mean(0), estimate.std(0) / math.sqrt(repeats)
+
+
+def off_posterior_model():
+    model = LinearGaussian()
+    model.shift = torch.tensor([0.4, -0.3, 0.2], dtype=torch.float64)
+    model.stretch = 1.4
+    return model
+
+
+def test_k1_equals_the_elbo_in_expectation():
+    model = off_posterior_model()
+    x = sample_data(model, n=4)
+    mean, stderr = repeated_estimate(model, x, k=1, repeats=40_000)
+    reference = elbo(model, x, samples=200_000, generator=torch.Generator().manual_seed(1)).elbo
+    assert torch.all((mean - reference).abs() < 4 * stderr + 0.01), (mean, reference, stderr)
+    assert torch.all(reference < model.log_marginal(x) - 0.05)  # the gap is there to close
+
+
+def test_expectation_grows_with_k_and_reaches_log_p_x():
+    model = off_posterior_model()
+    x = sample_data(model, n=4)
+    exact = model.log_marginal(x)
+    means = []
+    for k in (1, 4, 32, 256):
+        mean, stderr = repeated_estimate(model, x, k, repeats=4000, seed=k)
+        means.append(mean)
+        assert torch.all(mean <= exact + 4 * stderr), k  # a lower bound in expectation
+    for smaller, larger in zip(means, means[1:]):
+        assert torch.all(larger > smaller)
+    converged, _ = importance_log_likelihood(model, x, 200_000, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(converged, exact, atol=0.01, rtol=0)
+
+
+def test_exact_posterior_gives_log_p_x_for_any_k():
+    model = LinearGaussian()
+    x = sample_data(model)
+    estimate, _ = importance_log_likelihood(model, x, 3, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(estimate, model.log_marginal(x), atol=1e-9, rtol=0)
+
+
+def test_batched_estimator_agrees_with_a_per_point_loop():
+    # Small weights make q close to the prior and log p(x|z) nearly flat in z, so both
+    # estimators have almost no Monte-Carlo noise, while the data points' values differ by
+    # many nats: mixing points up in the batched arithmetic could not go unnoticed.
+    torch.manual_seed(0)
+    config = ModelConfig(latent_dim=2, encoder_hidden=[16], decoder_hidden=[16], init="normal", init_std=0.05)
+    model = VAE(config, n_pixels=30)
+    with torch.no_grad():
+        model.decoder.last.bias.normal_(0, 2)
+    x = torch.bernoulli(torch.full((6, 30), 0.4))
+    batched, _ = importance_log_likelihood(model, x, 300, torch.Generator().manual_seed(0), samples_per_chunk=70)
+    looped = reference_log_likelihood(model, x, 300, torch.Generator().manual_seed(1))
+    assert batched.max() - batched.min() > 5
+    torch.testing.assert_close(batched, looped, atol=0.02, rtol=0)
+    # The same on a model with a real posterior, where the loop is exact by construction.
+    linear = LinearGaussian()
+    xs = sample_data(linear, n=5)
+    batched, _ = importance_log_likelihood(linear, xs, 50, torch.Generator().manual_seed(0), samples_per_chunk=7)
+    looped = reference_log_likelihood(linear, xs, 50, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(batched, looped, atol=1e-9, rtol=0)
+    torch.testing.assert_close(batched, linear.log_marginal(xs), atol=1e-9, rtol=0)
+
+
+def test_chunk_plan_respects_the_memory_bound():
+    plan = plan_chunks(5000, 784, 512, memory_mb=64)
+    assert plan.samples == 5000 or plan.points == 1
+    big = plan_chunks(10, 784, 512, memory_mb=64)
+    assert big.samples == 10 and big.points > 100
+    tiny = plan_chunks(5000, 784, 512, memory_mb=1)
+    assert tiny.points == 1 and tiny.samples < 5000
+
+
+@pytest.fixture
+def tiny_data(tiny_raw):
+    return make_views(tiny_raw, DataConfig(val_size=100))
+
+
+def test_evaluate_images_reports_every_term(tiny_data):
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[32], decoder_hidden=[32]))
+    result = evaluate_images(model, tiny_data.test, k=50, seed=0, memory_mb=1)
+    assert result["k"] == 50 and result["n"] == 100
+    assert result["elbo"] == pytest.approx(result["reconstruction"] - result["kl"])
+    assert result["nll"] <= -result["elbo"] + 0.5  # the K=50 bound is tighter than the ELBO
+    assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-5)
+    assert 0 < result["nll_stderr"] < 10
+    again = evaluate_images(model, tiny_data.test, k=50, seed=0, memory_mb=1)
+    assert again == result  # deterministic given the seed
+
+
+def test_active_units_count_dimensions_the_encoder_uses(tiny_data):
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=4, encoder_hidden=[32], decoder_hidden=[32]))
+    with torch.no_grad():
+        last = model.encoder.last
+        last.weight *= 20  # spread the posterior means well beyond 0.01 variance
+        last.weight[1] = 0  # mean of dimension 1 no longer depends on x: an inactive unit
+        last.weight[3] = 0
+    result = evaluate_images(model, tiny_data.test, k=2)
+    assert result["active_units"] == 2
+    assert result["unit_activity"][1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bernoulli_nll_of_grey_pixels_is_refused():
+    config = RunConfig(data=DataConfig(binarization="grey"), model=ModelConfig(likelihood="bernoulli"))
+    with pytest.raises(EvaluationError, match="not normalized.*binarization=dynamic"):
+        check_scorable(config)
+    check_scorable(RunConfig(data=DataConfig(binarization="grey"), model=ModelConfig(likelihood="gaussian")))
