@@ -1,0 +1,505 @@
+"""A run's report as one self-contained HTML page, and a table comparing runs.
+
+The report embeds every figure as a base64 data: URI and carries its CSS inline, so the single
+file can be mailed, attached to an assignment or opened from disk with no server and no network.
+Its Content-Security-Policy forbids anything that is not inline, so a stray external reference
+would show up as a broken image rather than as a silent request.
+
+Every number is in nats per image (summed over pixels) and says how the pixels were binarized
+and how many importance samples estimated it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv as csv_module
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_bytes, read_json, read_jsonl
+
+REPORT = "report.html"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVAL_PATTERN = re.compile(r"eval-test-k(\d+)\.json")
+
+# Known figures first, in the order a reader wants them; any other PNG follows alphabetically.
+FIGURE_CAPTIONS = {
+    "samples": "Samples from the prior p(z), shown as the decoder mean E[x|z].",
+    "reconstructions": "Test images (top) and their reconstructions from the posterior mean (bottom).",
+    "interpolations": "Walks between the posterior means of pairs of test images.",
+    "latent-scatter": "Posterior means of test images in latent space.",
+    "manifold": "Decoder means over a grid of latent values.",
+    "curves": "Training and validation ELBO per epoch.",
+    "kl-per-dim": "KL divergence of each latent dimension, averaged over the test set.",
+}
+
+CURVE_COLUMNS = {
+    "epoch": "epoch", "step": "step",
+    "train_elbo": "train ELBO", "train_reconstruction": "train rec.", "train_kl": "train KL",
+    "val_elbo": "val ELBO", "val_reconstruction": "val rec.", "val_kl": "val KL",
+    "seconds": "seconds",
+}
+
+SUMMARY_LABELS = {
+    "best_epoch": "best epoch (by validation ELBO)",
+    "best_val_elbo": "best validation ELBO",
+    "epochs_run": "epochs run",
+    "steps": "optimizer steps",
+    "stop_reason": "stop reason",
+    "test_elbo": "test ELBO at the end of training",
+    "test_reconstruction": "test reconstruction at the end of training",
+    "test_kl": "test KL at the end of training",
+    "elbo_samples": "samples of z in those ELBOs",
+    "data_source": "data source",
+    "binarization": "binarization",
+    "units": "units",
+    "device": "device",
+    "torch": "torch",
+    "finished_at": "finished at",
+}
+
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f;
+       max-width: 1100px; margin: 2rem auto; padding: 0 1.2rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; }
+h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+.facts { color: #555; margin: .1rem 0; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.best td { background: #eef6ee; font-weight: 600; }
+.note { color: #555; font-size: .9rem; }
+.warn { background: #fff6e0; border: 1px solid #f0d9a0; padding: .5rem .8rem; }
+figure { margin: 1.2rem 0 2rem; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #444; font-size: .9rem; margin-top: .3rem; }
+.bar { display: inline-block; height: .7rem; background: #6a8fd0; vertical-align: middle; }
+code { font-size: .9em; }
+"""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+# ---------------------------------------------------------------- reading a run folder
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path; a ValueError naming it when it is not a vaelab run folder."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such run folder")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path}: not a vaelab run folder (it has no config.json)")
+    return path
+
+
+def latest_evaluation(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The test-set evaluation with the largest K (the newest among equals), or None."""
+    candidates = []
+    for path in run_dir.glob("eval-test-k*.json"):
+        match = EVAL_PATTERN.fullmatch(path.name)
+        if match:
+            candidates.append((int(match.group(1)), path.stat().st_mtime, path))
+    if not candidates:
+        return None
+    path = max(candidates)[2]
+    return path, read_json(path)
+
+
+def _read_optional_json(path: Path) -> dict[str, Any]:
+    value = read_json(path) if path.is_file() else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    return [r for r in read_jsonl(path) if isinstance(r, dict)] if path.is_file() else []
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    """tree["a"]["b"] for "a.b", or None where any level is missing: runs differ in their keys."""
+    for key in dotted.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def _binarization(evaluation: dict[str, Any] | None, summary: dict[str, Any], config: dict[str, Any]) -> Any:
+    for value in ((evaluation or {}).get("binarization"), summary.get("binarization"),
+                  _get(config, "data.binarization")):
+        if value is not None:
+            return value
+    return None
+
+
+# ---------------------------------------------------------------- formatting
+
+def _number(value: Any, digits: int = 2) -> str:
+    """A cell's text: floats rounded, None blank, anything else as text (escaped later)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _plus_minus(value: Any, stderr: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(stderr, (int, float)) and math.isfinite(stderr):
+        return f"{_number(value)} \u00b1 {_number(stderr)}"
+    return _number(value)
+
+
+def _binarization_text(binarization: Any) -> str:
+    if binarization == "grey":
+        return "grey-level pixels (not binarized)"
+    if binarization is None:
+        return "binarization unknown"
+    return f"{binarization} binarization"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] = (),
+           row_classes: Sequence[str] = ()) -> str:
+    """An HTML table; every cell is escaped here, so callers pass plain text."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = "".join(
+            f'<td class="num">{_e(c)}</td>' if i_col < len(numeric) and numeric[i_col] else f"<td>{_e(c)}</td>"
+            for i_col, c in enumerate(row))
+        css = f' class="{_e(row_classes[i])}"' if i < len(row_classes) and row_classes[i] else ""
+        body.append(f"<tr{css}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# ---------------------------------------------------------------- report sections
+
+def _header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], binarization: Any) -> str:
+    name = config.get("name") or run_dir.name
+    data = _get(config, "data.name") or "unknown data"
+    facts = [f"Run folder <code>{_e(run_dir.resolve())}</code>",
+             f"Data: {_e(data)}, {_e(_binarization_text(binarization))}"
+             + (f", from {_e(summary['data_source'])}" if summary.get("data_source") else "")]
+    trained = [f"on {_e(summary['device'])}" if summary.get("device") else "",
+               f"torch {_e(summary['torch'])}" if summary.get("torch") else "",
+               f"finished {_e(summary['finished_at'])}" if summary.get("finished_at") else ""]
+    if any(trained):
+        facts.append("Trained " + ", ".join(t for t in trained if t))
+    facts.append(f"Report written {_e(datetime.now().isoformat(timespec='seconds'))}")
+    description = f"<p>{_e(config['description'])}</p>" if config.get("description") else ""
+    return (f"<h1>{_e(name)}</h1>" + "".join(f'<p class="facts">{f}</p>' for f in facts) + description)
+
+
+def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str,
+                     summary: dict[str, Any], binarization: Any) -> str:
+    parts = ["<h2>Test-set metrics</h2>"]
+    if evaluation is None:
+        parts.append(f'<p class="warn">{_e(eval_note or "No evaluation in this run folder.")}</p>')
+        if "test_elbo" in summary:
+            samples = summary.get("elbo_samples", "?")
+            where = f"{_binarization_text(binarization)}, {samples} sample(s) of z"
+            parts.append(_table(["quantity", "value", "units", "measured with"], [
+                ["ELBO (from training)", _number(summary.get("test_elbo")), "nats per image", where],
+                ["reconstruction", _number(summary.get("test_reconstruction")), "nats per image", where],
+                ["KL", _number(summary.get("test_kl")), "nats per image", where],
+            ], numeric=[False, True]))
+        return "".join(parts)
+    path, result = evaluation
+    k, n = result.get("k", "?"), result.get("n", "?")
+    where = f"{_binarization_text(binarization)}, K = {k} importance samples"
+    latent = result.get("latent_dim")
+    rows = [
+        ["ELBO", _number(result.get("elbo")), "nats per image", where],
+        ["reconstruction E_q[log p(x|z)]", _number(result.get("reconstruction")), "nats per image", where],
+        ["KL(q(z|x) \u2016 p(z))", _number(result.get("kl")), "nats per image", where],
+        ["NLL \u2212log p(x) \u00b1 standard error", _plus_minus(result.get("nll"), result.get("nll_stderr")),
+         "nats per image", where],
+        ["active units", _number(result.get("active_units")),
+         f"of {latent} latent dimensions" if latent is not None else "latent dimensions", where],
+    ]
+    parts.append(_table(["quantity", "value", "units", "measured with"], rows, numeric=[False, True]))
+    seconds = f", {_number(result.get('seconds'), 1)} s" if result.get("seconds") is not None else ""
+    device = f" on {result['device']}" if result.get("device") else ""
+    parts.append(f'<p class="note">From <code>{_e(path.name)}</code>: {_e(n)} test images{_e(device)}'
+                 f"{_e(seconds)}. {_e(eval_note)}</p>")
+    parts.append(_kl_per_dim(result.get("kl_per_dim")))
+    return "".join(parts)
+
+
+def _kl_per_dim(values: Any) -> str:
+    """A small table with a bar per latent dimension, numbered from 0 as the figures number them."""
+    if not isinstance(values, list) or not values:
+        return ""
+    numbers = [v if isinstance(v, (int, float)) and math.isfinite(v) else 0.0 for v in values]
+    largest = max(max(numbers), 1e-12)
+    rows = "".join(
+        f'<tr><td class="num">z{i}</td><td class="num">{_e(_number(v, 3))}</td>'
+        f'<td><span class="bar" style="width:{200 * max(x, 0.0) / largest:.1f}px"></span></td></tr>'
+        for i, (v, x) in enumerate(zip(values, numbers)))
+    opened = " open" if len(values) <= 20 else ""
+    return (f"<details{opened}><summary>KL per latent dimension (nats per image)</summary>"
+            f"<table><thead><tr><th>dimension</th><th>KL</th><th></th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></details>")
+
+
+def _summary_section(summary: dict[str, Any]) -> str:
+    if not summary:
+        return '<h2>Training</h2><p class="warn">No summary.json: training has not finished.</p>'
+    keys = [k for k in SUMMARY_LABELS if k in summary] + [k for k in summary if k not in SUMMARY_LABELS]
+    rows = [[SUMMARY_LABELS.get(k, k), _number(summary[k])] for k in keys]
+    return "<h2>Training</h2>" + _table(["fact", "value"], rows)
+
+
+def _curve_section(records: list[dict[str, Any]], best_epoch: Any) -> str:
+    if not records:
+        return '<h2>Training curve</h2><p class="note">No metrics.jsonl.</p>'
+    seen = {k for r in records for k in r}
+    keys = [k for k in CURVE_COLUMNS if k in seen] + sorted(seen - set(CURVE_COLUMNS))
+    rows = [[_number(r.get(k), 1 if k == "seconds" else 2) for k in keys] for r in records]
+    classes = ["best" if r.get("epoch") == best_epoch else "" for r in records]
+    note = ('<p class="note">Nats per image; the highlighted row is the best epoch by validation ELBO, '
+            "whose weights the run keeps.</p>")
+    return ("<h2>Training curve</h2>" + note
+            + _table([CURVE_COLUMNS.get(k, k) for k in keys], rows, numeric=[True] * len(keys), row_classes=classes))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items += _flatten(value, name + ".")
+        else:
+            items.append((name, value))
+    return items
+
+
+def _config_section(config: dict[str, Any]) -> str:
+    rows = [[key, json.dumps(value) if not isinstance(value, str) else value] for key, value in _flatten(config)]
+    return "<h2>Config</h2>" + _table(["key", "value"], rows)
+
+
+def _figure_order(path: Path) -> tuple[int, str]:
+    names = list(FIGURE_CAPTIONS)
+    return (names.index(path.stem) if path.stem in names else len(names), path.name)
+
+
+def _figures_section(run_dir: Path, notes: dict[str, str], skipped: dict[str, str]) -> str:
+    parts = ["<h2>Figures</h2>"]
+    folder = run_dir / "figures"
+    paths = sorted(folder.glob("*.png"), key=_figure_order) if folder.is_dir() else []
+    left_out = dict(skipped)
+    for path in paths:
+        data = path.read_bytes()
+        if not data.startswith(PNG_SIGNATURE):
+            left_out[path.name] = "not a PNG file; left out"
+            continue
+        # Our captions are written for readers; the drawer's description covers figures we do not know.
+        text = FIGURE_CAPTIONS.get(path.stem) or notes.get(path.stem, "")
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        dash = f" \u2014 {_e(text)}" if text else ""
+        parts.append(f'<figure><img src="{uri}" alt="{_e(path.stem)}">'
+                     f"<figcaption><b>{_e(path.name)}</b>{dash}</figcaption></figure>")
+    if not paths:
+        parts.append('<p class="note">No figures in this run folder.</p>')
+    if left_out:
+        items = "".join(f"<li><b>{_e(name)}</b>: {_e(note)}</li>" for name, note in left_out.items())
+        parts.append(f'<p class="note">Not drawn:</p><ul class="note">{items}</ul>')
+    return "".join(parts)
+
+
+def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], records: list[dict[str, Any]],
+                  evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str = "",
+                  figure_notes: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
+    """The report page as text, from what was read out of the run folder."""
+    binarization = _binarization(evaluation[1] if evaluation else None, summary, config)
+    name = config.get("name") or run_dir.name
+    body = "".join([
+        _header(run_dir, config, summary, binarization),
+        _metrics_section(evaluation, eval_note, summary, binarization),
+        _summary_section(summary),
+        _curve_section(records, summary.get("best_epoch")),
+        _figures_section(run_dir, figure_notes or {}, skipped or {}),
+        _config_section(config),
+    ])
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>vaelab report: {_e(name)}</title><style>{CSS}</style></head>"
+            f"<body>{body}</body></html>\n")
+
+
+# ---------------------------------------------------------------- the two entry points
+
+def _evaluate(run_dir: Path, k: int, progress: bool, **given: Any) -> tuple[tuple[Path, dict[str, Any]] | None, str]:
+    """Run the importance-sampled evaluation; a refusal (e.g. a Bernoulli on grey pixels) becomes a note."""
+    from .evaluate import EvaluationError, evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, k=k, progress=progress, **given)
+    except EvaluationError as err:
+        return None, f"Not evaluated: {err}"
+    return (run_dir / f"eval-test-k{k}.json", result), ""
+
+
+def _draw_figures(run_dir: Path, progress: bool, **given: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """Draw every figure; (notes of the drawn ones, notes of the skipped ones) by figure name."""
+    from .plots import make_figures
+
+    notes, skipped = {}, {}
+    for name, path, note in make_figures(run_dir, **given):
+        if path is None:
+            skipped[name] = note or "skipped"
+        else:
+            notes[Path(path).stem] = note
+        if progress:
+            print(f"  {name}: skipped ({note})" if path is None else f"  {name}: {path}")
+    return notes, skipped
+
+
+def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
+                 progress: bool = True, data: Any = None, model: Any = None) -> Path:
+    """Write RUN_DIR/report.html, one self-contained page, and return its path.
+
+    Uses the test evaluation already in the folder (largest K); with none and `evaluate`, runs one
+    with `k` importance samples. With `figures`, draws every figure first. `data` (an ImageData)
+    and `model` (as `load_run` returns it), when given, are used instead of loading them.
+    """
+    run_dir = check_run_dir(run_dir)
+    given = {key: value for key, value in (("data", data), ("model", model)) if value is not None}
+    say = print if progress else (lambda *args: None)
+    say(f"writing the report of {run_dir}")
+    evaluation, eval_note = latest_evaluation(run_dir), ""
+    if evaluation is not None:
+        found_k = evaluation[1].get("k")
+        say(f"using the evaluation in {evaluation[0].name}")
+        if evaluate and isinstance(found_k, int) and found_k < k:
+            eval_note = (f"The report evaluates only a run folder with no evaluation; to report K = {k} "
+                         f"instead of K = {found_k}, evaluate with that K first.")
+            say(f"  note: it has K = {found_k}, fewer than the K = {k} asked for; evaluate with K = {k} first "
+                "to report that")
+    elif evaluate:
+        say(f"evaluating the test set with K = {k} importance samples per image")
+        evaluation, eval_note = _evaluate(run_dir, k, progress, **given)
+        if eval_note:
+            say(f"  {eval_note}")
+    else:
+        eval_note = "No evaluation in this run folder (evaluation was not asked for)."
+        say("no evaluation in the run folder; skipping it as asked")
+    figure_notes: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    if figures:
+        say("drawing figures")
+        figure_notes, skipped = _draw_figures(run_dir, progress, **given)
+    page = render_report(run_dir, _read_optional_json(run_dir / "config.json"),
+                         _read_optional_json(run_dir / "summary.json"),
+                         _read_metrics(run_dir), evaluation, eval_note, figure_notes, skipped)
+    path = run_dir / REPORT
+    atomic_write_bytes(path, page.encode("utf-8"))
+    say(f"wrote {path} ({len(page) / 1e6:.1f} MB)")
+    return path
+
+
+COMPARE_COLUMNS = ["run", "name", "latent_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood",
+                   "binarization", "optimizer", "epochs", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
+                   "active_units", "elbo_from"]
+
+MARKDOWN_HEADERS = {"elbo": "ELBO (nats)", "reconstruction": "rec. (nats)", "kl": "KL (nats)",
+                    "nll": "NLL \u00b1 s.e. (nats)", "k": "K", "active_units": "active units",
+                    "epochs": "epochs run", "elbo_from": "ELBO from", "encoder_hidden": "encoder",
+                    "decoder_hidden": "decoder", "latent_dim": "latent"}
+
+
+def _hidden(sizes: Any) -> Any:
+    if isinstance(sizes, list):
+        return "-".join(str(s) for s in sizes) if sizes else "none"
+    return sizes
+
+
+def run_row(run_dir: str | Path) -> dict[str, Any]:
+    """One run's facts for `compare_runs`, raw values; a missing key is None."""
+    given, run_dir = str(run_dir), check_run_dir(run_dir)
+    config = _read_optional_json(run_dir / "config.json")
+    summary = _read_optional_json(run_dir / "summary.json")
+    found = latest_evaluation(run_dir)
+    evaluation = found[1] if found else {}
+    lr = _get(config, "optim.lr")
+    lr = f"{lr:g}" if isinstance(lr, (int, float)) else lr
+    optimizer = " ".join(str(v) for v in (_get(config, "optim.name"), lr) if v is not None)
+    epochs = summary.get("epochs_run")
+    if epochs is None and (run_dir / "metrics.jsonl").is_file():
+        epochs = len(_read_metrics(run_dir))
+    row = {
+        "run": given, "name": config.get("name"), "latent_dim": _get(config, "model.latent_dim"),
+        "encoder_hidden": _hidden(_get(config, "model.encoder_hidden")),
+        "decoder_hidden": _hidden(_get(config, "model.decoder_hidden")),
+        "activation": _get(config, "model.activation"), "likelihood": _get(config, "model.likelihood"),
+        "binarization": _binarization(evaluation, summary, config), "optimizer": optimizer or None,
+        "epochs": epochs,
+    }
+    if found:
+        row |= {key: evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
+                                                      "active_units")}
+        row["elbo_from"] = found[0].name
+    else:
+        row |= {"elbo": summary.get("test_elbo"), "reconstruction": summary.get("test_reconstruction"),
+                "kl": summary.get("test_kl"), "nll": None, "nll_stderr": None, "k": None, "active_units": None,
+                "elbo_from": "summary.json" if "test_elbo" in summary else None}
+    return row
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    columns = [c for c in COMPARE_COLUMNS if c != "nll_stderr"]
+    header = [MARKDOWN_HEADERS.get(c, c) for c in columns]
+    numeric = {"latent_dim", "epochs", "elbo", "reconstruction", "kl", "nll", "k", "active_units"}
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    for row in rows:
+        cells = [_plus_minus(row.get("nll"), row.get("nll_stderr")) if c == "nll" else _number(row.get(c))
+                 for c in columns]
+        lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv_module.writer(buffer, lineterminator="\n")
+    writer.writerow(COMPARE_COLUMNS)
+    # Full precision: a CSV is for further computation, not for reading.
+    writer.writerows([["" if row.get(c) is None else row[c] for c in COMPARE_COLUMNS] for row in rows])
+    return buffer.getvalue()
+
+
+def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False) -> str:
+    """One table of the runs' test metrics (nats per image) and key config values.
+
+    Metrics come from each run's test evaluation with the largest K; a run without one shows its
+    end-of-training ELBO from summary.json and a blank NLL. Markdown by default, CSV with `csv`.
+    """
+    if not run_dirs:
+        raise ValueError("compare: no run folders given")
+    rows = [run_row(path) for path in run_dirs]
+    return _csv(rows) if csv else _markdown(rows)
