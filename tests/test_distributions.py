@@ -7,7 +7,8 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vaelab.config import ModelConfig
-from vaelab.distributions import BernoulliHead, GaussianHead, diagonal_normal, rsample, standard_normal
+from vaelab.distributions import diagonal_normal, rsample, standard_normal
+from vaelab.likelihoods import BernoulliHead, GaussianHead
 
 
 def test_bernoulli_head_matches_torch_and_closed_form():

@@ -1,0 +1,293 @@
+"""Decoder heads: network outputs -> p(x|z), a `torch.distributions` object over the image.
+
+Each head takes the decoder's output (..., params_per_pixel * n_pixels), parameters laid out
+parameter-major, and returns a distribution whose log_prob sums over the pixels and whose
+`.mean` is E[x|z] in [0, 1].
+
+Each head also says what data it scores (`data_range`) and whether its log_prob is a log
+probability mass (`discrete`) or a log density: only the former gives an NLL >= 0 and a
+meaningful bits/dim. `DISCRETE_LIKELIHOODS` collects the discrete ones by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, constraints
+from torch.nn import functional as F
+
+from .config import ModelConfig
+from .distributions import diagonal_normal
+
+DataRange = Literal["binary", "unit", "8bit"]
+"""What a head scores: "binary" x in {0, 1} (binarized data); "unit" any x in [0, 1] (grey levels
+x/255 treated as continuous, log_prob is a density); "8bit" x in {k/255 : k = 0..255}
+(log_prob is a log probability mass)."""
+
+
+class BernoulliHead(nn.Module):
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(f_i(z))), scored on logits (stable log-sigmoid)."""
+
+    params_per_pixel = 1
+    data_range: DataRange = "binary"
+    discrete = True
+
+    def __init__(self, config: ModelConfig, n_pixels: int) -> None:
+        super().__init__()
+
+    def forward(self, out: torch.Tensor) -> Independent:
+        """out: (..., n_pixels) logits."""
+        # validate_args=False also lets grey targets through, the "BCE" some courses train with.
+        return BernoulliImage(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+
+
+class BernoulliImage(Independent):
+    """Independent Bernoulli pixels whose log_prob is computed as x . logits - sum softplus(logits).
+
+    The same value as torch's (log sigmoid(l) = l - softplus(l)), in one dot product and one
+    softplus instead of an elementwise cross-entropy: the importance-sampled NLL evaluates this
+    for millions of (image, z) pairs, and it is half of that work.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """value: (..., n_pixels), broadcast against the logits (..., n_pixels) -> (...)."""
+        logits = self.base_dist.logits
+        return torch.einsum("...p,...p->...", logits, value.to(logits.dtype)) - nn.functional.softplus(logits).sum(-1)
+
+
+class GaussianHead(nn.Module):
+    """p(x|z) = prod_i N(x_i; sigmoid(f_i(z)), sigma^2), sigma fixed, shared or per pixel.
+
+    A learned sigma is min_sigma + softplus(raw): it cannot collapse to zero, where the
+    density of a grey-level pixel would be unbounded.
+    """
+
+    params_per_pixel = 1
+    data_range: DataRange = "unit"
+    discrete = False
+
+    def __init__(self, config: ModelConfig, n_pixels: int) -> None:
+        super().__init__()
+        self.mode = config.gaussian_variance
+        self.min_sigma = config.min_sigma
+        start = config.gaussian_sigma - config.min_sigma
+        raw = math.log(math.expm1(start)) if start > 0 else -20.0  # softplus^-1(start)
+        size = {"fixed": 1, "shared": 1, "per_pixel": n_pixels}[self.mode]
+        value = torch.full((size,), raw)
+        if self.mode == "fixed":
+            self.register_buffer("raw_sigma", value)
+        else:
+            self.raw_sigma = nn.Parameter(value)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """(1,) or (n_pixels,)."""
+        return self.min_sigma + nn.functional.softplus(self.raw_sigma)
+
+    def forward(self, out: torch.Tensor) -> Independent:
+        """out: (..., n_pixels) pre-sigmoid means."""
+        mean = torch.sigmoid(out)
+        return diagonal_normal(mean, self.sigma.expand_as(mean))
+
+
+# ---------------------------------------------------------------- continuous Bernoulli
+
+# Below this |logit| the closed forms cancel catastrophically (0/0 at 0); their Taylor series
+# to the terms kept are exact to ~1e-10 there.
+_CB_TAYLOR_BELOW = 0.1
+
+
+def continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda), lambda = sigmoid(logits), from the logits; (...) -> (...).
+
+    C(lambda) = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) = eta / tanh(eta / 2) for eta = logits,
+    even in eta, so with a = |eta|: log C = log a - log(1 - e^-a) + log(1 + e^-a).
+    """
+    a = logits.abs()
+    small = a < _CB_TAYLOR_BELOW
+    safe = torch.where(small, torch.ones_like(a), a)  # keeps NaN out of the unused branch's gradient
+    exact = torch.log(safe) - torch.log(-torch.expm1(-safe)) + F.softplus(-safe)
+    taylor = math.log(2.0) + a**2 / 12 - 7 * a**4 / 1440
+    return torch.where(small, taylor, exact)
+
+
+def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
+    """E[x] = 1/2 + 1 / (2 tanh(eta / 2)) - 1/eta for eta = logits; (...) -> (...) in [0, 1]."""
+    small = logits.abs() < _CB_TAYLOR_BELOW
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    exact = 0.5 + 0.5 / torch.tanh(safe / 2) - 1 / safe
+    taylor = 0.5 + logits / 12 - logits**3 / 720
+    return torch.where(small, taylor, exact)
+
+
+class StableContinuousBernoulli(ContinuousBernoulli):
+    """torch's ContinuousBernoulli with the log-normalizer and mean computed from the logits.
+
+    torch computes both from probs clamped to [eps, 1 - eps]: past |logits| ~ 16 (float32) its
+    log C stops growing, so the density no longer integrates to 1 (to ~0.4 at |logits| = 40)
+    and its mean freezes at 0.937 / 0.063; near the Taylor band around probs = 0.5 its mean is
+    off by ~3e-3. Both enter log_prob and the figures, so both are replaced. cdf, icdf, sample
+    and variance are still torch's, accurate for |logits| up to ~10.
+    """
+
+    def _cont_bern_log_norm(self) -> torch.Tensor:
+        return continuous_bernoulli_log_norm(self.logits)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return continuous_bernoulli_mean(self.logits)
+
+
+class ContinuousBernoulliHead(nn.Module):
+    """p(x|z) = prod_i CB(x_i; sigmoid(f_i(z))), a normalized density for grey levels in [0, 1].
+
+    Loaiza-Ganem & Cunningham (2019): the Bernoulli log-likelihood of grey data plus the
+    log-normalizer log C(lambda) it lacks. E[x|z] is not sigmoid(f(z)); `.mean` gives the true one.
+    """
+
+    params_per_pixel = 1
+    data_range: DataRange = "unit"
+    discrete = False
+
+    def __init__(self, config: ModelConfig, n_pixels: int) -> None:
+        super().__init__()
+
+    def forward(self, out: torch.Tensor) -> Independent:
+        """out: (..., n_pixels) logits."""
+        return Independent(StableContinuousBernoulli(logits=out, validate_args=False), 1, validate_args=False)
+
+
+# ---------------------------------------------------------------- discretized logistic
+
+# PixelCNN++ clamps log s at -7 on data in [-1, 1]; on [0, 1] the same scale in bins (0.12 of a
+# bin) is -7 - log 2. Below it the model can grow arbitrarily confident and training unstable.
+LOG_SCALE_MIN = -7.0 - math.log(2.0)
+# Above this the two edge bins hold all but ~1e-5 of the mass; the cap keeps 1/s from
+# underflowing (log s > ~80 in float32), where the interior log-probabilities would be -inf.
+LOG_SCALE_MAX = 10.0
+
+
+class DiscretizedLogistic(Distribution):
+    """A logistic(loc, s) rounded to the levels {k / (n_levels - 1)}, the edge levels taking the tails.
+
+    P(k) = sigma((x + h - loc)/s) - sigma((x - h - loc)/s), x = k/(n_levels-1), h = half a bin,
+    except P(0) = sigma((h - loc)/s) and P(last) = 1 - sigma((1 - h - loc)/s)
+    (Kingma et al. 2016, Salimans et al. 2017, one component). loc, log_scale: (...) -> batch_shape
+    (...), event_shape (); log s is clamped to [LOG_SCALE_MIN, LOG_SCALE_MAX].
+    """
+
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
+        "loc": constraints.real, "log_scale": constraints.real}
+    support = constraints.unit_interval  # really the grid of levels; torch has no such constraint
+    has_enumerate_support = True
+
+    def __init__(self, loc: torch.Tensor, log_scale: torch.Tensor, n_levels: int = 256,
+                 validate_args: bool | None = None) -> None:
+        self.loc, log_scale = torch.broadcast_tensors(loc, log_scale)
+        self.log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        self.n_levels = n_levels
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """value: (...) broadcast against batch_shape, snapped to the nearest level -> (...)."""
+        if self._validate_args:
+            self._validate_sample(value)
+        top = self.n_levels - 1
+        k = torch.round(value * top).clamp(0, top)
+        # In bin units, so that bin k's upper edge and bin k+1's lower edge are the same float:
+        # in [0, 1] units their rounding differs by ~1e-4 / s, and sum P(k) misses 1 by ~1e-5.
+        loc = self.loc * top
+        inv_s = torch.exp(-self.log_scale) / top
+        upper = ((k + 0.5) - loc) * inv_s
+        lower = ((k - 0.5) - loc) * inv_s
+        log_cdf_upper = F.logsigmoid(upper)  # the first bin: everything below its upper edge
+        log_sf_lower = F.logsigmoid(-lower)  # the last bin: everything above its lower edge
+        # sigma(u) - sigma(l) = sigma(u) sigma(-l) (1 - e^-(u - l)): exact, and never the difference
+        # of two nearly equal numbers, so no PixelCNN++ bin-centre fallback is needed in the tails.
+        log_gap = torch.log(-torch.expm1(-inv_s))  # u - l = bin width / s
+        interior = log_cdf_upper + log_sf_lower + log_gap
+        return torch.where(k == 0, log_cdf_upper, torch.where(k == top, log_sf_lower, interior))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The exact mean of the levels, (...) in [0, 1].
+
+        E[x] = sum_{j >= 1} P(x >= x_j) * bin width, and P(x >= x_j) = sigma((loc - lower edge_j)/s).
+        A loop over the edges keeps memory at one batch_shape tensor instead of (..., n_levels).
+        """
+        top = self.n_levels - 1
+        loc = self.loc * top  # bin units, as in log_prob
+        inv_s = torch.exp(-self.log_scale) / top
+        total = torch.zeros_like(self.loc)
+        for j in range(1, self.n_levels):
+            total = total + torch.sigmoid((loc - (j - 0.5)) * inv_s)
+        return total / top
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = (),
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """(*sample_shape, *batch_shape) levels k/(n_levels-1): an inverse-CDF logistic draw, rounded."""
+        shape = self._extended_shape(torch.Size(sample_shape))
+        top = self.n_levels - 1
+        with torch.no_grad():
+            u = torch.rand(shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
+            u = u.clamp(min=torch.finfo(u.dtype).tiny)  # rand can return 0
+            y = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))
+            return torch.round(y * top).clamp(0, top) / top
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        """The levels, (n_levels, *batch_shape) (or (n_levels, 1, ..., 1) if not expand)."""
+        levels = torch.arange(self.n_levels, dtype=self.loc.dtype, device=self.loc.device) / (self.n_levels - 1)
+        levels = levels.reshape((-1,) + (1,) * len(self.batch_shape))
+        return levels.expand((-1,) + self.batch_shape) if expand else levels
+
+
+class DiscretizedLogisticHead(nn.Module):
+    """p(x|z) = prod_i DiscretizedLogistic(x_i; sigmoid(f_i(z)), g_i(z)), for 8-bit pixels k/255.
+
+    out = [f | g], parameter-major: the location pre-sigmoid, then the log-scale. log_prob is a
+    log probability, so its NLL converts to bits/dim (`bits_per_dim`).
+    """
+
+    params_per_pixel = 2
+    data_range: DataRange = "8bit"
+    discrete = True
+
+    def __init__(self, config: ModelConfig, n_pixels: int) -> None:
+        super().__init__()
+        self.n_pixels = n_pixels
+
+    def forward(self, out: torch.Tensor) -> Independent:
+        """out: (..., 2 * n_pixels) -> batch_shape (...), event_shape (n_pixels,)."""
+        raw_loc, log_scale = out.split(self.n_pixels, dim=-1)
+        base = DiscretizedLogistic(torch.sigmoid(raw_loc), log_scale, validate_args=False)
+        return Independent(base, 1, validate_args=False)
+
+
+def bits_per_dim(nll_nats_per_image: float, n_dims: int) -> float:
+    """NLL in nats per image -> bits per dimension: nll / (n_dims ln 2).
+
+    Only meaningful for discrete likelihoods (`DISCRETE_LIKELIHOODS`), whose NLL is -log of a
+    probability. A density's NLL on [0, 1] can be negative and is not comparable: it would need
+    uniform dequantization and + n_dims * ln 256 first.
+    """
+    if n_dims <= 0:
+        raise ValueError(f"n_dims must be positive, got {n_dims}")
+    return nll_nats_per_image / (n_dims * math.log(2.0))
+
+
+LIKELIHOOD_HEADS: dict[str, type[nn.Module]] = {
+    "bernoulli": BernoulliHead,
+    "gaussian": GaussianHead,
+    "continuous_bernoulli": ContinuousBernoulliHead,
+    "discretized_logistic": DiscretizedLogisticHead,
+}
+
+DISCRETE_LIKELIHOODS: frozenset[str] = frozenset(name for name, head in LIKELIHOOD_HEADS.items() if head.discrete)
+"""Likelihood names whose log_prob is a log probability mass: NLL >= 0, bits/dim meaningful."""
