@@ -1,8 +1,16 @@
-"""Raw data sets (MNIST, Fashion-MNIST): reading, verifying, caching."""
+"""Raw data sets (MNIST, Fashion-MNIST, CIFAR-10): reading, verifying, caching."""
 
 from .errors import DataError, DataWarning, SourceUnavailable
 from .idx import read_idx
-from .sources import EXPECTED_DIGESTS, RawDataset, cache_info, default_cache_dir, load_dataset
+from .sources import (
+    DATASET_NAMES,
+    EXPECTED_DIGESTS,
+    RawDataset,
+    UnpinnedDigestWarning,
+    cache_info,
+    default_cache_dir,
+    load_dataset,
+)
 
 __all__ = [
     "DataError",
@@ -14,4 +22,6 @@ __all__ = [
     "cache_info",
     "default_cache_dir",
     "load_dataset",
+    "DATASET_NAMES",
+    "UnpinnedDigestWarning",
 ]
