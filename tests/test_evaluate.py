@@ -66,7 +66,7 @@ def test_batched_estimator_agrees_with_a_per_point_loop():
     # many nats: mixing points up in the batched arithmetic could not go unnoticed.
     torch.manual_seed(0)
     config = ModelConfig(latent_dim=2, encoder_hidden=[16], decoder_hidden=[16], init="normal", init_std=0.05)
-    model = VAE(config, n_pixels=30)
+    model = VAE(config, image_shape=(1, 5, 6))
     with torch.no_grad():
         model.decoder.last.bias.normal_(0, 2)
     x = torch.bernoulli(torch.full((6, 30), 0.4))

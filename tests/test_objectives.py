@@ -35,7 +35,7 @@ def test_elbo_is_below_log_marginal_elsewhere():
 
 def test_elbo_terms_shapes_and_samples_average():
     torch.manual_seed(0)
-    model = VAE(ModelConfig(latent_dim=4, encoder_hidden=[16], decoder_hidden=[16]), n_pixels=20)
+    model = VAE(ModelConfig(latent_dim=4, encoder_hidden=[16], decoder_hidden=[16]), image_shape=(1, 4, 5))
     x = torch.bernoulli(torch.full((5, 20), 0.5))
     one = elbo(model, x, samples=1, generator=torch.Generator().manual_seed(0))
     many = elbo(model, x, samples=5000, generator=torch.Generator().manual_seed(0))
@@ -49,7 +49,7 @@ def test_elbo_terms_shapes_and_samples_average():
 
 def test_elbo_gradients_reach_encoder_and_decoder():
     torch.manual_seed(0)
-    model = VAE(ModelConfig(latent_dim=2, encoder_hidden=[8], decoder_hidden=[8]), n_pixels=12)
+    model = VAE(ModelConfig(latent_dim=2, encoder_hidden=[8], decoder_hidden=[8]), image_shape=(1, 3, 4))
     x = torch.bernoulli(torch.full((4, 12), 0.5))
     (-elbo(model, x).elbo.mean()).backward()
     for name, p in model.named_parameters():

@@ -125,16 +125,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from .data import DataError, load_dataset
+    from .data import EXPECTED_DIGESTS, DataError, load_dataset
 
     try:
         raw = load_dataset(args.name, args.data_dir)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    pinned = raw.name in EXPECTED_DIGESTS
+    status = "verified" if pinned else "NOT PINNED (structure checked only)"
     print(f"{raw.name}: served by {raw.source}")
     for key, digest in raw.digests.items():
-        print(f"  {key:8s} {str(getattr(raw, key).shape):16s} sha256 {digest}  verified")
+        print(f"  {key:8s} {str(getattr(raw, key).shape):20s} sha256 {digest}  {status}")
+    if not pinned:
+        entries = "".join(f'        "{key}": "{digest}",\n' for key, digest in raw.digests.items())
+        print(f"\nno pinned digests for {raw.name}; once this copy is confirmed good, pin them in "
+              f"EXPECTED_DIGESTS (src/vaelab/data/sources.py):\n"
+              f'    "{raw.name}": {{\n{entries}    }},')
     return 0
 
 
@@ -200,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="fetch and inspect data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     fetch = data_commands.add_parser("fetch", help="fetch, verify and cache a data set")
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist"])
+    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10", "cifar-10"])
     fetch.add_argument("--data-dir")
     fetch.set_defaults(func=_cmd_data_fetch)
     info = data_commands.add_parser("info", help="show what is cached")

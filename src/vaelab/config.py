@@ -24,10 +24,16 @@ class ConfigError(ValueError):
 BINARIZATIONS = ("dynamic", "static", "grey")
 ACTIVATIONS = ("relu", "tanh", "softplus")
 INITS = ("glorot", "normal")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
 GAUSSIAN_VARIANCES = ("fixed", "shared", "per_pixel")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
-DATASETS = ("mnist", "fashion-mnist")
+TRAIN_SIZES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}  # training images per data set
+DATASETS = tuple(TRAIN_SIZES)
+LATENTS = ("normal", "laplace", "categorical")
+PRIORS = ("normal", "laplace")
+NETS = ("mlp", "conv")
+OBJECTIVES = ("elbo", "iwae")
+OUTPUT_BIASES = ("zero", "data_mean")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -51,7 +57,8 @@ class DataConfig:
     def validate(self, prefix: str = "data") -> None:
         _one_of(self.name, DATASETS, f"{prefix}.name")
         _one_of(self.binarization, BINARIZATIONS, f"{prefix}.binarization")
-        _check(0 < self.val_size < 60_000, f"{prefix}.val_size", f"must be in 1..59999, got {self.val_size}")
+        size = TRAIN_SIZES[self.name]
+        _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
 
 
 @dataclass
@@ -66,10 +73,38 @@ class ModelConfig:
     gaussian_variance: str = "shared"  # fixed | shared (one learned sigma^2) | per_pixel
     gaussian_sigma: float = 0.1  # the fixed sigma, or the starting sigma when learned
     min_sigma: float = 1e-3  # floor on a learned sigma: keeps log p(x|z) bounded
+    net: str = "mlp"  # mlp | conv (strided convolutions; image sides must be divisible by 2^len(conv_channels))
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    latent: str = "normal"  # q(z|x): normal | laplace | categorical (Gumbel-softmax)
+    prior: str = "normal"  # p(z) for continuous latents: normal | laplace (standard)
+    categories: int = 10  # classes of each categorical latent variable (latent_dim variables side by side)
+    temperature: float = 1.0  # Gumbel-softmax temperature at the start of training
+    temperature_min: float = 0.5
+    temperature_decay: float = 0.0  # per epoch: tau = max(temperature_min, temperature * exp(-decay * epoch))
+    conditional: bool = False  # CVAE: the one-hot label is fed to the encoder and the decoder
+    n_classes: int = 10
+    latent_dim2: int = 0  # > 0: a second stochastic layer z2 above z (Burda et al.'s two-layer model)
+    encoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z -> z2 network
+    decoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z2 -> z network
+    output_bias: str = "zero"  # data_mean: decoder output bias = logit of the training mean (Burda et al.)
 
     def validate(self, prefix: str = "model") -> None:
         _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
-        for key in ("encoder_hidden", "decoder_hidden"):
+        _one_of(self.net, NETS, f"{prefix}.net")
+        _one_of(self.latent, LATENTS, f"{prefix}.latent")
+        _one_of(self.prior, PRIORS, f"{prefix}.prior")
+        _one_of(self.output_bias, OUTPUT_BIASES, f"{prefix}.output_bias")
+        _check(self.categories >= 2, f"{prefix}.categories", f"must be >= 2, got {self.categories}")
+        _check(0 < self.temperature_min <= self.temperature, f"{prefix}.temperature_min",
+               f"must be in (0, temperature], got {self.temperature_min}")
+        _check(self.temperature_decay >= 0, f"{prefix}.temperature_decay", f"must be >= 0, got {self.temperature_decay}")
+        _check(self.n_classes >= 2, f"{prefix}.n_classes", f"must be >= 2, got {self.n_classes}")
+        _check(self.latent_dim2 >= 0, f"{prefix}.latent_dim2", f"must be >= 0, got {self.latent_dim2}")
+        _check(not (self.latent_dim2 and self.latent != "normal"), f"{prefix}.latent_dim2",
+               "a second stochastic layer is built for Gaussian latents only (model.latent = normal)")
+        _check(all(c >= 1 for c in self.conv_channels) and len(self.conv_channels) >= 1,
+               f"{prefix}.conv_channels", f"need at least one layer, sizes >= 1, got {self.conv_channels}")
+        for key in ("encoder_hidden", "decoder_hidden", "encoder_hidden2", "decoder_hidden2"):
             sizes = getattr(self, key)
             _check(all(s >= 1 for s in sizes), f"{prefix}.{key}", f"layer sizes must be >= 1, got {sizes}")
         _one_of(self.activation, ACTIVATIONS, f"{prefix}.activation")
@@ -84,10 +119,18 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
-    samples: int = 1  # r: Monte-Carlo samples of z per data point in the ELBO
+    name: str = "elbo"  # elbo | iwae
+    samples: int = 1  # r Monte-Carlo samples (elbo) or k importance samples (iwae) per data point
+    beta: float = 1.0  # weight of the KL term (elbo only; 1 = the true ELBO)
+    warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
 
     def validate(self, prefix: str = "objective") -> None:
+        _one_of(self.name, OBJECTIVES, f"{prefix}.name")
         _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
+        _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
+        _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.name == "elbo" or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
+               "beta and KL warm-up apply to the elbo objective; the iwae bound has no separate KL term")
 
 
 @dataclass
@@ -142,7 +185,7 @@ class RunConfig:
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
         subset = self.train.train_subset
-        n_train = subset if subset else 60_000 - self.data.val_size
+        n_train = subset if subset else TRAIN_SIZES[self.data.name] - self.data.val_size
         _check(self.train.batch_size <= n_train, "train.batch_size",
                f"{self.train.batch_size} is larger than the {n_train} training images")
 

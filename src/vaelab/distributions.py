@@ -1,20 +1,18 @@
 """Distributions the model is built from, all `torch.distributions` objects.
 
-Two things torch lacks are here: sampling with an explicit `torch.Generator` (torch's
-`rsample` draws from the global RNG, and vaelab keeps no global random state so that a run
-can be resumed exactly), and the decoder heads that turn network outputs into a likelihood.
+What torch lacks is here: sampling with an explicit `torch.Generator` (torch's `rsample`
+draws from the global RNG, and vaelab keeps no global random state so that a run can be
+resumed exactly).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
-
-from .config import ModelConfig
+from torch.distributions import (Bernoulli, Distribution, Independent, Laplace, Normal, OneHotCategorical,
+                                 RelaxedOneHotCategorical, constraints)
 
 
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -42,9 +40,43 @@ def _bernoulli(dist: Bernoulli, shape: torch.Size, generator: torch.Generator | 
     return torch.bernoulli(dist.probs.expand(shape), generator=generator)
 
 
+def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """U(0,1) kept away from 0 and 1, where the inverse CDFs below are infinite."""
+    tiny = torch.finfo(like.dtype).tiny
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return u.clamp(tiny, 1.0 - torch.finfo(like.dtype).eps)
+
+
+def _laplace_inverse_cdf(dist: Laplace, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+    """z = F^-1(u) = loc - scale * sign(u - 1/2) * log(1 - 2|u - 1/2|): differentiable in loc and scale."""
+    v = _uniform(shape, dist.loc, generator) - 0.5
+    return dist.loc - dist.scale * v.sign() * torch.log1p(-2 * v.abs())
+
+
+def _gumbel(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return -torch.log(-torch.log(_uniform(shape, like, generator)))
+
+
+def _gumbel_softmax(dist: RelaxedOneHotCategorical, shape: torch.Size,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """softmax((logits + Gumbel noise) / temperature): the reparameterized relaxed one-hot sample."""
+    logits = dist.logits
+    return torch.softmax((logits + _gumbel(shape, logits, generator)) / dist.temperature, -1)
+
+
+def _gumbel_max(dist: OneHotCategorical, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+    """A hard one-hot sample: the argmax of logits + Gumbel noise (not differentiable)."""
+    logits = dist.logits
+    index = (logits + _gumbel(shape, logits, generator)).argmax(-1)
+    return nn.functional.one_hot(index, logits.shape[-1]).to(logits.dtype)
+
+
 SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, torch.Generator | None], torch.Tensor]] = {
     Normal: _reparameterized_normal,
     Bernoulli: _bernoulli,
+    Laplace: _laplace_inverse_cdf,
+    RelaxedOneHotCategorical: _gumbel_softmax,
+    OneHotCategorical: _gumbel_max,
 }
 
 
@@ -55,6 +87,8 @@ def rsample(dist: Distribution, sample_shape: tuple[int, ...] = (),
     Returns (*sample_shape, *dist.batch_shape, *dist.event_shape); reparameterized (gradients
     reach the parameters) wherever the distribution allows it.
     """
+    if hasattr(dist, "rsample_with"):
+        return dist.rsample_with(torch.Size(sample_shape), generator)
     base = dist
     while isinstance(base, Independent):
         base = base.base_dist
@@ -65,70 +99,50 @@ def rsample(dist: Distribution, sample_shape: tuple[int, ...] = (),
     return sampler(base, shape, generator)
 
 
-# ---------------------------------------------------------------- decoder heads
-
-class BernoulliHead(nn.Module):
-    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(f_i(z))), scored on logits (stable log-sigmoid)."""
-
-    params_per_pixel = 1
-
-    def __init__(self, config: ModelConfig, n_pixels: int) -> None:
-        super().__init__()
-
-    def forward(self, out: torch.Tensor) -> Independent:
-        """out: (..., n_pixels) logits."""
-        # validate_args=False also lets grey targets through, the "BCE" some courses train with.
-        return BernoulliImage(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+def diagonal_laplace(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
+    """Independent Laplace(loc, scale) over the last dimension."""
+    return Independent(Laplace(loc, scale, validate_args=False), 1, validate_args=False)
 
 
-class BernoulliImage(Independent):
-    """Independent Bernoulli pixels whose log_prob is computed as x . logits - sum softplus(logits).
+class TwoStep(Distribution):
+    """A joint distribution over z = [a, b] drawn in two steps: one part first, the other given it.
 
-    The same value as torch's (log sigmoid(l) = l - softplus(l)), in one dot product and one
-    softplus instead of an elementwise cross-entropy: the importance-sampled NLL evaluates this
-    for millions of (image, z) pairs, and it is half of that work.
+    `first` is the distribution of the part drawn first; `then(part)` the conditional of the
+    other. `first_is_a` says which slot of z the first part fills. For Burda et al.'s
+    two-stochastic-layer VAE: q(z1, z2 | x) = q(z1|x) q(z2|z1) (first_is_a), and
+    p(z1, z2) = p(z2) p(z1|z2) (not first_is_a), with z = [z1, z2] in both.
     """
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """value: (..., n_pixels), broadcast against the logits (..., n_pixels) -> (...)."""
-        logits = self.base_dist.logits
-        return torch.einsum("...p,...p->...", logits, value.to(logits.dtype)) - nn.functional.softplus(logits).sum(-1)
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
 
+    def __init__(self, first: Distribution, then: Callable[[torch.Tensor], Distribution], size_a: int,
+                 size_b: int, first_is_a: bool) -> None:
+        self.first, self.then, self.first_is_a = first, then, first_is_a
+        self.sizes = (size_a, size_b)
+        super().__init__(first.batch_shape, torch.Size([size_a + size_b]), validate_args=False)
 
-class GaussianHead(nn.Module):
-    """p(x|z) = prod_i N(x_i; sigmoid(f_i(z)), sigma^2), sigma fixed, shared or per pixel.
+    def _join(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return torch.cat([first, second] if self.first_is_a else [second, first], -1)
 
-    A learned sigma is min_sigma + softplus(raw): it cannot collapse to zero, where the
-    density of a grey-level pixel would be unbounded.
-    """
+    def _split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = z.split(self.sizes, -1)
+        return (a, b) if self.first_is_a else (b, a)
 
-    params_per_pixel = 1
+    def rsample_with(self, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+        first = rsample(self.first, sample_shape, generator)
+        return self._join(first, rsample(self.then(first), (), generator))
 
-    def __init__(self, config: ModelConfig, n_pixels: int) -> None:
-        super().__init__()
-        self.mode = config.gaussian_variance
-        self.min_sigma = config.min_sigma
-        start = config.gaussian_sigma - config.min_sigma
-        raw = math.log(math.expm1(start)) if start > 0 else -20.0  # softplus^-1(start)
-        size = {"fixed": 1, "shared": 1, "per_pixel": n_pixels}[self.mode]
-        value = torch.full((size,), raw)
-        if self.mode == "fixed":
-            self.register_buffer("raw_sigma", value)
-        else:
-            self.raw_sigma = nn.Parameter(value)
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.rsample_with(torch.Size(sample_shape), None)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        first, second = self._split(z)
+        return self.first.log_prob(first) + self.then(first).log_prob(second)
 
     @property
-    def sigma(self) -> torch.Tensor:
-        """(1,) or (n_pixels,)."""
-        return self.min_sigma + nn.functional.softplus(self.raw_sigma)
-
-    def forward(self, out: torch.Tensor) -> Independent:
-        """out: (..., n_pixels) pre-sigmoid means."""
-        mean = torch.sigmoid(out)
-        return diagonal_normal(mean, self.sigma.expand_as(mean))
-
-
-LIKELIHOOD_HEADS: dict[str, type[nn.Module]] = {
-    "bernoulli": BernoulliHead,
-    "gaussian": GaussianHead,
-}
+    def mean(self) -> torch.Tensor:
+        """The ancestral mean: the first part's mean, then the conditional mean given it (not E[z] exactly)."""
+        first = self.first.mean
+        return self._join(first, self.then(first).mean)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .data.views import ImageSet
 from .distributions import rsample
+from .latents import kl_terms
 from .io import write_json
 
 
@@ -51,16 +52,6 @@ def plan_chunks(k: int, n_pixels: int, hidden: int, memory_mb: float) -> ChunkPl
     return ChunkPlan(points=1, samples=rows)
 
 
-def kl_terms(posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per data point, (batch,): analytic where torch has it, else Monte-Carlo over z (S, batch, ...)."""
-    try:
-        return kl_divergence(posterior, prior)
-    except NotImplementedError:
-        if z is None:
-            raise
-        return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
-
-
 def kl_per_dimension(posterior: Distribution, prior: Distribution) -> torch.Tensor | None:
     """(batch, latent) KL of each latent dimension, for factorized q and p; None where it has no closed form."""
     if not (isinstance(posterior, Independent) and isinstance(prior, Independent)):
@@ -73,15 +64,19 @@ def kl_per_dimension(posterior: Distribution, prior: Distribution) -> torch.Tens
 
 @torch.no_grad()
 def importance_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
-                              samples_per_chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p(x) estimate, mean over the K samples of log p(x|z_k)), each (batch,), for x: (batch, n_pixels)."""
-    posterior, prior = model.posterior(x), model.prior()
+                              samples_per_chunk: int | None = None, y: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(x) estimate, mean over the K samples of log p(x|z_k)), each (batch,), for x: (batch, n_pixels).
+
+    y: (batch,) labels, for a conditional model (then it is log p(x|y)).
+    """
+    posterior, prior = _encode(model, x, y), model.prior()
     chunk = samples_per_chunk or k
     log_sum = torch.full((len(x),), -math.inf, device=x.device)
     reconstruction = torch.zeros(len(x), device=x.device)
     for start in range(0, k, chunk):
         z = rsample(posterior, (min(chunk, k - start),), generator)  # (s, batch, latent)
-        log_px_z = model.likelihood(z).log_prob(x)
+        log_px_z = _decode(model, z, y).log_prob(x)
         log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
         reconstruction += log_px_z.sum(0)
@@ -102,6 +97,22 @@ def reference_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: tor
             log_w.append(model.likelihood(z).log_prob(x_i) + prior.log_prob(z) - posterior.log_prob(z))
         estimates.append(torch.logsumexp(torch.cat(log_w), 0) - math.log(k))
     return torch.stack(estimates)
+
+
+def _encode(model: Any, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+    return model.posterior(x) if y is None else model.posterior(x, y)
+
+
+def _decode(model: Any, z: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+    return model.likelihood(z) if y is None else model.likelihood(z, y)
+
+
+def _has_closed_form_kl(posterior: Distribution, prior: Distribution) -> bool:
+    try:
+        kl_divergence(posterior, prior)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def check_scorable(config: Any) -> None:
@@ -133,17 +144,22 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
     kl_dims, mean_sum, mean_sq_sum = None, None, None
     bar = tqdm(total=n, disable=None if progress else True, unit="image", desc=f"evaluating (K={k})")
     for start in range(0, n, plan.points):
-        x = images.batch(slice(start, start + plan.points), generator).to(device)
-        posterior = model.posterior(x)
-        estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples)
+        index = slice(start, start + plan.points)
+        x = images.batch(index, generator).to(device)
+        y = images.labels[index].to(device) if getattr(model, "n_labels", 0) else None
+        posterior = _encode(model, x, y)
+        estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
         log_px[start:start + len(x)] = estimate.double()
-        sums += torch.stack([reconstruction.sum(), kl_terms(posterior, model.prior()).sum()]).double()
-        means = posterior.mean.double()
+        z = rsample(posterior, (min(k, 64),), generator) if not _has_closed_form_kl(posterior, model.prior()) else None
+        kl = model.kl(posterior, model.prior(), z) if hasattr(model, "kl") else kl_terms(posterior, model.prior(), z)
+        sums += torch.stack([reconstruction.sum(), kl.sum()]).double()
+        means = posterior.mean.double().flatten(1)
         mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
         mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
         per_dim = kl_per_dimension(posterior, model.prior())
         if per_dim is not None:
-            kl_dims = per_dim.double().sum(0) if kl_dims is None else kl_dims + per_dim.double().sum(0)
+            per_dim = per_dim.double().flatten(1).sum(0)
+            kl_dims = per_dim if kl_dims is None else kl_dims + per_dim
         bar.update(len(x))
     bar.close()
     reconstruction, kl = (sums / n).tolist()

@@ -4,57 +4,171 @@ Anyone can score a model without vaelab's internals:
 
     q = model.posterior(x); z = q.rsample()
     log_w = model.likelihood(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+
+A conditional model (CVAE) takes the labels too: `posterior(x, y)`, `likelihood(z, y)`.
+Variants are chosen by config and looked up in registries: the latent family
+(`latents.LATENT_FAMILIES`), the networks (`NETWORKS`), the likelihood head
+(`likelihoods.LIKELIHOOD_HEADS`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from .config import ModelConfig
-from .distributions import LIKELIHOOD_HEADS, diagonal_normal, standard_normal
-from .nets import MLP
+from .distributions import TwoStep, diagonal_normal
+from .latents import LATENT_FAMILIES, standard_prior
+from .likelihoods import LIKELIHOOD_HEADS
+from .nets import MLP, ConvDecoder, ConvEncoder
+
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+}
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, config: ModelConfig, image_shape: tuple[int, int, int], out: int, extra: int) -> None:
+        super().__init__()
+        n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+        self.net = MLP(n_pixels + extra, config.encoder_hidden, out, config.activation, config.init, config.init_std)
+
+    @property
+    def last(self) -> nn.Linear:
+        return self.net.last
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x if extra is None else torch.cat([x, extra], -1))
+
+
+def _mlp_decoder(config: ModelConfig, image_shape: tuple[int, int, int], n_in: int, params: int) -> nn.Module:
+    n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+    return MLP(n_in, config.decoder_hidden, n_pixels * params, config.activation, config.init, config.init_std)
+
+
+def _conv_encoder(config: ModelConfig, image_shape: tuple[int, int, int], out: int, extra: int) -> nn.Module:
+    return ConvEncoder(image_shape, config.conv_channels, out, config.activation, extra)
+
+
+def _conv_decoder(config: ModelConfig, image_shape: tuple[int, int, int], n_in: int, params: int) -> nn.Module:
+    return ConvDecoder(n_in, image_shape, config.conv_channels, params, config.activation)
+
+
+# name -> (encoder builder, decoder builder)
+NETWORKS: dict[str, tuple[Callable[..., nn.Module], Callable[..., nn.Module]]] = {
+    "mlp": (MLPEncoder, _mlp_decoder),
+    "conv": (_conv_encoder, _conv_decoder),
+}
 
 
 class VAE(nn.Module):
-    """x: (batch, n_pixels) -> q(z|x) over (batch, latent_dim); z: (..., latent_dim) -> p(x|z)."""
+    """x: (batch, n_pixels) -> q(z|x) with batch_shape (batch,); z: (..., z_size) -> p(x|z)."""
 
-    def __init__(self, config: ModelConfig, n_pixels: int = 784) -> None:
+    def __init__(self, config: ModelConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> None:
         super().__init__()
         self.config = config
-        self.n_pixels = n_pixels
-        self.latent_dim = config.latent_dim
+        self.image_shape = tuple(image_shape)
+        self.n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+        self.latent = LATENT_FAMILIES[config.latent](config)
+        self.n_labels = config.n_classes if config.conditional else 0
         head_cls = LIKELIHOOD_HEADS[config.likelihood]
-        net = dict(activation=config.activation, init=config.init, init_std=config.init_std)
-        self.encoder = MLP(n_pixels, config.encoder_hidden, 2 * config.latent_dim, **net)
-        self.decoder = MLP(config.latent_dim, config.decoder_hidden, n_pixels * head_cls.params_per_pixel, **net)
-        self.head = head_cls(config, n_pixels)
+        build_encoder, build_decoder = NETWORKS[config.net]
+        self.encoder = build_encoder(config, self.image_shape, self.latent.n_params, self.n_labels)
+        self.decoder = build_decoder(config, self.image_shape, self.latent.size + self.n_labels,
+                                     head_cls.params_per_pixel)
+        self.head = head_cls(config, self.n_pixels)
+        self.top = TopLayer(config) if config.latent_dim2 else None
+        self.latent_dim = self.latent.size + (config.latent_dim2 if self.top else 0)
 
     @property
     def device(self) -> torch.device:
-        return self.decoder.last.weight.device
+        return next(self.parameters()).device
+
+    def _one_hot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        if not self.n_labels:
+            return None
+        if y is None:
+            raise ValueError("this is a conditional model (model.conditional = true): pass the labels y")
+        one_hot = nn.functional.one_hot(y.long(), self.n_labels).to(like.dtype)
+        return one_hot.expand(*like.shape[:-1], self.n_labels)
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I); batch_shape (), event_shape (latent_dim,)."""
-        weight = self.decoder.last.weight
-        return standard_normal(self.latent_dim, weight.device, weight.dtype)
+        """p(z); event_shape (z_size,) (or (variables, categories) for categorical latents)."""
+        weight = next(self.decoder.parameters())
+        if self.top:
+            return self.top.prior(standard_prior(self.config.prior, self.config.latent_dim2, weight.device, weight.dtype))
+        return self.latent.prior(weight.device, weight.dtype)
 
-    def posterior(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) = N(mu(x), diag sigma^2(x)); x: (batch, n_pixels) -> batch_shape (batch,)."""
-        mu, log_var = self.encoder(x).chunk(2, dim=-1)
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x[, y]); x: (batch, n_pixels), y: (batch,) labels -> batch_shape (batch,)."""
+        posterior = self.latent.posterior(self.encoder(x, self._one_hot(y, x)))
+        return self.top.posterior(posterior) if self.top else posterior
+
+    def likelihood(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x|z[, y]); z: (..., z_size) -> batch_shape (...), event_shape (n_pixels,)."""
+        if self.top:
+            z = z[..., :self.latent.size]
+        z = self.latent.flatten(z)
+        extra = self._one_hot(y, z)
+        return self.head(self.decoder(z if extra is None else torch.cat([z, extra], -1)))
+
+    def kl(self, posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q || p) per data point: analytic where there is a closed form, Monte-Carlo over z otherwise."""
+        return self.latent.kl(posterior, prior, z)
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x|z]: (..., z_size) -> (..., n_pixels) in [0, 1]; what the figures show."""
+        return self.likelihood(z, y).mean
+
+    @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior mean: (batch, n_pixels) -> (batch, z_size)."""
+        mean = self.posterior(x, y).mean
+        return self.latent.flatten(mean)
+
+    @torch.no_grad()
+    def init_output_bias(self, train_mean: torch.Tensor) -> None:
+        """Set the decoder's output bias to the logit of the mean training image (Burda et al.).
+
+        train_mean: (n_pixels,) in [0, 1]. Only the first parameter block (the logit or pre-sigmoid
+        mean of every head) is set; an MLP decoder has one bias per output, a conv decoder one per channel.
+        """
+        logit = torch.logit(train_mean.clamp(1e-3, 1 - 1e-3))
+        last = self.decoder.last
+        if isinstance(last, nn.Linear):
+            last.bias[:self.n_pixels] = logit.to(last.bias)
+        else:
+            c = self.image_shape[0]
+            last.bias[:c] = logit.reshape(c, -1).mean(1).to(last.bias)
+
+
+class TopLayer(nn.Module):
+    """A second stochastic layer z2 above z1: q(z2|z1) and p(z1|z2), Gaussian, with MLPs between.
+
+    z = [z1, z2]; the decoder reads z1 only. KL(q || p) has no closed form: it is estimated by
+    Monte-Carlo over the sampled z.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        act = config.activation
+        self.dims = (config.latent_dim, config.latent_dim2)
+        self.up = MLP(config.latent_dim, config.encoder_hidden2, 2 * config.latent_dim2, act)
+        self.down = MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, act)
+
+    @staticmethod
+    def _normal(params: torch.Tensor) -> Distribution:
+        mu, log_var = params.chunk(2, dim=-1)
         return diagonal_normal(mu, torch.exp(0.5 * log_var))
 
-    def likelihood(self, z: torch.Tensor) -> Distribution:
-        """p(x|z); z: (..., latent_dim) -> batch_shape (...), event_shape (n_pixels,)."""
-        return self.head(self.decoder(z))
+    def posterior(self, q1: Distribution) -> Distribution:
+        """q(z1, z2 | x) = q(z1|x) q(z2|z1)."""
+        return TwoStep(q1, lambda z1: self._normal(self.up(z1)), *self.dims, first_is_a=True)
 
-    @torch.no_grad()
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z]: (..., latent_dim) -> (..., n_pixels) in [0, 1]; what the figures show."""
-        return self.likelihood(z).mean
-
-    @torch.no_grad()
-    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mean: (batch, n_pixels) -> (batch, latent_dim)."""
-        return self.posterior(x).mean
+    def prior(self, p2: Distribution) -> Distribution:
+        """p(z1, z2) = p(z2) p(z1|z2); p2 is the standard prior of z2's size."""
+        return TwoStep(p2, lambda z2: self._normal(self.down(z2)), *self.dims, first_is_a=False)

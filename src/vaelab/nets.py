@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -54,3 +56,69 @@ class MLP(nn.Sequential):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class ConvEncoder(nn.Module):
+    """Image (..., C*H*W) -> (..., out_features): stride-2 4x4 convolutions halve the sides, then a linear layer.
+
+    `extra` features (e.g. a one-hot label) join after the convolutions, before the linear layer.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: Sequence[int], out_features: int,
+                 activation: str = "relu", extra: int = 0) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        _check_divisible(h, w, len(channels))
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip([c, *channels[:-1]], channels):
+            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
+        self.convs = nn.Sequential(*layers)
+        self.image_shape = image_shape
+        self.flat = channels[-1] * (h >> len(channels)) * (w >> len(channels))
+        self.linear = nn.Linear(self.flat + extra, out_features)
+
+    @property
+    def last(self) -> nn.Linear:
+        return self.linear
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        lead = x.shape[:-1]
+        features = self.convs(x.reshape(-1, *self.image_shape)).flatten(1)
+        if extra is not None:
+            features = torch.cat([features, extra.reshape(-1, extra.shape[-1])], -1)
+        return self.linear(features).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """z (..., in_features) -> (..., params * C*H*W), parameter-major, through transposed convolutions."""
+
+    def __init__(self, in_features: int, image_shape: tuple[int, int, int], channels: Sequence[int],
+                 params_per_pixel: int, activation: str = "relu") -> None:
+        super().__init__()
+        c, h, w = image_shape
+        _check_divisible(h, w, len(channels))
+        reversed_channels = list(reversed(channels))
+        self.start = (reversed_channels[0], h >> len(channels), w >> len(channels))
+        self.linear = nn.Sequential(nn.Linear(in_features, math.prod(self.start)), ACTIVATIONS[activation]())
+        layers: list[nn.Module] = []
+        outs = [*reversed_channels[1:], c * params_per_pixel]
+        for i, (n_in, n_out) in enumerate(zip(reversed_channels, outs)):
+            layers.append(nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1))
+            if i < len(outs) - 1:
+                layers.append(ACTIVATIONS[activation]())
+        self.deconvs = nn.Sequential(*layers)
+
+    @property
+    def last(self) -> nn.ConvTranspose2d:
+        return self.deconvs[-1]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        maps = self.deconvs(self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start))
+        return maps.reshape(*lead, -1)  # (params*C, H, W) flattened: parameter-major
+
+
+def _check_divisible(h: int, w: int, layers: int) -> None:
+    if h % (1 << layers) or w % (1 << layers):
+        raise ValueError(f"model.conv_channels: {layers} stride-2 layers need image sides divisible by "
+                         f"{1 << layers}, got {h}x{w}")

@@ -1,14 +1,21 @@
-"""Training objectives, per data point, in nats per image (summed over pixels)."""
+"""Training objectives, per data point, in nats per image (summed over pixels).
+
+Registered by name in `OBJECTIVES`; each returns `ObjectiveTerms`, whose `objective` is what
+training maximizes and whose ELBO terms are what the logs report.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution
 
 from .distributions import rsample
-from .model import VAE
+from .latents import kl_terms
 
 
 @dataclass
@@ -17,18 +24,70 @@ class ElboTerms:
 
     elbo: torch.Tensor
     reconstruction: torch.Tensor  # Monte-Carlo estimate of E_q[log p(x|z)]
-    kl: torch.Tensor  # KL(q(z|x) || p(z)), analytic
+    kl: torch.Tensor  # KL(q(z|x) || p(z)): analytic where it has a closed form
 
 
-def elbo(model: VAE, x: torch.Tensor, samples: int = 1,
-         generator: torch.Generator | None = None) -> ElboTerms:
+@dataclass
+class ObjectiveTerms(ElboTerms):
+    objective: torch.Tensor  # what training maximizes, (batch,)
+
+
+def _encode(model: Any, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+    return model.posterior(x) if y is None else model.posterior(x, y)
+
+
+def _decode(model: Any, z: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+    return model.likelihood(z) if y is None else model.likelihood(z, y)
+
+
+def _kl(model: Any, posterior: Distribution, prior: Distribution, z: torch.Tensor) -> torch.Tensor:
+    return model.kl(posterior, prior, z) if hasattr(model, "kl") else kl_terms(posterior, prior, z)
+
+
+def elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
+         y: torch.Tensor | None = None) -> ElboTerms:
     """The reparameterized ELBO estimate with `samples` (r) draws of z per data point.
 
-    x: (batch, n_pixels). The KL term is analytic for Gaussian q and prior, so only the
-    reconstruction term carries Monte-Carlo noise.
+    x: (batch, n_pixels); y: (batch,) labels for a conditional model. The KL term is analytic
+    for Gaussian q and prior, so then only the reconstruction term carries Monte-Carlo noise.
     """
-    posterior = model.posterior(x)
+    posterior = _encode(model, x, y)
     z = rsample(posterior, (samples,), generator)  # (r, batch, latent)
-    reconstruction = model.likelihood(z).log_prob(x).mean(0)
-    kl = kl_divergence(posterior, model.prior())
+    reconstruction = _decode(model, z, y).log_prob(x).mean(0)
+    kl = _kl(model, posterior, model.prior(), z)
     return ElboTerms(reconstruction - kl, reconstruction, kl)
+
+
+def weighted_elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                  y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
+    """reconstruction - kl_weight * KL: the ELBO at weight 1, beta-VAE and KL warm-up otherwise."""
+    terms = elbo(model, x, samples, generator, y)
+    return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl, terms.reconstruction - kl_weight * terms.kl)
+
+
+def log_weights(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log w, log p(x|z), log q(z|x) - log p(z)) for k samples z ~ q(z|x), each (k, batch)."""
+    posterior = _encode(model, x, y)
+    z = rsample(posterior, (k,), generator)
+    log_px_z = _decode(model, z, y).log_prob(x)
+    log_ratio = posterior.log_prob(z) - model.prior().log_prob(z)
+    return log_px_z - log_ratio, log_px_z, log_ratio
+
+
+def iwae_bound(model: Any, x: torch.Tensor, k: int = 50, generator: torch.Generator | None = None,
+               y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
+    """The importance-weighted bound log (1/k) sum_k w_k (Burda et al., 2016); k = 1 is the ELBO.
+
+    The ELBO terms reported beside it are the k-sample Monte-Carlo averages.
+    """
+    log_w, log_px_z, log_ratio = log_weights(model, x, k, generator, y)
+    bound = torch.logsumexp(log_w, 0) - math.log(k)
+    reconstruction, kl = log_px_z.mean(0), log_ratio.mean(0)
+    return ObjectiveTerms(reconstruction - kl, reconstruction, kl, bound)
+
+
+OBJECTIVES: dict[str, Callable[..., ObjectiveTerms]] = {
+    "elbo": weighted_elbo,
+    "iwae": iwae_bound,
+}

@@ -8,7 +8,7 @@ import torch
 
 from .config import RunConfig
 from .io import load_tensors
-from .model import VAE
+from .model import IMAGE_SHAPES, VAE
 from .train import CHECKPOINT, WEIGHTS, read_run_config
 
 
@@ -20,7 +20,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    model = VAE(config.model, n_pixels=784)
+    model = VAE(config.model, IMAGE_SHAPES[config.data.name])
     weights_path = run_dir / WEIGHTS
     if weights_path.exists():
         weights, _ = load_tensors(weights_path)

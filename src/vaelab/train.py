@@ -34,7 +34,8 @@ from .config import ConfigError, OptimConfig, RunConfig, config_from_dict
 from .data.views import ImageData, ImageSet
 from .io import append_jsonl, atomic_write_bytes, load_tensors, read_json, read_jsonl, save_tensors, write_json
 from .model import VAE
-from .objectives import elbo
+from .latents import temperature_at
+from .objectives import OBJECTIVES, elbo
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
@@ -73,8 +74,10 @@ def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1
     model.eval()
     generator = torch.Generator(model.device).manual_seed(seed)
     sums = torch.zeros(3, device=model.device)
-    for x in images.batches(batch_size, generator):
-        terms = elbo(model, x, samples, generator)
+    for start in range(0, len(images), batch_size):
+        index = slice(start, start + batch_size)
+        x, y = images.batch(index, generator), images.labels[index] if model.n_labels else None
+        terms = elbo(model, x, samples, generator, y)
         sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
     model.train(was_training)
     total = sums.cpu() / len(images)
@@ -154,12 +157,14 @@ class Trainer:
         self.device = resolve_device(self.config.train.device)
         with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
             torch.manual_seed(self.config.train.seed)
-            self.model = VAE(self.config.model, self.data.n_pixels).to(self.device)
+            self.model = VAE(self.config.model, self.data.image_shape).to(self.device)
+        if self.config.model.output_bias == "data_mean":
+            self.model.init_output_bias(self.data.train.mean_image())
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = build_optimizer(self.model, self.config.optim)
         self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
         self.epoch_start_rng = self.generator.get_state()
-        self.sums = torch.zeros(3, device=self.device)  # elbo, reconstruction, kl summed over the epoch
+        self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
         self.stop_requested = False
         if self.progress is None:
@@ -233,6 +238,8 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         cfg, state = self.config.train, self.state
+        if self.config.model.latent == "categorical":
+            self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
         order = self._epoch_order()
         n_batches = math.ceil(len(order) / cfg.batch_size)
         bar = tqdm(total=n_batches, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
@@ -240,7 +247,8 @@ class Trainer:
         started = time.perf_counter() - state.seconds
         while state.step_in_epoch < n_batches:
             index = order[state.step_in_epoch * cfg.batch_size:(state.step_in_epoch + 1) * cfg.batch_size]
-            self._step(self.data.train.batch(index, self.generator))
+            labels = self.data.train.labels[index] if self.model.n_labels else None
+            self._step(self.data.train.batch(index, self.generator), labels)
             state.step_in_epoch += 1
             state.global_step += 1
             state.seconds = time.perf_counter() - started
@@ -256,24 +264,35 @@ class Trainer:
         bar.close()
         self._end_epoch(stopped_by_steps=state.step_in_epoch < n_batches)
 
-    def _step(self, x: torch.Tensor) -> None:
-        terms = elbo(self.model, x, self.config.objective.samples, self.generator)
-        loss = -terms.elbo.mean()
+    def kl_weight(self) -> float:
+        """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
+        objective = self.config.objective
+        if not objective.warmup_epochs:
+            return objective.beta
+        steps_per_epoch = math.ceil(len(self.data.train) / self.config.train.batch_size)
+        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * steps_per_epoch))
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        objective = OBJECTIVES[self.config.objective.name]
+        terms = objective(self.model, x, self.config.objective.samples, self.generator, y, self.kl_weight())
+        loss = -terms.objective.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
-            self.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+            self.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum(),
+                                      terms.objective.sum()])
 
     def _end_epoch(self, stopped_by_steps: bool) -> None:
         cfg, state = self.config.train, self.state
-        elbo_sum, rec_sum, kl_sum = self.sums.tolist()
+        elbo_sum, rec_sum, kl_sum, objective_sum = self.sums.tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
                            seed=self.config.data.eval_seed)
         record = {
             "epoch": state.epoch + 1, "step": state.global_step,
             "train_elbo": elbo_sum / count, "train_reconstruction": rec_sum / count, "train_kl": kl_sum / count,
+            "train_objective": objective_sum / count,
             "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"],
             "seconds": round(state.seconds, 3),
         }

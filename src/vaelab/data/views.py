@@ -53,6 +53,11 @@ class ImageSet:
             index = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
             yield self.batch(index, generator)
 
+    def mean_image(self) -> torch.Tensor:
+        """(n_pixels,) in [0, 1]: the mean intensity, which is also the mean of the binarized pixels."""
+        mean = self.pixels.float().mean(0)
+        return mean if self.binary else mean / 255.0
+
     def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.pixels.to(device), self.labels.to(device), self.resample, self.binary)
 
@@ -105,7 +110,7 @@ def make_views(raw: RawDataset, config: DataConfig, device: torch.device | str =
     if train_subset:
         splits["train"] = tuple(t[:train_subset] for t in splits["train"])
     sets = {name: _view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
-    shape = (1, *raw.x_train.shape[1:3])
+    shape = tuple(raw.x_train.shape[1:]) if raw.x_train.ndim == 4 else (1, *raw.x_train.shape[1:3])
     return ImageData(raw.name, config.binarization, raw.source, shape,
                      **{name: s.to(device) for name, s in sets.items()})
 

@@ -1,0 +1,120 @@
+"""Latent families: what the encoder's outputs mean, the prior, and the KL between them.
+
+Each family turns the encoder output (..., n_params) into q(z|x), gives the prior p(z), and
+computes KL(q || p) per data point: analytic where torch has the closed form, Monte-Carlo
+over the drawn z otherwise. Registered in `LATENT_FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, OneHotCategorical, RelaxedOneHotCategorical, kl_divergence
+
+from .config import ModelConfig
+from .distributions import diagonal_laplace, diagonal_normal
+
+
+def kl_terms(posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q || p) per data point, (batch,): analytic where torch has it, else Monte-Carlo over z (S, batch, ...)."""
+    try:
+        return kl_divergence(posterior, prior)
+    except NotImplementedError:
+        if z is None:
+            raise
+        return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
+
+
+def standard_prior(name: str, dim: int, device: torch.device, dtype: torch.dtype) -> Independent:
+    """N(0, I) or Laplace(0, 1) over `dim` dimensions."""
+    zeros = torch.zeros(dim, device=device, dtype=dtype)
+    make = {"normal": diagonal_normal, "laplace": diagonal_laplace}[name]
+    return make(zeros, torch.ones_like(zeros))
+
+
+class GaussianLatent(nn.Module):
+    """q(z|x) = N(mu, diag sigma^2) from (mu, log sigma^2); prior N(0, I) or Laplace(0, 1)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.dim, self.prior_name = config.latent_dim, config.prior
+        self.n_params, self.size = 2 * config.latent_dim, config.latent_dim
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        mu, log_var = params.chunk(2, dim=-1)
+        return diagonal_normal(mu, torch.exp(0.5 * log_var))
+
+    def prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
+        return standard_prior(self.prior_name, self.dim, device, dtype)
+
+    def kl(self, posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+        return kl_terms(posterior, prior, z)
+
+    def flatten(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class LaplaceLatent(GaussianLatent):
+    """q(z|x) = Laplace(loc, scale) from (loc, log scale), sampled by the inverse CDF (Stanford §4a)."""
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        loc, log_scale = params.chunk(2, dim=-1)
+        return diagonal_laplace(loc, torch.exp(log_scale))
+
+
+class CategoricalLatent(nn.Module):
+    """latent_dim categorical variables of `categories` classes side by side (Stanford §4b).
+
+    Training: relaxed one-hot samples (Gumbel-softmax) at the current temperature. Evaluation
+    (module in eval mode): hard one-hot samples. The prior is uniform; the KL is the discrete
+    KL(Cat(q) || Uniform) in both modes (Jang et al., 2017).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.variables, self.categories = config.latent_dim, config.categories
+        self.n_params = self.size = config.latent_dim * config.categories
+        self.register_buffer("temperature", torch.tensor(config.temperature))
+
+    def _logits(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(params.unflatten(-1, (self.variables, self.categories)), -1)
+
+    def _family(self, logits: torch.Tensor) -> Distribution:
+        if self.training:
+            return Independent(RelaxedOneHotCategorical(self.temperature, logits=logits, validate_args=False), 1)
+        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1)
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        """params (..., variables * categories) -> event (variables, categories)."""
+        return self._family(self._logits(params))
+
+    def prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
+        uniform = torch.full((self.variables, self.categories), -math.log(self.categories), device=device, dtype=dtype)
+        return self._family(uniform)
+
+    def kl(self, posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+        """sum over variables of sum_c q_c (log q_c - log p_c), (batch,)."""
+        q_logits, p_logits = _logits_of(posterior), _logits_of(prior)
+        return (q_logits.exp() * (q_logits - p_logits)).sum((-1, -2))
+
+    def flatten(self, z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(-2)
+
+
+def _logits_of(dist: Distribution) -> torch.Tensor:
+    base = dist.base_dist if isinstance(dist, Independent) else dist
+    return base.logits
+
+
+LATENT_FAMILIES: dict[str, type[nn.Module]] = {
+    "normal": GaussianLatent,
+    "laplace": LaplaceLatent,
+    "categorical": CategoricalLatent,
+}
+
+
+def temperature_at(config: ModelConfig, epoch: int) -> float:
+    """The Gumbel-softmax temperature for `epoch` (0-based): exponential decay to a floor."""
+    return max(config.temperature_min, config.temperature * math.exp(-config.temperature_decay * epoch))
