@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from .config import ConfigError, preset_dict, preset_names, resolve_config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .data import DataError, load_dataset
-    from .data.views import make_views
-    from .plots import training_figures
-    from .train import Trainer, new_run_dir, prepare_run_dir, read_run_config, resolve_device
+    from .data import DataError
+    from .pipeline import sweep_run, train_run
+    from .train import new_run_dir, read_run_config, resolve_device
 
     if args.resume:
         if args.preset or args.config or args.set or args.out:
@@ -26,43 +24,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(args.preset, args.config, args.set)
         run_dir = Path(args.out) if args.out else new_run_dir(config)
-    device = resolve_device(config.train.device)
-
+    resolve_device(config.train.device)  # fail before any work
     print(f"vaelab train: preset {config.name!r}, run folder {run_dir}")
     try:
-        raw = load_dataset(config.data.name, args.data_dir or config.data.data_dir)
+        if config.sweep.members:
+            print(sweep_run(config, run_dir, data_dir=args.data_dir), end="")
+        else:
+            train_run(config, run_dir, data_dir=args.data_dir, resume=bool(args.resume))
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"data: {raw.name} from {raw.source}")
-    data = make_views(raw, config.data, device, config.train.train_subset)
-
-    if not args.resume:
-        prepare_run_dir(run_dir, config)
-    trainer = Trainer(config, run_dir, data)
-    if args.resume:
-        trainer.load_checkpoint()
-        if trainer.state.finished:
-            print(f"run already finished ({trainer.state.stop_reason}); scoring and drawing its best weights")
-        else:
-            print(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
-    started = time.perf_counter()
-    try:
-        summary = trainer.fit()
     except KeyboardInterrupt:
         return 130
-    title = f"{config.name}: {data.name} ({data.binarization}), best epoch {summary['best_epoch']}"
-    figures = training_figures(trainer.model, data.test.batch(slice(0, 10)), run_dir / "figures",
-                               data.image_shape, title, seed=config.train.seed)
-    print(f"stopped: {summary['stop_reason']} ({time.perf_counter() - started:.1f} s)")
-    print(f"figures: {', '.join(str(p) for p in figures)}")
-    print(f"test ELBO {summary['test_elbo']:.2f} nats per image "
-          f"(reconstruction {summary['test_reconstruction']:.2f}, KL {summary['test_kl']:.2f}; "
-          f"{config.data.binarization} binarization, test images binarized once with seed "
-          f"{config.data.eval_seed}, {config.objective.samples} sample(s) of z)"
-          if config.data.binarization != "grey" else
-          f"test ELBO {summary['test_elbo']:.2f} nats per image (grey-level pixels, "
-          f"{config.objective.samples} sample(s) of z)")
     return 0
 
 
@@ -167,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and write a run folder")
-    train.add_argument("--preset", help=f"a shipped preset (default mnist-lab); see `vaelab presets`")
+    train.add_argument("--preset", help="a shipped preset (default mnist-lab); see `vaelab presets`")
     train.add_argument("--config", help="a TOML or JSON file layered over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config value, e.g. --set model.latent_dim=10 (repeatable)")

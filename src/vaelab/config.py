@@ -29,11 +29,15 @@ GAUSSIAN_VARIANCES = ("fixed", "shared", "per_pixel")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 TRAIN_SIZES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}  # training images per data set
 DATASETS = tuple(TRAIN_SIZES)
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
 LATENTS = ("normal", "laplace", "categorical")
 PRIORS = ("normal", "laplace")
 NETS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 OUTPUT_BIASES = ("zero", "data_mean")
+SCHEDULES = ("constant", "burda")
+FIGURE_NAMES = ("samples", "class-samples", "reconstructions", "interpolations", "latent-scatter", "manifold",
+                "curves", "kl-per-dim")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -139,10 +143,18 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0  # sgd and rmsprop only
+    eps: float = 1e-8  # adam, rmsprop and adagrad (Burda et al. use 1e-4 with Adam)
+    beta2: float = 0.999  # adam
+    schedule: str = "constant"  # constant | burda: stage i lasts 3^i epochs at lr * 10^(-i/7)
+    schedule_scale: float = 1.0  # burda: stage i lasts max(1, round(3^i * scale)) epochs, to shorten it on a CPU
 
     def validate(self, prefix: str = "optim") -> None:
         _one_of(self.name, OPTIMIZERS, f"{prefix}.name")
+        _one_of(self.schedule, SCHEDULES, f"{prefix}.schedule")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        _check(self.eps > 0, f"{prefix}.eps", f"must be > 0, got {self.eps}")
+        _check(0 < self.beta2 < 1, f"{prefix}.beta2", f"must be in (0, 1), got {self.beta2}")
+        _check(self.schedule_scale > 0, f"{prefix}.schedule_scale", f"must be > 0, got {self.schedule_scale}")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.momentum >= 0, f"{prefix}.momentum", f"must be >= 0, got {self.momentum}")
 
@@ -170,6 +182,52 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """What `vaelab train` evaluates when training ends."""
+
+    samples: int = 0  # K for the importance-sampled NLL of the test set; 0 = only the test ELBO
+    memory_mb: float = 1024.0
+
+    def validate(self, prefix: str = "evaluate") -> None:
+        _check(self.samples >= 0, f"{prefix}.samples", f"must be >= 0 (0 = no NLL), got {self.samples}")
+        _check(self.memory_mb > 0, f"{prefix}.memory_mb", f"must be > 0, got {self.memory_mb}")
+
+
+@dataclass
+class FiguresConfig:
+    """The figures `vaelab train` draws when training ends (`vaelab figures` draws any of them later)."""
+
+    names: list[str] = field(default_factory=lambda: ["samples", "reconstructions", "interpolations"])
+    samples_n: int = 5  # an n x n grid
+    reconstructions_n: int = 10
+    reconstructions_random: bool = False
+    manifold_n: int = 20
+    manifold_range: str = "minmax"  # minmax (of the test posterior means) | quantile (of the prior)
+
+    def validate(self, prefix: str = "figures") -> None:
+        for name in self.names:
+            _one_of(name, FIGURE_NAMES, f"{prefix}.names")
+        for key in ("samples_n", "reconstructions_n", "manifold_n"):
+            _check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _one_of(self.manifold_range, ("minmax", "quantile"), f"{prefix}.manifold_range")
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "names"}
+
+
+@dataclass
+class SweepConfig:
+    """A sweep preset trains one run per member; each member is `key=value` overrides joined by ';'."""
+
+    members: list[str] = field(default_factory=list)
+
+    def validate(self, prefix: str = "sweep") -> None:
+        for member in self.members:
+            for text in member.split(";"):
+                parse_override(text)
+
+
+@dataclass
 class RunConfig:
     name: str = "mnist-lab"
     description: str = ""
@@ -178,6 +236,9 @@ class RunConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -188,6 +249,18 @@ class RunConfig:
         n_train = subset if subset else TRAIN_SIZES[self.data.name] - self.data.val_size
         _check(self.train.batch_size <= n_train, "train.batch_size",
                f"{self.train.batch_size} is larger than the {n_train} training images")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Settings that are each valid but make no sense together."""
+        likelihood, view = self.model.likelihood, self.data.binarization
+        _check(likelihood in ("bernoulli",) or view == "grey", "model.likelihood",
+               f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
+               "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
+        _, h, w = IMAGE_SHAPES[self.data.name]
+        layers = len(self.model.conv_channels)
+        _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
+               f"{layers} stride-2 layers need image sides divisible by {2**layers}; {self.data.name} is {h}x{w}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,17 +17,14 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, RelaxedOneHotCategorical
 
-from .config import ModelConfig
+from .config import IMAGE_SHAPES, ModelConfig  # noqa: F401  (IMAGE_SHAPES re-exported)
 from .distributions import TwoStep, diagonal_normal
 from .latents import LATENT_FAMILIES, standard_prior
 from .likelihoods import LIKELIHOOD_HEADS
 from .nets import MLP, ConvDecoder, ConvEncoder
 
-IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-}
 
 
 class MLPEncoder(nn.Module):
@@ -126,8 +123,14 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def encode_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The posterior mean: (batch, n_pixels) -> (batch, z_size)."""
-        mean = self.posterior(x, y).mean
+        """The posterior mean: (batch, n_pixels) -> (batch, z_size).
+
+        For categorical latents the class probabilities (the mean of the hard one-hot posterior),
+        in training mode too, where the relaxed posterior has no closed-form mean.
+        """
+        posterior = self.posterior(x, y)
+        base = posterior.base_dist if isinstance(posterior, Independent) else posterior
+        mean = base.probs if isinstance(base, RelaxedOneHotCategorical) else posterior.mean
         return self.latent.flatten(mean)
 
     @torch.no_grad()

@@ -41,12 +41,30 @@ CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
 
 OPTIMIZERS: dict[str, Any] = {
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
-    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay,
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
+                                               weight_decay=c.weight_decay),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
                                                      momentum=c.momentum),
-    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
 }
+
+
+def learning_rate(config: OptimConfig, epoch: int) -> float:
+    """The learning rate of `epoch` (0-based). burda: stage i lasts 3^i epochs at lr * 10^(-i/7)."""
+    if config.schedule == "constant":
+        return config.lr
+    stage, end = 0, 0
+    while True:
+        end += max(1, round(3**stage * config.schedule_scale))
+        if epoch < end:
+            return config.lr * 10 ** (-stage / 7)
+        stage += 1
+
+
+def schedule_epochs(config: OptimConfig, stages: int = 8) -> int:
+    """Epochs in the first `stages` stages of the burda schedule (3280 for 8 stages at scale 1)."""
+    return sum(max(1, round(3**i * config.schedule_scale)) for i in range(stages))
 
 
 def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
@@ -238,6 +256,8 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         cfg, state = self.config.train, self.state
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config.optim, state.epoch)
         if self.config.model.latent == "categorical":
             self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
         order = self._epoch_order()

@@ -1,0 +1,71 @@
+"""Every shipped preset runs end to end: training, evaluation, its figures or table."""
+
+import json
+import os
+
+import pytest
+
+from vaelab.config import preset_dict, preset_names, resolve_config
+from vaelab.pipeline import member_configs, sweep_run, train_run
+
+SHORT = ["data.val_size=100", "train.max_steps=4", "train.epochs=2", "train.batch_size=20",
+         "train.eval_batch_size=50"]
+
+
+def short_config(name):
+    values = preset_dict(name)
+    overrides = list(SHORT)
+    if values.get("evaluate", {}).get("samples"):
+        overrides.append("evaluate.samples=3")
+    return resolve_config(name, overrides=overrides)
+
+
+def quiet(*args):
+    pass
+
+
+@pytest.mark.parametrize("name", [n for n in preset_names() if not preset_dict(n).get("sweep")])
+def test_every_preset_runs_end_to_end_on_a_small_subset(name, tmp_path, tiny_raw):
+    config = short_config(name)
+    summary = train_run(config, tmp_path / name, raw=tiny_raw, log=quiet)
+    assert summary["steps"] == 4
+    figures = tmp_path / name / "figures"
+    drawn = {p.stem for p in figures.glob("*.png")}
+    assert drawn == set(config.figures.names), drawn
+    if config.evaluate.samples:
+        assert summary["evaluation"]["k"] == 3 and (tmp_path / name / "eval-test-k3.json").exists()
+    assert json.loads((tmp_path / name / "summary.json").read_text())["test_elbo"] == summary["test_elbo"]
+
+
+def test_the_sweep_preset_runs_each_member_and_writes_its_table(tmp_path, tiny_raw):
+    config = short_config("mnist-latent-sweep")
+    assert [c.model.latent_dim for _, c in member_configs(config)] == [2, 3, 10, 20]
+    table = sweep_run(config, tmp_path / "sweep", raw=tiny_raw, log=quiet)
+    for member in ("latent_dim=2", "latent_dim=3", "latent_dim=10", "latent_dim=20"):
+        assert (tmp_path / "sweep" / member / "figures" / "samples.png").exists()
+        assert member in table
+    assert (tmp_path / "sweep" / "table.md").read_text() == table
+    assert (tmp_path / "sweep" / "table.csv").read_text().count("\n") == 5  # header + 4 runs
+
+
+def test_presets_say_what_they_are():
+    for name in preset_names():
+        assert preset_dict(name)["description"], name
+        assert resolve_config(name).name == name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mnist-lab", "mnist-cvae"])
+def test_full_preset_on_real_mnist(name, tmp_path, mnist_raw):
+    summary = train_run(resolve_config(name), tmp_path / name, raw=mnist_raw, log=quiet)
+    assert summary["test_elbo"] > (-160 if name == "mnist-lab" else -110), summary["test_elbo"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("VAELAB_FULL_PRESETS"),
+                    reason="the long presets take from 10 minutes to hours on a CPU; set VAELAB_FULL_PRESETS=1")
+@pytest.mark.parametrize("name", ["mnist-2d", "mnist-iwae", "mnist-latent-sweep", "fashion-mnist"])
+def test_long_presets_on_real_data(name, tmp_path):
+    from vaelab.cli import main
+
+    assert main(["train", "--preset", name, "--out", str(tmp_path / name)]) == 0
