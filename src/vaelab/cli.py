@@ -68,6 +68,8 @@ def format_evaluation(r: dict) -> str:
         f"  NLL               {r['nll']:10.2f} \u00b1 {r['nll_stderr']:.2f}   importance-sampled, K = {r['k']}",
         f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > 0.01)",
     ]
+    if r.get("bits_per_dim") is not None:
+        lines.append(f"  bits per dim      {r['bits_per_dim']:10.4f}   NLL / (pixels x ln 2)")
     if r.get("kl_per_dim") is not None:
         lines.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in r["kl_per_dim"]))
     lines.append(f"  {r['seconds']:.1f} s on {r['device']}")
@@ -87,6 +89,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate)
     print(f"report: {path}")
+    return 0
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from .explore import write_explorer
+
+    path = write_explorer(args.run_dir)
+    print(f"explorer: {path}")
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
     return 0
 
 
@@ -171,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--samples", "-k", type=int, default=5000, help="K if an evaluation must be run")
     report.add_argument("--no-evaluate", action="store_true", help="use only evaluations already made")
     report.set_defaults(func=_cmd_report)
+
+    explore = commands.add_parser("explore", help="write RUN_DIR/explorer.html: decode the latent space live")
+    explore.add_argument("run_dir")
+    explore.add_argument("--open", action="store_true", help="open the page in the default browser")
+    explore.set_defaults(func=_cmd_explore)
 
     compare = commands.add_parser("compare", help="one table of several runs' metrics and settings")
     compare.add_argument("run_dirs", nargs="+")

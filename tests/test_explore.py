@@ -1,0 +1,515 @@
+"""The latent explorer: a self-contained page whose in-browser decoder matches PyTorch's decoder mean.
+
+The browser tests drive Debian's chromium through Playwright (see browser.py) and skip, saying
+why, only where no browser can be driven. Set VAELAB_WRITE_SCREENSHOT=1 to have the MNIST test
+also write docs/explorer.png for the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from browser import chromium
+from torch import nn
+from torch.nn import functional as F
+
+from vaelab.config import resolve_config
+from vaelab.explore import EXPLORER, ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
+from vaelab.model import IMAGE_SHAPES, VAE
+
+REPO = Path(__file__).resolve().parents[1]
+DECODE_TOL = 1e-4  # the page's float decoder mean against model.decode_mean
+CANVAS_TOL = 0.5 / 255 + DECODE_TOL  # what an 8-bit canvas can hold of it
+
+TINY = ["model.encoder_hidden=[16]", "model.decoder_hidden=[32]", "model.conv_channels=[4, 8]"]
+GREY = ["data.binarization=grey"]
+MODELS = {
+    "mlp-relu": [],
+    "mlp-tanh-two-hidden": ["model.activation=tanh", "model.decoder_hidden=[24, 16]"],
+    "mlp-softplus": ["model.activation=softplus"],
+    "mlp-no-hidden": ["model.decoder_hidden=[]"],
+    "conv": ["model.net=conv"],
+    "conv-cifar-three-layers-softplus": GREY + ["data.name=cifar10", "model.net=conv", "model.conv_channels=[3, 4, 5]",
+                                                "model.activation=softplus", "model.likelihood=gaussian"],
+    "conditional-mlp": ["model.conditional=true"],
+    "conditional-conv": ["model.conditional=true", "model.net=conv", "model.activation=tanh"],
+    "gaussian": GREY + ["model.likelihood=gaussian"],
+    "continuous-bernoulli": GREY + ["model.likelihood=continuous_bernoulli"],
+    "discretized-logistic-mlp": GREY + ["model.likelihood=discretized_logistic"],
+    "discretized-logistic-conv": GREY + ["model.likelihood=discretized_logistic", "model.net=conv"],
+    "categorical": ["model.latent=categorical", "model.latent_dim=3", "model.categories=4"],
+    "laplace-5d": ["model.latent=laplace", "model.latent_dim=5"],
+    "two-layer": ["model.latent_dim=3", "model.latent_dim2=2"],
+    "one-dimensional": ["model.latent_dim=1"],
+}
+
+
+def tiny_model(*overrides: str, seed: int = 0) -> VAE:
+    """A small model with decoder weights spread wide: saturated and near-zero outputs alike."""
+    config = resolve_config(overrides=[*TINY, *overrides])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VAE(config.model, IMAGE_SHAPES[config.data.name])
+        with torch.no_grad():
+            for module in model.decoder.modules():
+                if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+                    module.weight.mul_(2.0)
+                    module.bias.normal_(0.0, 1.5)
+    return model.eval()
+
+
+def latent_points(model: VAE, n: int, seed: int = 0) -> np.ndarray:
+    """(n, latent size) z the decoder takes: wide normals (with 0), or points of the simplices."""
+    rng = np.random.default_rng(seed)
+    if model.config.latent == "categorical":
+        shape = (n, model.config.latent_dim, model.config.categories)
+        z = rng.dirichlet(np.ones(model.config.categories), shape[:2])
+        z[0] = np.eye(model.config.categories)[rng.integers(0, model.config.categories, shape[1])]  # one-hot
+        return z.reshape(n, -1).astype(np.float32)
+    z = rng.normal(0.0, 2.0, (n, model.latent.size)).astype(np.float32)
+    z[0] = 0.0
+    return z
+
+
+def reference(model: VAE, z, y: int | None = None) -> np.ndarray:
+    """model.decode_mean at the page's z (latent size, flattened): (n, n_pixels)."""
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, model.latent.size)
+    if model.top is not None:  # the decoder reads z1; z2 does not matter
+        z = torch.cat([z, torch.zeros(len(z), model.config.latent_dim2)], -1)
+    if model.config.latent == "categorical":
+        z = z.unflatten(-1, (model.config.latent_dim, model.config.categories))
+    labels = torch.full((len(z),), y) if model.n_labels else None
+    return model.decode_mean(z, labels).numpy()
+
+
+def assert_self_contained(page: str) -> None:
+    assert not re.search(r"https?:", page), "no URL anywhere"
+    assert not re.search(r"""\b(?:src|href|action|poster|srcset)\s*=""", page, re.IGNORECASE)
+    assert "<link" not in page.lower() and "url(" not in page.lower() and "@import" not in page.lower()
+    assert "default-src 'none'" in page
+
+
+# ---------------------------------------------------------------- the decoder as data (no browser)
+
+def numpy_decode(spec: dict, z: np.ndarray, y: int | None = None) -> np.ndarray:
+    """The spec run in float64 by numpy and torch's own conv_transpose2d: checks the layout the page reads."""
+    weights = np.frombuffer(base64.b64decode(spec["weights"]), dtype="<f4").astype(np.float64)
+    assert weights.size == spec["n_weights"]
+    take = lambda ref: weights[ref[0]:ref[0] + ref[1]]
+    x = np.asarray(z, dtype=np.float64)
+    if spec["n_labels"]:
+        x = np.concatenate([x, np.eye(spec["n_labels"])[y]])
+    for layer in spec["layers"]:
+        op = layer["op"]
+        if op == "linear":
+            x = take(layer["weight"]).reshape(layer["out"], layer["in"]) @ x + take(layer["bias"])
+        elif op == "reshape":
+            x = x.reshape(layer["shape"])
+        elif op == "conv_transpose":
+            c_in, c_out = layer["in_shape"][0], layer["out_shape"][0]
+            weight = torch.from_numpy(take(layer["weight"]).reshape(c_in, c_out, *layer["kernel"]))
+            x = F.conv_transpose2d(torch.from_numpy(x)[None], weight, torch.from_numpy(take(layer["bias"])),
+                                   stride=layer["stride"], padding=layer["padding"])[0].numpy()
+            assert list(x.shape) == layer["out_shape"]
+        elif op == "relu":
+            x = np.maximum(x, 0)
+        elif op == "tanh":
+            x = np.tanh(x)
+        elif op == "softplus":
+            x = np.where(x > layer["threshold"], x, np.log1p(np.exp(np.minimum(x, layer["threshold"]))))
+        else:
+            raise AssertionError(op)
+    out, n = x.ravel(), math.prod(spec["image_shape"])
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))
+    head = spec["head"]
+    if head["type"] in ("bernoulli", "gaussian"):
+        return sigmoid(out[:n])
+    if head["type"] == "continuous_bernoulli":
+        eta = out[:n]
+        safe = np.where(np.abs(eta) < head["taylor_below"], 1.0, eta)
+        return np.where(np.abs(eta) < head["taylor_below"], 0.5 + eta / 12 - eta**3 / 720,
+                        0.5 + 0.5 / np.tanh(safe / 2) - 1 / safe)
+    top = head["n_levels"] - 1
+    loc = sigmoid(out[:n]) * top
+    inv_s = np.exp(-np.clip(out[n:], head["log_scale_min"], head["log_scale_max"])) / top
+    return sigmoid((loc[:, None] - (np.arange(1, top + 1) - 0.5)) * inv_s[:, None]).sum(1) / top
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_decoder_spec_reproduces_the_decoder_mean(name):
+    model = tiny_model(*MODELS[name])
+    spec = decoder_spec(model)
+    assert spec["n_weights"] == sum(p.numel() for p in model.decoder.parameters())
+    assert spec["input"] == model.latent.size + model.n_labels and spec["image_shape"] == list(model.image_shape)
+    y = 3 if model.n_labels else None
+    z = latent_points(model, 4)
+    expected = reference(model, z, y)
+    for row, want in zip(z, expected):
+        np.testing.assert_allclose(numpy_decode(spec, row, y), want, atol=1e-5, rtol=0)
+
+
+class OddDecoder(nn.Module):
+    def forward(self, z):
+        return z.repeat(1, 392)
+
+
+class OddHead(nn.Module):
+    params_per_pixel = 1
+
+    def forward(self, out):
+        return torch.distributions.Bernoulli(logits=out)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: setattr(m, "decoder", OddDecoder()), "decodes vaelab's own MLP and ConvDecoder"),
+    (lambda m: setattr(m, "decoder", nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 784))), "GELU"),
+    (lambda m: setattr(m, "head", OddHead()), "likelihood head is a OddHead"),
+    (lambda m: setattr(m, "decoder", nn.Sequential(nn.Linear(2, 8))), "the decoder gives 8 outputs"),
+    (lambda m: setattr(m.decoder.deconvs[0], "output_padding", (1, 1)), "output padding"),
+])
+def test_a_decoder_it_cannot_run_is_refused_with_the_reason(change, message):
+    model = tiny_model("model.net=conv") if "padding" in message else tiny_model()
+    change(model)
+    with pytest.raises(ExplorerError, match=re.escape(message)):
+        decoder_spec(model)
+
+
+def test_posterior_means_are_a_seeded_sample_of_the_test_set(tiny_raw):
+    from vaelab.data.views import make_views
+
+    model = tiny_model("model.latent_dim=3")
+    data = make_views(tiny_raw, resolve_config(overrides=["data.val_size=100"]).data)
+    means, labels = posterior_means(model, data.test, n_points=40, seed=1)
+    again, _ = posterior_means(model, data.test, n_points=40, seed=1)
+    assert means.shape == (40, 3) and labels.shape == (40,) and np.array_equal(means, again)
+    everything, _ = posterior_means(model, data.test, n_points=10_000, seed=1)
+    assert len(everything) == len(data.test) == 100
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(1))[:40]
+    np.testing.assert_array_equal(labels, data.test.labels[order].numpy())
+    np.testing.assert_allclose(means, model.encode_mean(data.test.batch(order)).numpy(), atol=1e-6)
+
+
+def test_text_from_the_run_folder_is_escaped_and_holds_no_url():
+    model = tiny_model()
+    means, labels = latent_points(model, 20), np.arange(20) % 10
+    page = render_explorer(model, means, labels, label_names=["</script><b>zero</b>"] + [str(k) for k in range(1, 10)],
+                           info={"name": '<script>alert("x")</script>', "data": "mnist",
+                                 "source": "mirror https://example.org/mnist", "run_dir": "/runs/<i>odd</i>"})
+    assert_self_contained(page)
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "data from mirror example.org/mnist" in page and "<i>odd" not in page
+    assert "</script><b>" not in page and page.count("</script>") == 2  # the data and the code
+
+
+# ---------------------------------------------------------------- in the browser
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as launched:
+        yield launched
+
+
+@contextlib.contextmanager
+def explorer_page(browser, path: Path, width: int = 1280, height: int = 1000):
+    """(page, errors, requested URLs) for an explorer page; no JavaScript error may happen on it."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(Path(path).resolve().as_uri(), wait_until="load")
+        page.wait_for_function("() => window.vaelab !== undefined")
+        yield page, errors, requests
+        assert errors == []
+        assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    finally:
+        page.close()
+
+
+def page_decode(page, z, y=None) -> np.ndarray:
+    return np.array(page.evaluate("([zs, y]) => zs.map(z => Array.from(window.vaelab.decode(z, y)))",
+                                  [np.asarray(z, dtype=np.float64).tolist(), y]))
+
+
+def canvas_values(page, selector: str) -> np.ndarray:
+    """Every canvas matching `selector` read back, in [0, 1], as the decoder lays images out: (n, C*H*W)."""
+    channels = page.evaluate("() => window.vaelab.imageShape[0]")
+    values = page.evaluate("""sel => Array.from(document.querySelectorAll(sel),
+        c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))""", selector)
+    rgba = np.array(values, dtype=np.float64).reshape(len(values), -1, 4) / 255
+    if channels == 1:
+        assert (rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 0] == rgba[..., 2]).all()  # grey
+    return rgba[..., :channels].transpose(0, 2, 1).reshape(len(values), -1)
+
+
+def move_to(page, z, down: bool = False) -> list[float]:
+    """Move the real mouse to where the page draws z; the z the page then shows."""
+    box = page.locator("#scatter").bounding_box()
+    px, py = page.evaluate("z => window.vaelab.latentToPoint(z)", np.asarray(z, dtype=np.float64).tolist())
+    scale = box["width"] / page.evaluate("() => window.vaelab.size")
+    page.mouse.move(box["x"] + px * scale, box["y"] + py * scale, steps=3 if down else 1)
+    page.evaluate("() => window.vaelab.settle()")
+    return page.evaluate("() => window.vaelab.current().z")
+
+
+def pixel_size(page) -> float:
+    """One canvas pixel in latent units along the axes (generously: the larger of the two)."""
+    a = page.evaluate("() => window.vaelab.pointToLatent(0, 0)")
+    b = page.evaluate("() => window.vaelab.pointToLatent(1, 1)")
+    return float(np.abs(np.subtract(a, b)).max())
+
+
+def write_page(tmp_path: Path, model: VAE, n: int = 60, name: str = "page") -> tuple[Path, np.ndarray, np.ndarray]:
+    means = latent_points(model, n, seed=1) * (0.5 if model.config.latent != "categorical" else 1.0)
+    labels = np.arange(n) % 10
+    page = render_explorer(model, means, labels, info={"name": name, "data": "mnist", "binarization": "dynamic"})
+    assert_self_contained(page)
+    path = tmp_path / f"{name}.html"
+    path.write_text(page, encoding="utf-8")
+    return path, means, labels
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_page_decodes_as_pytorch_does(browser, tmp_path, name):
+    model = tiny_model(*MODELS[name])
+    path, _, _ = write_page(tmp_path, model, name=name)
+    z = latent_points(model, 6, seed=2)
+    labels = [0, 7] if model.n_labels else [None]
+    with explorer_page(browser, path) as (page, _, _):
+        assert page.evaluate("() => window.vaelab.supported") is True
+        for y in labels:
+            decoded = page_decode(page, z, y)
+            expected = reference(model, z, y)
+            assert decoded.shape == expected.shape
+            assert np.abs(decoded - expected).max() < DECODE_TOL, name
+        # what the page drew at start: its current z, decoded and put on the canvas
+        current = page.evaluate("() => window.vaelab.current()")
+        expected = reference(model, [current["z"]], current["y"])[0]
+        assert np.abs(canvas_values(page, "#image")[0] - expected).max() < CANVAS_TOL
+
+
+def test_a_model_it_cannot_decode_gets_a_page_that_says_so(browser, tmp_path):
+    model = tiny_model()
+    model.decoder = nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 784))
+    path, means, _ = write_page(tmp_path, model, name="odd")
+    text = path.read_text(encoding="utf-8")
+    assert "This page cannot decode this model" in text and "GELU" in text
+    with explorer_page(browser, path) as (page, _, _):
+        assert page.locator("#unsupported").is_visible() and page.locator("#cannot").is_visible()
+        assert "cannot decode this model" in page.locator("#cannot").inner_text()
+        assert page.evaluate("() => window.vaelab.supported") is False
+        error = page.evaluate("() => { try { window.vaelab.decode([0, 0]); return ''; } catch (e) { return e.message; } }")
+        assert "cannot decode" in error and "GELU" in error
+        assert page.evaluate("() => window.vaelab.points().labels.length") == len(means)  # the scatter is still there
+
+
+def test_the_label_selector_conditions_the_decoder(browser, tmp_path):
+    model = tiny_model("model.conditional=true")
+    path, means, _ = write_page(tmp_path, model, name="conditional")
+    with explorer_page(browser, path) as (page, _, _):
+        assert page.locator("#label-buttons button").count() == 10
+        z = move_to(page, means[3])
+        images = {}
+        for y in (7, 2):
+            page.locator(f'#label-buttons button[data-label="{y}"]').click()
+            page.evaluate("() => window.vaelab.settle()")
+            current = page.evaluate("() => window.vaelab.current()")
+            assert current["y"] == y and np.allclose(current["z"], z)
+            images[y] = canvas_values(page, "#image")[0]
+            assert np.abs(images[y] - reference(model, [z], y)[0]).max() < CANVAS_TOL
+        assert np.abs(images[7] - images[2]).max() > 0.05  # the label matters
+
+
+def test_sliders_move_z_off_the_principal_plane_and_the_pointer_keeps_it(browser, tmp_path):
+    model = tiny_model("model.latent_dim=5")
+    path, means, _ = write_page(tmp_path, model, name="pca")
+    with explorer_page(browser, path) as (page, _, _):
+        view = page.evaluate("() => window.vaelab.view")
+        assert view["mode"] == "pca"
+        m, axes = np.array(view["mean"]), np.array(view["axes"])
+        np.testing.assert_allclose(axes @ axes.T, np.eye(2), atol=1e-9)
+        np.testing.assert_allclose(m, means.astype(np.float64).mean(0), atol=1e-6)
+        _, _, vt = np.linalg.svd(means - means.mean(0), full_matrices=False)
+        np.testing.assert_allclose(np.abs(axes @ vt[:2].T), np.eye(2), atol=1e-5)  # the first two principal axes
+        assert page.locator("#sliders input[type=range]").count() == 5
+
+        def off_plane(z):
+            d = np.asarray(z) - m
+            return d - axes.T @ (axes @ d)
+
+        z = move_to(page, means[0])
+        assert np.abs(off_plane(z)).max() < 1e-9  # on the plane through the mean
+        page.locator("#z3").fill("1.5")
+        page.evaluate("() => window.vaelab.settle()")
+        moved = page.evaluate("() => window.vaelab.current().z")
+        assert moved[3] == 1.5 and np.allclose(np.delete(moved, 3), np.delete(z, 3))
+        assert np.abs(canvas_values(page, "#image")[0] - reference(model, [moved])[0]).max() < CANVAS_TOL
+        after = move_to(page, means[1] + 0.3)
+        np.testing.assert_allclose(off_plane(after), off_plane(moved), atol=1e-9)  # the slider's offset stays
+        np.testing.assert_allclose(axes @ (np.array(after) - m), axes @ (means[1] + 0.3 - m), atol=2 * pixel_size(page))
+        page.locator("#to-plane").click()
+        page.evaluate("() => window.vaelab.settle()")
+        assert np.abs(off_plane(page.evaluate("() => window.vaelab.current().z"))).max() < 1e-9
+
+
+def test_categorical_latents_take_a_class_per_variable(browser, tmp_path):
+    model = tiny_model("model.latent=categorical", "model.latent_dim=3", "model.categories=4")
+    path, means, _ = write_page(tmp_path, model, name="categorical")
+    with explorer_page(browser, path) as (page, _, _):
+        z = np.array(move_to(page, means[5] + 0.2))
+        blocks = z.reshape(3, 4)
+        assert (blocks >= 0).all() and np.allclose(blocks.sum(1), 1)  # always a point of the simplices
+        page.locator("#sliders .cell").nth(4 + 2).click()  # variable 1, class 2
+        page.evaluate("() => window.vaelab.settle()")
+        z = np.array(page.evaluate("() => window.vaelab.current().z")).reshape(3, 4)
+        np.testing.assert_array_equal(z[1], [0, 0, 1, 0])
+        np.testing.assert_allclose(z[[0, 2]], blocks[[0, 2]])
+        assert np.abs(canvas_values(page, "#image")[0] - reference(model, [z.ravel()])[0]).max() < CANVAS_TOL
+
+
+# ---------------------------------------------------------------- a trained run, end to end
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default (lab) architecture, trained briefly on tiny generated data, evaluated with K = 5."""
+    from conftest import make_tiny_raw
+
+    from vaelab.data.views import make_views
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import Trainer, prepare_run_dir
+
+    config = resolve_config(overrides=["data.val_size=100", "train.batch_size=32", "train.epochs=2",
+                                       "train.eval_batch_size=100"])
+    assert config.model.decoder_hidden == [512] and config.model.latent_dim == 2  # the default model
+    run = tmp_path_factory.mktemp("explore") / "run"
+    prepare_run_dir(run, config)
+    data = make_views(make_tiny_raw(), config.data)
+    Trainer(config, run, data, progress=False, log=lambda *a: None).fit()
+    evaluate_run(run, k=5, data=data, progress=False)
+    return run, data
+
+
+def test_write_explorer_writes_one_self_contained_page(default_run):
+    from vaelab.runs import load_run
+
+    run, data = default_run
+    path = write_explorer(run, data=data, n_points=50, seed=3)
+    assert path == run / EXPLORER
+    page = path.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    summary = json.loads((run / "summary.json").read_text())
+    evaluation = json.loads((run / "eval-test-k5.json").read_text())
+    for text in ("mnist-lab", "dynamic binarization", "2-D normal latent", "MLP decoder 512 relu", "bernoulli",
+                 f"best epoch {summary['best_epoch']} of 2", f"test ELBO {summary['test_elbo']:.2f}".replace("-", "\u2212"),
+                 f"test NLL {evaluation['nll']:.2f}".replace("-", "\u2212"), "K = 5", "eval-test-k5.json",
+                 "50 test images shown"):
+        assert text in page, text
+    payload = json.loads(re.search(r'<script type="application/json" id="vaelab-data">(.*?)</script>',
+                                   page, re.DOTALL).group(1))
+    model = load_run(run)
+    means, labels = posterior_means(model, data.test, 50, 3)
+    assert payload["labels"] == labels.tolist()
+    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(payload["points"]), "<f4").reshape(50, 2), means)
+    other = write_explorer(run, data=data, model=model, out=run / "elsewhere" / "x.html", n_points=10)
+    assert other == run / "elsewhere" / "x.html" and other.is_file()
+
+
+def test_the_page_follows_the_pointer_and_interpolates(browser, default_run, tmp_path, record_property):
+    from vaelab.runs import load_run
+
+    run, data = default_run
+    model = load_run(run)
+    path = write_explorer(run, data=data)
+    with explorer_page(browser, path) as (page, _, _):
+        points = page.evaluate("() => window.vaelab.points()")
+        z_points = np.array(points["z"]).reshape(len(points["labels"]), 2)
+        assert len(z_points) == 100  # all of tiny's test images
+        tolerance = 2 * pixel_size(page)
+        # hover over known latent points: test images' posterior means, and the origin
+        for target in [*z_points[[0, 17, 42]], np.zeros(2)]:
+            z = move_to(page, target)
+            assert np.abs(np.subtract(z, target)).max() < tolerance
+            expected = reference(model, [z])[0]
+            assert np.abs(np.array(page.evaluate("() => Array.from(window.vaelab.lastImage())")) - expected).max() < DECODE_TOL
+            assert np.abs(canvas_values(page, "#image")[0] - expected).max() < CANVAS_TOL
+        # drag: the image follows, and a drag is not a click
+        move_to(page, z_points[1])
+        page.mouse.down()
+        z = move_to(page, z_points[2], down=True)
+        assert np.abs(np.subtract(z, z_points[2])).max() < tolerance
+        assert np.abs(canvas_values(page, "#image")[0] - reference(model, [z])[0]).max() < CANVAS_TOL
+        page.mouse.up()
+        assert page.evaluate("() => window.vaelab.interpolation()") is None
+        # click two points: the strip decodes the straight line between them
+        box = page.locator("#scatter").bounding_box()
+        clicked = []
+        for target in (z_points[3], z_points[4]):
+            px, py = page.evaluate("z => window.vaelab.latentToPoint(z)", target.tolist())
+            page.mouse.click(box["x"] + px, box["y"] + py)
+            page.evaluate("() => window.vaelab.settle()")
+            clicked.append(page.evaluate("() => window.vaelab.current().z"))
+        strip = page.evaluate("() => window.vaelab.interpolation()")
+        assert np.allclose(strip["a"], clicked[0]) and np.allclose(strip["b"], clicked[1]) and strip["steps"] == 10
+        assert np.abs(np.subtract(strip["a"], z_points[3])).max() < tolerance
+        line = np.linspace(0, 1, 10)[:, None] * (np.array(clicked[1]) - clicked[0]) + clicked[0]
+        frames = canvas_values(page, "#strip canvas")
+        assert frames.shape == (10, 784)
+        assert np.abs(frames - reference(model, line)).max() < CANVAS_TOL
+        assert page.locator("#strip-note").inner_text().startswith("from A")
+        # speed: the default model's decoder, decoded and drawn, in this headless chromium
+        rate = page.evaluate("() => window.vaelab.decodesPerSecond(1000, true)")
+        record_property("decodes_per_second", round(rate))
+        print(f"\nexplorer: {rate:.0f} decodes (and draws) per second for the default model")
+        assert rate >= 30
+        page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+    assert (tmp_path / "explorer.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_mnist_and_its_screenshot(browser, mnist_raw, tmp_path):
+    """A short real run, its explorer with an interpolation drawn; the README's screenshot.
+
+    The PNG goes to tmp_path; with VAELAB_WRITE_SCREENSHOT=1 also to docs/explorer.png in the repo.
+    """
+    from vaelab.data.views import make_views
+    from vaelab.train import Trainer, prepare_run_dir
+
+    config = resolve_config(overrides=["train.epochs=2", "train.train_subset=20000", "data.val_size=1000",
+                                       "train.eval_batch_size=1000"])
+    run = tmp_path / "mnist-run"
+    prepare_run_dir(run, config)
+    data = make_views(mnist_raw, config.data, train_subset=config.train.train_subset)
+    trainer = Trainer(config, run, data, progress=False, log=lambda *a: None)
+    trainer.fit()
+    model = trainer.model.eval()
+    path = write_explorer(run, data=data, model=model)
+    with explorer_page(browser, path) as (page, _, _):
+        points = page.evaluate("() => window.vaelab.points()")
+        z_points = np.array(points["z"]).reshape(len(points["labels"]), 2)
+        labels = np.array(points["labels"])
+        centre = {k: np.median(z_points[labels == k], 0) for k in (0, 1, 7)}
+        box = page.locator("#scatter").bounding_box()
+        for k in (0, 1):
+            px, py = page.evaluate("z => window.vaelab.latentToPoint(z)", centre[k].tolist())
+            page.mouse.click(box["x"] + px, box["y"] + py)
+        z = move_to(page, centre[7])
+        assert np.abs(canvas_values(page, "#image")[0] - reference(model, [z])[0]).max() < CANVAS_TOL
+        assert page.locator("#strip canvas").count() == 10
+        shot = tmp_path / "explorer.png"
+        page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("VAELAB_WRITE_SCREENSHOT") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(shot, REPO / "docs" / "explorer.png")
