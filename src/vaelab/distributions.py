@@ -48,8 +48,13 @@ def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator |
 
 
 def _laplace_inverse_cdf(dist: Laplace, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
-    """z = F^-1(u) = loc - scale * sign(u - 1/2) * log(1 - 2|u - 1/2|): differentiable in loc and scale."""
-    v = _uniform(shape, dist.loc, generator) - 0.5
+    """z = F^-1(u) = loc - scale * sign(u - 1/2) * log(1 - 2|u - 1/2|): differentiable in loc and scale.
+
+    |u - 1/2| is kept at most 1/2 - eps: u = tiny (torch.rand returns 0 once in 2^24 float32 draws)
+    rounds to u - 1/2 = -1/2 exactly, where log(1 - 2|u - 1/2|) = -inf.
+    """
+    bound = 0.5 - torch.finfo(dist.loc.dtype).eps
+    v = (_uniform(shape, dist.loc, generator) - 0.5).clamp(-bound, bound)
     return dist.loc - dist.scale * v.sign() * torch.log1p(-2 * v.abs())
 
 
@@ -59,9 +64,15 @@ def _gumbel(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | 
 
 def _gumbel_softmax(dist: RelaxedOneHotCategorical, shape: torch.Size,
                     generator: torch.Generator | None) -> torch.Tensor:
-    """softmax((logits + Gumbel noise) / temperature): the reparameterized relaxed one-hot sample."""
+    """softmax((logits + Gumbel noise) / temperature): the reparameterized relaxed one-hot sample.
+
+    Entries are kept at least sqrt(tiny) of the dtype (1e-19 in float32): at low temperatures an
+    entry underflows to exactly 0, where the relaxed density's log_prob (which takes log z) is NaN,
+    and with it an IWAE weight; at `tiny` itself its gradient, ~1/z, overflows.
+    """
     logits = dist.logits
-    return torch.softmax((logits + _gumbel(shape, logits, generator)) / dist.temperature, -1)
+    z = torch.softmax((logits + _gumbel(shape, logits, generator)) / dist.temperature, -1)
+    return z.clamp_min(torch.finfo(z.dtype).tiny ** 0.5)
 
 
 def _gumbel_max(dist: OneHotCategorical, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:

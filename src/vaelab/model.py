@@ -105,7 +105,10 @@ class VAE(nn.Module):
         return self.top.posterior(posterior) if self.top else posterior
 
     def likelihood(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """p(x|z[, y]); z: (..., z_size) -> batch_shape (...), event_shape (n_pixels,)."""
+        """p(x|z[, y]); z as drawn from the prior or posterior -> batch_shape (...), event_shape (n_pixels,).
+
+        z is (..., z_size), or (..., variables, categories) for a categorical latent.
+        """
         if self.top:
             z = z[..., :self.latent.size]
         z = self.latent.flatten(z)
@@ -118,7 +121,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x|z]: (..., z_size) -> (..., n_pixels) in [0, 1]; what the figures show."""
+        """E[x|z]: z as for `likelihood` -> (..., n_pixels) in [0, 1]; what the figures show."""
         return self.likelihood(z, y).mean
 
     @torch.no_grad()
