@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
-from torch.distributions import Normal
+from torch.distributions import Laplace, Normal
 
 from vaelab.config import DataConfig, ModelConfig, resolve_config
 from vaelab.data.views import make_views
@@ -19,18 +19,26 @@ from vaelab.plots import (
     FigureContext,
     FigureSkipped,
     active_dims,
+    as_images,
+    class_samples_grid,
+    draw_class_samples,
     draw_curves,
     draw_kl_per_dim,
     draw_latent_scatter,
     draw_manifold,
+    draw_reconstructions,
+    draw_interpolations,
+    draw_samples,
     figure_context,
     kl_per_dim_from_model,
+    latent_text,
     make_figures,
     manifold_axis_values,
     manifold_grid,
     pca_2d,
     reconstruction_grid,
     run_title,
+    sample_prior,
     samples_grid,
     training_figures,
 )
@@ -73,6 +81,10 @@ def png_size(path) -> tuple[int, int]:
 @pytest.mark.parametrize("latent_dim", [2, 5])
 def test_every_figure_writes_a_png(tmp_path, tiny_data, name, latent_dim):
     ctx = make_ctx(tmp_path, tiny_data, latent_dim)
+    if name == "class-samples":  # an unconditional model: see the variant tests
+        with pytest.raises(FigureSkipped, match="need a conditional model"):
+            FIGURES[name](ctx)
+        return
     path = FIGURES[name](ctx)
     assert path == tmp_path / "figures" / f"{name}.png"
     height, width = png_size(path)
@@ -81,8 +93,8 @@ def test_every_figure_writes_a_png(tmp_path, tiny_data, name, latent_dim):
 
 
 def test_registry_names():
-    assert list(FIGURES) == ["samples", "reconstructions", "interpolations", "latent-scatter", "manifold",
-                             "curves", "kl-per-dim"]
+    assert list(FIGURES) == ["samples", "class-samples", "reconstructions", "interpolations", "latent-scatter",
+                             "manifold", "curves", "kl-per-dim"]
     assert all(callable(f) for f in FIGURES.values())
 
 
@@ -179,7 +191,7 @@ def test_manifold_decodes_exactly_the_grid_on_its_axes(tmp_path, tiny_data, monk
     decode = ctx.model.decode_mean
     monkeypatch.setattr(ctx.model, "decode_mean", lambda z: seen.append(z.clone()) or decode(z))
     fig = draw_manifold(ctx)
-    means = ctx.test_posterior().loc
+    means = ctx.test_means()
     xs = manifold_axis_values(20, mode, means[:, 0])
     ys = manifold_axis_values(20, mode, means[:, 1])
     (z,) = seen
@@ -330,7 +342,7 @@ def test_active_dims_are_those_whose_posterior_mean_varies():
 
 
 def test_unknown_figure_names_are_refused_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="unknown figure.*nope.*known: samples, reconstructions"):
+    with pytest.raises(ValueError, match="unknown figure.*nope.*known: samples, class-samples, reconstructions"):
         make_figures(tmp_path / "does-not-exist", ["samples", "nope"])
 
 
@@ -369,6 +381,9 @@ def test_make_figures_on_a_run_folder(tiny_run, tiny_raw, monkeypatch):
     assert loaded == [("mnist", None, {"progress": False})]
     assert [name for name, _, _ in results] == list(FIGURES)
     for name, path, note in results:
+        if name == "class-samples":  # the run's model is unconditional
+            assert path is None and "conditional model" in note
+            continue
         assert path == run_dir / "figures" / f"{name}.png" and note, (name, note)
         png_size(path)
     ctx = figure_context(run_dir, data=tiny_run.data)
@@ -396,3 +411,275 @@ def test_training_figures_still_draw_the_lab_three(tmp_path, tiny_data):
     assert [p.name for p in paths] == ["samples.png", "reconstructions.png", "interpolations.png"]
     for path in paths:
         png_size(path)
+
+
+# ---------------------------------------------------------------- every model variant
+
+VARIANTS = {  # ModelConfig fields of each variant (besides tiny nets)
+    "normal": {},
+    "laplace": {"latent": "laplace", "prior": "laplace"},
+    "laplace-q-normal-p": {"latent": "laplace"},
+    "normal-q-laplace-p": {"prior": "laplace"},
+    "categorical": {"latent": "categorical", "latent_dim": 3, "categories": 4},
+    "two-layer": {"latent_dim": 3, "latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8]},
+    "cvae": {"conditional": True},
+    "cvae-categorical": {"conditional": True, "latent": "categorical", "latent_dim": 2, "categories": 3},
+    "cvae-two-layer": {"conditional": True, "latent_dim": 2, "latent_dim2": 2, "encoder_hidden2": [8],
+                       "decoder_hidden2": [8]},
+    "colour-cvae-laplace": {"conditional": True, "latent": "laplace", "prior": "laplace", "likelihood": "gaussian"},
+}
+CATEGORICAL_MANIFOLD = "no manifold: a categorical latent has no continuous plane to sweep"
+EXPECTED_SKIPS = {  # variant -> {figure: the start of its note}
+    "categorical": {"manifold": CATEGORICAL_MANIFOLD},
+    "cvae-categorical": {"manifold": CATEGORICAL_MANIFOLD},
+    "two-layer": {"kl-per-dim": "no KL per dimension for a two-layer model"},
+    "cvae-two-layer": {"kl-per-dim": "no KL per dimension for a two-layer model"},
+}
+UNCONDITIONAL_CLASS_SAMPLES = "class samples need a conditional model (model.conditional = true)"
+
+
+def make_colour_raw(n_train: int = 300, n_test: int = 60, seed: int = 0) -> types.SimpleNamespace:
+    """CIFAR-shaped (n, 3, 32, 32) uint8: a coloured prototype per label plus noise."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 230, (10, 3, 32, 32))
+
+    def draw(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        return np.clip(prototypes[labels] + rng.integers(0, 25, (n, 3, 32, 32)), 0, 255).astype(np.uint8), labels
+
+    (x_train, y_train), (x_test, y_test) = draw(n_train), draw(n_test)
+    return types.SimpleNamespace(name="cifar10", source="generated", x_train=x_train, y_train=y_train,
+                                 x_test=x_test, y_test=y_test)
+
+
+def variant_model(name: str, image_shape=(1, 28, 28)) -> VAE:
+    torch.manual_seed(0)
+    return VAE(ModelConfig(encoder_hidden=[16], decoder_hidden=[16], **VARIANTS[name]), image_shape).eval()
+
+
+def variant_data(name: str, tiny_raw):
+    if name.startswith("colour"):
+        return make_views(make_colour_raw(), DataConfig(binarization="grey", val_size=100))
+    return make_views(tiny_raw, DataConfig(val_size=100))
+
+
+def variant_ctx(tmp_path, name: str, tiny_raw, **options) -> FigureContext:
+    data = variant_data(name, tiny_raw)
+    values = {"title": f"{name}: tiny", "metrics": METRICS} | options
+    return FigureContext(model=variant_model(name, data.image_shape), data=data, out_dir=tmp_path / "figures",
+                         **values)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_figure_of_every_variant_draws_or_says_why_not(tmp_path, tiny_raw, variant):
+    data = variant_data(variant, tiny_raw)
+    model = variant_model(variant, data.image_shape)
+    run_dir = tmp_path / "run"
+    prepare_run_dir(run_dir, resolve_config())  # the run's config; the figures draw the model given
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS))
+    results = make_figures(run_dir, model=model, data=data, samples_n=4, manifold_n=5, interpolation_steps=6)
+    expected = dict(EXPECTED_SKIPS.get(variant, {}))
+    if not VARIANTS[variant].get("conditional"):
+        expected["class-samples"] = UNCONDITIONAL_CLASS_SAMPLES
+    assert [name for name, _, _ in results] == list(FIGURES)
+    for name, path, note in results:
+        if name in expected:
+            assert path is None and note.startswith(expected[name]), (name, note)
+        else:
+            assert path == run_dir / "figures" / f"{name}.png", (name, note)
+            png_size(path)
+    assert model.training is False
+
+
+@pytest.mark.parametrize("variant", ["laplace", "categorical", "two-layer", "cvae"])
+def test_samples_decode_draws_from_the_models_own_prior(tmp_path, tiny_raw, monkeypatch, variant):
+    ctx = variant_ctx(tmp_path, variant, tiny_raw, samples_n=3)
+    model, seen = ctx.model, []
+    decode = model.decode_mean
+    monkeypatch.setattr(model, "decode_mean", lambda z, y=None: seen.append((z, y)) or decode(z, y))
+    draw_samples(ctx)
+    (z, y), = seen
+    z = z.flatten(1)  # categorical z reaches the decoder as (n, variables, categories)
+    assert torch.equal(z, sample_prior(model, 9, torch.Generator().manual_seed(ctx.seed)))
+    assert z.shape == (9, model.latent_dim)
+    if variant == "categorical":  # hard one-hot draws, one class per variable
+        blocks = z.reshape(9, 3, 4)
+        assert set(blocks.unique().tolist()) == {0.0, 1.0} and (blocks.sum(-1) == 1).all()
+    if variant == "cvae":  # row r decoded with label r
+        assert y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    else:
+        assert y is None
+
+
+def test_cvae_samples_rows_are_labelled(tmp_path, tiny_raw):
+    fig = draw_samples(variant_ctx(tmp_path, "cvae", tiny_raw, samples_n=10))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [str(k) for k in range(10)]
+    assert "each row decoded with the label on its left" in fig._suptitle.get_text()
+
+
+def test_class_samples_decode_each_row_with_its_class(tmp_path, tiny_raw, monkeypatch):
+    ctx = variant_ctx(tmp_path, "cvae", tiny_raw)
+    model, seen = ctx.model, []
+    decode = model.decode_mean
+    monkeypatch.setattr(model, "decode_mean", lambda z, y=None: seen.append((z, y)) or decode(z, y))
+    fig = draw_class_samples(ctx)
+    (z, y), = seen
+    assert y.tolist() == [k for k in range(10) for _ in range(5)]
+    assert torch.equal(z, sample_prior(model, 50, torch.Generator().manual_seed(ctx.seed)))
+    grid = class_samples_grid(model, (1, 28, 28), 5, ctx.seed)
+    assert grid.shape == (10 * 30 + 2, 5 * 30 + 2)
+    for row, col in [(0, 0), (3, 4), (9, 2)]:  # cell (row, col) is z[5 row + col] decoded with y = row
+        expected = decode(z[5 * row + col][None], torch.tensor([row])).reshape(28, 28).numpy()
+        np.testing.assert_allclose(grid[2 + 30 * row:30 * (row + 1), 2 + 30 * col:30 * (col + 1)], expected,
+                                   atol=1e-6)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [str(k) for k in range(10)]
+
+
+def test_class_samples_use_the_data_sets_label_names(tmp_path, tiny_raw):
+    fig = draw_class_samples(variant_ctx(tmp_path, "colour-cvae-laplace", tiny_raw, class_samples_n=3))
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert names[:2] == ["airplane", "automobile"] and len(names) == 10
+
+
+def test_cvae_reconstructions_and_interpolations_pass_the_test_labels(tmp_path, tiny_raw, monkeypatch):
+    ctx = variant_ctx(tmp_path, "cvae", tiny_raw, interpolation_pairs=2, interpolation_steps=3)
+    model, calls = ctx.model, []
+    encode, decode = model.encode_mean, model.decode_mean
+    monkeypatch.setattr(model, "encode_mean", lambda x, y=None: calls.append(("encode", y)) or encode(x, y))
+    monkeypatch.setattr(model, "decode_mean", lambda z, y=None: calls.append(("decode", y)) or decode(z, y))
+    labels = ctx.data.test.labels
+    draw_reconstructions(ctx)
+    assert [(what, y.tolist()) for what, y in calls] == [("encode", labels[:10].tolist()),
+                                                         ("decode", labels[:10].tolist())]
+    calls.clear()
+    fig = draw_interpolations(ctx)
+    (_, y_encoded), (_, y_decoded) = calls
+    assert torch.equal(y_encoded, labels[:4])
+    assert y_decoded.tolist() == [labels[0].item()] * 3 + [labels[2].item()] * 3  # the first image's label
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == [f"1\u21922, y={labels[0].item()}", f"3\u21924, y={labels[2].item()}"]
+    assert "label of each row's first image" in fig._suptitle.get_text()
+
+
+def test_cvae_manifold_is_decoded_with_the_chosen_label(tmp_path, tiny_raw, monkeypatch):
+    ctx = variant_ctx(tmp_path, "cvae", tiny_raw, manifold_n=4, manifold_label=7)
+    seen = []
+    decode = ctx.model.decode_mean
+    monkeypatch.setattr(ctx.model, "decode_mean", lambda z, y=None: seen.append(y) or decode(z, y))
+    fig = draw_manifold(ctx)
+    assert seen[0].tolist() == [7] * 16
+    assert "decoded with label y = 7" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="manifold_label"):
+        draw_manifold(variant_ctx(tmp_path, "cvae", tiny_raw, manifold_label=10))
+
+
+def test_laplace_quantile_manifold_uses_the_laplace_inverse_cdf(tmp_path, tiny_raw, monkeypatch):
+    ctx = variant_ctx(tmp_path, "laplace", tiny_raw, manifold_n=6, manifold_range="quantile")
+    seen = []
+    decode = ctx.model.decode_mean
+    monkeypatch.setattr(ctx.model, "decode_mean", lambda z, y=None: seen.append(z) or decode(z, y))
+    fig = draw_manifold(ctx)
+    expected = Laplace(0.0, 1.0).icdf((torch.arange(6) + 0.5) / 6)
+    assert torch.allclose(seen[0][:6, 0], expected, atol=1e-5)  # the top row sweeps z0
+    assert "Laplace(0, 1) quantiles" in fig._suptitle.get_text()
+    normal = manifold_axis_values(6, "quantile")
+    assert expected[0] < normal[0]  # heavier tails than N(0, 1)
+
+
+def test_two_layer_manifold_and_scatter_use_z1(tmp_path, tiny_raw, monkeypatch):
+    ctx = variant_ctx(tmp_path, "two-layer", tiny_raw, manifold_n=4)
+    seen = []
+    decode = ctx.model.decode_mean
+    monkeypatch.setattr(ctx.model, "decode_mean", lambda z, y=None: seen.append(z) or decode(z, y))
+    fig = draw_manifold(ctx)
+    means = ctx.test_means()
+    assert means.shape == (len(ctx.data.test), 5)
+    assert seen[0].shape == (16, 5)
+    assert torch.allclose(seen[0][:, 2:], means.mean(0)[2:].expand(16, 3))  # held at the mean of the means
+    assert seen[0][:, 0].min() == pytest.approx(means[:, 0].min().item(), abs=1e-6)
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("z1[0]", "z1[1]")
+    assert "z1 is the layer the decoder reads" in fig._suptitle.get_text()
+    with pytest.raises(FigureSkipped, match="two-layer model: its prior p\\(z1\\)"):
+        draw_manifold(variant_ctx(tmp_path, "two-layer", tiny_raw, manifold_range="quantile"))
+    scatter = draw_latent_scatter(ctx)
+    assert "PCA of the 3-D posterior means of z1" in scatter._suptitle.get_text()
+
+
+def test_categorical_scatter_is_pca_of_the_class_probabilities(tmp_path, tiny_raw):
+    ctx = variant_ctx(tmp_path, "categorical", tiny_raw)
+    probs = ctx.test_means()
+    assert probs.shape == (len(ctx.data.test), 12)
+    assert torch.allclose(probs.reshape(-1, 3, 4).sum(-1), torch.ones(len(probs), 3))
+    fig = draw_latent_scatter(ctx)
+    assert "PCA of the 12-D class probabilities of q(z|x) (3 variables x 4 classes)" in fig._suptitle.get_text()
+    assert fig.axes[0].get_xlabel().startswith("PC1 (")
+    with pytest.raises(FigureSkipped, match=CATEGORICAL_MANIFOLD):
+        draw_manifold(ctx)
+
+
+@pytest.mark.parametrize("variant", ["laplace", "laplace-q-normal-p", "normal-q-laplace-p", "categorical", "cvae"])
+def test_kl_per_dim_adds_up_to_the_models_kl(tmp_path, tiny_raw, variant):
+    ctx = variant_ctx(tmp_path, variant, tiny_raw)
+    kl = kl_per_dim_from_model(ctx)
+    model, test = ctx.model, ctx.data.test
+    assert kl.shape == ((3,) if variant == "categorical" else (2,))  # per variable, or per dimension
+    y = test.labels if model.n_labels else None
+    q = model.posterior(test.batch(slice(None)), y)
+    assert kl.sum().item() == pytest.approx(model.kl(q, model.prior()).mean().item(), rel=1e-4)
+    heights = [bar.get_height() for bar in draw_kl_per_dim(ctx).axes[0].patches]
+    assert heights == pytest.approx(kl.tolist())
+
+
+def test_kl_per_dim_of_categorical_variables_from_an_evaluation(tmp_path, tiny_raw):
+    ctx = variant_ctx(tmp_path, "categorical", tiny_raw, kl_per_dim=[0.5, 1.0, 0.0], kl_source="eval-test-k5.json")
+    fig = draw_kl_per_dim(ctx)
+    assert [bar.get_height() for bar in fig.axes[0].patches] == [0.5, 1.0, 0.0]
+    assert fig.axes[0].get_xlabel() == "categorical variable j"
+
+
+def test_two_layer_kl_per_dim_is_skipped_unless_evaluated(tmp_path, tiny_raw):
+    with pytest.raises(FigureSkipped, match="no KL per dimension for a two-layer model"):
+        draw_kl_per_dim(variant_ctx(tmp_path, "two-layer", tiny_raw))
+    fig = draw_kl_per_dim(variant_ctx(tmp_path, "two-layer", tiny_raw, kl_per_dim=[1.0, 2.0, 0.0, 0.5, 0.1]))
+    assert len(fig.axes[0].patches) == 5 and "z2: 3..4" in fig.axes[0].get_xlabel()
+
+
+def test_colour_grids_are_rgb(tmp_path, tiny_raw):
+    pixels = torch.zeros(2, 3 * 32 * 32)
+    pixels[0, :32 * 32] = 1.0  # image 0 all red, channel-major
+    pixels[1, 2 * 32 * 32:] = 0.5  # image 1 half blue
+    images = as_images(pixels, (3, 32, 32))
+    assert images.shape == (2, 32, 32, 3)
+    assert (images[0] == [1.0, 0.0, 0.0]).all() and (images[1] == [0.0, 0.0, 0.5]).all()
+    assert as_images(torch.zeros(2, 784), (1, 28, 28)).shape == (2, 28, 28)  # grey stays (n, h, w)
+    grid, pairs = reconstruction_grid(images, images[::-1])
+    assert grid.shape == (2 * 34 + 2, 2 * 34 + 2, 3) and pairs == 1
+    ctx = variant_ctx(tmp_path, "colour-cvae-laplace", tiny_raw, samples_n=3)
+    assert samples_grid(ctx.model, ctx.image_shape, 3).shape == (3 * 34 + 2, 3 * 34 + 2, 3)
+    (shown,) = draw_reconstructions(ctx).axes[0].get_images()
+    assert shown.get_array().shape[-1] == 3
+    png = imread(FIGURES["samples"](ctx))
+    assert png.shape[-1] in (3, 4)
+    rgb = png[..., :3]
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 0.05  # not grey: the channels differ
+
+
+def test_titles_name_the_latent_variant(tmp_path, tiny_raw):
+    texts = {name: latent_text(variant_model(name)) for name in VARIANTS if not name.startswith("colour")}
+    assert texts["normal"] == "2-D latent"
+    assert texts["laplace"] == "2-D Laplace latent"
+    assert texts["normal-q-laplace-p"] == "2-D latent, Laplace(0, 1) prior"
+    assert texts["categorical"] == "3 x 4-class categorical latent"
+    assert texts["two-layer"] == "two-layer 3-D + 2-D latent"
+    assert texts["cvae"] == "2-D latent, conditioned on the label"
+
+
+def test_training_figures_of_a_cvae_need_the_labels(tmp_path, tiny_raw):
+    data = variant_data("cvae", tiny_raw)
+    model = variant_model("cvae")
+    x, y = data.test.batch(slice(0, 10)), data.test.labels[:10]
+    paths = training_figures(model, x, tmp_path / "a", (1, 28, 28), "t", test_labels=y)
+    assert [p.name for p in paths] == ["samples.png", "reconstructions.png", "interpolations.png"]
+    with pytest.warns(UserWarning, match="needs test_labels"):
+        paths = training_figures(model, x, tmp_path / "b", (1, 28, 28), "t")
+    assert [p.name for p in paths] == ["samples.png"]

@@ -9,6 +9,11 @@ Two layers:
 
 Every figure is built by a `draw_*` function that returns a matplotlib `Figure` (so tests can
 inspect it) and is written as PNG by `write_png`.
+
+Every model variant is drawn: Gaussian, Laplace and categorical latents, two stochastic layers
+(z = [z1, z2], the decoder reads z1) and conditional models (CVAE: every encode and decode gets
+the labels). A figure that means nothing for a variant raises `FigureSkipped` with the reason.
+Grey images are drawn ink-dark on white; colour images (3 channels) as they are.
 """
 
 from __future__ import annotations
@@ -30,24 +35,138 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Distribution, Independent, Laplace, Normal, kl_divergence
 
 from .data.views import ImageData
+from .distributions import TwoStep, rsample
 from .io import atomic_write_bytes, read_json, read_jsonl
 from .model import VAE
 
+
+class FigureSkipped(Exception):
+    """Raised by a figure that does not apply to this model or run; the message says why."""
+
+
+# ---------------------------------------------------------------- model variants
+
+PRIOR_NAMES = {"normal": "N(0, I)", "laplace": "Laplace(0, 1)"}
+LABEL_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                      "bag", "ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def is_conditional(model: VAE) -> bool:
+    """Does the model take labels y (a CVAE)?"""
+    return getattr(model, "n_labels", 0) > 0
+
+
+def is_categorical(model: VAE) -> bool:
+    return model.config.latent == "categorical"
+
+
+def is_two_layer(model: VAE) -> bool:
+    return model.config.latent_dim2 > 0
+
+
+def decoded_size(model: VAE) -> int:
+    """How many leading entries of z the decoder reads: z1's size for a two-layer model, else all of z."""
+    return model.latent.size
+
+
+def prior_text(model: VAE) -> str:
+    """p(z) in words: 'N(0, I)', 'Laplace(0, 1)', 'uniform over ...', 'p(z2) p(z1|z2), ...'."""
+    config = model.config
+    if is_categorical(model):
+        return f"uniform over the {config.categories} classes of each of {config.latent_dim} variables"
+    if is_two_layer(model):
+        return f"p(z2) p(z1|z2) with p(z2) = {PRIOR_NAMES[config.prior]}"
+    return PRIOR_NAMES[config.prior]
+
+
+def latent_text(model: VAE) -> str:
+    """The latent for a title: '2-D latent', '3-D Laplace latent', '4 x 10-class categorical latent', ..."""
+    config = model.config
+    if is_categorical(model):
+        text = f"{config.latent_dim} x {config.categories}-class categorical latent"
+    elif is_two_layer(model):
+        text = f"two-layer {config.latent_dim}-D + {config.latent_dim2}-D latent"
+    else:
+        text = f"{config.latent_dim}-D {'Laplace ' if config.latent == 'laplace' else ''}latent"
+    if not is_categorical(model) and config.prior != config.latent:
+        text += f", {PRIOR_NAMES[config.prior]} prior"
+    if is_conditional(model):
+        text += ", conditioned on the label"
+    return text
+
+
+def class_names(data_name: str | None, classes: Sequence[int]) -> list[str]:
+    """Display names of integer labels: the data set's names where known, else the numbers."""
+    names = LABEL_NAMES.get(data_name or "")
+    return [names[k] if names and k < len(names) else str(k) for k in classes]
+
+
+def sample_prior(model: VAE, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(n, latent_dim) draws of z ~ p(z) from `generator`, flattened as the decoder reads them."""
+    return model.latent.flatten(rsample(model.prior(), (n,), generator))
+
+
+def _generator(model: VAE, seed: int) -> torch.Generator:
+    return torch.Generator(model.device).manual_seed(seed)
+
+
+def decoder_input(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    """Flat z (n, latent_dim) as `model.decode_mean` takes it: (n, variables, categories) for categorical
+    latents, whose `likelihood` flattens z itself (so it cannot take the flat z `encode_mean` returns)."""
+    if is_categorical(model):
+        return z.unflatten(-1, (model.config.latent_dim, model.config.categories))
+    return z
+
+
+@torch.no_grad()
+def _decode(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x|z(, y)]: flat z (n, latent_dim) -> (n, n_pixels); y: (n,) labels for a conditional model."""
+    z = decoder_input(model, z)
+    return model.decode_mean(z) if y is None else model.decode_mean(z, y)
+
+
+@torch.no_grad()
+def _encode(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The posterior mean: (n, n_pixels) -> (n, latent_dim) (class probabilities for categorical latents)."""
+    return model.encode_mean(x) if y is None else model.encode_mean(x, y)
+
+
+def _posterior(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+    return model.posterior(x) if y is None else model.posterior(x, y)
+
+
+def _needs_labels(model: VAE, y: torch.Tensor | None, what: str) -> None:
+    if is_conditional(model) and y is None:
+        raise ValueError(f"{what}: this is a conditional model; pass the images' labels")
+
+
 # ---------------------------------------------------------------- image grids
 
+GUTTER = 0.12  # intensity of the lines between cells: drawn light grey on the white page
 
-def tile(images: np.ndarray, rows: int, cols: int, pad: int = 2, gutter: float = 0.12) -> np.ndarray:
-    """(rows*cols, h, w) in [0,1] -> one (rows*(h+pad)+pad, cols*(w+pad)+pad) image.
 
-    Gutters get intensity `gutter`: faint, so cells stay apart without a heavy frame.
+def _gutter(images: np.ndarray) -> float:
+    """Grey cells are drawn inverted (ink dark), colour cells as they are: the same light gutter in both."""
+    return GUTTER if images.ndim == 3 else 1.0 - GUTTER
+
+
+def tile(images: np.ndarray, rows: int, cols: int, pad: int = 2, gutter: float | None = None) -> np.ndarray:
+    """(rows*cols, h, w) grey or (rows*cols, h, w, 3) colour in [0,1] -> one
+    (rows*(h+pad)+pad, cols*(w+pad)+pad[, 3]) image.
+
+    Gutters get intensity `gutter` (default: faint), so cells stay apart without a heavy frame.
     """
-    n, h, w = images.shape
+    n, h, w = images.shape[:3]
     if n != rows * cols:
         raise ValueError(f"tile: {n} images do not fill {rows}x{cols}")
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), gutter, dtype=np.float32)
+    fill = _gutter(images) if gutter is None else gutter
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, *images.shape[3:]), fill, dtype=np.float32)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
@@ -66,12 +185,20 @@ def write_png(fig: Figure, path: str | Path) -> Path:
 
 def image_grid_figure(grid: np.ndarray, title: str, row_labels: Sequence[str] = (),
                       scale: float = 0.04) -> Figure:
-    """A figure showing `grid` (2-D, intensity in [0,1]) with ink (1) dark on white (0); axes in grid pixels."""
-    height, width = grid.shape
-    fig = Figure(figsize=(width * scale, height * scale + 0.6), dpi=100)
+    """A figure showing `grid`, (H, W) grey or (H, W, 3) colour in [0,1]; axes in grid pixels.
+
+    Grey: ink (1) dark on white (0). Colour: RGB as it is. The space above the grid grows with the
+    title's lines, so a long title never covers the grid.
+    """
+    height, width = grid.shape[:2]
+    head = 0.25 + 0.16 * (title.count("\n") + 1)  # inches: a 9-point line is ~0.15 inch
+    fig = Figure(figsize=(width * scale, height * scale + head), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.0, 1.0, height * scale / (height * scale + 0.6)))
-    ax.imshow(1.0 - grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax = fig.add_axes((0.0, 0.0, 1.0, height * scale / (height * scale + head)))
+    if grid.ndim == 3:
+        ax.imshow(grid, interpolation="nearest")
+    else:
+        ax.imshow(1.0 - grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     if row_labels:
         step = height / len(row_labels)
@@ -84,100 +211,165 @@ def image_grid_figure(grid: np.ndarray, title: str, row_labels: Sequence[str] = 
 
 def save_image_grid(path: str | Path, grid: np.ndarray, title: str,
                     row_labels: Sequence[str] = (), scale: float = 0.04) -> Path:
-    """Write `grid` (2-D, intensity in [0,1]) as a PNG with a title; ink (1) drawn dark on white (0)."""
+    """Write `grid` ((H, W) grey or (H, W, 3) colour, in [0,1]) as a PNG with a title."""
     return write_png(image_grid_figure(grid, title, row_labels, scale), path)
 
 
-def _images(pixels: torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """(n, n_pixels) -> (n, h, w) numpy, first channel (grey-level data)."""
-    _, h, w = image_shape
-    return pixels.detach().float().cpu().reshape(-1, image_shape[0], h, w)[:, 0].numpy()
-
-
-@torch.no_grad()
-def samples_grid(model: VAE, image_shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
-    """n x n decoder means of z ~ p(z), tiled: (n*(h+2)+2, n*(w+2)+2)."""
-    generator = torch.Generator(model.device).manual_seed(seed)
-    z = torch.randn(n * n, model.latent_dim, generator=generator, device=model.device)
-    return tile(_images(model.decode_mean(z), image_shape), n, n)
+def as_images(pixels: torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """(n, n_pixels) channel-major -> (n, h, w, 3) numpy for colour images, (n, h, w) otherwise (first channel)."""
+    c, h, w = image_shape
+    images = pixels.detach().float().cpu().reshape(-1, c, h, w).clamp(0.0, 1.0)
+    if c == 3:
+        return images.permute(0, 2, 3, 1).numpy()
+    return images[:, 0].numpy()
 
 
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
                         per_row: int = 10) -> tuple[np.ndarray, int]:
-    """(n, h, w) twice -> (grid, pairs): rows of up to `per_row` originals, each above its reconstructions.
+    """(n, h, w[, 3]) twice -> (grid, pairs): rows of up to `per_row` originals, each above its reconstructions.
 
     A short last row is padded with cells of gutter intensity, so it reads as empty.
     """
-    n, h, w = originals.shape
+    n, cell = len(originals), originals.shape[1:]
     cols = min(n, per_row)
     pairs = math.ceil(n / cols)
-    blank = np.full((pairs * cols - n, h, w), 0.12, dtype=np.float32)
-    top = np.concatenate([originals, blank]).reshape(pairs, 1, cols, h, w)
-    bottom = np.concatenate([reconstructions, blank]).reshape(pairs, 1, cols, h, w)
-    cells = np.concatenate([top, bottom], axis=1).reshape(-1, h, w)
+    blank = np.full((pairs * cols - n, *cell), _gutter(originals), dtype=np.float32)
+    top = np.concatenate([originals, blank]).reshape(pairs, 1, cols, *cell)
+    bottom = np.concatenate([reconstructions, blank]).reshape(pairs, 1, cols, *cell)
+    cells = np.concatenate([top, bottom], axis=1).reshape(-1, *cell)
     return tile(cells, 2 * pairs, cols), pairs
+
+
+def sample_row_classes(model: VAE, rows: int) -> list[int]:
+    """The label each row of a conditional model's samples grid is decoded with: row r gets r mod n_labels."""
+    return [r % model.n_labels for r in range(rows)]
+
+
+@torch.no_grad()
+def samples_grid(model: VAE, image_shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
+    """n x n decoder means of z ~ p(z), tiled: (n*(h+2)+2, n*(w+2)+2[, 3]).
+
+    A conditional model decodes row r with the label `sample_row_classes(model, n)[r]`.
+    """
+    z = sample_prior(model, n * n, _generator(model, seed))
+    y = None
+    if is_conditional(model):
+        y = torch.tensor(sample_row_classes(model, n), device=model.device).repeat_interleave(n)
+    return tile(as_images(_decode(model, z, y), image_shape), n, n)
+
+
+@torch.no_grad()
+def class_samples_grid(model: VAE, image_shape: tuple[int, int, int], per_class: int, seed: int = 0) -> np.ndarray:
+    """A conditional model's (n_labels rows) x (per_class columns) decoder means: row k decoded with y = k,
+    every cell from its own z ~ p(z). (n_labels*(h+2)+2, per_class*(w+2)+2[, 3])."""
+    if not is_conditional(model):
+        raise ValueError("class samples need a conditional model")
+    y = torch.arange(model.n_labels, device=model.device).repeat_interleave(per_class)
+    z = sample_prior(model, len(y), _generator(model, seed))
+    return tile(as_images(_decode(model, z, y), image_shape), model.n_labels, per_class)
+
+
+@torch.no_grad()
+def reconstructions_of(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x | z = mean of q(z|x(, y))(, y)]: (n, n_pixels) -> (n, n_pixels); y: (n,) labels of a CVAE."""
+    _needs_labels(model, y, "reconstructions")
+    return _decode(model, _encode(model, x, y), y)
+
+
+@torch.no_grad()
+def interpolation_grid(model: VAE, x: torch.Tensor, image_shape: tuple[int, int, int], steps: int,
+                       y: torch.Tensor | None = None) -> np.ndarray:
+    """x: (2m, n_pixels), y: (2m,) labels of a CVAE -> (m rows x steps) grid; row i walks in a straight
+    line from the posterior mean of x[2i] to that of x[2i+1], decoded (for a CVAE) with y[2i] throughout."""
+    if len(x) % 2:
+        raise ValueError("interpolations need an even number of images (pairs)")
+    _needs_labels(model, y, "interpolations")
+    means = _encode(model, x, y)
+    start, end = means[0::2], means[1::2]  # (m, latent)
+    t = torch.linspace(0.0, 1.0, steps, device=means.device)[None, :, None]
+    rows = len(start)
+    z = (start[:, None] * (1 - t) + end[:, None] * t).reshape(rows * steps, -1)  # row-major (m, steps)
+    row_y = None if y is None else y[0::2].repeat_interleave(steps)
+    return tile(as_images(_decode(model, z, row_y), image_shape), rows, steps)
+
+
+def interpolation_row_labels(pairs: int, y: torch.Tensor | None = None, data_name: str | None = None) -> list[str]:
+    """'1→2', '3→4', ...; with ', y=<label of the first image>' for a CVAE."""
+    labels = [f"{2 * i + 1}\u2192{2 * i + 2}" for i in range(pairs)]
+    if y is None:
+        return labels
+    names = class_names(data_name, y[0::2].tolist())
+    return [f"{label}, y={name}" for label, name in zip(labels, names)]
+
+
+INTERPOLATION_LABEL_NOTE = ("decoded with the label of each row's first image throughout "
+                            "(so the right end is image 2's code under image 1's label)")
 
 
 @torch.no_grad()
 def samples_figure(model: VAE, path: str | Path, image_shape: tuple[int, int, int], title: str,
                    n: int = 5, seed: int = 0) -> Path:
-    """n x n images decoded from z ~ p(z)."""
+    """n x n images decoded from z ~ p(z) (rows labelled with their class for a CVAE)."""
     grid = samples_grid(model, image_shape, n, seed)
-    return save_image_grid(path, grid, f"{title}\n{n * n} samples from the prior, decoder mean")
+    what = f"{n * n} samples from the prior, decoder mean"
+    rows: list[str] = []
+    if is_conditional(model):
+        rows = class_names(None, sample_row_classes(model, n))
+        what += "; each row decoded with the label on its left"
+    return save_image_grid(path, grid, f"{title}\n{what}", row_labels=rows)
 
 
 @torch.no_grad()
 def reconstructions_figure(model: VAE, x: torch.Tensor, path: str | Path, image_shape: tuple[int, int, int],
-                           title: str, per_row: int = 10, what: str = "test images") -> Path:
-    """x: (n, n_pixels), the images the model sees; shown above their reconstructions E[x | z = mean of q]."""
-    recon = model.decode_mean(model.encode_mean(x))
-    grid, pairs = reconstruction_grid(_images(x, image_shape), _images(recon, image_shape), per_row)
+                           title: str, per_row: int = 10, what: str = "test images",
+                           y: torch.Tensor | None = None) -> Path:
+    """x: (n, n_pixels), the images the model sees (y: (n,) their labels, for a CVAE); shown above
+    their reconstructions E[x | z = mean of q]."""
+    recon = reconstructions_of(model, x, y)
+    grid, pairs = reconstruction_grid(as_images(x, image_shape), as_images(recon, image_shape), per_row)
     return save_image_grid(path, grid, f"{title}\n{what} (rows 'input') and reconstructions (rows 'recon.')",
                            row_labels=("input", "recon.") * pairs)
 
 
 @torch.no_grad()
 def interpolations_figure(model: VAE, x: torch.Tensor, path: str | Path, image_shape: tuple[int, int, int],
-                          title: str, steps: int = 25) -> Path:
-    """x: (2m, n_pixels); row i walks from the posterior mean of x[2i] to that of x[2i+1]."""
-    if len(x) % 2:
-        raise ValueError("interpolations need an even number of images (pairs)")
-    means = model.encode_mean(x)
-    start, end = means[0::2], means[1::2]  # (m, latent)
-    t = torch.linspace(0.0, 1.0, steps, device=means.device)[None, :, None]
-    z = start[:, None] * (1 - t) + end[:, None] * t  # (m, steps, latent)
-    rows = len(start)
-    grid = tile(_images(model.decode_mean(z).reshape(rows * steps, -1), image_shape), rows, steps)
-    labels = [f"{2 * i + 1}\u2192{2 * i + 2}" for i in range(rows)]
-    return save_image_grid(path, grid, f"{title}\ninterpolations between posterior means, {steps} steps",
-                           row_labels=labels)
+                          title: str, steps: int = 25, y: torch.Tensor | None = None) -> Path:
+    """x: (2m, n_pixels) (y: (2m,) labels, for a CVAE); row i walks from the posterior mean of x[2i]
+    to that of x[2i+1]."""
+    grid = interpolation_grid(model, x, image_shape, steps, y)
+    what = f"interpolations between posterior means, {steps} steps"
+    if y is not None:
+        what += f";\n{INTERPOLATION_LABEL_NOTE}"
+    return save_image_grid(path, grid, f"{title}\n{what}", row_labels=interpolation_row_labels(len(x) // 2, y))
 
 
 def training_figures(model: VAE, test_images: torch.Tensor, out_dir: str | Path,
-                     image_shape: tuple[int, int, int], title: str, seed: int = 0) -> list[Path]:
-    """The lab's three pictures: samples.png (5x5), reconstructions.png (10), interpolations.png (5x25)."""
+                     image_shape: tuple[int, int, int], title: str, seed: int = 0,
+                     test_labels: torch.Tensor | None = None) -> list[Path]:
+    """The lab's three pictures: samples.png (5x5), reconstructions.png (10), interpolations.png (5x25).
+
+    test_images: (n, n_pixels); test_labels: (n,), needed by a conditional model's reconstructions
+    and interpolations, which are left out with a warning without them.
+    """
     out_dir = Path(out_dir)
-    first_ten = test_images[:10]
-    return [
-        samples_figure(model, out_dir / "samples.png", image_shape, title, n=5, seed=seed),
-        reconstructions_figure(model, first_ten, out_dir / "reconstructions.png", image_shape, title),
-        interpolations_figure(model, first_ten, out_dir / "interpolations.png", image_shape, title),
-    ]
+    x = test_images[:10]
+    y = None if test_labels is None else test_labels[:10].to(x.device)
+    with _eval_mode(model):
+        paths = [samples_figure(model, out_dir / "samples.png", image_shape, title, n=5, seed=seed)]
+        if is_conditional(model) and y is None:
+            warnings.warn("training_figures: a conditional model needs test_labels for its reconstructions "
+                          "and interpolations; drew samples.png only", stacklevel=2)
+            return paths
+        paths.append(reconstructions_figure(model, x, out_dir / "reconstructions.png", image_shape, title, y=y))
+        paths.append(interpolations_figure(model, x, out_dir / "interpolations.png", image_shape, title, y=y))
+    return paths
 
 
 # ---------------------------------------------------------------- the context every figure gets
 
-class FigureSkipped(Exception):
-    """Raised by a figure that does not apply to this model or run; the message says why."""
-
-
 MANIFOLD_RANGES = ("minmax", "quantile")
 SCATTER_METHODS = ("pca", "tsne")
 ACTIVE_THRESHOLD = 0.01  # a dimension is active when Var_x[E_q[z_j|x]] exceeds this (Burda et al., 2016)
-LABEL_NAMES = {
-    "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-                      "bag", "ankle boot"),
-}
 
 
 @dataclass
@@ -190,22 +382,24 @@ class FigureContext:
     out_dir: Path  # RUN_DIR/figures
     title: str  # first title line: model, data and epoch
     metrics: list[dict[str, Any]] = field(default_factory=list)  # records of RUN_DIR/metrics.jsonl
-    kl_per_dim: list[float] | None = None  # (latent_dim,) mean KL per dimension, from an evaluation
+    kl_per_dim: list[float] | None = None  # (KL units,) mean KL per dimension (per variable), from an evaluation
     seed: int = 0
     kl_source: str = ""  # where kl_per_dim came from, for the figure's title
     samples_n: int = 10
+    class_samples_n: int = 5  # columns of class-samples: samples of each class (conditional models)
     reconstructions_n: int = 10
     reconstructions_random: bool = False
     interpolation_pairs: int = 5
     interpolation_steps: int = 25
     interpolations_random: bool = False
     manifold_n: int = 20
-    manifold_range: str = "minmax"  # minmax of the test posterior means | quantile of N(0, 1)
-    manifold_dims: tuple[int, int] | None = None  # None: (0, 1), the other dims held at 0
+    manifold_range: str = "minmax"  # minmax of the test posterior means | quantile of the prior
+    manifold_dims: tuple[int, int] | None = None  # None: (0, 1); the other dims held at 0 (two layers: their test mean)
+    manifold_label: int = 0  # the label a conditional model's manifold is decoded with
     scatter_method: str = "pca"  # for latents of more than 2 dims: pca | tsne (needs scikit-learn)
     tsne_points: int = 2000  # t-SNE is quadratic-ish; it embeds a seeded subset of the test set
     batch_size: int = 1000  # test images per forward pass
-    _posterior: Normal | None = field(default=None, init=False, repr=False, compare=False)
+    _means: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -213,8 +407,8 @@ class FigureContext:
             raise ValueError(f"manifold_range: {self.manifold_range!r} is not one of {', '.join(MANIFOLD_RANGES)}")
         if self.scatter_method not in SCATTER_METHODS:
             raise ValueError(f"scatter_method: {self.scatter_method!r} is not one of {', '.join(SCATTER_METHODS)}")
-        for name in ("samples_n", "reconstructions_n", "interpolation_pairs", "interpolation_steps",
-                     "manifold_n", "tsne_points", "batch_size"):
+        for name in ("samples_n", "class_samples_n", "reconstructions_n", "interpolation_pairs",
+                     "interpolation_steps", "manifold_n", "tsne_points", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.manifold_dims is not None:
@@ -224,28 +418,48 @@ class FigureContext:
     def image_shape(self) -> tuple[int, int, int]:
         return self.data.image_shape
 
-    @torch.no_grad()
-    def test_posterior(self) -> Normal:
-        """q(z|x) of every test image: a Normal with loc and scale (n_test, latent_dim), computed once."""
-        if self._posterior is None:
-            locs, scales = [], []
-            for x in self.data.test.batches(self.batch_size):
-                q = self.model.posterior(x.to(self.model.device)).base_dist
-                locs.append(q.loc)
-                scales.append(q.scale)
-            self._posterior = Normal(torch.cat(locs), torch.cat(scales), validate_args=False)
-        return self._posterior
+    @property
+    def conditional(self) -> bool:
+        return is_conditional(self.model)
 
-    def test_images(self, n: int, random: bool) -> torch.Tensor:
-        """(n, n_pixels) test images on the model's device: the first n, or n drawn with `seed`."""
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """All test images in order, (x (batch, n_pixels), y (batch,) or None for an unconditional model)."""
+        test, device = self.data.test, self.model.device
+        for start in range(0, len(test), self.batch_size):
+            index = slice(start, start + self.batch_size)
+            y = test.labels[index].to(device) if self.conditional else None
+            yield test.batch(index).to(device), y
+
+    @torch.no_grad()
+    def test_means(self) -> torch.Tensor:
+        """(n_test, latent_dim) posterior means of the test images (flattened class probabilities for
+        categorical latents; [z1, z2] for two layers), each encoded with its label for a CVAE; computed once."""
+        if self._means is None:
+            self._means = torch.cat([_encode(self.model, x, y) for x, y in self.test_batches()])
+        return self._means
+
+    def _test_index(self, n: int, random: bool) -> torch.Tensor:
         n_test = len(self.data.test)
         if n > n_test:
             raise ValueError(f"asked for {n} test images, the test set has {n_test}")
         if random:
-            index = torch.randperm(n_test, generator=torch.Generator().manual_seed(self.seed))[:n]
-        else:
-            index = torch.arange(n)
-        return self.data.test.batch(index.to(self.data.test.pixels.device)).to(self.model.device)
+            return torch.randperm(n_test, generator=torch.Generator().manual_seed(self.seed))[:n]
+        return torch.arange(n)
+
+    def test_images(self, n: int, random: bool) -> torch.Tensor:
+        """(n, n_pixels) test images on the model's device: the first n, or n drawn with `seed`."""
+        return self.test_batch(n, random)[0]
+
+    def test_batch(self, n: int, random: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x (n, n_pixels), y (n,) labels or None for an unconditional model), on the model's device:
+        the first n test images, or n drawn with `seed`."""
+        test = self.data.test
+        index = self._test_index(n, random).to(test.pixels.device)
+        y = test.labels[index].to(self.model.device) if self.conditional else None
+        return test.batch(index).to(self.model.device), y
+
+    def class_names(self, classes: Sequence[int]) -> list[str]:
+        return class_names(self.data.name, classes)
 
     def headline(self, what: str) -> str:
         return f"{self.title}\n{what}"
@@ -253,50 +467,76 @@ class FigureContext:
 
 # ---------------------------------------------------------------- grid figures
 
+def _mean_note(model: VAE) -> str:
+    """What 'posterior mean' means where it is not a point in a continuous latent."""
+    return ";\nthe posterior mean of a categorical latent is its class probabilities" if is_categorical(model) else ""
+
+
 def draw_samples(ctx: FigureContext) -> Figure:
-    """n x n images decoded from z ~ p(z), decoder mean."""
-    n = ctx.samples_n
-    grid = samples_grid(ctx.model, ctx.image_shape, n, ctx.seed)
-    return image_grid_figure(grid, ctx.headline(f"{n} x {n} samples from the prior N(0, I), decoder mean"))
+    """n x n images decoded from z ~ p(z), decoder mean (a CVAE's rows labelled with their class)."""
+    n, model = ctx.samples_n, ctx.model
+    grid = samples_grid(model, ctx.image_shape, n, ctx.seed)
+    what = f"{n} x {n} samples from the prior {prior_text(model)}, decoder mean"
+    rows: list[str] = []
+    if ctx.conditional:
+        rows = ctx.class_names(sample_row_classes(model, n))
+        what += ";\neach row decoded with the label on its left"
+    return image_grid_figure(grid, ctx.headline(what), row_labels=rows)
+
+
+def draw_class_samples(ctx: FigureContext) -> Figure:
+    """A conditional model's samples of each class: one row per label, z ~ p(z), decoder mean."""
+    if not ctx.conditional:
+        raise FigureSkipped("class samples need a conditional model (model.conditional = true): "
+                            "this decoder takes no label")
+    model, per_class = ctx.model, ctx.class_samples_n
+    grid = class_samples_grid(model, ctx.image_shape, per_class, ctx.seed)
+    what = (f"{per_class} samples of each class: row y decoded with label y, each image from its own z ~ p(z),"
+            f"\np(z) = {prior_text(model)}; decoder mean")
+    return image_grid_figure(grid, ctx.headline(what), row_labels=ctx.class_names(range(model.n_labels)))
 
 
 @torch.no_grad()
 def draw_reconstructions(ctx: FigureContext) -> Figure:
     """Test images above their reconstructions E[x | z = mean of q(z|x)]."""
     n = ctx.reconstructions_n
-    x = ctx.test_images(n, ctx.reconstructions_random)
-    recon = ctx.model.decode_mean(ctx.model.encode_mean(x))
-    grid, pairs = reconstruction_grid(_images(x, ctx.image_shape), _images(recon, ctx.image_shape))
+    x, y = ctx.test_batch(n, ctx.reconstructions_random)
+    recon = reconstructions_of(ctx.model, x, y)
+    grid, pairs = reconstruction_grid(as_images(x, ctx.image_shape), as_images(recon, ctx.image_shape))
     which = f"{n} random test images (seed {ctx.seed})" if ctx.reconstructions_random else f"the first {n} test images"
-    return image_grid_figure(grid, ctx.headline(f"{which} ('input') and their reconstructions from the "
-                                                 "posterior mean, decoder mean ('recon.')"),
-                             row_labels=("input", "recon.") * pairs)
+    what = f"{which} ('input') and their reconstructions from the posterior mean, decoder mean ('recon.')"
+    if ctx.conditional:
+        what += ";\neach encoded and decoded with its own label"
+    what += _mean_note(ctx.model)
+    return image_grid_figure(grid, ctx.headline(what), row_labels=("input", "recon.") * pairs)
 
 
 @torch.no_grad()
 def draw_interpolations(ctx: FigureContext) -> Figure:
     """Decoder means along straight lines between the posterior means of pairs of test images."""
     pairs, steps = ctx.interpolation_pairs, ctx.interpolation_steps
-    means = ctx.model.encode_mean(ctx.test_images(2 * pairs, ctx.interpolations_random))
-    start, end = means[0::2], means[1::2]  # (pairs, latent)
-    t = torch.linspace(0.0, 1.0, steps, device=means.device)[None, :, None]
-    z = start[:, None] * (1 - t) + end[:, None] * t  # (pairs, steps, latent)
-    images = _images(ctx.model.decode_mean(z).reshape(pairs * steps, -1), ctx.image_shape)
+    x, y = ctx.test_batch(2 * pairs, ctx.interpolations_random)
+    grid = interpolation_grid(ctx.model, x, ctx.image_shape, steps, y)
     which = "random test images" if ctx.interpolations_random else "test images"
-    labels = [f"{2 * i + 1}\u2192{2 * i + 2}" for i in range(pairs)]
-    return image_grid_figure(tile(images, pairs, steps),
-                             ctx.headline(f"interpolations between the posterior means of pairs of {which}, "
-                                          f"{steps} steps, decoder mean"), row_labels=labels)
+    what = f"interpolations between the posterior means of pairs of {which}, {steps} steps, decoder mean"
+    if ctx.conditional:
+        what += f";\nimages encoded with their own labels, {INTERPOLATION_LABEL_NOTE}"
+    what += _mean_note(ctx.model)
+    return image_grid_figure(grid, ctx.headline(what),
+                             row_labels=interpolation_row_labels(pairs, y, ctx.data.name))
 
 
 # ---------------------------------------------------------------- the manifold
 
-def manifold_axis_values(n: int, mode: str, values: torch.Tensor | None = None) -> torch.Tensor:
-    """(n,) evenly spaced z values: over [min, max] of `values` ("minmax"), or Phi^-1 of the
-    probabilities (i + 0.5) / n ("quantile"), so each value stands for an equal share of N(0, 1)."""
+def manifold_axis_values(n: int, mode: str, values: torch.Tensor | None = None,
+                         prior: Distribution | None = None) -> torch.Tensor:
+    """(n,) evenly spaced z values: over [min, max] of `values` ("minmax"), or F^-1 of the
+    probabilities (i + 0.5) / n ("quantile"), so each value stands for an equal share of `prior`,
+    a one-dimensional distribution with an `icdf` (default N(0, 1))."""
     if mode == "quantile":
+        prior = Normal(0.0, 1.0) if prior is None else prior
         p = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        return Normal(0.0, 1.0).icdf(p).float()
+        return prior.icdf(p).float()
     if mode == "minmax":
         if values is None or values.numel() == 0:
             raise ValueError("a minmax manifold axis needs the values it spans")
@@ -304,39 +544,101 @@ def manifold_axis_values(n: int, mode: str, values: torch.Tensor | None = None) 
     raise ValueError(f"manifold range {mode!r} is not one of {', '.join(MANIFOLD_RANGES)}")
 
 
-def manifold_grid(xs: torch.Tensor, ys: torch.Tensor, latent_dim: int, dims: tuple[int, int] = (0, 1)) -> torch.Tensor:
+def manifold_grid(xs: torch.Tensor, ys: torch.Tensor, latent_dim: int, dims: tuple[int, int] = (0, 1),
+                  held: torch.Tensor | None = None) -> torch.Tensor:
     """(len(ys) * len(xs), latent_dim) latent points, row-major as drawn: row r holds y = ys reversed[r]
-    (largest y on top, as on a plot), column c holds x = xs[c]; the other dims are 0, the prior mean."""
-    z = torch.zeros(len(ys), len(xs), latent_dim)
+    (largest y on top, as on a plot), column c holds x = xs[c]; the other dims hold `held`
+    ((latent_dim,), default 0)."""
+    held = torch.zeros(latent_dim) if held is None else held.float()
+    z = held.expand(len(ys), len(xs), latent_dim).clone()
     z[:, :, dims[0]] = xs[None, :]
     z[:, :, dims[1]] = ys.flip(0)[:, None]
     return z.reshape(-1, latent_dim)
 
 
+def prior_marginal(model: VAE, dim: int) -> Distribution:
+    """p(z_dim), one-dimensional with an `icdf`, in float64, for a one-layer continuous latent."""
+    prior = model.prior()
+    if isinstance(prior, TwoStep):
+        raise FigureSkipped("no quantile manifold for a two-layer model: its prior p(z1) = \u222b p(z2) p(z1|z2) "
+                            "dz2 has no inverse CDF; use manifold_range='minmax'")
+    base = prior.base_dist if isinstance(prior, Independent) else prior
+    if not isinstance(base, (Normal, Laplace)):
+        raise FigureSkipped(f"no quantile manifold: the prior's {type(base).__name__} has no inverse CDF here; "
+                            "use manifold_range='minmax'")
+    loc, scale = base.loc[dim].detach().cpu().double(), base.scale[dim].detach().cpu().double()
+    return type(base)(loc, scale, validate_args=False)
+
+
 def _manifold_dims(ctx: FigureContext) -> tuple[int, int]:
-    latent_dim = ctx.model.latent_dim
-    if latent_dim < 2:
-        raise FigureSkipped(f"no manifold for a {latent_dim}-D latent: it needs two latent dimensions "
+    """The two dims of the decoded part of z (z1 for two layers) that the manifold sweeps."""
+    if is_categorical(ctx.model):
+        raise FigureSkipped("no manifold: a categorical latent has no continuous plane to sweep")
+    size = decoded_size(ctx.model)
+    if size < 2:
+        part = "z1" if is_two_layer(ctx.model) else "latent"
+        raise FigureSkipped(f"no manifold for a {size}-D {part}: it needs two latent dimensions "
                             "(latent-scatter shows the 1-D codes)")
     dims = ctx.manifold_dims or (0, 1)
-    if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < latent_dim for d in dims):
-        raise ValueError(f"manifold_dims: {dims} are not two different dims in 0..{latent_dim - 1}")
+    if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < size for d in dims):
+        raise ValueError(f"manifold_dims: {dims} are not two different dims in 0..{size - 1}")
     return int(dims[0]), int(dims[1])
 
 
+def _manifold_label(ctx: FigureContext) -> torch.Tensor | None:
+    """The labels (manifold_n**2,) a CVAE's manifold is decoded with; None for an unconditional model."""
+    if not ctx.conditional:
+        return None
+    label, n_labels = ctx.manifold_label, ctx.model.n_labels
+    if not 0 <= label < n_labels:
+        raise ValueError(f"manifold_label: {label} is not a label in 0..{n_labels - 1}")
+    return torch.full((ctx.manifold_n ** 2,), label, device=ctx.model.device)
+
+
+def _axis_name(ctx: FigureContext, dim: int) -> str:
+    return f"z1[{dim}]" if is_two_layer(ctx.model) else f"z{dim}"
+
+
 def _manifold_subtitle(ctx: FigureContext, dims: tuple[int, int]) -> str:
-    n, latent_dim = ctx.manifold_n, ctx.model.latent_dim
-    over = ("from min to max of the test posterior means" if ctx.manifold_range == "minmax"
-            else f"at N(0, 1) quantiles \u03a6\u207b\u00b9(p), p = {0.5 / n:.3g} .. {1 - 0.5 / n:.3g}")
-    text = f"decoder mean on a {n} x {n} grid of z{dims[0]}, z{dims[1]} {over}"
-    if latent_dim > 2:
+    n, model, size = ctx.manifold_n, ctx.model, decoded_size(ctx.model)
+    if ctx.manifold_range == "minmax":
+        over = "from min to max of the test posterior means"
+    else:
+        symbol, name = ("\u03a6", "N(0, 1)") if model.config.prior == "normal" else ("F", "Laplace(0, 1)")
+        over = f"at {name} quantiles {symbol}\u207b\u00b9(p), p = {0.5 / n:.3g} .. {1 - 0.5 / n:.3g}"
+    a, b = (_axis_name(ctx, d) for d in dims)
+    text = f"decoder mean on a {n} x {n} grid of {a}, {b} {over}"
+    if is_two_layer(model):
+        text += "; z1 is the layer the decoder reads"
+    lines = []
+    if size > 2:
         chosen = "" if ctx.manifold_dims else " (dims 0, 1 by default; choose with manifold_dims)"
-        text += f"\nthe other {latent_dim - 2} latent dims held at 0, the prior mean{chosen}"
-    return text
+        where = ("of z1 held at their mean over the test posterior means" if is_two_layer(model)
+                 else "held at 0, the prior mean")
+        lines.append(f"the other {size - 2} latent dims {where}{chosen}")
+    if ctx.conditional:
+        label = ctx.class_names([ctx.manifold_label])[0]
+        lines.append(f"decoded with label y = {label} (choose with manifold_label)")
+    return "\n".join([text, *lines])
 
 
 def _tick_every(n: int, at_most: int = 10) -> int:
     return math.ceil(n / at_most)
+
+
+def _manifold_held(ctx: FigureContext) -> torch.Tensor | None:
+    """(latent_dim,) values of the dims the manifold does not sweep: None (0, the prior mean) for one
+    layer; for two layers, whose p(z1) is not centred at 0, the mean of the test posterior means."""
+    return ctx.test_means().mean(0).cpu() if is_two_layer(ctx.model) else None
+
+
+def _manifold_axes(ctx: FigureContext, dims: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(xs, ys), each (manifold_n,): the values of the two swept dims."""
+    n = ctx.manifold_n
+    if ctx.manifold_range == "minmax":
+        means = ctx.test_means().cpu()
+        return tuple(manifold_axis_values(n, "minmax", means[:, d]) for d in dims)
+    return tuple(manifold_axis_values(n, "quantile", prior=prior_marginal(ctx.model, d)) for d in dims)
 
 
 @torch.no_grad()
@@ -344,10 +646,10 @@ def draw_manifold(ctx: FigureContext) -> Figure:
     """Decoder means over a 2-D grid of latent values, the grid's z values on the axes."""
     dims = _manifold_dims(ctx)
     n = ctx.manifold_n
-    means = ctx.test_posterior().loc.cpu() if ctx.manifold_range == "minmax" else None
-    xs, ys = (manifold_axis_values(n, ctx.manifold_range, None if means is None else means[:, d]) for d in dims)
-    z = manifold_grid(xs, ys, ctx.model.latent_dim, dims)
-    images = _images(ctx.model.decode_mean(z.to(ctx.model.device)), ctx.image_shape)
+    y = _manifold_label(ctx)
+    xs, ys = _manifold_axes(ctx, dims)
+    z = manifold_grid(xs, ys, ctx.model.latent_dim, dims, _manifold_held(ctx))
+    images = as_images(_decode(ctx.model, z.to(ctx.model.device), y), ctx.image_shape)
     grid = tile(images, n, n)
     fig = image_grid_figure(grid, ctx.headline(_manifold_subtitle(ctx, dims)), scale=0.025)
     ax = fig.axes[0]
@@ -356,8 +658,8 @@ def draw_manifold(ctx: FigureContext) -> Figure:
     centers = [2 + cell * i + (cell - 2) / 2 - 0.5 for i in range(0, n, every)]
     ax.set_xticks(centers, labels=[f"{v:.2f}" for v in xs[::every].tolist()], fontsize=8)
     ax.set_yticks(centers, labels=[f"{v:.2f}" for v in ys.flip(0)[::every].tolist()], fontsize=8)
-    ax.set_xlabel(f"z{dims[0]}")
-    ax.set_ylabel(f"z{dims[1]}")
+    ax.set_xlabel(_axis_name(ctx, dims[0]))
+    ax.set_ylabel(_axis_name(ctx, dims[1]))
     return fig
 
 
@@ -382,8 +684,8 @@ def _tsne_2d(points: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def _label_names(ctx: FigureContext, labels: torch.Tensor) -> dict[int, str]:
-    names = LABEL_NAMES.get(ctx.data.name)
-    return {k: (names[k] if names and k < len(names) else str(k)) for k in torch.unique(labels).tolist()}
+    classes = torch.unique(labels).tolist()
+    return dict(zip(classes, ctx.class_names(classes)))
 
 
 def _scatter_by_label(ax: Any, xy: torch.Tensor, labels: torch.Tensor, names: dict[int, str], seed: int) -> None:
@@ -397,7 +699,8 @@ def _scatter_by_label(ax: Any, xy: torch.Tensor, labels: torch.Tensor, names: di
               frameon=False)
 
 
-def _strip_by_label(ax: Any, z: torch.Tensor, labels: torch.Tensor, names: dict[int, str], seed: int) -> None:
+def _strip_by_label(ax: Any, z: torch.Tensor, labels: torch.Tensor, names: dict[int, str], seed: int,
+                    xlabel: str) -> None:
     """A 1-D code per label: a jittered strip of the posterior means, one row per label."""
     cmap = colormaps["tab10"]
     jitter = (torch.rand(len(z), generator=torch.Generator().manual_seed(seed)) - 0.5) * 0.6
@@ -407,44 +710,77 @@ def _strip_by_label(ax: Any, z: torch.Tensor, labels: torch.Tensor, names: dict[
                    color=cmap(k % 10), rasterized=True)
     ax.set_yticks(list(names), labels=list(names.values()))
     ax.invert_yaxis()
-    ax.set_xlabel("z0 (posterior mean)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("label")
 
 
-def _scatter_points(ctx: FigureContext, means: torch.Tensor,
-                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str, str, str]:
-    """(xy, labels, x label, y label, what), reducing a latent of more than 2 dims to 2."""
-    d, n = means.shape[1], len(means)
-    if d == 2:
-        return means, labels, "z0", "z1", f"posterior means of the {n} test images"
+@dataclass
+class ScatterPoints:
+    """What the latent scatter shows: points (n, d), how to name them, whether to plot d == 2 as is."""
+
+    points: torch.Tensor
+    noun: str  # e.g. "posterior means", "class probabilities of q(z|x) (4 variables x 10 classes)"
+    axis: str  # the name of a raw axis: "z" or "z1"
+    raw_2d: bool = True  # False: always reduce (class probabilities are not coordinates to read)
+
+
+def scatter_points(ctx: FigureContext) -> ScatterPoints:
+    """The test set's codes as the scatter shows them: posterior means, z1's for two layers,
+    class probabilities for categorical latents."""
+    model, means = ctx.model, ctx.test_means().cpu()
+    if is_categorical(model):
+        config = model.config
+        return ScatterPoints(means, f"class probabilities of q(z|x) ({config.latent_dim} variables x "
+                                    f"{config.categories} classes)", "z", raw_2d=False)
+    if is_two_layer(model):
+        return ScatterPoints(means[:, :decoded_size(model)], "posterior means of z1 (the layer the decoder reads)",
+                             "z1")
+    return ScatterPoints(means, "posterior means", "z")
+
+
+def _axis_label(axis: str, dim: int) -> str:
+    return f"z1[{dim}]" if axis == "z1" else f"z{dim}"
+
+
+def _reduce_2d(ctx: FigureContext, shown: ScatterPoints,
+               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str, str, str]:
+    """(xy, labels, x label, y label, what), reducing points of more than 2 dims (or any class probabilities) to 2."""
+    points, noun = shown.points, shown.noun
+    d, n = points.shape[1], len(points)
+    if d == 2 and shown.raw_2d:
+        return (points, labels, _axis_label(shown.axis, 0), _axis_label(shown.axis, 1),
+                f"{noun} of the {n} test images")
     if ctx.scatter_method == "pca":
-        xy, explained = pca_2d(means)
+        xy, explained = pca_2d(points)
         return (xy, labels, f"PC1 ({100 * explained[0]:.0f}% of variance)",
                 f"PC2 ({100 * explained[1]:.0f}% of variance)",
-                (f"PCA of the {d}-D posterior means of the {n} test images "
+                (f"PCA of the {d}-D {noun} of the {n} test images "
                  f"(PC1 + PC2: {100 * explained.sum():.0f}% of the variance)"))
     keep = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))[:ctx.tsne_points]
-    xy = _tsne_2d(means[keep], ctx.seed)
-    return xy, labels[keep], "t-SNE 1", "t-SNE 2", f"t-SNE of the {d}-D posterior means of {len(keep)} test images"
+    xy = _tsne_2d(points[keep], ctx.seed)
+    return xy, labels[keep], "t-SNE 1", "t-SNE 2", f"t-SNE of the {d}-D {noun} of {len(keep)} test images"
 
 
 def draw_latent_scatter(ctx: FigureContext) -> Figure:
     """Test-set posterior means coloured by label: 2-D directly, more dims through PCA or t-SNE."""
-    means = ctx.test_posterior().loc.cpu()
+    shown = scatter_points(ctx)
     labels = ctx.data.test.labels.cpu()
     fig = Figure(figsize=(7.5, 6.0), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if means.shape[1] == 1:
-        _strip_by_label(ax, means[:, 0], labels, _label_names(ctx, labels), ctx.seed)
-        what = f"1-D posterior means of the {len(means)} test images, one row per label"
+    if shown.points.shape[1] == 1 and shown.raw_2d:
+        _strip_by_label(ax, shown.points[:, 0], labels, _label_names(ctx, labels), ctx.seed,
+                        f"{_axis_label(shown.axis, 0)} (posterior mean)")
+        what = f"1-D {shown.noun} of the {len(labels)} test images, one row per label"
     else:
-        xy, labels, xlabel, ylabel, what = _scatter_points(ctx, means, labels)
+        xy, labels, xlabel, ylabel, what = _reduce_2d(ctx, shown, labels)
         _scatter_by_label(ax, xy, labels, _label_names(ctx, labels), ctx.seed)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if not xlabel.startswith("t-SNE"):  # z and PCA distances mean something; t-SNE's do not
             ax.set_aspect("equal", adjustable="datalim")
+    if ctx.conditional:
+        what += ";\neach image encoded with its own label (a CVAE's code need not carry the label)"
     fig.suptitle(ctx.headline(what), fontsize=9)
     return fig
 
@@ -486,11 +822,37 @@ def draw_curves(ctx: FigureContext) -> Figure:
     return fig
 
 
+TWO_LAYER_KL_NOTE = ("no KL per dimension for a two-layer model: KL(q(z1, z2|x) || p(z1, z2)) has no closed form "
+                     "and does not split over dimensions (an evaluation's kl_per_dim would be drawn)")
+
+
+def kl_units(model: VAE) -> int:
+    """How many terms the KL splits into: categorical variables, else latent dimensions."""
+    return model.config.latent_dim if is_categorical(model) else model.latent_dim
+
+
+def _kl_terms(q: Distribution, p: Distribution) -> torch.Tensor:
+    """(batch, units) KL of each factor of factorized q and p: a dimension, or a categorical variable."""
+    if isinstance(q, TwoStep) or isinstance(p, TwoStep):
+        raise FigureSkipped(TWO_LAYER_KL_NOTE)
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        raise FigureSkipped(f"no KL per dimension: {type(q).__name__} and {type(p).__name__} are not factorized")
+    try:
+        return kl_divergence(q.base_dist, p.base_dist).flatten(1)
+    except NotImplementedError:
+        raise FigureSkipped(f"no KL per dimension: torch has no closed-form KL of {type(q.base_dist).__name__} "
+                            f"from {type(p.base_dist).__name__}") from None
+
+
 @torch.no_grad()
 def kl_per_dim_from_model(ctx: FigureContext) -> torch.Tensor:
-    """(latent_dim,) mean over test images of KL(q(z_j|x) || p(z_j)), nats."""
-    q = ctx.test_posterior()
-    return kl_divergence(q, ctx.model.prior().base_dist).mean(0).cpu()
+    """(units,) mean over test images of KL(q(z_j|x) || p(z_j)), nats: per latent dimension, or per
+    categorical variable for categorical latents. Raises FigureSkipped for two-layer models."""
+    prior, total = ctx.model.prior(), None
+    for x, y in ctx.test_batches():
+        kl = _kl_terms(_posterior(ctx.model, x, y), prior).sum(0)
+        total = kl if total is None else total + kl
+    return (total / len(ctx.data.test)).cpu()
 
 
 def active_dims(means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
@@ -498,39 +860,64 @@ def active_dims(means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> tor
     return means.var(0) > threshold
 
 
+def active_units(model: VAE, means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
+    """(n, latent_dim) posterior means -> (units,) bool; a categorical variable is active when its
+    class probabilities vary over x: their variances, summed over classes, exceed `threshold`."""
+    if is_categorical(model):
+        config = model.config
+        return means.unflatten(1, (config.latent_dim, config.categories)).var(0).sum(-1) > threshold
+    return active_dims(means, threshold)
+
+
+def _kl_axis_text(model: VAE) -> tuple[str, str]:
+    """(x-axis label, activity legend title) of the KL bar chart."""
+    if is_categorical(model):
+        return "categorical variable j", f"Var of class probabilities\n(summed over classes) > {ACTIVE_THRESHOLD}"
+    legend = f"Var of posterior mean\n> {ACTIVE_THRESHOLD}"
+    if is_two_layer(model):
+        d1 = decoded_size(model)
+        return f"latent dimension j (z1: 0..{d1 - 1}, z2: {d1}..{model.latent_dim - 1})", legend
+    return "latent dimension j", legend
+
+
 def draw_kl_per_dim(ctx: FigureContext) -> Figure:
-    """Bar chart of the mean KL of each latent dimension, active dimensions coloured."""
-    latent_dim = ctx.model.latent_dim
+    """Bar chart of the mean KL of each latent dimension (categorical variable), active ones coloured."""
+    units = kl_units(ctx.model)
     if ctx.kl_per_dim is not None:
         kl = torch.as_tensor(ctx.kl_per_dim, dtype=torch.float32)
-        if kl.shape != (latent_dim,):
-            raise ValueError(f"kl_per_dim has {kl.numel()} values; the model has {latent_dim} latent dims")
+        if kl.shape != (units,):
+            raise ValueError(f"kl_per_dim has {kl.numel()} values; the model has {units} KL terms "
+                             "(latent dims, or categorical variables)")
         source = f"from {ctx.kl_source}" if ctx.kl_source else "as given"
     else:
         kl = kl_per_dim_from_model(ctx)
         source = f"over the {len(ctx.data.test)} test images"
-    active = active_dims(ctx.test_posterior().loc.cpu())
-    fig = Figure(figsize=(min(max(6.0, 0.25 * latent_dim + 2.0), 16.0), 4.5), dpi=100)
+    active = active_units(ctx.model, ctx.test_means().cpu())
+    xlabel, legend_title = _kl_axis_text(ctx.model)
+    fig = Figure(figsize=(min(max(6.0, 0.25 * units + 2.0), 16.0), 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = ["tab:blue" if a else "0.7" for a in active.tolist()]
-    ax.bar(range(latent_dim), kl.numpy(), color=colors)
+    ax.bar(range(units), kl.numpy(), color=colors)
     n_active = int(active.sum())
     ax.legend(handles=[Line2D([], [], marker="s", linestyle="", color="tab:blue", label=f"active ({n_active})"),
                        Line2D([], [], marker="s", linestyle="", color="0.7",
-                              label=f"inactive ({latent_dim - n_active})")],
-              title=f"Var of posterior mean\n> {ACTIVE_THRESHOLD}", fontsize=8, title_fontsize=8,
+                              label=f"inactive ({units - n_active})")],
+              title=legend_title, fontsize=8, title_fontsize=8,
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_xlabel("latent dimension j")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("KL(q(z_j|x) || p(z_j)), nats")
-    if latent_dim <= 20:
-        ax.set_xticks(range(latent_dim))
+    if units <= 20:
+        ax.set_xticks(range(units))
     else:  # a label per bar would overlap
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(-0.7, latent_dim - 0.3)
+    ax.set_xlim(-0.7, units - 0.3)
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(ctx.headline(f"mean KL per latent dimension {source}; total {kl.sum().item():.2f} nats"),
-                 fontsize=9)
+    per = "categorical variable" if is_categorical(ctx.model) else "latent dimension"
+    what = f"mean KL per {per} {source}; total {kl.sum().item():.2f} nats"
+    if ctx.conditional:
+        what += " (q(z|x, y), each image with its label)"
+    fig.suptitle(ctx.headline(what), fontsize=9)
     return fig
 
 
@@ -538,6 +925,7 @@ def draw_kl_per_dim(ctx: FigureContext) -> Figure:
 
 DRAWERS: dict[str, Callable[[FigureContext], Figure]] = {
     "samples": draw_samples,
+    "class-samples": draw_class_samples,
     "reconstructions": draw_reconstructions,
     "interpolations": draw_interpolations,
     "latent-scatter": draw_latent_scatter,
@@ -578,10 +966,11 @@ def _epoch_text(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return f"best epoch {best} of {last}"
 
 
-def run_title(name: str, data: ImageData, latent_dim: int, metrics: list[dict[str, Any]],
+def run_title(name: str, data: ImageData, latent: int | str, metrics: list[dict[str, Any]],
               summary: dict[str, Any]) -> str:
-    """'mnist-lab: mnist (dynamic), 2-D latent, epoch 20'."""
-    return f"{name}: {data.name} ({data.binarization}), {latent_dim}-D latent, {_epoch_text(metrics, summary)}"
+    """'mnist-lab: mnist (dynamic), 2-D latent, epoch 20'; `latent` is a size or a `latent_text`."""
+    latent = f"{latent}-D latent" if isinstance(latent, int) else latent
+    return f"{name}: {data.name} ({data.binarization}), {latent}, {_epoch_text(metrics, summary)}"
 
 
 def newest_eval_kl(run_dir: Path) -> tuple[list[float] | None, str]:
@@ -623,7 +1012,7 @@ def figure_context(run_dir: str | Path, *, model: VAE | None = None, data: Image
     metrics = read_jsonl(metrics_path) if metrics_path.exists() else []
     summary = read_json(summary_path) if summary_path.exists() else {}
     kl, kl_source = newest_eval_kl(run_dir)
-    values: dict[str, Any] = {"title": run_title(config.name, data, model.latent_dim, metrics, summary),
+    values: dict[str, Any] = {"title": run_title(config.name, data, latent_text(model), metrics, summary),
                               "kl_per_dim": kl, "kl_source": kl_source, "seed": config.train.seed}
     values.update(options)
     return FigureContext(model=model, data=data, out_dir=run_dir / "figures", metrics=metrics, **values)
