@@ -63,8 +63,8 @@ def test_interrupted_and_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(
     first = make_trainer(tmp_path, tiny_raw, name="resumed")
     step = first._step
 
-    def step_then_ctrl_c(x, y):
-        step(x, y)
+    def step_then_ctrl_c(x, y, batch_total):
+        step(x, y, batch_total)
         if first.state.global_step + 1 == interrupt_at:
             first.stop_requested = True  # what the SIGINT handler does
 

@@ -25,7 +25,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(args.preset, args.config, args.set)
         run_dir = Path(args.out) if args.out else new_run_dir(config)
     resolve_device(config.train.device)  # fail before any work
-    print(f"vaelab train: preset {config.name!r}, run folder {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"vaelab train: preset {config.name!r}, run folder {run_dir}")
     try:
         if config.sweep.members:
             print(sweep_run(config, run_dir, data_dir=args.data_dir), end="")
@@ -43,9 +44,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .evaluate import evaluate_run
+    from .parallel import from_environment
+    from .train import resolve_device
 
+    parallel, device = from_environment(resolve_device(args.device or "auto"))
     result = evaluate_run(args.run_dir, args.split, args.samples, args.seed, args.memory_mb,
-                          progress=not args.json, device=args.device, data_dir=args.data_dir)
+                          progress=not args.json, device=str(device), data_dir=args.data_dir, parallel=parallel)
+    if not parallel.is_main:
+        return 0
     if args.json:
         keys = ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k", "n", "active_units", "kl_per_dim",
                 "split", "binarization")

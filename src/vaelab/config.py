@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -30,6 +32,7 @@ OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 TRAIN_SIZES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}  # training images per data set
 DATASETS = tuple(TRAIN_SIZES)
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
+N_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10}  # labels 0..N-1
 LATENTS = ("normal", "laplace", "categorical")
 PRIORS = ("normal", "laplace")
 NETS = ("mlp", "conv")
@@ -49,6 +52,10 @@ def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
     _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
 
 
+def _seed(value: int, key: str) -> None:
+    _check(0 <= value < 2**32, key, f"must be in 0..2^32-1, got {value}")
+
+
 @dataclass
 class DataConfig:
     name: str = "mnist"
@@ -63,6 +70,8 @@ class DataConfig:
         _one_of(self.binarization, BINARIZATIONS, f"{prefix}.binarization")
         size = TRAIN_SIZES[self.name]
         _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
+        _seed(self.static_seed, f"{prefix}.static_seed")
+        _seed(self.eval_seed, f"{prefix}.eval_seed")
 
 
 @dataclass
@@ -99,6 +108,7 @@ class ModelConfig:
         _one_of(self.prior, PRIORS, f"{prefix}.prior")
         _one_of(self.output_bias, OUTPUT_BIASES, f"{prefix}.output_bias")
         _check(self.categories >= 2, f"{prefix}.categories", f"must be >= 2, got {self.categories}")
+        _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")
         _check(0 < self.temperature_min <= self.temperature, f"{prefix}.temperature_min",
                f"must be in (0, temperature], got {self.temperature_min}")
         _check(self.temperature_decay >= 0, f"{prefix}.temperature_decay", f"must be >= 0, got {self.temperature_decay}")
@@ -169,15 +179,21 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit (for tests)
     train_subset: int = 0  # use only the first N training images; 0 = all (for tests)
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
+    compile: bool = False  # torch.compile the encoder and decoder
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.eval_batch_size >= 1, f"{prefix}.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         _check(self.patience >= 0, f"{prefix}.patience", f"must be >= 0, got {self.patience}")
+        _seed(self.seed, f"{prefix}.seed")
         _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
         _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+        _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        _one_of(self.compile_mode, ("default", "reduce-overhead", "max-autotune"), f"{prefix}.compile_mode")
+        _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
@@ -222,9 +238,12 @@ class SweepConfig:
     members: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "sweep") -> None:
-        for member in self.members:
-            for text in member.split(";"):
-                parse_override(text)
+        for i, member in enumerate(self.members):
+            try:
+                for text in member.split(";"):
+                    parse_override(text)
+            except ConfigError as err:
+                raise ConfigError(f"{prefix}.members[{i}]: {err}") from None
 
 
 @dataclass
@@ -241,15 +260,33 @@ class RunConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def validate(self) -> None:
+        _check(self.name not in ("", ".", "..") and not set(self.name) & set("/\\\0"), "name",
+               f"must be usable as a folder name (no '/', not empty, '.' or '..'), got {self.name!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
         subset = self.train.train_subset
-        n_train = subset if subset else TRAIN_SIZES[self.data.name] - self.data.val_size
+        available = TRAIN_SIZES[self.data.name] - self.data.val_size
+        _check(subset <= available, "train.train_subset",
+               f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
+        n_train = subset if subset else available
         _check(self.train.batch_size <= n_train, "train.batch_size",
                f"{self.train.batch_size} is larger than the {n_train} training images")
         self._check_combinations()
+        self._check_sweep_members()
+
+    def _check_sweep_members(self) -> None:
+        """Each sweep member's overrides must give a valid config (as pipeline.member_configs builds it)."""
+        for i, member in enumerate(self.sweep.members):
+            values = self.to_dict()
+            values["sweep"] = {"members": []}
+            try:
+                for text in member.split(";"):
+                    values = _merge(values, parse_override(text.strip()))
+                config_from_dict(values)
+            except ConfigError as err:
+                raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
 
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
@@ -257,6 +294,8 @@ class RunConfig:
         _check(likelihood in ("bernoulli",) or view == "grey", "model.likelihood",
                f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
                "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
+        _check(not self.model.conditional or self.model.n_classes >= N_CLASSES[self.data.name], "model.n_classes",
+               f"{self.model.n_classes} classes, but {self.data.name} labels go up to {N_CLASSES[self.data.name] - 1}")
         _, h, w = IMAGE_SHAPES[self.data.name]
         layers = len(self.model.conv_channels)
         _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
@@ -283,6 +322,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
                f"expected a number, got {value!r}")
+        _check(math.isfinite(value), key, f"expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
@@ -327,6 +367,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig; missing keys take their defaults."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"expected a table of config sections, got {type(values).__name__}")
     config = _build(RunConfig, values, "")
     config.validate()
     return config
@@ -368,14 +410,20 @@ def preset_dict(name: str) -> dict[str, Any]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML or JSON config file as a plain dict; a parse error names the file."""
     path = Path(path)
+    kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid {kind}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from None
+        raise ConfigError(f"{path}: not valid {kind}: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a table of config sections, got {type(values).__name__}")
+    return values
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,

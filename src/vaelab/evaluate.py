@@ -26,7 +26,9 @@ from tqdm import tqdm
 from .data.views import ImageSet
 from .distributions import rsample
 from .latents import kl_terms
+from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .io import write_json
+from .parallel import Parallel
 
 
 class EvaluationError(ValueError):
@@ -127,29 +129,33 @@ def check_scorable(config: Any) -> None:
 
 @torch.no_grad()
 def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, memory_mb: float = 1024.0,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, parallel: Parallel | None = None) -> dict[str, Any]:
     """ELBO and terms, NLL with its standard error, active units and KL per dimension over a split.
 
-    Deterministic given `seed` and `memory_mb` (which sets how the work is chunked).
+    Deterministic given `seed` and `memory_mb` (which sets how the work is chunked). Under
+    torchrun each rank scores its share of the images and the results are combined.
     """
+    parallel = parallel or Parallel()
     if k < 1:
         raise EvaluationError(f"K (importance samples) must be >= 1, got {k}")
     device = model.prior().mean.device
     hidden = max([*model.config.decoder_hidden, 1]) if hasattr(model, "config") else 1024
     plan = plan_chunks(k, images.pixels.shape[1], hidden, memory_mb)
-    generator = torch.Generator(device).manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed + parallel.rank)
     n = len(images)
-    log_px = torch.empty(n, device=device, dtype=torch.float64)
+    share = parallel.shard(n)
+    log_px = torch.empty(share.stop - share.start, device=device, dtype=torch.float64)
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # reconstruction, kl
     kl_dims, mean_sum, mean_sq_sum = None, None, None
-    bar = tqdm(total=n, disable=None if progress else True, unit="image", desc=f"evaluating (K={k})")
-    for start in range(0, n, plan.points):
-        index = slice(start, start + plan.points)
+    bar = tqdm(total=len(log_px), disable=None if progress and parallel.is_main else True, unit="image",
+               desc=f"evaluating (K={k})")
+    for start in range(share.start, share.stop, plan.points):
+        index = slice(start, min(start + plan.points, share.stop))
         x = images.batch(index, generator).to(device)
         y = images.labels[index].to(device) if getattr(model, "n_labels", 0) else None
         posterior = _encode(model, x, y)
         estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
-        log_px[start:start + len(x)] = estimate.double()
+        log_px[start - share.start:start - share.start + len(x)] = estimate.double()
         z = rsample(posterior, (min(k, 64),), generator) if not _has_closed_form_kl(posterior, model.prior()) else None
         kl = model.kl(posterior, model.prior(), z) if hasattr(model, "kl") else kl_terms(posterior, model.prior(), z)
         sums += torch.stack([reconstruction.sum(), kl.sum()]).double()
@@ -162,8 +168,10 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
             kl_dims = per_dim if kl_dims is None else kl_dims + per_dim
         bar.update(len(x))
     bar.close()
+    nll = -parallel.gather(log_px)
+    for total in (sums, mean_sum, mean_sq_sum) + ((kl_dims,) if kl_dims is not None else ()):
+        parallel.sum_(total)
     reconstruction, kl = (sums / n).tolist()
-    nll = -log_px
     activity = mean_sq_sum / n - (mean_sum / n) ** 2  # Cov_x(E_q[z_j]), Burda et al.'s unit activity
     return {
         "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl,
@@ -186,7 +194,8 @@ def binarization_seed(data_config: Any, split: str) -> int | None:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: int = 0,
                  memory_mb: float = 1024.0, progress: bool = True, data: Any = None, model: Any = None,
-                 device: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+                 device: str | None = None, data_dir: str | None = None,
+                 parallel: Parallel | None = None) -> dict[str, Any]:
     """Evaluate a run folder's best weights; writes RUN_DIR/eval-<split>-k<K>.json and returns it."""
     from .data import load_dataset
     from .data.views import make_views
@@ -204,7 +213,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         raw = load_dataset(config.data.name, data_dir or config.data.data_dir, progress=progress)
         data = make_views(raw, config.data, torch_device)
     started = time.perf_counter()
-    result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress)
+    result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress, parallel)
     result |= {
         "split": split, "binarization": config.data.binarization, "data": config.data.name,
         "units": "nats per image (summed over pixels)", "seed": seed,
@@ -212,5 +221,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         "likelihood": config.model.likelihood, "latent_dim": config.model.latent_dim,
         "seconds": round(time.perf_counter() - started, 2), "device": str(torch_device),
     }
-    write_json(run_dir / f"eval-{split}-k{k}.json", result)
+    head = LIKELIHOOD_HEADS[config.model.likelihood]
+    if head.discrete:  # a probability of the data as stored: comparable in bits per dimension
+        result["bits_per_dim"] = bits_per_dim(result["nll"], getattr(data, split).pixels.shape[1])
+    if parallel is None or parallel.is_main:
+        write_json(run_dir / f"eval-{split}-k{k}.json", result)
     return result

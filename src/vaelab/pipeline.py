@@ -22,16 +22,20 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     from .data.views import make_views
     from .evaluate import EvaluationError, evaluate_run
     from .plots import make_figures
+    from .parallel import from_environment
     from .train import Trainer, prepare_run_dir, resolve_device
 
-    device = resolve_device(config.train.device)
+    parallel, device = from_environment(resolve_device(config.train.device))
+    if not parallel.is_main:
+        log = _quiet
     if raw is None:
         raw = load_dataset(config.data.name, data_dir or config.data.data_dir)
     log(f"data: {raw.name} from {raw.source}")
     data = make_views(raw, config.data, device, config.train.train_subset)
-    if not resume:
+    if not resume and parallel.is_main:
         prepare_run_dir(run_dir, config)
-    trainer = Trainer(config, run_dir, data, log=log)
+    parallel.barrier()
+    trainer = Trainer(config, run_dir, data, log=log, parallel=parallel)
     if resume:
         trainer.load_checkpoint()
         log(f"run already finished ({trainer.state.stop_reason}); scoring and drawing its best weights"
@@ -47,17 +51,24 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     if config.evaluate.samples:
         try:
             summary["evaluation"] = evaluate_run(run_dir, "test", config.evaluate.samples, seed=0,
-                                                 memory_mb=config.evaluate.memory_mb, data=data, model=model)
+                                                 memory_mb=config.evaluate.memory_mb, data=data, model=model,
+                                                 parallel=parallel)
             evaluation = summary["evaluation"]
             log(f"test NLL {evaluation['nll']:.2f} \u00b1 {evaluation['nll_stderr']:.2f} nats per image "
                 f"(K = {evaluation['k']} importance samples)")
         except EvaluationError as err:
             log(f"no NLL: {err}")
-    for name, path, note in make_figures(run_dir, config.figures.names, model=model, data=data,
-                                         **config.figures.options()):
-        log(f"figure {name}: {path}" if path else f"figure {name}: skipped ({note})")
-    write_json(run_dir / "summary.json", summary)
+    if parallel.is_main:
+        for name, path, note in make_figures(run_dir, config.figures.names, model=model, data=data,
+                                             **config.figures.options()):
+            log(f"figure {name}: {path}" if path else f"figure {name}: skipped ({note})")
+        write_json(run_dir / "summary.json", summary)
+    parallel.barrier()
     return summary
+
+
+def _quiet(*args: Any) -> None:
+    pass
 
 
 def describe_elbo(summary: dict[str, Any], config: RunConfig) -> str:

@@ -36,17 +36,18 @@ from .io import append_jsonl, atomic_write_bytes, load_tensors, read_json, read_
 from .model import VAE
 from .latents import temperature_at
 from .objectives import OBJECTIVES, elbo
+from .parallel import Parallel
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
 
 OPTIMIZERS: dict[str, Any] = {
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
-                                               weight_decay=c.weight_decay),
-    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
+    "adam": lambda params, c, fused: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
+                                                      weight_decay=c.weight_decay, fused=fused or None),
+    "rmsprop": lambda params, c, fused: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
                                                      momentum=c.momentum),
-    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
+    "adagrad": lambda params, c, fused: torch.optim.Adagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
+    "sgd": lambda params, c, fused: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
 }
 
 
@@ -67,8 +68,9 @@ def schedule_epochs(config: OptimConfig, stages: int = 8) -> int:
     return sum(max(1, round(3**i * config.schedule_scale)) for i in range(stages))
 
 
-def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[config.name](model.parameters(), config)
+def build_optimizer(model: torch.nn.Module, config: OptimConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The configured optimizer; on CUDA, Adam's fused kernel (one launch a step instead of one a tensor)."""
+    return OPTIMIZERS[config.name](model.parameters(), config, fused)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,22 +85,27 @@ def resolve_device(name: str) -> torch.device:
 # ---------------------------------------------------------------- evaluation used during training
 
 @torch.no_grad()
-def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0) -> dict[str, float]:
+def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0,
+                 parallel: Parallel | None = None) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL over a whole split, nats per image.
 
     The noise comes from a generator seeded with `seed`, so the same weights give the same number.
+    Under torchrun each rank scores its share and the sums are added up.
     """
+    parallel = parallel or Parallel()
     was_training = model.training
     model.eval()
-    generator = torch.Generator(model.device).manual_seed(seed)
+    generator = torch.Generator(model.device).manual_seed(seed + parallel.rank)
     sums = torch.zeros(3, device=model.device)
-    for start in range(0, len(images), batch_size):
-        index = slice(start, start + batch_size)
+    share = parallel.shard(len(images))
+    for start in range(share.start, share.stop, batch_size):
+        stop = min(start + batch_size, share.stop)
+        index = slice(start, stop)
         x, y = images.batch(index, generator), images.labels[index] if model.n_labels else None
         terms = elbo(model, x, samples, generator, y)
         sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
     model.train(was_training)
-    total = sums.cpu() / len(images)
+    total = parallel.sum_(sums).cpu() / len(images)
     return {"elbo": total[0].item(), "reconstruction": total[1].item(), "kl": total[2].item()}
 
 
@@ -169,6 +176,7 @@ class Trainer:
     data: ImageData
     progress: bool | None = None  # None: a bar when stderr is a terminal
     log: Any = field(default=print)
+    parallel: Parallel = field(default_factory=Parallel)  # this process's rank under torchrun
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -179,9 +187,18 @@ class Trainer:
         if self.config.model.output_bias == "data_mean":
             self.model.init_output_bias(self.data.train.mean_image())
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.optimizer = build_optimizer(self.model, self.config.optim)
+        if self.config.train.compile:  # in place, so parameter names (and checkpoints) stay the same
+            for net in (self.model.encoder, self.model.decoder):
+                net.compile(mode=self.config.train.compile_mode)
+        self.optimizer = build_optimizer(self.model, self.config.optim, fused=self.device.type == "cuda")
+        # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
+        # In one process they are one stream, which is what makes a resumed run exact.
         self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
+        self.noise = self._rank_noise(0) if self.parallel.active else self.generator
         self.epoch_start_rng = self.generator.get_state()
+        if not self.parallel.is_main:
+            self.log = lambda *args: None
+            self.progress = False
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
         self.stop_requested = False
@@ -190,7 +207,13 @@ class Trainer:
 
     # -- checkpoints
 
+    def _rank_noise(self, step: int) -> torch.Generator:
+        seed = (self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step
+        return torch.Generator(self.device).manual_seed(seed)
+
     def save_checkpoint(self) -> None:
+        if not self.parallel.is_main:
+            return
         optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors |= {f"best.{k}": v for k, v in self.best_weights.items()}
@@ -208,6 +231,8 @@ class Trainer:
             self.best_weights = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
             self.optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
             self.generator.set_state(tensors["rng.current"])
+            if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
+                self.noise = self._rank_noise(int(json.loads(meta["state"])["global_step"]))
             self.epoch_start_rng = tensors["rng.epoch_start"]
             self.sums = tensors["sums"].to(self.device)
             self.state = TrainState.from_json(meta["state"])
@@ -236,7 +261,7 @@ class Trainer:
         self.model.train()
         with _deferred_sigint(self):
             while not self.state.finished and self.state.epoch < cfg.epochs:
-                self._run_epoch()
+                self._end_epoch(stopped_by_steps=self.train_epoch())
         if not self.state.finished:
             self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
             self.save_checkpoint()
@@ -254,7 +279,8 @@ class Trainer:
         self.generator.set_state(current)
         return order
 
-    def _run_epoch(self) -> None:
+    def train_epoch(self) -> bool:
+        """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
         cfg, state = self.config.train, self.state
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config.optim, state.epoch)
@@ -267,8 +293,12 @@ class Trainer:
         started = time.perf_counter() - state.seconds
         while state.step_in_epoch < n_batches:
             index = order[state.step_in_epoch * cfg.batch_size:(state.step_in_epoch + 1) * cfg.batch_size]
+            batch_total = len(index)
             labels = self.data.train.labels[index] if self.model.n_labels else None
-            self._step(self.data.train.batch(index, self.generator), labels)
+            if self.parallel.active:
+                share = self.parallel.shard(len(index))
+                index, labels = index[share], labels[share] if labels is not None else None
+            self._step(self.data.train.batch(index, self.noise), labels, batch_total)
             state.step_in_epoch += 1
             state.global_step += 1
             state.seconds = time.perf_counter() - started
@@ -279,10 +309,17 @@ class Trainer:
                 self.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; checkpoint "
                          f"saved. Continue with: vaelab train --resume {self.run_dir}")
                 raise KeyboardInterrupt
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
             if cfg.max_steps and state.global_step >= cfg.max_steps:
                 break
         bar.close()
-        self._end_epoch(stopped_by_steps=state.step_in_epoch < n_batches)
+        return state.step_in_epoch < n_batches
+
+    def restart_epoch(self) -> None:
+        """Forget the epoch in progress without validating or checkpointing it (for benchmarks)."""
+        self.state.step_in_epoch, self.state.seconds = 0, 0.0
+        self.sums.zero_()
 
     def kl_weight(self) -> float:
         """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
@@ -292,12 +329,14 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.data.train) / self.config.train.batch_size)
         return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * steps_per_epoch))
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def _step(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int) -> None:
+        """One optimizer step on x, this rank's share of a batch of `batch_total` images."""
         objective = OBJECTIVES[self.config.objective.name]
-        terms = objective(self.model, x, self.config.objective.samples, self.generator, y, self.kl_weight())
-        loss = -terms.objective.mean()
+        terms = objective(self.model, x, self.config.objective.samples, self.noise, y, self.kl_weight())
+        loss = -terms.objective.sum() / batch_total  # summed over ranks: the mean over the whole batch
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.parallel.sum_gradients(list(self.model.parameters()))
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
             self.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum(),
@@ -305,10 +344,10 @@ class Trainer:
 
     def _end_epoch(self, stopped_by_steps: bool) -> None:
         cfg, state = self.config.train, self.state
-        elbo_sum, rec_sum, kl_sum, objective_sum = self.sums.tolist()
+        elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
-                           seed=self.config.data.eval_seed)
+                           seed=self.config.data.eval_seed, parallel=self.parallel)
         record = {
             "epoch": state.epoch + 1, "step": state.global_step,
             "train_elbo": elbo_sum / count, "train_reconstruction": rec_sum / count, "train_kl": kl_sum / count,
@@ -316,7 +355,8 @@ class Trainer:
             "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"],
             "seconds": round(state.seconds, 3),
         }
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        if self.parallel.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
         self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
                  f"val ELBO {val['elbo']:9.3f} (rec {val['reconstruction']:9.3f}, KL {val['kl']:7.3f})  "
                  f"{state.seconds:6.1f} s")
@@ -341,10 +381,11 @@ class Trainer:
         """Keep the best weights, score them on the test set, write summary.json."""
         self.model.load_state_dict(self.best_weights)
         self.model.eval()
-        save_tensors(self.run_dir / WEIGHTS, self.model.state_dict(), {"format": "vaelab-weights"})
+        if self.parallel.is_main:
+            save_tensors(self.run_dir / WEIGHTS, self.model.state_dict(), {"format": "vaelab-weights"})
         cfg = self.config
         test = dataset_elbo(self.model, self.data.test, cfg.train.eval_batch_size, cfg.objective.samples,
-                            seed=cfg.data.eval_seed)
+                            seed=cfg.data.eval_seed, parallel=self.parallel)
         summary = {
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
             "best_val_elbo": self.state.best_val_elbo, "best_epoch": self.state.best_epoch,
@@ -354,7 +395,9 @@ class Trainer:
             "device": str(self.device), "torch": torch.__version__,
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
-        write_json(self.run_dir / "summary.json", summary)
+        summary["processes"] = self.parallel.world
+        if self.parallel.is_main:
+            write_json(self.run_dir / "summary.json", summary)
         return summary
 
 

@@ -1,0 +1,162 @@
+"""Training speed: vaelab against the canonical PyTorch example VAE, alternately, in one run.
+
+The example is written out here as it is usually run: 784-400-20-400-784 with ReLU,
+sigmoid output scored by BCE with reduction='sum', Adam 1e-3, batch 128, fed by a
+DataLoader (shuffle=True) over an in-memory TensorDataset of the 60,000 training images.
+vaelab trains the same architecture and batch with its own loop (data on the device,
+binarized there, no DataLoader, metrics read once an epoch).
+
+    python benchmarks/train_speed.py [--epochs 2] [--rounds 2] [--device cpu|cuda]
+
+It prints seconds per epoch for each, vaelab's achieved GFLOP/s against a matrix-product
+rate measured in the same run, and last `speedup <ratio>` (example s/epoch / vaelab s/epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from vaelab.config import resolve_config
+from vaelab.data import load_dataset
+from vaelab.data.views import make_views
+from vaelab.train import Trainer, prepare_run_dir
+
+HIDDEN, LATENT, BATCH = 400, 20, 128
+
+
+class ExampleVAE(nn.Module):
+    """The PyTorch example's model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(784, HIDDEN), nn.Linear(HIDDEN, LATENT), nn.Linear(HIDDEN, LATENT)
+        self.fc3, self.fc4 = nn.Linear(LATENT, HIDDEN), nn.Linear(HIDDEN, 784)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def example_epoch(model: ExampleVAE, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                  device: torch.device) -> float:
+    """One epoch of the example's training loop; returns its mean loss (nats per image)."""
+    model.train()
+    total = 0.0
+    for (data,) in loader:
+        data = data.to(device)
+        optimizer.zero_grad()
+        recon, mu, logvar = model(data)
+        bce = F.binary_cross_entropy(recon, data.view(-1, 784), reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss = bce + kld
+        loss.backward()
+        total += loss.item()
+        optimizer.step()
+    return total / len(loader.dataset)
+
+
+def flops_per_epoch(n: int) -> float:
+    """Multiply-adds x 2 of one epoch: forward, and backward without the input's gradient."""
+    layers = [(784, HIDDEN), (HIDDEN, 2 * LATENT), (LATENT, HIDDEN), (HIDDEN, 784)]
+    forward = sum(2 * a * b for a, b in layers)
+    backward = 2 * forward - 2 * 784 * HIDDEN  # weight grads everywhere, input grads but for x
+    return n * (forward + backward)
+
+
+def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a float32 square matrix product on `device`."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    (a @ b).sum().item()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = a @ b
+    _sync(device)
+    c.sum().item()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per round and contender")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="vaelab with train.compile = true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    raw = load_dataset("mnist", progress=False)
+    images = torch.from_numpy(raw.x_train).float().div(255).reshape(-1, 784)
+    loader = DataLoader(TensorDataset(images), batch_size=BATCH, shuffle=True)
+    torch.manual_seed(0)
+    example = ExampleVAE().to(device)
+    example_opt = torch.optim.Adam(example.parameters(), lr=1e-3)
+
+    overrides = [f"model.encoder_hidden=[{HIDDEN}]", f"model.decoder_hidden=[{HIDDEN}]",
+                 f"model.latent_dim={LATENT}", f"train.batch_size={BATCH}", "data.val_size=1",
+                 f"train.epochs={10**6}", f"train.device={args.device}"]
+    if args.compile:
+        overrides.append("train.compile=true")
+    config = resolve_config("mnist-lab", overrides=overrides)
+    run_dir = Path(tempfile.mkdtemp(prefix="vaelab-speed-")) / "run"
+    prepare_run_dir(run_dir, config)
+    data = make_views(raw, config.data, device)
+    trainer = Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
+    vaelab_epoch = _epoch_runner(trainer)
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
+          f"device {device}, {torch.get_num_threads()} CPU threads")
+    rate = matmul_rate(device)
+    print(f"float32 matrix product: {rate:.0f} GFLOP/s")
+    example_epoch(example, example_opt, loader, device)  # warm-up, both
+    vaelab_epoch()
+    example_times, vaelab_times = [], []
+    for round_ in range(args.rounds):
+        for _ in range(args.epochs):
+            start = time.perf_counter()
+            loss = example_epoch(example, example_opt, loader, device)
+            _sync(device)
+            example_times.append(time.perf_counter() - start)
+        for _ in range(args.epochs):
+            vaelab_times.append(vaelab_epoch())
+        print(f"round {round_ + 1}: example {sum(example_times[-args.epochs:]) / args.epochs:.3f} s/epoch "
+              f"(loss {loss:.1f}), vaelab {sum(vaelab_times[-args.epochs:]) / args.epochs:.3f} s/epoch")
+    example_s, vaelab_s = min(example_times), min(vaelab_times)
+    work = flops_per_epoch(len(data.train))
+    print(f"example: {example_s:.3f} s/epoch, {work / example_s / 1e9:.0f} GFLOP/s ({work / example_s / 1e9 / rate:.0%} "
+          f"of the matrix-product rate)")
+    print(f"vaelab:  {vaelab_s:.3f} s/epoch, {work / vaelab_s / 1e9:.0f} GFLOP/s ({work / vaelab_s / 1e9 / rate:.0%} "
+          f"of the matrix-product rate)")
+    print(f"speedup {example_s / vaelab_s:.2f}")
+
+
+def _epoch_runner(trainer: Trainer):
+    """Time one training epoch of vaelab's loop, without its validation pass."""
+    def run() -> float:
+        start = time.perf_counter()
+        trainer.train_epoch()
+        _sync(trainer.device)
+        seconds = time.perf_counter() - start
+        trainer.restart_epoch()
+        return seconds
+    return run
+
+
+if __name__ == "__main__":
+    main()
