@@ -135,3 +135,79 @@ def test_a_few_hundred_steps_on_real_mnist_lower_the_validation_loss(tmp_path, m
     after = dataset_elbo(trainer.model, trainer.data.val, 1000, seed=1)
     assert before["elbo"] < -500  # an untrained decoder: about 784 log 2
     assert after["elbo"] > -200, after  # 300 steps reach about -175 nats
+
+
+def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_checkpoint(tmp_path, tiny_raw):
+    from vaelab.train import NonFiniteError
+
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
+    step = trainer._step
+    poisoned = {"done": False}
+
+    def step_with_nan_at_25(x, y, batch_total):
+        if trainer.state.global_step == 24 and not poisoned["done"]:  # step 9 of epoch 2 (16 an epoch)
+            poisoned["done"] = True
+            with torch.no_grad():
+                trainer.model.decoder.last.weight[0, 0] = float("nan")
+        step(x, y, batch_total)
+
+    trainer._step = step_with_nan_at_25
+    before = load_tensors(trainer.run_dir / CHECKPOINT)[0] if (trainer.run_dir / CHECKPOINT).exists() else None
+    with pytest.raises(NonFiniteError) as err:
+        trainer.fit()
+    message = str(err.value)
+    assert "epoch 2, step 9" in message and "optim.lr" in message and "loss" in message
+    kept, meta = load_tensors(trainer.run_dir / CHECKPOINT)
+    assert json.loads(meta["state"])["epoch"] == 1  # the end-of-epoch-1 checkpoint, not a poisoned one
+    assert all(torch.isfinite(v).all() for k, v in kept.items() if v.is_floating_point())
+    assert before is None
+    assert not (trainer.run_dir / ".lock").exists()
+
+
+def test_skip_mode_skips_and_counts_nonfinite_steps(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "train.nonfinite=skip")
+    step = trainer._step
+
+    def step_with_nan_loss(x, y, batch_total):
+        if trainer.state.global_step in (3, 7):
+            x = x.clone()
+            x[0, 0] = float("nan")
+        step(x, y, batch_total)
+
+    trainer._step = step_with_nan_loss
+    trainer.fit()
+    record = read_jsonl(trainer.run_dir / "metrics.jsonl")[0]
+    assert record["skipped_steps"] == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_a_second_training_of_the_same_folder_refuses_and_a_stale_lock_is_taken_over(tmp_path, tiny_raw):
+    import os
+    import socket
+
+    from vaelab.train import RunLockedError, run_lock
+
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1")
+    with run_lock(trainer.run_dir):
+        other = Trainer(trainer.config, trainer.run_dir, trainer.data, progress=False, log=lambda *a: None)
+        other.parallel = trainer.parallel
+        (trainer.run_dir / ".lock").write_text(f"{os.getppid()} {socket.gethostname()}")  # a live process
+        with pytest.raises(RunLockedError, match="being trained by process"):
+            other.fit()
+    (trainer.run_dir / ".lock").write_text(f"999999999 {socket.gethostname()}")  # a process that is gone
+    with pytest.warns(UserWarning, match="stale lock"):
+        trainer.fit()
+    assert not (trainer.run_dir / ".lock").exists()
+
+
+def test_an_unwritable_run_folder_fails_before_training(tmp_path, tiny_raw):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # even root cannot make a folder below a file
+    config = tiny_config()
+    with pytest.raises(OSError, match="cannot write the run folder"):
+        prepare_run_dir(blocker / "run", config)
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1")
+    trainer.run_dir = blocker  # a run folder that is not a writable folder
+    with pytest.raises(OSError, match="cannot write to the run folder"):
+        trainer.fit()
+    assert trainer.state.global_step == 0

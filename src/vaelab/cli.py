@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, preset_dict, preset_names, resolve_config
+from .parallel import ParallelError
+from .train import NonFiniteError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -220,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError) as err:
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError, NonFiniteError,
+            ParallelError) as err:
         if os.environ.get("VAELAB_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)

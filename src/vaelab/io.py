@@ -38,11 +38,14 @@ def write_json(path: str | Path, value: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file's value; a file that is not UTF-8 JSON (a pickle, say) is a ValueError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
@@ -58,7 +61,10 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines file; a torn last line (from a crash) is skipped with a warning."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not JSON lines (not UTF-8 text: {err.reason} at byte {err.start})") from None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

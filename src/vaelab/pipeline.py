@@ -23,7 +23,7 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     from .evaluate import EvaluationError, evaluate_run
     from .plots import make_figures
     from .parallel import from_environment
-    from .train import Trainer, prepare_run_dir, resolve_device
+    from .train import CHECKPOINT, Trainer, prepare_run_dir, resolve_device
 
     parallel, device = from_environment(resolve_device(config.train.device))
     if not parallel.is_main:
@@ -36,7 +36,10 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
         prepare_run_dir(run_dir, config)
     parallel.barrier()
     trainer = Trainer(config, run_dir, data, log=log, parallel=parallel)
-    if resume:
+    if resume and not (run_dir / CHECKPOINT).exists():
+        log("no checkpoint yet (stopped before its first one): starting from the beginning")
+        trainer.forget_partial_metrics()
+    elif resume:
         trainer.load_checkpoint()
         log(f"run already finished ({trainer.state.stop_reason}); scoring and drawing its best weights"
             if trainer.state.finished else

@@ -25,11 +25,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     if weights_path.exists():
         weights, _ = load_tensors(weights_path)
     else:
-        tensors, _ = load_tensors(run_dir / CHECKPOINT)
+        weights_path = run_dir / CHECKPOINT
+        tensors, _ = load_tensors(weights_path)
         weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"{weights_path}: weights do not match the run's config.json ({err})") from None
+        raise ValueError(f"{weights_path}: weights do not match the run's {run_dir / 'config.json'} "
+                         f"({err})") from None
     model.run_config: RunConfig = config
     return model.to(device).eval()

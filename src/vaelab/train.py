@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
+import socket
 import sys
 import threading
+import warnings
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,6 +85,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class NonFiniteError(RuntimeError):
+    """A loss or gradient went NaN or infinite; the message says where, what and what to try."""
+
+
 # ---------------------------------------------------------------- evaluation used during training
 
 @torch.no_grad()
@@ -124,6 +131,7 @@ class TrainState:
     finished: bool = False
     stop_reason: str = ""
     seconds: float = 0.0  # training time spent in `epoch` so far
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
 
     def to_json(self) -> str:
         values = dict(self.__dict__)
@@ -202,6 +210,7 @@ class Trainer:
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
         self.stop_requested = False
+        self.fault = torch.zeros((), dtype=torch.long, device=self.device)
         if self.progress is None:
             self.progress = sys.stderr.isatty()
 
@@ -240,13 +249,20 @@ class Trainer:
             raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
         self._drop_metrics_after(self.state.epoch)
 
+    def forget_partial_metrics(self) -> None:
+        """Starting over in a folder whose run stopped before its first checkpoint."""
+        self._drop_metrics_after(0)
+
     def _drop_metrics_after(self, epoch: int) -> None:
-        """Forget epochs logged after the checkpoint was written (a crash between the two)."""
+        """Forget epochs logged after the checkpoint was written (a crash between the two), and a torn last line."""
         path = self.run_dir / "metrics.jsonl"
         if path.exists():
-            records = read_jsonl(path)
+            text = path.read_text(encoding="utf-8")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a torn line is expected after a kill; it is dropped here
+                records = read_jsonl(path)
             kept = [r for r in records if r["epoch"] <= epoch]
-            if len(kept) != len(records):
+            if len(kept) != len(records) or (text and not text.endswith("\n")):
                 atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     # -- the loop
@@ -259,7 +275,7 @@ class Trainer:
         """
         cfg = self.config.train
         self.model.train()
-        with _deferred_sigint(self):
+        with run_lock(self.run_dir, self.parallel.is_main), _deferred_sigint(self):
             while not self.state.finished and self.state.epoch < cfg.epochs:
                 self._end_epoch(stopped_by_steps=self.train_epoch())
         if not self.state.finished:
@@ -337,13 +353,49 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.parallel.sum_gradients(list(self.model.parameters()))
+        fault = self._nonfinite(loss)
+        if self.config.train.nonfinite == "skip":
+            if fault.item():  # a host sync every step: the price of deciding before the update
+                self.state.skipped_steps += 1
+                return
+        else:
+            # Noted on the device (first fault only), read every step on a CPU and every 50 on a GPU,
+            # so there is no host sync per step there. Encoded as 4 * (step + 1) + kind.
+            first = (self.fault == 0) & (fault > 0)
+            self.fault = torch.where(first, 4 * (self.state.global_step + 1) + fault, self.fault)
+            if self.device.type == "cpu" or self.state.global_step % 50 == 0:
+                self.raise_if_nonfinite()
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
             self.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum(),
                                       terms.objective.sum()])
 
+    def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
+        """0 if the loss and every gradient are finite, 1 if the loss is not, 2 if only a gradient is not."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        return torch.where(~torch.isfinite(loss), 1, torch.where(~torch.isfinite(grad_norm), 2, 0))
+
+    def raise_if_nonfinite(self) -> None:
+        """Stop, keeping the last good checkpoint, if a step's loss or gradients went NaN or infinite."""
+        value = int(self.fault.item())
+        if not value:
+            return
+        step, kind = value // 4 - 1, value % 4
+        steps_per_epoch = math.ceil(len(self.data.train) / self.config.train.batch_size)
+        what = "loss" if kind == 1 else "gradient"
+        cfg = self.config
+        raise NonFiniteError(
+            f"training stopped: the {what} became NaN or infinite at epoch {step // steps_per_epoch + 1}, step "
+            f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all). The last good checkpoint is kept: "
+            f"{self.run_dir / CHECKPOINT}. Likely causes: a learning rate too high (optim.lr = {cfg.optim.lr}); "
+            f"a variance collapsing to zero (model.min_sigma = {cfg.model.min_sigma} for a Gaussian likelihood); "
+            f"too strong a KL weight. Edit {self.run_dir / 'config.json'} and continue with --resume, or set "
+            "train.nonfinite = \"skip\" to skip such steps and count them.")
+
     def _end_epoch(self, stopped_by_steps: bool) -> None:
         cfg, state = self.config.train, self.state
+        self.raise_if_nonfinite()
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
@@ -355,6 +407,8 @@ class Trainer:
             "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"],
             "seconds": round(state.seconds, 3),
         }
+        if cfg.nonfinite == "skip":
+            record["skipped_steps"] = state.skipped_steps
         if self.parallel.is_main:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
         self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
@@ -399,6 +453,56 @@ class Trainer:
         if self.parallel.is_main:
             write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+class RunLockedError(FileExistsError):
+    """Another live process is training in this run folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, active: bool = True) -> Iterator[None]:
+    """Hold RUN_DIR/.lock while training: a second training of the same folder refuses to start.
+
+    The lock names the process and host; a lock whose process is gone (a crash, kill -9) is
+    stale and is taken over with a warning. Creating it also proves the folder is writable.
+    """
+    if not active:
+        yield
+        return
+    path, me = run_dir / ".lock", f"{os.getpid()} {socket.gethostname()}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = path.read_text(errors="replace").split()
+            pid, host = (int(holder[0]), holder[1]) if len(holder) == 2 and holder[0].isdigit() else (-1, "?")
+            if host == socket.gethostname() and _alive(pid) and pid != os.getpid():
+                raise RunLockedError(f"{run_dir} is being trained by process {pid} (lock file {path}); "
+                                     "wait for it to finish or stop it") from None
+            if host not in (socket.gethostname(), "?"):
+                raise RunLockedError(f"{run_dir} is locked by process {pid} on host {host}; if that run is no "
+                                     f"longer alive, delete {path}") from None
+            warnings.warn(f"{path}: taking over a stale lock of process {pid}, which is gone", stacklevel=3)
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise OSError(f"{run_dir}: cannot write to the run folder ({err.strerror})") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(me)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

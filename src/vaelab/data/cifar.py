@@ -17,9 +17,12 @@ names are opened.
 
 from __future__ import annotations
 
+import gzip
 import io
+import math
 import os
 import pickle
+import pickletools
 import tarfile
 import tempfile
 import zlib
@@ -52,6 +55,14 @@ N_CLASSES = 10
 BATCH_SIZE = 10000  # images per batch; tests lower it to work with tiny fakes
 MAX_BATCH_BYTES = 64 * 2**20  # a real batch is about 31 MB; bounds what one member may cost
 MAX_ARCHIVE_MEMBERS = 64  # the real archive has 9; bounds the scan of a hostile one
+# A batch pickle takes about 1 opcode per label and at most 8 per file name (Python 3's
+# protocol 2 spells bytes as _codecs.encode(...)); hostile ones are refused well before
+# their opcodes could build more objects than a batch has. BININT1 is not counted: it
+# pushes one of Python's cached small ints, a pointer per two bytes of pickle (and a
+# batch with its pixels as a list of ints should still be refused as exactly that).
+MAX_OPCODES_PER_IMAGE = 16
+MAX_OPCODES_EXTRA = 1024
+_CHUNK = 1 << 20
 BATCH_KEYS = frozenset({b"batch_label", b"labels", b"data", b"filenames"})
 
 
@@ -77,9 +88,6 @@ class _Guarded:
         raise pickle.UnpicklingError(f"pickle tries to modify {self._name}")
 
 
-_NUMPY_RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's own, wherever this version keeps it
-
-
 def _ndarray_called(*args: Any) -> None:
     """Calling ``numpy.ndarray`` could allocate any size; the format only names it."""
     raise pickle.UnpicklingError("numpy.ndarray may only be passed to _reconstruct, not called")
@@ -88,23 +96,67 @@ def _ndarray_called(*args: Any) -> None:
 _NDARRAY = _Guarded(_ndarray_called, "numpy.ndarray")  # what the pickle gets for numpy.ndarray
 
 
-def _reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
-    """numpy's ``_reconstruct``, only in the form ndarray pickles use: an empty base array."""
+class _Uint8Dtype:
+    """What the pickle gets for ``numpy.dtype('u1')``: a stand-in, not a numpy dtype.
+
+    The pickle's BUILD then calls ``__setstate__`` with the dtype's state. numpy's own would
+    copy the state's flags into a live dtype, and a uint8 dtype flagged as holding objects
+    makes numpy treat pixel bytes as object pointers. Only a plain uint8's state is taken.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        plain = (type(state) is tuple and len(state) in (8, 9) and state[0] in (3, 4)
+                 and state[1] in ("|", b"|") and state[2:5] == (None, None, None)
+                 and state[5:8] == (-1, -1, 0) and state[8:] in ((), (None,)))
+        if not plain:
+            raise pickle.UnpicklingError(f"dtype state {state!r:.200} is not a plain uint8's")
+
+
+class _ArrayState:
+    """What ``_reconstruct`` gives the pickle: a stand-in that the pickle's BUILD fills.
+
+    ``__setstate__`` takes the (version, shape, dtype, fortran_order, data) that numpy's own
+    takes, checks that it describes a uint8 array whose bytes are all there, and builds it
+    from those bytes with numpy's own uint8 dtype: no numpy code runs on the pickle's say.
+    The array is in ``array`` (None until the pickle sets it).
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self.array is not None or type(state) is not tuple or len(state) != 5:
+            raise pickle.UnpicklingError(f"ndarray state {state!r:.200} is not (1, shape, dtype, "
+                                         f"fortran_order, data)")
+        version, shape, dtype, fortran, raw = state
+        if version != 1 or type(dtype) is not _Uint8Dtype or type(fortran) is not bool:
+            raise pickle.UnpicklingError(f"ndarray state {state!r:.200} is not a uint8 array's")
+        if type(shape) is not tuple or len(shape) > 32 or any(type(n) is not int or n < 0 for n in shape):
+            raise pickle.UnpicklingError(f"ndarray shape {shape!r:.200} is not a shape")
+        if type(raw) is not bytes or len(raw) != math.prod(shape):
+            got = f"{len(raw)} bytes" if type(raw) is bytes else type(raw).__name__
+            raise pickle.UnpicklingError(f"ndarray of shape {shape} needs {math.prod(shape)} bytes, "
+                                         f"got {got}")
+        self.array = np.frombuffer(raw, np.uint8).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(subtype: Any, shape: Any, typecode: Any) -> _ArrayState:
+    """numpy's ``_reconstruct``, only in the form ndarray pickles use (an empty base array)."""
     if subtype is not _NDARRAY or shape != (0,) or typecode not in (b"b", "b"):
         raise pickle.UnpicklingError(
             f"_reconstruct{(subtype, shape, typecode)!r} is not a plain ndarray")
-    return _NUMPY_RECONSTRUCT(np.ndarray, (0,), b"b")
+    return _ArrayState()
 
 
-def _dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
-    """``numpy.dtype`` for uint8 only.
-
-    Always a fresh copy: the pickle's BUILD then calls ``__setstate__`` on it,
-    which must never reach numpy's shared uint8 dtype instance.
-    """
+def _dtype(spec: Any, align: Any = False, copy: Any = True) -> _Uint8Dtype:
+    """``numpy.dtype`` for uint8 only; a fresh stand-in each time (see :class:`_Uint8Dtype`)."""
     if spec not in ("u1", b"u1"):
         raise pickle.UnpicklingError(f"dtype {spec!r} is not uint8")
-    return np.dtype("u1", bool(align), True)
+    return _Uint8Dtype()
 
 
 def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
@@ -153,15 +205,52 @@ def read_batch(stream: BinaryIO, source: str, expected_n: int | None = None) -> 
 
     Returns data (N, 3072) uint8 and labels (N,) uint8, N = ``expected_n``
     (default :data:`BATCH_SIZE`). Any fault raises :class:`DataError`.
+
+    The bytes are read (at most :data:`MAX_BATCH_BYTES`) and scanned opcode by opcode
+    before anything is unpickled: the unpickler allocates what a length field claims
+    before it reads, and sizes its memo by the index a PUT names, so a few hostile bytes
+    could otherwise ask for gigabytes.
     """
+    expected_n = BATCH_SIZE if expected_n is None else expected_n
+    data = _read_bounded(stream, source)
     try:
-        batch = CifarUnpickler(stream, source).load()
+        _scan_opcodes(data, source, expected_n)
+        batch = CifarUnpickler(io.BytesIO(data), source).load()
     except DataError:
         raise
     except Exception as exc:  # hostile bytes can make pickle raise almost anything
         raise DataError(f"{source}: unreadable batch pickle: {type(exc).__name__}: {exc}") \
             from exc
-    return check_batch(batch, source, BATCH_SIZE if expected_n is None else expected_n)
+    return check_batch(batch, source, expected_n)
+
+
+def _read_bounded(stream: BinaryIO, source: str) -> bytes:
+    """All of ``stream``, in chunks, refusing more than :data:`MAX_BATCH_BYTES`."""
+    chunks, total = [], 0
+    while chunk := stream.read(_CHUNK):
+        total += len(chunk)
+        if total > MAX_BATCH_BYTES:
+            raise DataError(f"{source}: more than {MAX_BATCH_BYTES} bytes, more than a batch can be")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _scan_opcodes(data: bytes, source: str, expected_n: int) -> None:
+    """Walk the pickle's opcodes without building anything (pickletools reads each argument
+    from ``data``, so a length that runs past the end is an error here, not an allocation).
+
+    Refuses more opcodes (BININT1 aside) than a batch of ``expected_n`` images needs and
+    memo indices beyond that count.
+    """
+    limit = MAX_OPCODES_PER_IMAGE * expected_n + MAX_OPCODES_EXTRA
+    count = 0
+    for opcode, arg, _ in pickletools.genops(data):
+        count += opcode.code != "K"
+        if count > limit:
+            raise DataError(f"{source}: more than {limit} pickle opcodes, more than a batch of "
+                            f"{expected_n} images needs")
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) < limit:
+            raise DataError(f"{source}: pickle memo index {arg}, more than a batch needs")
 
 
 def check_batch(batch: Any, source: str, expected_n: int) -> Batch:
@@ -185,6 +274,8 @@ def check_batch(batch: Any, source: str, expected_n: int) -> Batch:
 
 def _check_data(data: Any, source: str, expected_n: int) -> np.ndarray:
     """The b"data" entry as a fresh (N, 3072) uint8 array, or DataError."""
+    if type(data) is _ArrayState:  # an ndarray as CifarUnpickler reads it
+        data = data.array
     if type(data) is not np.ndarray:
         raise DataError(f"{source}: data is {type(data).__name__}, expected a numpy array")
     if data.dtype != np.uint8 or data.shape != (expected_n, ROW_LENGTH):
@@ -235,12 +326,39 @@ def read_archive(path: Path, label: str | None = None) -> Arrays:
     """
     label = label or str(path)
     try:
-        with tarfile.open(path, "r:gz") as tar:
+        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=_ChunkedReads(gz), mode="r:") as tar:
             members = _batch_members(tar, label)
             return assemble({name: _read_member(tar, member, label)
                              for name, member in members.items()})
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         raise DataError(f"{label}: unreadable tar.gz archive: {exc}") from exc
+
+
+class _ChunkedReads:
+    """A read-only file that asks the file under it for at most :data:`_CHUNK` bytes at a time.
+
+    tarfile reads a pax or GNU long-name header's payload with one ``read(size)``, ``size``
+    from the header; a buffered file allocates ``size`` bytes before it finds out how many
+    there are, so a 100-byte archive could ask for gigabytes.
+    """
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._fileobj = fileobj
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self._fileobj.read()
+        chunks = []
+        while size > 0 and (chunk := self._fileobj.read(min(size, _CHUNK))):
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fileobj.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fileobj.tell()
 
 
 def _batch_members(tar: tarfile.TarFile, label: str) -> dict[str, tarfile.TarInfo]:
@@ -250,6 +368,8 @@ def _batch_members(tar: tarfile.TarFile, label: str) -> dict[str, tarfile.TarInf
     for count, member in enumerate(tar, 1):
         if count > MAX_ARCHIVE_MEMBERS:
             raise DataError(f"{label}: more than {MAX_ARCHIVE_MEMBERS} members, not CIFAR-10")
+        if member.size > MAX_BATCH_BYTES:  # checked before tarfile seeks past it to the next one
+            raise DataError(f"{label}:{member.name}: {member.size} bytes, more than a batch can be")
         name = wanted.get(member.name)
         if name is None:
             continue
@@ -272,8 +392,8 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> B
     stream = tar.extractfile(member)
     if stream is None:  # unreachable after isreg(); kept so a change there cannot slip by
         raise DataError(f"{source}: not a regular file")
-    with stream:
-        return read_batch(io.BytesIO(stream.read(member.size)), source)
+    with stream:  # read in chunks: member.size is only what the header claims
+        return read_batch(stream, source)
 
 
 def assemble(batches: Mapping[str, Batch]) -> Arrays:

@@ -32,6 +32,7 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
+MAX_NDIM = 32  # the fewest dimensions any numpy supports; MNIST files have 1 or 3
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -96,10 +97,16 @@ def _read_header(stream: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...
     ndim = head[3]
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions")
+    if ndim > MAX_NDIM:
+        raise DataError(f"{path}: IDX header declares {ndim} dimensions, more than {MAX_NDIM}")
     raw_dims = stream.read(4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header (dimensions cut short)")
-    return IDX_DTYPES[head[2]], struct.unpack(f">{ndim}I", raw_dims)
+    dtype, dims = IDX_DTYPES[head[2]], struct.unpack(f">{ndim}I", raw_dims)
+    # numpy refuses such a shape even when a zero dimension leaves nothing to read
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(f"{path}: IDX dimensions {dims} are larger than any array can be")
+    return dtype, dims
 
 
 def _read_payload(stream: BinaryIO, path: Path, size: int) -> bytearray:

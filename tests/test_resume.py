@@ -1,0 +1,61 @@
+"""A run killed with SIGKILL at random moments, 20 times, and resumed each time, ends bit for bit
+where the same run never interrupted ends."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vaelab.io import load_tensors, read_jsonl
+
+KILLS = 20
+CONFIG = ["--set", "train.train_subset=1000", "--set", "train.batch_size=50", "--set", "train.epochs=8",
+          "--set", "model.encoder_hidden=[64]", "--set", "model.decoder_hidden=[64]",
+          "--set", "train.checkpoint_every=3", "--set", "train.eval_batch_size=2000"]
+
+
+def vaelab(*args, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "vaelab", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+@pytest.mark.slow
+def test_twenty_kills_and_resumes_end_bit_for_bit_like_an_uninterrupted_run(tmp_path, mnist_dir):
+    reference = tmp_path / "reference"
+    done = vaelab("train", *CONFIG, "--data-dir", str(mnist_dir), "--out", str(reference))
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+
+    run = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    first = True
+    while kills < KILLS:
+        args = ["train", *CONFIG, "--out", str(run)] if first else ["train", "--resume", str(run)]
+        proc = vaelab(*args, "--data-dir", str(mnist_dir))
+        time.sleep(rng.uniform(1.5, 5.0))
+        if proc.poll() is not None:  # finished before the kill came: nothing more to interrupt
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        first = first and not (run / "config.json").exists()
+    if kills == KILLS or proc.returncode != 0:
+        final = vaelab("train", "--resume", str(run), "--data-dir", str(mnist_dir))
+        assert final.wait(timeout=600) == 0, final.stderr.read()
+    print(f"{kills} kills survived")
+    assert kills == KILLS, f"the run finished after only {kills} kills; make it longer"
+
+    expected, _ = load_tensors(reference / "model.safetensors")
+    got, _ = load_tensors(run / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(run / "metrics.jsonl")) == strip(read_jsonl(reference / "metrics.jsonl"))
+    assert not (run / ".lock").exists()
