@@ -14,9 +14,9 @@ import torch
 from vaelab.io import load_tensors, read_jsonl
 
 KILLS = 20
-CONFIG = ["--set", "train.train_subset=1000", "--set", "train.batch_size=50", "--set", "train.epochs=8",
+CONFIG = ["--set", "train.train_subset=5000", "--set", "train.batch_size=50", "--set", "train.epochs=40",
           "--set", "model.encoder_hidden=[64]", "--set", "model.decoder_hidden=[64]",
-          "--set", "train.checkpoint_every=3", "--set", "train.eval_batch_size=2000"]
+          "--set", "train.checkpoint_every=7", "--set", "train.eval_batch_size=2000"]
 
 
 def vaelab(*args, **kwargs):
@@ -38,8 +38,13 @@ def test_twenty_kills_and_resumes_end_bit_for_bit_like_an_uninterrupted_run(tmp_
     while kills < KILLS:
         args = ["train", *CONFIG, "--out", str(run)] if first else ["train", "--resume", str(run)]
         proc = vaelab(*args, "--data-dir", str(mnist_dir))
-        time.sleep(rng.uniform(1.5, 5.0))
+        if rng.random() < 0.2:  # sometimes while it starts: loading data, writing config.json
+            time.sleep(rng.uniform(0.0, 2.5))
+        else:  # mostly while it trains: its lock file appears when the loop starts
+            _wait_for_lock(run / ".lock", proc)
+            time.sleep(rng.uniform(0.0, 0.6))
         if proc.poll() is not None:  # finished before the kill came: nothing more to interrupt
+            assert proc.returncode == 0, proc.stderr.read()
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -59,3 +64,11 @@ def test_twenty_kills_and_resumes_end_bit_for_bit_like_an_uninterrupted_run(tmp_
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(read_jsonl(run / "metrics.jsonl")) == strip(read_jsonl(reference / "metrics.jsonl"))
     assert not (run / ".lock").exists()
+
+
+def _wait_for_lock(lock, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if lock.exists() and lock.read_text().split()[:1] == [str(proc.pid)]:
+            return
+        time.sleep(0.02)
