@@ -204,6 +204,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
 
     if split not in ("test", "val"):
         raise EvaluationError(f"split must be test or val, got {split!r}")
+    if k < 1:
+        raise EvaluationError(f"K (importance samples, --samples) must be >= 1, got {k}")
     run_dir = Path(run_dir)
     torch_device = resolve_device(device or "auto")
     model = model if model is not None else load_run(run_dir, torch_device)

@@ -50,8 +50,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def check_member(info: zipfile.ZipInfo, where: str) -> None:
     """Refuse a zip member that zipfile could only open with a password or an unusual codec."""
-    if info.flag_bits & 0x1:
+    if info.flag_bits & 0x41:  # bit 0: encrypted, bit 6: strongly encrypted
         raise DataError(f"{where}: member is encrypted")
+    if info.flag_bits & 0x20:
+        raise DataError(f"{where}: member is compressed patched data")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise DataError(f"{where}: compression method {info.compress_type}; only stored and deflated "
                         f"members are read")

@@ -42,7 +42,11 @@ class ImageSet:
         if self.binary:
             return pixels.float()
         grey = pixels.float().div_(255.0)
-        return torch.bernoulli(grey, generator=generator) if self.resample else grey
+        if not self.resample:
+            return grey
+        # P(u < p) = p: the same Bernoulli draw as torch.bernoulli, several times faster on a CPU.
+        u = torch.rand(grey.shape, generator=generator, device=grey.device)
+        return (u < grey).float()
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 shuffle: bool = False) -> Iterator[torch.Tensor]:

@@ -1,0 +1,329 @@
+"""Every config field is validated, and every error names the field as `section.field`.
+
+The fields are enumerated from the dataclasses themselves, so a field added later without a
+validation (or without an entry here) fails `test_every_field_is_covered`. Also: values of the
+wrong type for every field, unknown keys at every level, batch larger than the data, K < 1 for
+the evaluation, and a run whose config.json no longer matches its weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import typing
+from pathlib import Path
+
+import pytest
+
+from vaelab import cli
+from vaelab.config import (
+    ConfigError,
+    RunConfig,
+    config_from_dict,
+    preset_names,
+    resolve_config,
+)
+from vaelab.data.views import make_views
+from vaelab.evaluate import EvaluationError, evaluate_images
+from vaelab.runs import load_run
+from vaelab.train import CHECKPOINT, WEIGHTS, Trainer, prepare_run_dir
+
+
+def field_paths(cls: type = RunConfig, prefix: str = "") -> dict[str, typing.Any]:
+    """'section.field' -> type hint, for every leaf field of the config tree."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out |= field_paths(hint, f"{prefix}{f.name}.")
+        else:
+            out[f"{prefix}{f.name}"] = hint
+    return out
+
+
+FIELDS = field_paths()
+
+# At least one invalid value per field (values of the wrong type are tested for all fields below).
+INVALID: dict[str, list] = {
+    "name": ["", "a/b", "..", "x\\y"],
+    "data.name": ["mnist2", "MNIST"],
+    "data.binarization": ["otsu"],
+    "data.val_size": [0, -1, 60_000],
+    "data.static_seed": [-1, 2**32],
+    "data.eval_seed": [-1, 2**32],
+    "model.latent_dim": [0, -3],
+    "model.encoder_hidden": [[0], [64, -1]],
+    "model.decoder_hidden": [[0]],
+    "model.activation": ["gelu"],
+    "model.init": ["xavier"],
+    "model.init_std": [0.0, -0.1],
+    "model.likelihood": ["poisson"],
+    "model.gaussian_variance": ["diagonal"],
+    "model.gaussian_sigma": [0.0, -1.0],
+    "model.min_sigma": [0.0, 0.5],  # above gaussian_sigma = 0.1
+    "model.net": ["resnet"],
+    "model.conv_channels": [[], [32, 0]],
+    "model.latent": ["dirichlet"],
+    "model.prior": ["vamp"],
+    "model.categories": [1, 0],
+    "model.temperature": [0.0, -1.0],
+    "model.temperature_min": [0.0, 2.0],  # above temperature = 1
+    "model.temperature_decay": [-0.1],
+    "model.conditional": [1, "yes"],  # a bool: only a wrong type is invalid
+    "model.n_classes": [1, 0],
+    "model.latent_dim2": [-1],
+    "model.encoder_hidden2": [[0]],
+    "model.decoder_hidden2": [[-4]],
+    "model.output_bias": ["mean"],
+    "objective.name": ["vae"],
+    "objective.samples": [0, -1],
+    "objective.beta": [-0.5],
+    "objective.warmup_epochs": [-1],
+    "optim.name": ["lbfgs"],
+    "optim.lr": [0.0, -1e-3, float("inf"), float("nan")],
+    "optim.weight_decay": [-1e-4],
+    "optim.momentum": [-0.9],
+    "optim.eps": [0.0],
+    "optim.beta2": [0.0, 1.0],
+    "optim.schedule": ["cosine"],
+    "optim.schedule_scale": [0.0, float("inf")],
+    "train.epochs": [0],
+    "train.batch_size": [0, 50_001],  # mnist: 60000 - val_size 10000 training images
+    "train.eval_batch_size": [0],
+    "train.patience": [-1],
+    "train.seed": [-1, 2**32],
+    "train.device": ["tpu", "cudafoo", "cuda:x", ""],
+    "train.max_steps": [-1],
+    "train.train_subset": [-1, 50_001],
+    "train.checkpoint_every": [-1],
+    "train.nonfinite": ["ignore"],
+    "train.compile": ["yes", 1],  # a bool: only a wrong type is invalid
+    "train.compile_mode": ["fast"],
+    "evaluate.samples": [-1],
+    "evaluate.memory_mb": [0.0, -5.0, float("inf")],
+    "figures.names": [["histogram"], "samples"],
+    "figures.samples_n": [0],
+    "figures.reconstructions_n": [0],
+    "figures.reconstructions_random": ["no"],  # a bool: only a wrong type is invalid
+    "figures.manifold_n": [0],
+    "figures.manifold_range": ["full"],
+    "sweep.members": [["model.latent_dim"], ["model.latent_dim=0"], ["nonsense=1"], [""]],
+}
+# Fields no value of the right type can make invalid.
+EXEMPT = {
+    "description": "free text, shown by `vaelab presets`",
+    "data.data_dir": "any folder (or none); whether it holds the data is checked when they are loaded, "
+                     "by a DataError naming it",
+}
+
+
+def with_value(path: str, value) -> dict:
+    values = copy.deepcopy(resolve_config().to_dict())
+    *sections, key = path.split(".")
+    node = values
+    for section in sections:
+        node = node[section]
+    node[key] = value
+    return values
+
+
+def assert_names(path: str, values: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(values)
+    message = str(info.value)
+    assert message.startswith((f"{path}:", f"{path}[")), message
+    return info.value
+
+
+def test_every_field_is_covered():
+    assert not set(INVALID) & set(EXEMPT)
+    assert set(FIELDS) == set(INVALID) | set(EXEMPT), (
+        f"no invalid value listed for {sorted(set(FIELDS) - set(INVALID) - set(EXEMPT))}; "
+        f"listed but not a field: {sorted(set(INVALID) | set(EXEMPT) - set(FIELDS))}")
+
+
+def test_the_defaults_and_every_preset_are_valid():
+    config_from_dict(RunConfig().to_dict())
+    for name in preset_names():
+        config = resolve_config(name)
+        assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("path, value", [(p, v) for p, values in INVALID.items() for v in values],
+                         ids=lambda x: x if isinstance(x, str) else repr(x))
+def test_invalid_value_is_refused_naming_the_field(path, value):
+    assert_names(path, with_value(path, value))
+
+
+def wrong_types(hint) -> list:
+    if hint is int:
+        return ["3", True, 2.5, None, [1]]
+    if hint is float:
+        return ["0.1", True, None, [0.1]]
+    if hint is bool:
+        return [1, "true", None, 0.0]
+    if hint is str:
+        return [1, True, None, ["x"], 2.5]
+    if hint == list[int]:
+        return [3, "1,2", [1.5], [True], ["a"], None]
+    if hint == list[str]:
+        return ["samples", [1], [None], None]
+    if hint == str | None:
+        return [1, True, ["x"]]
+    raise AssertionError(f"no wrong types listed for {hint}")
+
+
+@pytest.mark.parametrize("path, value", [(p, v) for p, hint in FIELDS.items() for v in wrong_types(hint)],
+                         ids=lambda x: x if isinstance(x, str) else repr(x))
+def test_wrong_type_is_refused_naming_the_field(path, value):
+    assert_names(path, with_value(path, value))
+
+
+SECTIONS = sorted({p.split(".")[0] for p in FIELDS if "." in p})
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_unknown_keys_and_non_tables_in_each_section(section):
+    values = resolve_config().to_dict()
+    values[section]["nonsense"] = 1
+    error = assert_names(f"{section}.nonsense", values)
+    assert "unknown key" in str(error)
+    values = resolve_config().to_dict()
+    values[section] = 3
+    assert "expected a table" in str(assert_names(section, values))
+
+
+def test_unknown_top_level_keys_and_non_table_configs(tmp_path):
+    assert "unknown key" in str(assert_names("nonsense", {"nonsense": 1}))
+    for value in ([], ["model"], "model", 3, None):
+        with pytest.raises(ConfigError, match="expected a table of config sections"):
+            config_from_dict(value)
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=f"{path}: expected a table"):
+        resolve_config(config_file=path)
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nlatnt_dim = 3\n")
+    with pytest.raises(ConfigError, match=rf"model.latnt_dim: unknown key .*\(in {path}\)"):
+        resolve_config(config_file=path)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["train.train_subset=100", "train.batch_size=101"], "train.batch_size"),
+    (["data.name=cifar10", "train.batch_size=40001"], "train.batch_size"),  # 50000 - 10000
+    (["data.val_size=59999", "train.batch_size=2"], "train.batch_size"),
+    (["data.name=cifar10", "data.val_size=50000"], "data.val_size"),
+    (["data.name=cifar10", "train.train_subset=40001"], "train.train_subset"),
+])
+def test_batch_larger_than_the_data(overrides, key):
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        resolve_config(overrides=overrides)
+
+
+def test_batch_as_large_as_the_data_is_fine():
+    assert resolve_config(overrides=["train.train_subset=100", "train.batch_size=100"]).train.batch_size == 100
+    assert resolve_config(overrides=["data.name=cifar10", "train.batch_size=40000"]).train.batch_size == 40000
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.likelihood=gaussian"], "model.likelihood"),  # grey-level model on {0,1} pixels
+    (["model.net=conv", "model.conv_channels=[8, 8, 8]"], "model.conv_channels"),  # 28 is not divisible by 8
+    (["model.latent_dim2=2", "model.latent=laplace"], "model.latent_dim2"),
+    (["objective.name=iwae", "objective.beta=0.5"], "objective.beta"),
+    (["model.conditional=true", "model.n_classes=5"], "model.n_classes"),  # mnist labels go up to 9
+])
+def test_settings_valid_alone_but_not_together(overrides, key):
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        resolve_config(overrides=overrides)
+
+
+def test_sweep_members_are_validated_naming_the_member():
+    with pytest.raises(ConfigError, match=r"^sweep.members\[1\]: 'model.latent_dim=0': model.latent_dim: "):
+        resolve_config(overrides=['sweep.members=["model.latent_dim=3", "model.latent_dim=0"]'])
+    with pytest.raises(ConfigError, match=r"^sweep.members\[0\]: .*model.nope: unknown key"):
+        resolve_config(overrides=['sweep.members=["model.latent_dim=3;model.nope=1"]'])
+    config = resolve_config(overrides=['sweep.members=["model.latent_dim=3;optim.lr=1e-4", "model.latent_dim=5"]'])
+    assert len(config.sweep.members) == 2
+
+
+# ---------------------------------------------------------------- K < 1 for the evaluation
+
+def test_evaluation_k_below_one():
+    assert_names("evaluate.samples", with_value("evaluate.samples", -1))
+    config_from_dict(with_value("evaluate.samples", 0))  # 0 = no NLL after training
+    with pytest.raises(EvaluationError, match="K .* must be >= 1, got 0"):
+        evaluate_images(object(), object(), k=0)
+
+
+@pytest.mark.parametrize("k", ["0", "-3"])
+def test_vaelab_evaluate_with_k_below_one(run, tiny_data, capsys, k):
+    code = cli.main(["evaluate", str(run), "--samples", k])
+    err = capsys.readouterr().err
+    assert code == 2 and f"must be >= 1, got {k}" in err
+
+
+# ---------------------------------------------------------------- a checkpoint and its config
+
+def tiny_raw():
+    from conftest import make_tiny_raw
+    return make_tiny_raw(n_train=300, n_test=60)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    config = resolve_config(overrides=["data.val_size=100", "train.batch_size=50", "train.epochs=1",
+                                       "model.encoder_hidden=[16]", "model.decoder_hidden=[16]",
+                                       "train.eval_batch_size=100"])
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    prepare_run_dir(run_dir, config)
+    Trainer(config, run_dir, make_views(tiny_raw(), config.data), progress=False, log=lambda *a: None).fit()
+    return run_dir
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    return Path(shutil.copytree(trained, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    import vaelab.data
+    raw = tiny_raw()
+    monkeypatch.setattr(vaelab.data, "load_dataset", lambda *args, **kwargs: raw)
+    return raw
+
+
+def edit_config(run_dir: Path, path: str, value) -> None:
+    values = json.loads((run_dir / "config.json").read_text())
+    section, key = path.split(".")
+    values[section][key] = value
+    (run_dir / "config.json").write_text(json.dumps(values))
+
+
+@pytest.mark.parametrize("path, value, mismatch", [
+    ("model.latent_dim", 3, "size mismatch"),
+    ("model.encoder_hidden", [32], "size mismatch"),
+    ("model.likelihood", "gaussian", "Unexpected key|Missing key|size mismatch"),
+    ("model.latent_dim2", 2, "Unexpected key|Missing key"),
+])
+def test_config_that_no_longer_matches_the_weights(run, tiny_data, capsys, path, value, mismatch):
+    edit_config(run, path, value)
+    if path == "model.likelihood":
+        edit_config(run, "data.binarization", "grey")
+    with pytest.raises(ValueError, match=f"(?s)^{run / WEIGHTS}: weights do not match the run's "
+                                         f"{run / 'config.json'} .*({mismatch})"):
+        load_run(run)
+    (run / WEIGHTS).unlink()  # an unfinished run: load_run reads the checkpoint's best weights
+    with pytest.raises(ValueError, match=f"(?s)^{run / CHECKPOINT}: weights do not match .*({mismatch})"):
+        load_run(run)
+    code = cli.main(["train", "--resume", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{run / CHECKPOINT}: checkpoint does not match the run's config" in err
+    assert any(word in err for word in mismatch.split("|")), err
+
+
+def test_the_unedited_run_loads(run):
+    assert load_run(run).run_config.model.latent_dim == 2
