@@ -35,7 +35,7 @@ import numpy as np
 from .arrays import KEYS, sha256_array
 from .download import download
 from .errors import DataError, SourceUnavailable
-from .npzfile import read_npz
+from .npzfile import read_npz, write_npz_atomic
 
 Arrays = dict[str, np.ndarray]
 Batch = tuple[np.ndarray, np.ndarray]  # data (N, 3072) and labels (N,), uint8
@@ -489,21 +489,9 @@ def write_cache_atomic(
 ) -> None:
     """Write the four arrays to ``path`` as an .npz, never seen half-written.
 
-    As :func:`vaelab.data.npzfile.write_npz_atomic` (temp file, fsync, re-read
-    and verify, rename), but verified with :func:`verify_cifar`.
+    :func:`vaelab.data.npzfile.write_npz_atomic` (temp file, fsync, re-read and
+    verify, rename), verified with :func:`verify_cifar`. Without pinned digests
+    the re-read is still checked against the digests of what was written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, **{key: arrays[key] for key in KEYS})
-            out.flush()
-            os.fsync(out.fileno())
-        # unpinned digests: still prove the file re-reads as exactly what was written
-        expected = expected or {key: sha256_array(arrays[key]) for key in KEYS}
-        verify_cifar(read_npz(tmp), expected, f"cache temp file {tmp}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    expected = expected or {key: sha256_array(arrays[key]) for key in KEYS}
+    write_npz_atomic(path, arrays, expected, check=verify_cifar)

@@ -8,7 +8,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -120,13 +120,15 @@ def _read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
 
 
 def write_npz_atomic(
-    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], expected: Mapping[str, str]
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], expected: Mapping[str, str],
+    check: Callable[..., object] = verify,
 ) -> None:
     """Write the four arrays to ``path`` so that it is never seen half-written.
 
-    Writes a temp file in the same folder, fsyncs it, re-reads it and checks
-    the digests against ``expected``, then renames it into place. On any
-    failure the temp file is removed and ``path`` is left untouched.
+    Writes a temp file in the same folder, fsyncs it, re-reads it and checks it
+    with ``check(arrays, expected, source)`` (by default the MNIST-shaped
+    digest check), then renames it into place. On any failure the temp file is
+    removed and ``path`` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,7 @@ def write_npz_atomic(
             np.savez(out, **{key: arrays[key] for key in KEYS})
             out.flush()
             os.fsync(out.fileno())
-        verify(read_npz(tmp), expected, f"cache temp file {tmp}")
+        check(read_npz(tmp), expected, f"cache temp file {tmp}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
