@@ -69,3 +69,14 @@ def mnist_dir(mnist_raw, tmp_path_factory):
     np.savez(folder / "mnist.npz", x_train=mnist_raw.x_train, y_train=mnist_raw.y_train,
              x_test=mnist_raw.x_test, y_test=mnist_raw.y_test)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors: on a shared 2-core machine a second intra-op thread only waits."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
