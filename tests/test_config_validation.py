@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 import typing
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from vaelab.config import (
     preset_names,
     resolve_config,
 )
-from vaelab.data.views import make_views
 from vaelab.evaluate import EvaluationError, evaluate_images
 from vaelab.runs import load_run
-from vaelab.train import CHECKPOINT, WEIGHTS, Trainer, prepare_run_dir
+from vaelab.train import CHECKPOINT, WEIGHTS
+
+from tiny_runs import run, tiny_data, tiny_raw, trained  # noqa: F401  (fixtures)
 
 
 def field_paths(cls: type = RunConfig, prefix: str = "") -> dict[str, typing.Any]:
@@ -266,35 +266,6 @@ def test_vaelab_evaluate_with_k_below_one(run, tiny_data, capsys, k):
 
 
 # ---------------------------------------------------------------- a checkpoint and its config
-
-def tiny_raw():
-    from conftest import make_tiny_raw
-    return make_tiny_raw(n_train=300, n_test=60)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    config = resolve_config(overrides=["data.val_size=100", "train.batch_size=50", "train.epochs=1",
-                                       "model.encoder_hidden=[16]", "model.decoder_hidden=[16]",
-                                       "train.eval_batch_size=100"])
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    prepare_run_dir(run_dir, config)
-    Trainer(config, run_dir, make_views(tiny_raw(), config.data), progress=False, log=lambda *a: None).fit()
-    return run_dir
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
-
-
-@pytest.fixture
-def tiny_data(monkeypatch):
-    import vaelab.data
-    raw = tiny_raw()
-    monkeypatch.setattr(vaelab.data, "load_dataset", lambda *args, **kwargs: raw)
-    return raw
-
 
 def edit_config(run_dir: Path, path: str, value) -> None:
     values = json.loads((run_dir / "config.json").read_text())

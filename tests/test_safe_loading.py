@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import io
 import pickle
-import shutil
 import warnings
 from pathlib import Path
 
@@ -24,10 +23,11 @@ import vaelab
 from vaelab import cli, report
 from vaelab.config import ConfigError, resolve_config
 from vaelab.data import DataError, DataWarning, cifar, load_dataset
-from vaelab.data.views import make_views
 from vaelab.io import read_json, read_jsonl
 from vaelab.runs import load_run
-from vaelab.train import CHECKPOINT, WEIGHTS, Trainer, prepare_run_dir, read_run_config
+from vaelab.train import CHECKPOINT, WEIGHTS, read_run_config
+
+from tiny_runs import run, tiny_data, tiny_raw, trained  # noqa: F401  (fixtures)
 
 SRC = Path(vaelab.__file__).resolve().parent
 
@@ -192,40 +192,6 @@ def test_the_planted_files_would_run_code_if_unpickled(tmp_path, kind):
     else:
         pickle.loads(data)
     assert marker.exists()
-
-
-def tiny_raw():
-    from conftest import make_tiny_raw
-    return make_tiny_raw(n_train=300, n_test=60)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished tiny run folder (one epoch)."""
-    config = resolve_config(overrides=["data.val_size=100", "train.batch_size=50", "train.epochs=1",
-                                       "model.encoder_hidden=[16]", "model.decoder_hidden=[16]",
-                                       "train.eval_batch_size=100"])
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    prepare_run_dir(run_dir, config)
-    Trainer(config, run_dir, make_views(tiny_raw(), config.data), progress=False, log=lambda *a: None).fit()
-    for name in ("config.json", CHECKPOINT, WEIGHTS, "metrics.jsonl", "summary.json"):
-        assert (run_dir / name).is_file(), name
-    return run_dir
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    """A private copy of the trained run, to plant files in."""
-    return Path(shutil.copytree(trained, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
-
-
-@pytest.fixture
-def tiny_data(monkeypatch):
-    """`vaelab train --resume` loads the tiny data set instead of MNIST."""
-    import vaelab.data
-    raw = tiny_raw()
-    monkeypatch.setattr(vaelab.data, "load_dataset", lambda *args, **kwargs: raw)
-    return raw
 
 
 def resume(run_dir: Path, capsys) -> tuple[int, str]:
