@@ -937,11 +937,13 @@ def call_reader(reader: str, path: Path, n: int) -> None:
         _check(isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and labels.shape == (n,)
                and (labels < 10).all(), "labels")
     else:
-        saved, cifar.BATCH_SIZE = cifar.BATCH_SIZE, n
+        # Tiny fakes, and no pinned MD5s: those would refuse every mutant before the parser saw it.
+        saved = cifar.BATCH_SIZE, cifar.BATCH_MD5
+        cifar.BATCH_SIZE, cifar.BATCH_MD5 = n, {}
         try:
             arrays = cifar.read_archive(path)
         finally:
-            cifar.BATCH_SIZE = saved
+            cifar.BATCH_SIZE, cifar.BATCH_MD5 = saved
         _check_images(arrays, (3, 32, 32))
         _check(arrays["x_train"].shape[0] == 5 * n and arrays["x_test"].shape[0] == n, "batch sizes")
 

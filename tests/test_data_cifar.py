@@ -15,6 +15,7 @@ import io
 import os
 import pickle
 import pickletools
+import re
 import shlex
 import struct
 import tarfile
@@ -40,6 +41,7 @@ from vaelab.data import (
 
 N = 20  # images per fake batch
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+ORIGINAL_BATCH_MD5 = dict(cifar.BATCH_MD5)  # the fixture below blanks them for the fakes
 pytestmark = pytest.mark.filterwarnings("ignore::vaelab.data.UnpinnedDigestWarning")
 
 
@@ -174,8 +176,9 @@ def files_in(folder: Path) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """Tiny batches, no env var, no default mirrors, default cache inside tmp_path."""
+    """Tiny fake batches (so no pinned file MD5s), no env var, no default mirrors, default cache inside tmp_path."""
     monkeypatch.setattr(cifar, "BATCH_SIZE", N)
+    monkeypatch.setattr(cifar, "BATCH_MD5", {})
     monkeypatch.delenv("VAELAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setitem(sources.DEFAULT_MIRRORS, "cifar10", ())
@@ -568,6 +571,50 @@ def test_pinned_digests_are_checked(tmp_path, batches, cache, monkeypatch):
     other = write_folder(tmp_path / "other", make_batches(5))
     with pytest.raises(DataError, match=f"data-dir {other} .*SHA-256 mismatch for x_train"):
         load(cache, other)
+
+
+def md5_of(batches: dict[str, dict], dump=py3_pickle) -> dict[str, str]:
+    return {name: hashlib.md5(dump(batch)).hexdigest() for name, batch in batches.items()}
+
+
+def test_the_official_file_md5s_are_pinned():
+    assert set(ORIGINAL_BATCH_MD5) == set(cifar.BATCHES)
+    assert all(len(v) == 32 and int(v, 16) >= 0 for v in ORIGINAL_BATCH_MD5.values())
+
+
+@pytest.mark.parametrize("layout", ["folder", "archive"])
+def test_batch_files_matching_their_pinned_md5s_load_without_a_warning(tmp_path, batches, cache, monkeypatch,
+                                                                         layout):
+    monkeypatch.setattr(cifar, "BATCH_MD5", md5_of(batches, py2_pickle))
+    if layout == "folder":
+        root = write_folder(tmp_path / "d", batches, py2_pickle)
+    else:
+        root = write_archive(tmp_path / "d" / cifar.ARCHIVE, batch_members(batches, py2_pickle))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every file verified: no UnpinnedDigestWarning
+        assert_loaded(load(cache, root), batches)
+
+
+@pytest.mark.parametrize("layout", ["folder", "archive"])
+def test_a_batch_file_that_is_not_the_original_is_refused_before_unpickling(tmp_path, batches, cache,
+                                                                            monkeypatch, layout):
+    pinned = md5_of(batches, py2_pickle)
+    monkeypatch.setattr(cifar, "BATCH_MD5", pinned)
+    changed = dict(batches, data_batch_3=make_batches(7)["data_batch_3"])
+    if layout == "folder":
+        root = write_folder(tmp_path / "d", changed, py2_pickle)
+        where = f"{root / 'data_batch_3'}"
+    else:
+        root = write_archive(tmp_path / "d" / cifar.ARCHIVE, batch_members(changed, py2_pickle))
+        where = f"{root}:{cifar.FOLDER}/data_batch_3"
+    got = hashlib.md5(py2_pickle(changed["data_batch_3"])).hexdigest()
+    unpickled, real_load = [], cifar.CifarUnpickler.load
+    monkeypatch.setattr(cifar.CifarUnpickler, "load", lambda self: unpickled.append(1) or real_load(self))
+    with pytest.raises(DataError, match=f"{re.escape(where)}: MD5 {got} is not the official file's "
+                                        f"{pinned['data_batch_3']}"):
+        load(cache, root)
+    assert len(unpickled) == 2  # data_batch_1 and 2 only: the changed file never reached the unpickler
+    assert files_in(cache) == []
 
 
 def test_corrupt_or_wrong_cache_warns_is_removed_and_falls_through(server, batches, cache):

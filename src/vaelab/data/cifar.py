@@ -18,6 +18,7 @@ names are opened.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import math
 import os
@@ -64,6 +65,22 @@ MAX_OPCODES_PER_IMAGE = 16
 MAX_OPCODES_EXTRA = 1024
 _CHUNK = 1 << 20
 BATCH_KEYS = frozenset({b"batch_label", b"labels", b"data", b"filenames"})
+# MD5 of each batch file of the official archive (whose own MD5 is c58f30108f718f92721af3b95e74349a),
+# as published with it and pinned by torchvision: a file read from a folder or the archive must
+# match before it is unpickled. Only arrays from a .npz (a data folder's cifar10.npz, the cache)
+# are checked by structure alone.
+BATCH_MD5: dict[str, str] = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+class VerifiedArrays(dict):
+    """The four arrays, read from batch files that all matched :data:`BATCH_MD5`."""
 
 
 # ---------------------------------------------------------------- restricted unpickling
@@ -200,11 +217,13 @@ class CifarUnpickler(pickle.Unpickler):
         raise DataError(f"{self.source}: forbidden persistent id in pickle")
 
 
-def read_batch(stream: BinaryIO, source: str, expected_n: int | None = None) -> Batch:
+def read_batch(stream: BinaryIO, source: str, expected_n: int | None = None,
+               expected_md5: str | None = None) -> Batch:
     """Read one batch pickle from ``stream``; ``source`` names it in messages.
 
     Returns data (N, 3072) uint8 and labels (N,) uint8, N = ``expected_n``
-    (default :data:`BATCH_SIZE`). Any fault raises :class:`DataError`.
+    (default :data:`BATCH_SIZE`). Any fault raises :class:`DataError`, and so does
+    a file whose MD5 is not ``expected_md5`` (when given), before it is unpickled.
 
     The bytes are read (at most :data:`MAX_BATCH_BYTES`) and scanned opcode by opcode
     before anything is unpickled: the unpickler allocates what a length field claims
@@ -213,6 +232,10 @@ def read_batch(stream: BinaryIO, source: str, expected_n: int | None = None) -> 
     """
     expected_n = BATCH_SIZE if expected_n is None else expected_n
     data = _read_bounded(stream, source)
+    if expected_md5 is not None and (got := hashlib.md5(data).hexdigest()) != expected_md5:
+        raise DataError(f"{source}: MD5 {got} is not the official file's {expected_md5}; "
+                        f"this is not the original CIFAR-10 batch (a copy in cifar10.npz is "
+                        f"read without this check)")
     try:
         _scan_opcodes(data, source, expected_n)
         batch = CifarUnpickler(io.BytesIO(data), source).load()
@@ -298,13 +321,13 @@ def _check_labels(labels: Any, source: str, expected_n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- folders and archives
 
-def read_batch_file(path: Path, expected_n: int | None = None) -> Batch:
-    """Read one batch file: data (N, 3072) and labels (N,), uint8."""
+def read_batch_file(path: Path, expected_n: int | None = None, expected_md5: str | None = None) -> Batch:
+    """Read one batch file: data (N, 3072) and labels (N,), uint8 (see :func:`read_batch`)."""
     try:
         if path.stat().st_size > MAX_BATCH_BYTES:
             raise DataError(f"{path}: {path.stat().st_size} bytes, more than a batch can be")
         with open(path, "rb") as stream:
-            return read_batch(stream, str(path), expected_n)
+            return read_batch(stream, str(path), expected_n, expected_md5)
     except OSError as exc:
         raise DataError(f"{path}: cannot read batch: {exc}") from exc
 
@@ -314,7 +337,7 @@ def read_folder(folder: Path) -> Arrays:
     missing = [name for name in BATCHES if not (folder / name).is_file()]
     if missing:
         raise DataError(f"{folder}: incomplete CIFAR-10 batches, missing {', '.join(missing)}")
-    return assemble({name: read_batch_file(folder / name) for name in BATCHES})
+    return _checked({name: read_batch_file(folder / name, None, BATCH_MD5.get(name)) for name in BATCHES})
 
 
 def read_archive(path: Path, label: str | None = None) -> Arrays:
@@ -328,7 +351,7 @@ def read_archive(path: Path, label: str | None = None) -> Arrays:
     try:
         with gzip.open(path, "rb") as gz, tarfile.open(fileobj=_ChunkedReads(gz), mode="r:") as tar:
             members = _batch_members(tar, label)
-            return assemble({name: _read_member(tar, member, label)
+            return _checked({name: _read_member(tar, member, label, BATCH_MD5.get(name))
                              for name, member in members.items()})
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         raise DataError(f"{label}: unreadable tar.gz archive: {exc}") from exc
@@ -384,7 +407,7 @@ def _batch_members(tar: tarfile.TarFile, label: str) -> dict[str, tarfile.TarInf
     return found
 
 
-def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Batch:
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str, expected_md5: str | None) -> Batch:
     """Read one regular-file batch member into memory and unpickle it."""
     source = f"{label}:{member.name}"
     if member.size > MAX_BATCH_BYTES:
@@ -393,7 +416,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> B
     if stream is None:  # unreachable after isreg(); kept so a change there cannot slip by
         raise DataError(f"{source}: not a regular file")
     with stream:  # read in chunks: member.size is only what the header claims
-        return read_batch(stream, source)
+        return read_batch(stream, source, None, expected_md5)
 
 
 def assemble(batches: Mapping[str, Batch]) -> Arrays:
@@ -410,6 +433,12 @@ def assemble(batches: Mapping[str, Batch]) -> Arrays:
     x_test, y_test = batches[TEST_BATCH]
     return {"x_train": x_train, "y_train": y_train,
             "x_test": x_test.reshape(-1, *IMAGE_SHAPE), "y_test": y_test}
+
+
+def _checked(batches: Mapping[str, Batch]) -> Arrays:
+    """:func:`assemble`, marked verified when every batch was read against its pinned MD5."""
+    arrays = assemble(batches)
+    return VerifiedArrays(arrays) if all(name in BATCH_MD5 for name in BATCHES) else arrays
 
 
 # ---------------------------------------------------------------- sources

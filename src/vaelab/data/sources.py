@@ -8,8 +8,9 @@ or cached.
 
 CIFAR-10 (``cifar10``, see :mod:`.cifar`) has its own formats but the same
 chain: ``data_dir`` or ``$VAELAB_DATA``, the cache, then its public mirror; no
-system copy, no PyPI. Its digests are not pinned yet, so its structure is
-checked instead (and its digests too, once EXPECTED_DIGESTS has an entry).
+system copy, no PyPI. Its batch files are checked against the official MD5s
+as they are read; arrays from a .npz (the cache, a data folder's cifar10.npz)
+are checked by structure, and by digest too once EXPECTED_DIGESTS has an entry.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .pypi import WHEEL_REQUIREMENT, load_from_pypi
 
 Arrays = dict[str, np.ndarray]
 
-# cifar10 is deliberately absent: its digests must be pinned from a verified download
-# (`vaelab data fetch cifar10` prints them); until then only its structure is checked.
+# cifar10 is absent: its batch files' MD5s are pinned in cifar.BATCH_MD5, but the digests of
+# its decoded arrays need one verified download to pin (`vaelab data fetch cifar10` prints them).
 EXPECTED_DIGESTS: dict[str, dict[str, str]] = {
     "mnist": {
         "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
@@ -191,7 +192,7 @@ def _load_source(source: _Source, name: str) -> RawDataset:
         digests = _verify(name, arrays, where)
     except DataError as exc:
         raise type(exc)(_failure_line(source.label, exc)) from exc
-    if name not in EXPECTED_DIGESTS:
+    if name not in EXPECTED_DIGESTS and not isinstance(arrays, cifar.VerifiedArrays):
         warnings.warn(f"{name}: no pinned SHA-256 digests, so only its structure was checked; "
                       f"pin the digests `vaelab data fetch {name}` prints once they are "
                       f"confirmed", UnpinnedDigestWarning, stacklevel=3)
