@@ -108,54 +108,66 @@ def main() -> None:
     example = ExampleVAE().to(device)
     example_opt = torch.optim.Adam(example.parameters(), lr=1e-3)
 
-    overrides = [f"model.encoder_hidden=[{HIDDEN}]", f"model.decoder_hidden=[{HIDDEN}]",
-                 f"model.latent_dim={LATENT}", f"train.batch_size={BATCH}", "data.val_size=1",
-                 f"train.epochs={10**6}", f"train.device={args.device}"]
-    if args.compile:
-        overrides.append("train.compile=true")
-    config = resolve_config("mnist-lab", overrides=overrides)
-    run_dir = Path(tempfile.mkdtemp(prefix="vaelab-speed-")) / "run"
-    prepare_run_dir(run_dir, config)
-    data = make_views(raw, config.data, device)
-    trainer = Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
-    vaelab_epoch = _epoch_runner(trainer)
-
+    trainers = {"vaelab": _trainer(raw, args, "auto")}  # the default path
+    if trainers["vaelab"].network_dtype is not None:  # mixed precision: show float32 beside it
+        trainers["vaelab float32"] = _trainer(raw, args, "float32")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
           f"device {device}, {torch.get_num_threads()} CPU threads")
+    for name, trainer in trainers.items():
+        print(f"{name}: network products in {trainer.network_dtype or torch.float32}")
     rate = matmul_rate(device)
     print(f"float32 matrix product: {rate:.0f} GFLOP/s")
-    example_epoch(example, example_opt, loader, device)  # warm-up, both
-    vaelab_epoch()
-    example_times, vaelab_times = [], []
+    example_epoch(example, example_opt, loader, device)  # warm-up, all
+    for trainer in trainers.values():
+        _timed_epoch(trainer)
+    times: dict[str, list[float]] = {"example": [], **{name: [] for name in trainers}}
+    elbo: dict[str, float] = {}
     for round_ in range(args.rounds):
         for _ in range(args.epochs):
             start = time.perf_counter()
             loss = example_epoch(example, example_opt, loader, device)
             _sync(device)
-            example_times.append(time.perf_counter() - start)
-        for _ in range(args.epochs):
-            vaelab_times.append(vaelab_epoch())
-        print(f"round {round_ + 1}: example {sum(example_times[-args.epochs:]) / args.epochs:.3f} s/epoch "
-              f"(loss {loss:.1f}), vaelab {sum(vaelab_times[-args.epochs:]) / args.epochs:.3f} s/epoch")
-    example_s, vaelab_s = min(example_times), min(vaelab_times)
-    work = flops_per_epoch(len(data.train))
-    print(f"example: {example_s:.3f} s/epoch, {work / example_s / 1e9:.0f} GFLOP/s ({work / example_s / 1e9 / rate:.0%} "
-          f"of the matrix-product rate)")
-    print(f"vaelab:  {vaelab_s:.3f} s/epoch, {work / vaelab_s / 1e9:.0f} GFLOP/s ({work / vaelab_s / 1e9 / rate:.0%} "
-          f"of the matrix-product rate)")
+            times["example"].append(time.perf_counter() - start)
+        for name, trainer in trainers.items():
+            for _ in range(args.epochs):
+                seconds, elbo[name] = _timed_epoch(trainer)
+                times[name].append(seconds)
+        line = ", ".join(f"{name} {sum(t[-args.epochs:]) / args.epochs:.3f}" for name, t in times.items())
+        print(f"round {round_ + 1} (s/epoch): {line}; example loss {loss:.1f} (BCE on grey pixels), "
+              + ", ".join(f"{name} train ELBO {value:.1f}" for name, value in elbo.items()))
+    work = flops_per_epoch(len(trainers["vaelab"].data.train))
+    best = {name: min(t) for name, t in times.items()}
+    for name, seconds in best.items():
+        gflops = work / seconds / 1e9
+        print(f"{name + ':':16s}{seconds:.3f} s/epoch, {gflops:.0f} GFLOP/s ({gflops / rate:.0%} of the float32 "
+              f"matrix-product rate), {best['example'] / seconds:.2f}x the example")
+    example_s, vaelab_s = best["example"], best["vaelab"]
     print(f"speedup {example_s / vaelab_s:.2f}")
 
 
-def _epoch_runner(trainer: Trainer):
-    """Time one training epoch of vaelab's loop, without its validation pass."""
-    def run() -> float:
-        start = time.perf_counter()
-        trainer.train_epoch()
-        _sync(trainer.device)
-        seconds = time.perf_counter() - start
-        trainer.restart_epoch()
-        return seconds
-    return run
+def _trainer(raw, args: argparse.Namespace, precision: str) -> Trainer:
+    """vaelab on the example's architecture and batch (no validation split to speak of)."""
+    overrides = [f"model.encoder_hidden=[{HIDDEN}]", f"model.decoder_hidden=[{HIDDEN}]",
+                 f"model.latent_dim={LATENT}", f"train.batch_size={BATCH}", "data.val_size=1",
+                 f"train.epochs={10**6}", f"train.device={args.device}", f"train.precision={precision}"]
+    if args.compile:
+        overrides.append("train.compile=true")
+    config = resolve_config("mnist-lab", overrides=overrides)
+    run_dir = Path(tempfile.mkdtemp(prefix="vaelab-speed-")) / "run"
+    prepare_run_dir(run_dir, config)
+    data = make_views(raw, config.data, torch.device(args.device))
+    return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
+
+
+def _timed_epoch(trainer: Trainer) -> tuple[float, float]:
+    """Seconds of one training epoch of vaelab's loop (without its validation pass), and its train ELBO."""
+    start = time.perf_counter()
+    trainer.train_epoch()
+    _sync(trainer.device)
+    seconds = time.perf_counter() - start
+    elbo = trainer.sums[0].item() / len(trainer.data.train)
+    trainer.restart_epoch()
+    return seconds, elbo
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ INVALID: dict[str, list] = {
     "train.nonfinite": ["ignore"],
     "train.compile": ["yes", 1],  # a bool: only a wrong type is invalid
     "train.compile_mode": ["fast"],
+    "train.precision": ["bf16", "float16"],
     "evaluate.samples": [-1],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],
     "figures.names": [["histogram"], "samples"],

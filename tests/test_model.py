@@ -54,3 +54,21 @@ def test_gaussian_model_has_learned_variance():
     assert "head.raw_sigma" in names
     x = torch.rand(3, 784)
     assert model.likelihood(model.posterior(x).mean).log_prob(x).shape == (3,)
+
+
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+def test_mixed_precision_rounds_only_the_network_products(net):
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(net=net, latent_dim=4, encoder_hidden=[64], decoder_hidden=[64]))
+    x = (torch.rand(8, 784) < 0.3).float()
+    q32 = model.posterior(x)
+    p32 = model.likelihood(q32.mean)
+    with model.mixed_precision(torch.bfloat16):
+        q16 = model.posterior(x)
+        p16 = model.likelihood(q16.mean)
+        log_px = p16.log_prob(x)
+    assert model.network_dtype is None  # restored after the block
+    assert q16.mean.dtype == p16.mean.dtype == log_px.dtype == torch.float32
+    assert not torch.equal(q16.mean, q32.mean)  # the products were rounded...
+    torch.testing.assert_close(q16.mean, q32.mean, atol=0.05, rtol=0.05)  # ...to bfloat16's 8 bits
+    torch.testing.assert_close(log_px, p32.log_prob(x), atol=2.0, rtol=0.01)

@@ -181,6 +181,7 @@ class TrainConfig:
     train_subset: int = 0  # use only the first N training images; 0 = all (for tests)
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
     nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
+    precision: str = "auto"  # of the network products in training steps: auto | float32 | bfloat16 (see train.network_dtype)
     compile: bool = False  # torch.compile the encoder and decoder
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
 
@@ -194,6 +195,7 @@ class TrainConfig:
         _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
         _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _one_of(self.nonfinite, ("stop", "skip"), f"{prefix}.nonfinite")
+        _one_of(self.precision, ("auto", "float32", "bfloat16"), f"{prefix}.precision")
         _one_of(self.compile_mode, ("default", "reduce-overhead", "max-autotune"), f"{prefix}.compile_mode")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -55,7 +55,13 @@ class BernoulliImage(Independent):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """value: (..., n_pixels), broadcast against the logits (..., n_pixels) -> (...)."""
         logits = self.base_dist.logits
-        return torch.einsum("...p,...p->...", logits, value.to(logits.dtype)) - nn.functional.softplus(logits).sum(-1)
+        value = value.to(logits.dtype)
+        if logits[..., 0].numel() > value[..., 0].numel():
+            # several z per image: one matrix-vector product per image
+            dot = torch.einsum("...p,...p->...", logits, value)
+        else:  # one z per image: einsum would run a batch of 1x1 products, a loop on a CPU
+            dot = (logits * value).sum(-1)
+        return dot - nn.functional.softplus(logits).sum(-1)
 
 
 class GaussianHead(nn.Module):

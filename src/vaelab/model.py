@@ -13,7 +13,8 @@ Variants are chosen by config and looked up in registries: the latent family
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -79,6 +80,28 @@ class VAE(nn.Module):
         self.head = head_cls(config, self.n_pixels)
         self.top = TopLayer(config) if config.latent_dim2 else None
         self.latent_dim = self.latent.size + (config.latent_dim2 if self.top else 0)
+        self.network_dtype: torch.dtype | None = None  # set by `mixed_precision`, during training steps
+
+    @contextmanager
+    def mixed_precision(self, dtype: torch.dtype | None) -> Iterator[None]:
+        """Within the block, the encoder and decoder multiply in `dtype` (autocast; None: float32).
+
+        Their outputs come back as float32, so distributions, log-probabilities and KLs are
+        always computed in float32; only the network products (and the activations between
+        them) are rounded. Training steps use it; evaluation never does.
+        """
+        saved, self.network_dtype = self.network_dtype, dtype
+        try:
+            yield
+        finally:
+            self.network_dtype = saved
+
+    def _run(self, net: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor:
+        if self.network_dtype is None:
+            return net(*inputs)
+        with torch.autocast(inputs[0].device.type, dtype=self.network_dtype):
+            out = net(*inputs)
+        return out.float()
 
     @property
     def device(self) -> torch.device:
@@ -101,7 +124,7 @@ class VAE(nn.Module):
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x[, y]); x: (batch, n_pixels), y: (batch,) labels -> batch_shape (batch,)."""
-        posterior = self.latent.posterior(self.encoder(x, self._one_hot(y, x)))
+        posterior = self.latent.posterior(self._run(self.encoder, x, self._one_hot(y, x)))
         return self.top.posterior(posterior) if self.top else posterior
 
     def likelihood(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -113,7 +136,7 @@ class VAE(nn.Module):
             z = z[..., :self.latent.size]
         z = self.latent.flatten(z)
         extra = self._one_hot(y, z)
-        return self.head(self.decoder(z if extra is None else torch.cat([z, extra], -1)))
+        return self.head(self._run(self.decoder, z if extra is None else torch.cat([z, extra], -1)))
 
     def kl(self, posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
         """KL(q || p) per data point: analytic where there is a closed form, Monte-Carlo over z otherwise."""
