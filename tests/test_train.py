@@ -227,7 +227,7 @@ def test_bfloat16_products_train_like_float32(tmp_path, tiny_raw):
     assert runs["float32"].network_dtype is None and runs["bfloat16"].network_dtype is torch.bfloat16
     val = {}
     for precision, trainer in runs.items():
-        trainer.fit()
+        assert trainer.fit()["network_precision"] == precision
         val[precision] = dataset_elbo(trainer.model, trainer.data.val, 50, seed=1)["elbo"]
     # the same seed and data: the runs part only by rounding, and end within Monte-Carlo noise
     assert val["bfloat16"] != val["float32"]

@@ -61,6 +61,7 @@ SUMMARY_LABELS = {
     "binarization": "binarization",
     "units": "units",
     "device": "device",
+    "network_precision": "network products in training steps",
     "torch": "torch",
     "finished_at": "finished at",
 }

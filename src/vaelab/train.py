@@ -470,6 +470,7 @@ class Trainer:
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
+            "network_precision": str(self.network_dtype or torch.float32).removeprefix("torch."),
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
         summary["processes"] = self.parallel.world
