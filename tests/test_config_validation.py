@@ -174,6 +174,8 @@ def wrong_types(hint) -> list:
         return ["samples", [1], [None], None]
     if hint == str | None:
         return [1, True, ["x"]]
+    if hint == float | None:
+        return ["0.1", True, [0.1]]
     raise AssertionError(f"no wrong types listed for {hint}")
 
 

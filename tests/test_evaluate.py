@@ -8,7 +8,7 @@ import torch
 from linear_gaussian import LinearGaussian, sample_data
 from vaelab.config import DataConfig, ModelConfig, RunConfig
 from vaelab.data.views import make_views
-from vaelab.evaluate import (EvaluationError, check_scorable, evaluate_images, importance_log_likelihood,
+from vaelab.evaluate import (EvaluationError, check_scorable, chunk_memory_mb, evaluate_images, importance_log_likelihood,
                              plan_chunks, reference_log_likelihood)
 from vaelab.model import VAE
 from vaelab.objectives import elbo
@@ -128,3 +128,12 @@ def test_bernoulli_nll_of_grey_pixels_is_refused():
     with pytest.raises(EvaluationError, match="not normalized.*binarization=dynamic"):
         check_scorable(config)
     check_scorable(RunConfig(data=DataConfig(binarization="grey"), model=ModelConfig(likelihood="gaussian")))
+
+
+def test_chunk_memory_defaults_by_device_and_is_recorded(tiny_data):
+    assert chunk_memory_mb(None, torch.device("cpu")) == 64.0  # below malloc's 32 MB mmap ceiling per tensor
+    assert chunk_memory_mb(None, torch.device("cuda")) == 1024.0
+    assert chunk_memory_mb(3.0, torch.device("cpu")) == 3.0
+    model = VAE(ModelConfig(latent_dim=2, encoder_hidden=[16], decoder_hidden=[16]))
+    assert evaluate_images(model, tiny_data.test, k=20, seed=0)["memory_mb"] == 64.0
+    assert evaluate_images(model, tiny_data.test, k=20, seed=0, memory_mb=1)["memory_mb"] == 1

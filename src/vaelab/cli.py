@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--memory-mb", type=float, default=1024.0, help="memory bound of one chunk of work")
+    evaluate.add_argument("--memory-mb", type=float, default=None,
+                          help="memory bound of one chunk of work (default 64 on a CPU, 1024 on a GPU)")
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     evaluate.add_argument("--data-dir")
     evaluate.set_defaults(func=_cmd_evaluate)

@@ -206,11 +206,11 @@ class EvaluateConfig:
     """What `vaelab train` evaluates when training ends."""
 
     samples: int = 0  # K for the importance-sampled NLL of the test set; 0 = only the test ELBO
-    memory_mb: float = 1024.0
+    memory_mb: float | None = None  # bound on one chunk of the NLL's work; unset: evaluate.chunk_memory_mb picks by device
 
     def validate(self, prefix: str = "evaluate") -> None:
         _check(self.samples >= 0, f"{prefix}.samples", f"must be >= 0 (0 = no NLL), got {self.samples}")
-        _check(self.memory_mb > 0, f"{prefix}.memory_mb", f"must be > 0, got {self.memory_mb}")
+        _check(self.memory_mb is None or self.memory_mb > 0, f"{prefix}.memory_mb", f"must be > 0, got {self.memory_mb}")
 
 
 @dataclass
