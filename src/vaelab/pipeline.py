@@ -36,6 +36,8 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
         prepare_run_dir(run_dir, config)
     parallel.barrier()
     trainer = Trainer(config, run_dir, data, log=log, parallel=parallel)
+    log(f"training on {device}, network products in {trainer.precision_name} "
+        f"(train.precision = {config.train.precision!r})")
     if resume and not (run_dir / CHECKPOINT).exists():
         log("no checkpoint yet (stopped before its first one): starting from the beginning")
         trainer.forget_partial_metrics()

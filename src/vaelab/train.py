@@ -236,6 +236,11 @@ class Trainer:
         if self.progress is None:
             self.progress = sys.stderr.isatty()
 
+    @property
+    def precision_name(self) -> str:
+        """"bfloat16" or "float32": the dtype the networks multiply in during training steps."""
+        return str(self.network_dtype or torch.float32).removeprefix("torch.")
+
     # -- checkpoints
 
     def _rank_noise(self, step: int) -> torch.Generator:
@@ -470,7 +475,7 @@ class Trainer:
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
-            "network_precision": str(self.network_dtype or torch.float32).removeprefix("torch."),
+            "network_precision": self.precision_name,
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
         summary["processes"] = self.parallel.world
