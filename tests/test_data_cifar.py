@@ -10,7 +10,6 @@ used is a local HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
 import pickle
@@ -19,14 +18,13 @@ import re
 import shlex
 import struct
 import tarfile
-import threading
 import warnings
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mirror_server import serve
 
 from vaelab.data import (
     EXPECTED_DIGESTS,
@@ -665,23 +663,6 @@ def test_cache_write_is_atomic(tmp_path, batches, cache, monkeypatch):
 
 # ---------------------------------------------------------------- mirror
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files; under /short/ it announces the full size but sends half."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        if not self.path.startswith("/short/"):
-            return super().do_GET()
-        body = Path(self.directory, "good", cifar.ARCHIVE).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
-        self.close_connection = True
-
-
 @pytest.fixture
 def server(tmp_path, batches):
     """Mirrors good/, truncated/, html/, unbalanced/, other/ (valid, other data), empty/."""
@@ -696,14 +677,8 @@ def server(tmp_path, batches):
     write_archive(root / "unbalanced" / cifar.ARCHIVE, batch_members(unbalanced))
     write_archive(root / "other" / cifar.ARCHIVE, batch_members(make_batches(7)))
     (root / "empty").mkdir()
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serve(root) as url:
+        yield url
 
 
 def test_good_mirror_loads_and_caches(server, batches, cache):

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import struct
 import subprocess
-import threading
 import warnings
 import zipfile
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mirror_server import serve
 
 from vaelab.data import (
     EXPECTED_DIGESTS,
@@ -108,23 +106,6 @@ def cache(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files; under /short/ it announces the full size but sends half."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        if not self.path.startswith("/short/"):
-            return super().do_GET()
-        body = Path(self.directory, "good", self.path.rsplit("/", 1)[-1]).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
-        self.close_connection = True
-
-
 @pytest.fixture
 def server(tmp_path, fake):
     """A loopback HTTP server with mirrors good/, truncated/, wrong/, short/, empty/."""
@@ -135,14 +116,8 @@ def server(tmp_path, fake):
     (root / "truncated").mkdir()
     for path in good.iterdir():
         (root / "truncated" / path.name).write_bytes(path.read_bytes()[:-20])
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serve(root) as url:
+        yield url
 
 
 def load(cache: Path, **kwargs) -> RawDataset:
