@@ -310,17 +310,24 @@ class Trainer:
             self.save_checkpoint()
         return self.finish()
 
-    def _epoch_order(self) -> torch.Tensor:
-        """This epoch's permutation, re-drawn from the epoch's starting RNG state when resuming."""
+    def _epoch_images(self) -> ImageSet:
+        """This epoch's training images in order, drawn once (binarized, for a dynamic view).
+
+        The permutation and the binarization are drawn at the start of the epoch; when resuming
+        mid-epoch both are re-drawn from the epoch's starting RNG state, so they are the same.
+        """
         n = len(self.data.train)
-        if self.state.step_in_epoch == 0:
+        resuming = self.state.step_in_epoch > 0
+        if resuming:
+            current = self.generator.get_state()
+            self.generator.set_state(self.epoch_start_rng)
+        else:
             self.epoch_start_rng = self.generator.get_state()
-            return torch.randperm(n, generator=self.generator, device=self.device)
-        current = self.generator.get_state()
-        self.generator.set_state(self.epoch_start_rng)
         order = torch.randperm(n, generator=self.generator, device=self.device)
-        self.generator.set_state(current)
-        return order
+        images = self.data.train.draw(order, self.noise)
+        if resuming:
+            self.generator.set_state(current)
+        return images
 
     def train_epoch(self) -> bool:
         """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
@@ -329,19 +336,20 @@ class Trainer:
             group["lr"] = learning_rate(self.config.optim, state.epoch)
         if self.config.model.latent == "categorical":
             self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
-        order = self._epoch_order()
-        n_batches = math.ceil(len(order) / cfg.batch_size)
+        images = self._epoch_images()
+        n_batches = math.ceil(len(images) / cfg.batch_size)
         bar = tqdm(total=n_batches, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, unit="batch")
         started = time.perf_counter() - state.seconds
         while state.step_in_epoch < n_batches:
-            index = order[state.step_in_epoch * cfg.batch_size:(state.step_in_epoch + 1) * cfg.batch_size]
-            batch_total = len(index)
-            labels = self.data.train.labels[index] if self.model.n_labels else None
+            start = state.step_in_epoch * cfg.batch_size
+            rows = slice(start, min(start + cfg.batch_size, len(images)))
+            batch_total = rows.stop - rows.start
             if self.parallel.active:
-                share = self.parallel.shard(len(index))
-                index, labels = index[share], labels[share] if labels is not None else None
-            self._step(self.data.train.batch(index, self.noise), labels, batch_total)
+                share = self.parallel.shard(batch_total)
+                rows = slice(start + share.start, start + share.stop)
+            labels = images.labels[rows] if self.model.n_labels else None
+            self._step(images.batch(rows), labels, batch_total)
             state.step_in_epoch += 1
             state.global_step += 1
             state.seconds = time.perf_counter() - started

@@ -13,7 +13,7 @@ host-to-device copy sits in the training loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,13 +32,15 @@ class ImageSet:
     labels: torch.Tensor
     resample: bool  # True: binarize anew at every draw (pixels are 0..255)
     binary: bool  # True: pixels are {0,1}
+    # (flat positions, probabilities) of the pixels strictly between 0 and 255, built by the first `draw`
+    _uncertain: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
 
     def batch(self, index: torch.Tensor | slice, generator: torch.Generator | None = None) -> torch.Tensor:
         """The float batch (len(index), n_pixels) in [0, 1] (in {0, 1} for binarized views)."""
-        pixels = self.pixels[index]
+        pixels = self.pixels[index] if isinstance(index, slice) else self.pixels.index_select(0, index)
         if self.binary:
             return pixels.float()
         grey = pixels.float().div_(255.0)
@@ -47,6 +49,42 @@ class ImageSet:
         # P(u < p) = p: the same Bernoulli draw as torch.bernoulli, several times faster on a CPU.
         u = torch.rand(grey.shape, generator=generator, device=grey.device)
         return (u < grey).float()
+
+    def draw(self, index: torch.Tensor, generator: torch.Generator | None = None) -> ImageSet:
+        """The images at `index` (1-d, any order) as one draw, in that order.
+
+        A resampled (dynamic) view comes back binarized: every pixel an independent
+        Bernoulli(x/255) drawn from `generator`, the same distribution `batch` draws from.
+        Other views come back as they are. A training epoch draws all its images this way
+        at once: one pass over the set instead of many small ones, and on a CPU only the
+        pixels whose outcome is uncertain (0 < x < 255: a fifth of MNIST's) draw a number.
+        """
+        labels = self.labels.index_select(0, index)
+        if not self.resample:
+            return ImageSet(self.pixels.index_select(0, index), labels, resample=False, binary=self.binary)
+        return ImageSet(self._binarized(generator).index_select(0, index), labels, resample=False, binary=True)
+
+    def _binarized(self, generator: torch.Generator | None) -> torch.Tensor:
+        """All pixels binarized once, (n, n_pixels) uint8 in {0, 1}, in the set's order."""
+        if self._uncertain is None:
+            flat = self.pixels.reshape(-1)
+            uncertain = flat.sub(1).lt_(254)  # uint8 arithmetic wraps 0 to 255: true for 1..254
+            if self.pixels.device.type != "cpu" or uncertain.sum() > flat.numel() // 4:
+                # a GPU draws every pixel as fast; so does a set of mostly grey pixels, which
+                # would need 8 bytes of position for each one
+                self._uncertain = (torch.empty(0, dtype=torch.long), torch.empty(0))
+            else:
+                at = uncertain.nonzero().squeeze(1)
+                self._uncertain = (at, flat.index_select(0, at).float().div_(255.0))
+        at, probability = self._uncertain
+        if not at.numel():
+            return torch.cat([self.batch(slice(start, start + _DRAW_ROWS), generator).to(torch.uint8)
+                              for start in range(0, len(self), _DRAW_ROWS)])
+        # x = 0 and x = 255 are certain (Bernoulli(0), Bernoulli(1)); only the others draw
+        binary = self.pixels.eq(255).view(torch.uint8)
+        drawn = torch.rand(probability.shape, generator=generator, device=probability.device) < probability
+        binary.view(-1).index_copy_(0, at, drawn.view(torch.uint8))
+        return binary
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 shuffle: bool = False) -> Iterator[torch.Tensor]:
@@ -64,6 +102,9 @@ class ImageSet:
 
     def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.pixels.to(device), self.labels.to(device), self.resample, self.binary)
+
+
+_DRAW_ROWS = 4096  # images binarized at a time when every pixel draws (bounds the float temporaries)
 
 
 @dataclass
