@@ -164,6 +164,27 @@ def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_ch
     assert not (trainer.run_dir / ".lock").exists()
 
 
+@pytest.mark.parametrize("at_step, expect", [
+    (20, "the loss became NaN or infinite at epoch 2, step 6 (optimizer step 22 in all) (the weights it was "
+         "computed with were already not finite: most likely the gradient of the step before)"),
+    (15, "the gradient became NaN or infinite at epoch 1, step 16 (optimizer step 16 in all)"),
+])
+def test_a_nan_gradient_with_a_finite_loss_is_caught_by_the_next_loss_or_the_checkpoint(tmp_path, tiny_raw,
+                                                                                        at_step, expect):
+    """Only the loss is checked every step; a NaN gradient shows in the next loss, or in the weights saved."""
+    from vaelab.train import NonFiniteError
+
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
+    weight = trainer.model.decoder.last.weight
+    weight.register_hook(lambda g: g * float("nan") if trainer.state.global_step == at_step else g)
+    with pytest.raises(NonFiniteError) as err:
+        trainer.fit()
+    assert expect in str(err.value)
+    kept, meta = load_tensors(trainer.run_dir / CHECKPOINT) if (trainer.run_dir / CHECKPOINT).exists() else ({}, {})
+    assert all(torch.isfinite(v).all() for v in kept.values() if v.is_floating_point())
+    assert (json.loads(meta["state"])["epoch"] == 1) if at_step == 20 else not kept
+
+
 def test_skip_mode_skips_and_counts_nonfinite_steps(tmp_path, tiny_raw):
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "train.nonfinite=skip")
     step = trainer._step

@@ -47,9 +47,9 @@ class BernoulliHead(nn.Module):
 class BernoulliImage(Independent):
     """Independent Bernoulli pixels whose log_prob is computed as x . logits - sum softplus(logits).
 
-    The same value as torch's (log sigmoid(l) = l - softplus(l)), in one dot product and one
-    softplus instead of an elementwise cross-entropy: the importance-sampled NLL evaluates this
-    for millions of (image, z) pairs, and it is half of that work.
+    The same value as torch's (log sigmoid(l) = l - softplus(l)), for many z per image in one
+    dot product and one softplus instead of an elementwise cross-entropy: the importance-sampled
+    NLL evaluates this for millions of (image, z) pairs, and it is half of that work.
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -59,9 +59,11 @@ class BernoulliImage(Independent):
         if logits[..., 0].numel() > value[..., 0].numel():
             # several z per image: one matrix-vector product per image
             dot = torch.einsum("...p,...p->...", logits, value)
-        else:  # one z per image: einsum would run a batch of 1x1 products, a loop on a CPU
-            dot = (logits * value).sum(-1)
-        return dot - nn.functional.softplus(logits).sum(-1)
+            return dot - nn.functional.softplus(logits).sum(-1)
+        # one z per image (einsum would run a batch of 1x1 products, a loop on a CPU): torch's
+        # fused cross-entropy on logits is the same value, one kernel forward and one backward
+        logits, value = torch.broadcast_tensors(logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
 class GaussianHead(nn.Module):

@@ -220,6 +220,7 @@ class Trainer:
             for net in (self.model.encoder, self.model.decoder):
                 net.compile(mode=self.config.train.compile_mode)
         self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
+        self.parameters = list(self.model.parameters())
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
         # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
         # In one process they are one stream, which is what makes a resumed run exact.
@@ -248,6 +249,8 @@ class Trainer:
         return torch.Generator(self.device).manual_seed(seed % 2**63)
 
     def save_checkpoint(self) -> None:
+        """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
+        self._check_finite()
         if not self.parallel.is_main:
             return
         optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
@@ -385,45 +388,63 @@ class Trainer:
         objective = OBJECTIVES[self.config.objective.name]
         with self.model.mixed_precision(self.network_dtype):
             terms = objective(self.model, x, self.config.objective.samples, self.noise, y, self.kl_weight())
-        loss = -terms.objective.sum() / batch_total  # summed over ranks: the mean over the whole batch
-        self.optimizer.zero_grad(set_to_none=True)
+        loss = terms.objective.sum() * (-1.0 / batch_total)  # summed over ranks: the mean over the whole batch
+        for parameter in self.parameters:
+            parameter.grad = None
         loss.backward()
-        self.parallel.sum_gradients(list(self.model.parameters()))
-        fault = self._nonfinite(loss)
+        self.parallel.sum_gradients(self.parameters)
         if self.config.train.nonfinite == "skip":
-            if fault.item():  # a host sync every step: the price of deciding before the update
+            if self._nonfinite(loss).item():  # a host sync every step: the price of deciding before the update
                 self.state.skipped_steps += 1
                 return
         else:
-            # Noted on the device (first fault only), read every step on a CPU and every 50 on a GPU,
-            # so there is no host sync per step there. Encoded as 4 * (step + 1) + kind.
-            first = (self.fault == 0) & (fault > 0)
-            self.fault = torch.where(first, 4 * (self.state.global_step + 1) + fault, self.fault)
+            # Only the loss is checked every step: a NaN or infinite gradient makes the weights it
+            # updates non-finite, and with them the next step's loss; `save_checkpoint` checks the
+            # weights themselves. The first fault's step is noted on the device, read every step
+            # on a CPU and every 50 on a GPU, so there is no host sync per step there.
+            first = (self.fault == 0) & ~torch.isfinite(loss)
+            self.fault = torch.where(first, self.state.global_step + 1, self.fault)
             if self.device.type == "cpu" or self.state.global_step % 50 == 0:
                 self.raise_if_nonfinite()
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
-            self.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum(),
-                                      terms.objective.sum()])
+            self.sums += torch.stack([terms.elbo, terms.reconstruction, terms.kl, terms.objective]).sum(1)
 
     def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
         """0 if the loss and every gradient are finite, 1 if the loss is not, 2 if only a gradient is not."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         return torch.where(~torch.isfinite(loss), 1, torch.where(~torch.isfinite(grad_norm), 2, 0))
 
     def raise_if_nonfinite(self) -> None:
-        """Stop, keeping the last good checkpoint, if a step's loss or gradients went NaN or infinite."""
+        """Stop, keeping the last good checkpoint, if a step's loss or gradients went NaN or infinite.
+
+        The loss of step s is not finite either by itself or because the weights it was computed
+        with were not (most likely from the update of step s - 1); read at step s, the message says which.
+        """
         value = int(self.fault.item())
         if not value:
             return
-        step, kind = value // 4 - 1, value % 4
+        step = value - 1
+        weights_bad = step == self.state.global_step and not self._weights_finite()
+        self._raise_nonfinite(step, "loss", " (the weights it was computed with were already not finite: "
+                              "most likely the gradient of the step before)" if weights_bad else "")
+
+    def _check_finite(self) -> None:
+        """raise_if_nonfinite, and the weights too: the last step's loss was finite, its gradient may not be."""
+        self.raise_if_nonfinite()
+        if not self._weights_finite():
+            self._raise_nonfinite(self.state.global_step - 1, "gradient")
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters)
+
+    def _raise_nonfinite(self, step: int, what: str, why: str = "") -> None:
         steps_per_epoch = math.ceil(len(self.data.train) / self.config.train.batch_size)
-        what = "loss" if kind == 1 else "gradient"
         cfg = self.config
         raise NonFiniteError(
             f"training stopped: the {what} became NaN or infinite at epoch {step // steps_per_epoch + 1}, step "
-            f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all). The last good checkpoint is kept: "
+            f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all){why}. The last good checkpoint is kept: "
             f"{self.run_dir / CHECKPOINT}. Likely causes: a learning rate too high (optim.lr = {cfg.optim.lr}); "
             f"a variance collapsing to zero (model.min_sigma = {cfg.model.min_sigma} for a Gaussian likelihood); "
             f"too strong a KL weight. Edit {self.run_dir / 'config.json'} and continue with --resume, or set "
@@ -431,7 +452,7 @@ class Trainer:
 
     def _end_epoch(self, stopped_by_steps: bool) -> None:
         cfg, state = self.config.train, self.state
-        self.raise_if_nonfinite()
+        self._check_finite()
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
