@@ -67,15 +67,15 @@ class ImageSet:
     def _binarized(self, generator: torch.Generator | None) -> torch.Tensor:
         """All pixels binarized once, (n, n_pixels) uint8 in {0, 1}, in the set's order."""
         if self._uncertain is None:
+            self._uncertain = (torch.empty(0, dtype=torch.long), torch.empty(0))
             flat = self.pixels.reshape(-1)
-            uncertain = flat.sub(1).lt_(254)  # uint8 arithmetic wraps 0 to 255: true for 1..254
-            if self.pixels.device.type != "cpu" or uncertain.sum() > flat.numel() // 4:
-                # a GPU draws every pixel as fast; so does a set of mostly grey pixels, which
-                # would need 8 bytes of position for each one
-                self._uncertain = (torch.empty(0, dtype=torch.long), torch.empty(0))
-            else:
-                at = uncertain.nonzero().squeeze(1)
-                self._uncertain = (at, flat.index_select(0, at).float().div_(255.0))
+            # A GPU draws every pixel as fast. So does a CPU for a set of mostly grey pixels, where
+            # the positions (8 bytes each) would outweigh the images.
+            if self.pixels.device.type == "cpu":
+                uncertain = flat.sub(1).lt_(254)  # uint8 arithmetic wraps 0 to 255: true for 1..254
+                if uncertain.sum() <= flat.numel() // 4:
+                    at = uncertain.nonzero().squeeze(1)
+                    self._uncertain = (at, flat.index_select(0, at).float().div_(255.0))
         at, probability = self._uncertain
         if not at.numel():
             return torch.cat([self.batch(slice(start, start + _DRAW_ROWS), generator).to(torch.uint8)
