@@ -1,8 +1,9 @@
 """Training, validation and test images held on the training device, in one of three views.
 
 - `dynamic`: the training images are re-binarized as Bernoulli(x/255) at every draw, which
-  training makes once an epoch (the likelihood literature's protocol); validation and test images are binarized once, with a fixed seed, so that
-  evaluations are comparable across epochs and runs.
+  training makes once an epoch (the likelihood literature's protocol); validation and test
+  images are binarized once, with a fixed seed, so that evaluations are comparable across
+  epochs and runs.
 - `static`: all images binarized once with `static_seed`.
 - `grey`: x/255 in [0, 1].
 
