@@ -21,6 +21,7 @@ from torch.distributions import (
 
 from vaelab.config import ModelConfig
 from vaelab.distributions import TwoStep, diagonal_laplace, diagonal_normal, rsample
+from vaelab.model import VAE
 from vaelab.latents import (
     LATENT_FAMILIES,
     CategoricalLatent,
@@ -399,3 +400,12 @@ def test_two_step_rsample_shape_gradients_and_generator():
     assert joint.rsample((4,)).shape == (4, 2, A_SIZE + B_SIZE)
     a[..., A_SIZE:].sum().backward()  # the second part depends on loc through the first
     torch.testing.assert_close(loc.grad, torch.full_like(loc, 15.0) * MAP.sum(0))
+
+
+def test_gaussian_prior_is_built_once_per_device_and_dtype():
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[4], decoder_hidden=[4]), image_shape=(1, 2, 2))
+    assert model.prior() is model.prior()
+    model.double()
+    prior = model.prior()
+    assert prior.mean.dtype == torch.float64 and prior.mean.shape == (3,)
+    torch.testing.assert_close(prior.stddev, torch.ones(3, dtype=torch.float64))

@@ -1,10 +1,13 @@
 """The ELBO estimator, on models where log p(x) is known in closed form."""
 
+import pytest
 import torch
 
 from vaelab.config import ModelConfig
 from vaelab.model import VAE
-from vaelab.objectives import elbo
+from vaelab.distributions import rsample
+from vaelab.latents import kl_terms
+from vaelab.objectives import elbo, weighted_elbo
 
 from linear_gaussian import LinearGaussian, sample_data
 
@@ -54,3 +57,34 @@ def test_elbo_gradients_reach_encoder_and_decoder():
     (-elbo(model, x).elbo.mean()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.any(p.grad != 0), name
+
+
+@pytest.mark.parametrize("extra", [{}, {"latent": "laplace"}, {"prior": "laplace"}, {"latent_dim2": 2}],
+                         ids=["normal", "laplace-posterior", "laplace-prior", "two-layers"])
+def test_one_sample_elbo_is_the_r_sample_estimator_at_r_1(extra):
+    """samples=1 skips the sample dimension; it must draw the same z and give the same terms."""
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[8], decoder_hidden=[8], **extra), image_shape=(1, 3, 4))
+    x = torch.bernoulli(torch.full((6, 12), 0.3))
+    one = elbo(model, x, samples=1, generator=torch.Generator().manual_seed(5))
+    q = model.posterior(x)
+    z = rsample(q, (1,), torch.Generator().manual_seed(5))  # (1, batch, latent)
+    reconstruction = model.likelihood(z).log_prob(x).mean(0)
+    kl = model.kl(q, model.prior(), z)  # analytic, or Monte-Carlo over this z (two layers)
+    torch.testing.assert_close(one.reconstruction, reconstruction)
+    torch.testing.assert_close(one.kl, kl)
+    assert one.kl.shape == (6,)
+    if "latent_dim2" in extra:  # no closed form: the one-sample estimate over the same z
+        with pytest.raises(NotImplementedError):
+            kl_terms(q, model.prior())
+
+
+def test_weighted_elbo_is_the_elbo_at_weight_one_and_weights_the_kl_otherwise():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=2, encoder_hidden=[8], decoder_hidden=[8]), image_shape=(1, 3, 4))
+    x = torch.bernoulli(torch.full((4, 12), 0.5))
+    at_one = weighted_elbo(model, x, generator=torch.Generator().manual_seed(1), kl_weight=1.0)
+    torch.testing.assert_close(at_one.objective, at_one.reconstruction - at_one.kl)
+    beta = weighted_elbo(model, x, generator=torch.Generator().manual_seed(1), kl_weight=4.0)
+    torch.testing.assert_close(beta.objective, beta.reconstruction - 4.0 * beta.kl)
+    torch.testing.assert_close(beta.elbo, at_one.elbo)

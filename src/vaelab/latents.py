@@ -41,13 +41,17 @@ class GaussianLatent(nn.Module):
         super().__init__()
         self.dim, self.prior_name = config.latent_dim, config.prior
         self.n_params, self.size = 2 * config.latent_dim, config.latent_dim
+        self._priors: dict[tuple[torch.device, torch.dtype], Distribution] = {}  # fixed: built once per device
 
     def posterior(self, params: torch.Tensor) -> Distribution:
         mu, log_var = params.chunk(2, dim=-1)
         return diagonal_normal(mu, torch.exp(0.5 * log_var))
 
     def prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
-        return standard_prior(self.prior_name, self.dim, device, dtype)
+        key = (torch.device(device), dtype)
+        if key not in self._priors:
+            self._priors[key] = standard_prior(self.prior_name, self.dim, device, dtype)
+        return self._priors[key]
 
     def kl(self, posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
         return kl_terms(posterior, prior, z)

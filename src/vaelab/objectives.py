@@ -52,8 +52,13 @@ def elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torch.Generat
     for Gaussian q and prior, so then only the reconstruction term carries Monte-Carlo noise.
     """
     posterior = _encode(model, x, y)
-    z = rsample(posterior, (samples,), generator)  # (r, batch, latent)
-    reconstruction = _decode(model, z, y).log_prob(x).mean(0)
+    if samples == 1:  # the usual case, without a sample dimension to add and average away
+        z = rsample(posterior, (), generator)  # (batch, latent): the same draws as shape (1, batch, latent)
+        reconstruction = _decode(model, z, y).log_prob(x)
+        z = z.unsqueeze(0)
+    else:
+        z = rsample(posterior, (samples,), generator)  # (r, batch, latent)
+        reconstruction = _decode(model, z, y).log_prob(x).mean(0)
     kl = _kl(model, posterior, model.prior(), z)
     return ElboTerms(reconstruction - kl, reconstruction, kl)
 
@@ -62,7 +67,8 @@ def weighted_elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torc
                   y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
     """reconstruction - kl_weight * KL: the ELBO at weight 1, beta-VAE and KL warm-up otherwise."""
     terms = elbo(model, x, samples, generator, y)
-    return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl, terms.reconstruction - kl_weight * terms.kl)
+    objective = terms.elbo if kl_weight == 1.0 else terms.reconstruction - kl_weight * terms.kl
+    return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl, objective)
 
 
 def log_weights(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,

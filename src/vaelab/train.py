@@ -400,12 +400,17 @@ class Trainer:
         else:
             # Only the loss is checked every step: a NaN or infinite gradient makes the weights it
             # updates non-finite, and with them the next step's loss; `save_checkpoint` checks the
-            # weights themselves. The first fault's step is noted on the device, read every step
-            # on a CPU and every 50 on a GPU, so there is no host sync per step there.
-            first = (self.fault == 0) & ~torch.isfinite(loss)
-            self.fault = torch.where(first, self.state.global_step + 1, self.fault)
-            if self.device.type == "cpu" or self.state.global_step % 50 == 0:
-                self.raise_if_nonfinite()
+            # weights themselves. A CPU reads the loss at no cost; a GPU notes the first fault's
+            # step on the device and is read every 50 steps, so there is no host sync per step.
+            if self.device.type == "cpu":
+                if not math.isfinite(loss.item()):
+                    self.fault.fill_(self.state.global_step + 1)
+                    self.raise_if_nonfinite()
+            else:
+                first = (self.fault == 0) & ~torch.isfinite(loss)
+                self.fault = torch.where(first, self.state.global_step + 1, self.fault)
+                if self.state.global_step % 50 == 0:
+                    self.raise_if_nonfinite()
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
             self.sums += torch.stack([terms.elbo, terms.reconstruction, terms.kl, terms.objective]).sum(1)
