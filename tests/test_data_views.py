@@ -7,6 +7,8 @@ import torch
 
 from vaelab.data.views import ImageSet
 
+MNIST_LIKE = [0, 255, 0, 0, 77, 0, 0, 0, 255, 0, 0, 1, 0, 0, 254, 0]  # a few grey pixels among 0 and 255
+
 
 def grey_set(values: list[int], n: int = 4000, pixels: int = 16) -> ImageSet:
     """n images whose pixel j has grey level values[j % len(values)] (uint8 0..255)."""
@@ -23,7 +25,7 @@ def assert_bernoulli_frequencies(binary: torch.Tensor, grey: torch.Tensor) -> No
 
 
 @pytest.mark.parametrize("values, sparse", [
-    ([0, 255, 0, 0, 77, 0, 0, 0, 255, 0, 0, 1, 0, 0, 254, 0], True),  # like MNIST: only the grey ones draw
+    (MNIST_LIKE, True),  # like MNIST: only the grey ones draw
     ([1, 77, 128, 200, 254, 30, 90, 0], False),  # mostly grey: every pixel draws
 ])
 def test_draw_binarizes_each_pixel_with_probability_x_over_255(values, sparse):
@@ -77,3 +79,31 @@ def test_drawn_batches_match_the_per_batch_frequencies_on_real_grey_levels():
     se = (2 * p * (1 - p) / len(images)).sqrt()
     assert torch.all((drawn.float().mean(0) - batched.float().mean(0)).abs() <= 5 * se + 1e-12)
     assert math.isclose(drawn.float().mean().item(), p.mean().item(), abs_tol=3e-3)
+
+
+
+def test_sparse_draw_is_the_same_in_any_chunking_and_after_earlier_draws(monkeypatch):
+    """The uncertain pixels are drawn in chunks into a buffer the set keeps between draws."""
+    from vaelab.data import views
+
+    order = torch.randperm(4000, generator=torch.Generator().manual_seed(0))
+    reference = grey_set(MNIST_LIKE).draw(order, torch.Generator().manual_seed(7)).pixels
+    monkeypatch.setattr(views, "_DRAW_CHUNK", 777)  # 12,000 uncertain pixels: 16 chunks, the last one short
+    images = grey_set(MNIST_LIKE)
+    assert torch.equal(images.draw(order, torch.Generator().manual_seed(7)).pixels, reference)
+    other = images.draw(order, torch.Generator().manual_seed(8)).pixels  # overwrites the kept buffer
+    assert not torch.equal(other, reference)
+    assert torch.equal(images.draw(order, torch.Generator().manual_seed(7)).pixels, reference)
+
+
+def test_draw_into_a_reused_buffer():
+    images = grey_set(MNIST_LIKE)
+    order = torch.randperm(4000)
+    expected = images.draw(order, torch.Generator().manual_seed(3)).pixels
+    buffer = torch.full((4000, 16), 9, dtype=torch.uint8)
+    drawn = images.draw(order, torch.Generator().manual_seed(3), out=buffer)
+    assert drawn.pixels.data_ptr() == buffer.data_ptr() and torch.equal(buffer, expected)
+    fixed = ImageSet(expected, torch.arange(4000), resample=False, binary=True)
+    assert torch.equal(fixed.draw(order, out=buffer).pixels, expected[order])
+    with pytest.raises(ValueError, match=r"out must be uint8 of shape \(4000, 16\), not torch.uint8 \(10, 16\)"):
+        images.draw(order, out=torch.empty(10, 16, dtype=torch.uint8))

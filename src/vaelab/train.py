@@ -234,6 +234,7 @@ class Trainer:
         self.state = TrainState()
         self.stop_requested = False
         self.fault = torch.zeros((), dtype=torch.long, device=self.device)
+        self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
         if self.progress is None:
             self.progress = sys.stderr.isatty()
 
@@ -327,7 +328,8 @@ class Trainer:
         else:
             self.epoch_start_rng = self.generator.get_state()
         order = torch.randperm(n, generator=self.generator, device=self.device)
-        images = self.data.train.draw(order, self.noise)
+        images = self.data.train.draw(order, self.noise, out=self._epoch_pixels)
+        self._epoch_pixels = images.pixels  # last epoch's images are done with: the next draw reuses them
         if resuming:
             self.generator.set_state(current)
         return images
