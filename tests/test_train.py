@@ -137,10 +137,13 @@ def test_a_few_hundred_steps_on_real_mnist_lower_the_validation_loss(tmp_path, m
     assert after["elbo"] > -200, after  # 300 steps reach about -175 nats
 
 
-def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_checkpoint(tmp_path, tiny_raw):
+@pytest.mark.parametrize("read_every", [1, 50], ids=["cpu-reads-every-loss", "gpu-notes-on-device"])
+def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_checkpoint(tmp_path, tiny_raw,
+                                                                                        read_every):
     from vaelab.train import NonFiniteError
 
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
+    trainer.fault_read_every = read_every  # 50: the GPU's way, the step noted on the device, read at epoch end
     step = trainer._step
     poisoned = {"done": False}
 

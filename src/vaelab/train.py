@@ -233,7 +233,8 @@ class Trainer:
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
         self.stop_requested = False
-        self.fault = torch.zeros((), dtype=torch.long, device=self.device)
+        self.fault = torch.zeros((), dtype=torch.long, device=self.device)  # 1 + the first bad step, 0 if none
+        self.fault_read_every = 1 if self.device.type == "cpu" else 50  # steps; reading a GPU's value syncs
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
         if self.progress is None:
             self.progress = sys.stderr.isatty()
@@ -404,14 +405,14 @@ class Trainer:
             # updates non-finite, and with them the next step's loss; `save_checkpoint` checks the
             # weights themselves. A CPU reads the loss at no cost; a GPU notes the first fault's
             # step on the device and is read every 50 steps, so there is no host sync per step.
-            if self.device.type == "cpu":
+            if self.fault_read_every == 1:
                 if not math.isfinite(loss.item()):
                     self.fault.fill_(self.state.global_step + 1)
                     self.raise_if_nonfinite()
             else:
                 first = (self.fault == 0) & ~torch.isfinite(loss)
                 self.fault = torch.where(first, self.state.global_step + 1, self.fault)
-                if self.state.global_step % 50 == 0:
+                if self.state.global_step % self.fault_read_every == 0:
                     self.raise_if_nonfinite()
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
