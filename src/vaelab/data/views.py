@@ -70,8 +70,8 @@ class ImageSet:
             raise ValueError(f"draw: out must be uint8 of shape {(len(index), self.pixels.shape[1])}, "
                              f"not {out.dtype} {tuple(out.shape)}")
         source = self._binarized(generator) if self.resample else self.pixels
-        pixels = torch.index_select(source, 0, index, out=out) if out is not None else source.index_select(0, index)
-        return ImageSet(pixels, labels, resample=False, binary=self.binary or self.resample)
+        return ImageSet(torch.index_select(source, 0, index, out=out), labels, resample=False,
+                        binary=self.binary or self.resample)
 
     def _binarized(self, generator: torch.Generator | None) -> torch.Tensor:
         """All pixels binarized once, (n, n_pixels) uint8 in {0, 1}, in the set's order.
