@@ -2,7 +2,8 @@
 
 What torch lacks is here: sampling with an explicit `torch.Generator` (torch's `rsample`
 draws from the global RNG, and vaelab keeps no global random state so that a run can be
-resumed exactly).
+resumed exactly), and noise that can be drawn ahead of a compiled function (`NoiseRecorder`,
+`NoisePlayback`): `torch.compile` cannot trace a draw from a `torch.Generator`.
 """
 
 from __future__ import annotations
@@ -29,25 +30,79 @@ def standard_normal(dim: int, device: torch.device | str = "cpu", dtype: torch.d
     return diagonal_normal(zeros, torch.ones_like(zeros))
 
 
+# ---------------------------------------------------------------- noise: drawn now, or drawn ahead
+
+NOISE_KINDS: dict[str, str] = {"normal": "randn", "uniform": "rand"}  # kind -> torch's function, looked up when drawn
+
+
+def _draw(kind: str, shape: torch.Size, generator: torch.Generator | None, device: torch.device,
+          dtype: torch.dtype) -> torch.Tensor:
+    return getattr(torch, NOISE_KINDS[kind])(shape, generator=generator, device=device, dtype=dtype)
+
+
+class NoiseRecorder:
+    """Draws from `generator` as it is asked, and notes each draw: `draws`, [(kind, shape, dtype, device)].
+
+    A later call that asks for the same draws can have them drawn ahead (`draw_ahead`) and
+    replayed (`NoisePlayback`): the same numbers from the same stream, in the same order.
+    """
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.draws: list[tuple[str, torch.Size, torch.dtype, torch.device]] = []
+
+    def draw(self, kind: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        self.draws.append((kind, torch.Size(shape), like.dtype, like.device))
+        return _draw(kind, shape, self.generator, like.device, like.dtype)
+
+
+def draw_ahead(draws: list[tuple[str, torch.Size, torch.dtype, torch.device]],
+               generator: torch.Generator | None) -> list[torch.Tensor]:
+    """The noise a `NoiseRecorder` noted, drawn now from `generator` in the same order."""
+    return [_draw(kind, shape, generator, device, dtype) for kind, shape, dtype, device in draws]
+
+
+class NoisePlayback:
+    """Hands out noise drawn ahead, in the order it was drawn; a draw of another shape is an error."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self.tensors, self.position = tensors, 0
+
+    def draw(self, kind: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        if self.position >= len(self.tensors) or self.tensors[self.position].shape != shape:
+            raise RuntimeError(f"noise draw {self.position} asks for {kind} noise of shape {tuple(shape)}, "
+                               "which the recorded call did not draw there")
+        self.position += 1
+        return self.tensors[self.position - 1]
+
+
+Noise = torch.Generator | NoiseRecorder | NoisePlayback | None
+
+
+def _noise(kind: str, shape: torch.Size, like: torch.Tensor, generator: Noise) -> torch.Tensor:
+    """Standard normal or U[0, 1) noise of `shape`, on like's device and dtype."""
+    if isinstance(generator, (NoiseRecorder, NoisePlayback)):
+        return generator.draw(kind, shape, like)
+    return _draw(kind, shape, generator, like.device, like.dtype)
+
+
 # ---------------------------------------------------------------- sampling with a generator
 
-def _reparameterized_normal(dist: Normal, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
-    eps = torch.randn(shape, generator=generator, device=dist.loc.device, dtype=dist.loc.dtype)
-    return dist.loc + dist.scale * eps
+def _reparameterized_normal(dist: Normal, shape: torch.Size, generator: Noise) -> torch.Tensor:
+    return dist.loc + dist.scale * _noise("normal", shape, dist.loc, generator)
 
 
 def _bernoulli(dist: Bernoulli, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
     return torch.bernoulli(dist.probs.expand(shape), generator=generator)
 
 
-def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _uniform(shape: torch.Size, like: torch.Tensor, generator: Noise) -> torch.Tensor:
     """U(0,1) kept away from 0 and 1, where the inverse CDFs below are infinite."""
     tiny = torch.finfo(like.dtype).tiny
-    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
-    return u.clamp(tiny, 1.0 - torch.finfo(like.dtype).eps)
+    return _noise("uniform", shape, like, generator).clamp(tiny, 1.0 - torch.finfo(like.dtype).eps)
 
 
-def _laplace_inverse_cdf(dist: Laplace, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+def _laplace_inverse_cdf(dist: Laplace, shape: torch.Size, generator: Noise) -> torch.Tensor:
     """z = F^-1(u) = loc - scale * sign(u - 1/2) * log(1 - 2|u - 1/2|): differentiable in loc and scale.
 
     |u - 1/2| is kept at most 1/2 - eps: u = tiny (torch.rand returns 0 once in 2^24 float32 draws)
@@ -58,12 +113,11 @@ def _laplace_inverse_cdf(dist: Laplace, shape: torch.Size, generator: torch.Gene
     return dist.loc - dist.scale * v.sign() * torch.log1p(-2 * v.abs())
 
 
-def _gumbel(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _gumbel(shape: torch.Size, like: torch.Tensor, generator: Noise) -> torch.Tensor:
     return -torch.log(-torch.log(_uniform(shape, like, generator)))
 
 
-def _gumbel_softmax(dist: RelaxedOneHotCategorical, shape: torch.Size,
-                    generator: torch.Generator | None) -> torch.Tensor:
+def _gumbel_softmax(dist: RelaxedOneHotCategorical, shape: torch.Size, generator: Noise) -> torch.Tensor:
     """softmax((logits + Gumbel noise) / temperature): the reparameterized relaxed one-hot sample.
 
     Entries are kept at least sqrt(tiny) of the dtype (1e-19 in float32): at low temperatures an
@@ -75,14 +129,14 @@ def _gumbel_softmax(dist: RelaxedOneHotCategorical, shape: torch.Size,
     return z.clamp_min(torch.finfo(z.dtype).tiny ** 0.5)
 
 
-def _gumbel_max(dist: OneHotCategorical, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+def _gumbel_max(dist: OneHotCategorical, shape: torch.Size, generator: Noise) -> torch.Tensor:
     """A hard one-hot sample: the argmax of logits + Gumbel noise (not differentiable)."""
     logits = dist.logits
     index = (logits + _gumbel(shape, logits, generator)).argmax(-1)
     return nn.functional.one_hot(index, logits.shape[-1]).to(logits.dtype)
 
 
-SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, torch.Generator | None], torch.Tensor]] = {
+SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, Noise], torch.Tensor]] = {
     Normal: _reparameterized_normal,
     Bernoulli: _bernoulli,
     Laplace: _laplace_inverse_cdf,
@@ -91,9 +145,8 @@ SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, torch.Gen
 }
 
 
-def rsample(dist: Distribution, sample_shape: tuple[int, ...] = (),
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Like `dist.rsample(sample_shape)`, but drawing noise from `generator`.
+def rsample(dist: Distribution, sample_shape: tuple[int, ...] = (), generator: Noise = None) -> torch.Tensor:
+    """Like `dist.rsample(sample_shape)`, but drawing noise from `generator` (or a recorder or playback).
 
     Returns (*sample_shape, *dist.batch_shape, *dist.event_shape); reparameterized (gradients
     reach the parameters) wherever the distribution allows it.
@@ -141,7 +194,7 @@ class TwoStep(Distribution):
         a, b = z.split(self.sizes, -1)
         return (a, b) if self.first_is_a else (b, a)
 
-    def rsample_with(self, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+    def rsample_with(self, sample_shape: torch.Size, generator: Noise) -> torch.Tensor:
         first = rsample(self.first, sample_shape, generator)
         return self._join(first, rsample(self.then(first), (), generator))
 
