@@ -100,7 +100,7 @@ INVALID: dict[str, list] = {
     "train.train_subset": [-1, 50_001],
     "train.checkpoint_every": [-1],
     "train.nonfinite": ["ignore"],
-    "train.compile": ["yes", 1],  # a bool: only a wrong type is invalid
+    "train.compile": ["yes", 1, "true", 0.5],  # true, false or "auto"
     "train.compile_mode": ["fast"],
     "train.precision": ["bf16", "float16"],
     "evaluate.samples": [-1],
@@ -176,6 +176,8 @@ def wrong_types(hint) -> list:
         return [1, True, ["x"]]
     if hint == float | None:
         return ["0.1", True, [0.1]]
+    if hint == bool | str:
+        return [1, None, 0.5, ["auto"]]
     raise AssertionError(f"no wrong types listed for {hint}")
 
 

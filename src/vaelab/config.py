@@ -182,7 +182,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
     nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
     precision: str = "auto"  # of the network products in training steps: auto | float32 | bfloat16 (see train.network_dtype)
-    compile: bool = False  # torch.compile the encoder and decoder
+    # torch.compile the training objective whole (networks, sampling, likelihood, KL, forward and
+    # backward): true | false | "auto" = on a CPU when the run has at least AUTO_COMPILE_STEPS steps
+    compile: bool | str = "auto"
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
 
     def validate(self, prefix: str = "train") -> None:
@@ -196,6 +198,8 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _one_of(self.nonfinite, ("stop", "skip"), f"{prefix}.nonfinite")
         _one_of(self.precision, ("auto", "float32", "bfloat16"), f"{prefix}.precision")
+        _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
+               f"must be true, false or \"auto\", got {self.compile!r}")
         _one_of(self.compile_mode, ("default", "reduce-overhead", "max-autotune"), f"{prefix}.compile_mode")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -318,6 +322,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None and type(None) in typing.get_args(hint):
             return None
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        for option in inner[1:]:  # the first type's error is the one reported
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
         return _coerce(value, inner[0], key)
     if origin is list:
         _check(isinstance(value, list), key, f"expected a list, got {value!r}")

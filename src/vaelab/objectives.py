@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
-from .distributions import rsample
+from .distributions import Noise, rsample
 from .latents import kl_terms
 
 
@@ -44,7 +44,7 @@ def _kl(model: Any, posterior: Distribution, prior: Distribution, z: torch.Tenso
     return model.kl(posterior, prior, z) if hasattr(model, "kl") else kl_terms(posterior, prior, z)
 
 
-def elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
+def elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: Noise = None,
          y: torch.Tensor | None = None) -> ElboTerms:
     """The reparameterized ELBO estimate with `samples` (r) draws of z per data point.
 
@@ -63,15 +63,19 @@ def elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torch.Generat
     return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
-def weighted_elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
-                  y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
-    """reconstruction - kl_weight * KL: the ELBO at weight 1, beta-VAE and KL warm-up otherwise."""
+def weighted_elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: Noise = None,
+                  y: torch.Tensor | None = None, kl_weight: float | torch.Tensor = 1.0) -> ObjectiveTerms:
+    """reconstruction - kl_weight * KL: the ELBO at weight 1, beta-VAE and KL warm-up otherwise.
+
+    kl_weight may be a 0-d tensor (a compiled step takes it so, to keep one graph while it changes).
+    """
     terms = elbo(model, x, samples, generator, y)
-    objective = terms.elbo if kl_weight == 1.0 else terms.reconstruction - kl_weight * terms.kl
+    at_one = not isinstance(kl_weight, torch.Tensor) and kl_weight == 1.0
+    objective = terms.elbo if at_one else terms.reconstruction - kl_weight * terms.kl
     return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl, objective)
 
 
-def log_weights(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+def log_weights(model: Any, x: torch.Tensor, k: int, generator: Noise = None,
                 y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log w, log p(x|z), log q(z|x) - log p(z)) for k samples z ~ q(z|x), each (k, batch)."""
     posterior = _encode(model, x, y)
@@ -81,7 +85,7 @@ def log_weights(model: Any, x: torch.Tensor, k: int, generator: torch.Generator 
     return log_px_z - log_ratio, log_px_z, log_ratio
 
 
-def iwae_bound(model: Any, x: torch.Tensor, k: int = 50, generator: torch.Generator | None = None,
+def iwae_bound(model: Any, x: torch.Tensor, k: int = 50, generator: Noise = None,
                y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
     """The importance-weighted bound log (1/k) sum_k w_k (Burda et al., 2016); k = 1 is the ELBO.
 

@@ -1,0 +1,122 @@
+"""Compiled training steps: the same numbers as eager steps, the same random stream, a fallback that works."""
+
+import pytest
+import torch
+
+from test_train import make_trainer
+from vaelab.compiled import adam_supported, adam_update
+from vaelab.distributions import NoisePlayback, NoiseRecorder, diagonal_normal, draw_ahead, rsample
+from vaelab.train import AUTO_COMPILE_STEPS, compiles
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_update_is_torch_adam(weight_decay):
+    torch.manual_seed(0)
+    params = [torch.randn(7, 5), torch.randn(5)]
+    reference = [p.clone().requires_grad_() for p in params]
+    optimizer = torch.optim.Adam(reference, lr=3e-3, betas=(0.8, 0.99), eps=1e-4, weight_decay=weight_decay)
+    exp_avgs, exp_avg_sqs = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    step = torch.zeros(())
+    for _ in range(25):
+        grads = [torch.randn_like(p) for p in params]
+        for p, g in zip(reference, grads):
+            p.grad = g.clone()
+        optimizer.step()
+        adam_update(params, grads, exp_avgs, exp_avg_sqs, step, torch.tensor(3e-3), 0.8, 0.99, 1e-4, weight_decay)
+        step += 1
+    for mine, torch_s in zip(params, reference):
+        torch.testing.assert_close(mine, torch_s.detach(), rtol=1e-5, atol=1e-6)
+    state = optimizer.state[reference[0]]
+    torch.testing.assert_close(exp_avg_sqs[0], state["exp_avg_sq"])
+
+
+def test_adam_supported_only_where_the_update_is_the_same():
+    params = [torch.zeros(3, requires_grad=True)]
+    assert adam_supported(torch.optim.Adam(params))
+    assert not adam_supported(torch.optim.Adam(params, amsgrad=True))
+    assert not adam_supported(torch.optim.AdamW(params))
+    assert not adam_supported(torch.optim.SGD(params, lr=0.1))
+
+
+def test_noise_drawn_ahead_is_the_noise_drawn_in_place():
+    posterior = diagonal_normal(torch.zeros(4, 3), torch.ones(4, 3))
+    in_place = torch.Generator().manual_seed(5)
+    expected = [rsample(posterior, (2,), in_place), rsample(posterior, (), in_place)]
+    recorder = NoiseRecorder(torch.Generator().manual_seed(5))
+    recorded = [rsample(posterior, (2,), recorder), rsample(posterior, (), recorder)]
+    assert [d[:2] for d in recorder.draws] == [("normal", torch.Size([2, 4, 3])), ("normal", torch.Size([4, 3]))]
+    ahead = torch.Generator().manual_seed(5)
+    playback = NoisePlayback(draw_ahead(recorder.draws, ahead))
+    played = [rsample(posterior, (2,), playback), rsample(posterior, (), playback)]
+    for a, b, c in zip(expected, recorded, played):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(ahead.get_state(), in_place.get_state())
+    with pytest.raises(RuntimeError, match=r"noise draw 0 asks for normal noise of shape \(3, 4, 3\)"):
+        rsample(posterior, (3,), NoisePlayback(draw_ahead(recorder.draws, ahead)))
+
+
+def test_auto_compiles_long_runs_on_a_cpu_only():
+    cpu = torch.device("cpu")
+    assert compiles("auto", cpu, AUTO_COMPILE_STEPS)
+    assert not compiles("auto", cpu, AUTO_COMPILE_STEPS - 1)
+    assert not compiles("auto", torch.device("cuda"), 10**9)  # a choice there: train.compile = true
+    assert compiles(True, cpu, 1) and not compiles(False, cpu, 10**9)
+
+
+def _weights(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+
+@pytest.mark.parametrize("extra, whole", [
+    ((), True),  # Adam: the whole step in one graph
+    (("optim.name=rmsprop",), False),  # another optimizer: the objective compiled, autograd and the optimizer as usual
+    (("model.latent_dim2=3", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]"), True),  # Monte-Carlo KL
+    (("objective.name=iwae", "objective.samples=4"), True),  # the IWAE bound, four z's an image
+])
+def test_compiled_step_trains_like_the_eager_step(tmp_path, tiny_raw, extra, whole):
+    warmup = () if "objective.name=iwae" in extra else ("objective.warmup_epochs=1",)  # a changing KL weight
+    settings = ("train.epochs=2", "train.precision=float32", *warmup, *extra)
+    eager = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=false", name="eager")
+    compiled = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=true", name="compiled")
+    assert compiled.compiled_whole is whole and eager.compiled is None
+    start = _weights(eager)
+    assert torch.equal(start, _weights(compiled))
+    losses = {}  # per optimizer step
+    for name, trainer in (("eager", eager), ("compiled", compiled)):
+        check, losses[name] = trainer._check_loss, {}
+        trainer._check_loss = lambda loss, check=check, out=losses[name], t=trainer: (
+            out.__setitem__(t.state.global_step, loss.item()), check(loss))
+    eager_summary, compiled_summary = eager.fit(), compiled.fit()
+    losses = {name: [by_step[s] for s in sorted(by_step)] for name, by_step in losses.items()}
+    assert compiled_summary["compiled_step"] is True, compiled_summary.get("compile_error")
+    assert compiled_summary["compile_seconds"] > 0
+    # the same noise in the same order: the generators end in the same state
+    assert torch.equal(eager.generator.get_state(), compiled.generator.get_state())
+    # step 2 is the first compiled one, from the same weights: the same loss but for rounding
+    assert compiled.compiled.settled and len(losses["compiled"]) == len(losses["eager"]) > 10
+    assert losses["compiled"][1] == pytest.approx(losses["eager"][1], rel=1e-5)
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+    # Adam turns gradients that nearly cancel into steps of either sign, so a few weights part by
+    # about lr a step; on the whole the two runs are far closer to each other than to the start
+    moved = (_weights(eager) - start).abs().mean()
+    assert (_weights(compiled) - _weights(eager)).abs().mean() < 0.02 * moved
+    assert compiled_summary["test_elbo"] == pytest.approx(eager_summary["test_elbo"], abs=0.05)
+
+
+def test_a_step_that_cannot_compile_runs_eagerly_from_the_same_noise(tmp_path, tiny_raw, monkeypatch):
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr("vaelab.compiled.torch.compile", broken)
+    logged = []
+    eager = make_trainer(tmp_path, tiny_raw, "train.epochs=2", "train.compile=false", name="eager")
+    failing = make_trainer(tmp_path, tiny_raw, "train.epochs=2", "train.compile=true", name="failing")
+    failing.log = logged.append
+    eager_summary, failing_summary = eager.fit(), failing.fit()
+    assert failing_summary["compiled_step"] is False
+    assert failing_summary["compile_error"] == "RuntimeError: no C++ compiler found"
+    assert any("could not compile the training step (RuntimeError: no C++ compiler found)" in m for m in logged)
+    assert torch.equal(_weights(failing), _weights(eager))  # bit for bit: the fallback redid the step eagerly
+    assert failing_summary["test_elbo"] == eager_summary["test_elbo"]
