@@ -1,11 +1,12 @@
 """Compiled training steps: `torch.compile` of the whole objective, or of the whole optimizer step.
 
 `torch.compile` cannot trace a draw from a `torch.Generator`, and vaelab draws all its noise
-from one (no global random state, so runs resume exactly). So the first call runs eagerly and
-notes what noise it draws (`NoiseRecorder`); later calls draw the same noise ahead, from the
-same generator in the same order, and the compiled graph takes it as an input
-(`NoisePlayback`). The random stream is the one eager steps draw; only the rounding of the
-fused kernels differs.
+from one (no global random state, so runs resume exactly). So before the first compiled call
+the objective runs once without gradients on a copy of the generator, to note what noise it
+draws (`NoiseRecorder`); every call then draws the same noise ahead, from the generator in the
+same order, and the compiled graph takes it as an input (`NoisePlayback`). The random stream is
+the one eager steps draw; only the rounding of the fused kernels differs, and a compiled run
+resumed from a checkpoint ends bit for bit like an uninterrupted compiled run.
 
 Two things are compiled this way:
 - `objective_step`: the objective (encoder, sampling, decoder, likelihood, KL) and its backward;
@@ -31,18 +32,21 @@ from .objectives import ObjectiveTerms
 
 
 class NoiseCompiled:
-    """eager(x, y, noise, kl_weight) on the first call; from the second, `traced` compiled, with the noise drawn ahead.
+    """`traced` compiled, with the noise drawn ahead; eager(x, y, noise, kl_weight) where it cannot run.
 
-    traced(x, y, noise: list of tensors, kl_weight: 0-d tensor) must compute what eager does.
-    The graph is for the first call's input shape; a call of another shape (the short last
-    batch) runs eagerly rather than compiling again. If compiling fails (no C++ compiler for
-    the CPU backend, an operation the compiler cannot trace), that call is redone eagerly from
-    the same random state and so is every later one; `error` says why.
+    traced(x, y, noise: list of tensors, kl_weight: 0-d tensor, *inputs()) must compute what
+    eager does. On the first call, record(x, y, noise, kl_weight) runs the objective without
+    gradients on a copy of the generator, to note the noise; so every call of that shape runs
+    compiled, the first included, and a run resumed from a checkpoint steps as an uninterrupted
+    one does. A call of another shape (the short last batch) runs eagerly rather than compiling
+    again. If compiling fails (no C++ compiler for the CPU backend, an operation the compiler
+    cannot trace), that call is redone eagerly from the same random state and so is every later
+    one; `error` says why.
     """
 
-    def __init__(self, eager: Callable[..., Any], traced: Callable[..., Any], mode: str = "default",
-                 inputs: Callable[[], tuple] = tuple) -> None:
-        self.eager, self.inputs = eager, inputs  # inputs(): more arguments for traced, after kl_weight
+    def __init__(self, eager: Callable[..., Any], record: Callable[..., Any], traced: Callable[..., Any],
+                 mode: str = "default", inputs: Callable[[], tuple] = tuple) -> None:
+        self.eager, self.record, self.inputs = eager, record, inputs  # inputs(): traced's arguments after kl_weight
         # torch.compile keeps its graphs on the function's code object, which every closure made by
         # the same `def` shares, and refuses a ninth: a copy of the code per instance keeps each
         # trainer's graph apart (several in one process: sweeps, tests) and lets it go with it.
@@ -57,11 +61,6 @@ class NoiseCompiled:
         self._weight: torch.Tensor | None = None  # kl_weight as a graph input, so changing it does not recompile
 
     @property
-    def recorded(self) -> bool:
-        """The eager first call has noted the noise: the next call of its shape compiles."""
-        return self._key is not None
-
-    @property
     def settled(self) -> bool:
         """Compiling has been tried: the graph runs, or `error` says why it could not."""
         return self._working or self.error is not None
@@ -72,11 +71,13 @@ class NoiseCompiled:
         if self.error is not None or (self._key is not None and key != self._key):
             return self.eager(x, y, generator, kl_weight)
         if self._key is None:
-            recorder = NoiseRecorder(generator)
-            out = self.eager(x, y, recorder, kl_weight)
+            copy = torch.Generator(generator.device)
+            copy.set_state(generator.get_state())
+            recorder = NoiseRecorder(copy)
+            with torch.no_grad():
+                self.record(x, y, recorder, kl_weight)
             self._key, self._draws = key, recorder.draws
             self._weight = torch.zeros((), device=x.device)
-            return out
         self._weight.fill_(kl_weight)
         if self._working:
             return self.compiled(x, y, draw_ahead(self._draws, generator), self._weight, *self.inputs())
@@ -93,7 +94,10 @@ class NoiseCompiled:
 
 def objective_step(objective: Callable[..., ObjectiveTerms], model: Any, samples: int,
                    mode: str = "default") -> NoiseCompiled:
-    """objective(model, x, samples, noise, y, kl_weight) -> ObjectiveTerms, compiled (with its backward)."""
+    """objective(model, x, samples, noise, y, kl_weight) -> ObjectiveTerms, compiled (with its backward).
+
+    Called within the model's `mixed_precision` block, as the eager objective is.
+    """
     def eager(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> ObjectiveTerms:
         return objective(model, x, samples, noise, y, kl_weight)
 
@@ -101,7 +105,7 @@ def objective_step(objective: Callable[..., ObjectiveTerms], model: Any, samples
                kl_weight: torch.Tensor) -> ObjectiveTerms:
         return objective(model, x, samples, NoisePlayback(noise), y, kl_weight)
 
-    return NoiseCompiled(eager, traced, mode)
+    return NoiseCompiled(eager, eager, traced, mode)
 
 
 def adam_supported(optimizer: torch.optim.Optimizer) -> bool:
@@ -147,8 +151,8 @@ def adam_step(objective: Callable[..., ObjectiveTerms], model: nn.Module, sample
               network_dtype: torch.dtype | None, mode: str = "default") -> NoiseCompiled:
     """The whole optimizer step compiled: returns the step's loss after updating weights, Adam's state and `sums`.
 
-    eager(x, y, noise, kl_weight) -> loss must do the same step eagerly (it runs the first call,
-    which also creates Adam's state, and any call the graph is not for). The loss is the mean
+    eager(x, y, noise, kl_weight) -> loss must do the same step eagerly (for any call the graph
+    is not for). Adam's state is created as torch creates it, if no step has yet. The loss is the mean
     of -objective over the batch; sums() (4,) gains the batch's summed elbo, reconstruction, KL
     and objective. Adam's state stays in `optimizer.state`, so checkpoints, resumed runs and
     eager steps see one optimizer.
@@ -181,11 +185,20 @@ def adam_step(objective: Callable[..., ObjectiveTerms], model: nn.Module, sample
         sums.add_(totals)
         return loss
 
+    def record(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> None:
+        with model.mixed_precision(network_dtype):
+            objective(model, x, samples, noise, y, kl_weight)
+
     def inputs() -> tuple:
         # Looked up every step: loading a checkpoint replaces Adam's state tensors and the sums.
+        for p in parameters:
+            if not optimizer.state[p]:  # as torch.optim.Adam's first step makes it (fused: a float32 step count)
+                optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                                      "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                      "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
         states = [optimizer.state[p] for p in parameters]
         lr.fill_(group["lr"])
         return (lr, aliases, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [s["step"] for s in states], sums())
 
-    return NoiseCompiled(eager, traced, mode, inputs)
+    return NoiseCompiled(eager, record, traced, mode, inputs)

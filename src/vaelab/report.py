@@ -62,6 +62,9 @@ SUMMARY_LABELS = {
     "units": "units",
     "device": "device",
     "network_precision": "network products in training steps",
+    "compiled_step": "training step compiled (train.compile)",
+    "compile_seconds": "seconds spent compiling it",
+    "compile_error": "why it could not be compiled",
     "torch": "torch",
     "finished_at": "finished at",
 }

@@ -472,7 +472,7 @@ class Trainer:
     def _compiled(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
         """The compiled step's call (the objective's terms, or the loss after a whole update), logging the compile."""
         compiled = self.compiled
-        compiling = compiled.recorded and not compiled.settled
+        compiling = not compiled.settled
         if compiling:
             self.log(f"compiling the training step (train.compile = {self.config.train.compile!r}; "
                      "about 20 s on 2 CPU cores the first time, seconds once torch has cached it)")
