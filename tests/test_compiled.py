@@ -1,5 +1,7 @@
 """Compiled training steps: the same numbers as eager steps, the same random stream, a fallback that works."""
 
+import math
+
 import pytest
 import torch
 
@@ -55,12 +57,25 @@ def test_noise_drawn_ahead_is_the_noise_drawn_in_place():
         rsample(posterior, (3,), NoisePlayback(draw_ahead(recorder.draws, ahead)))
 
 
-def test_auto_compiles_long_runs_on_a_cpu_only():
+def test_auto_compiles_long_runs_of_a_whole_step_on_a_cpu_only():
     cpu = torch.device("cpu")
-    assert compiles("auto", cpu, AUTO_COMPILE_STEPS)
-    assert not compiles("auto", cpu, AUTO_COMPILE_STEPS - 1)
-    assert not compiles("auto", torch.device("cuda"), 10**9)  # a choice there: train.compile = true
-    assert compiles(True, cpu, 1) and not compiles(False, cpu, 10**9)
+    assert compiles("auto", cpu, AUTO_COMPILE_STEPS, whole=True)
+    assert not compiles("auto", cpu, AUTO_COMPILE_STEPS - 1, whole=True)
+    assert not compiles("auto", cpu, 10**9, whole=False)  # another optimizer, torchrun: only on request
+    assert not compiles("auto", torch.device("cuda"), 10**9, whole=True)  # a choice there: train.compile = true
+    assert compiles(True, cpu, 1, whole=False) and not compiles(False, cpu, 10**9, whole=True)
+
+
+def test_long_runs_compile_their_step_by_default(tmp_path, tiny_raw):
+    from vaelab.config import resolve_config
+    config = resolve_config()  # the preset `vaelab train` runs: mnist-lab
+    steps = config.train.epochs * math.ceil((60_000 - config.data.val_size) / config.train.batch_size)
+    assert config.train.compile == "auto" and steps >= AUTO_COMPILE_STEPS
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=400", "train.device=cpu")  # 16 steps an epoch
+    assert trainer.planned_steps() == 400 * 16 >= AUTO_COMPILE_STEPS
+    assert trainer.compiled is not None and trainer.compiled_whole
+    short = make_trainer(tmp_path, tiny_raw, "train.epochs=3", "train.device=cpu", name="short")
+    assert short.compiled is None
 
 
 def _weights(trainer):
@@ -122,7 +137,7 @@ def test_a_step_that_cannot_compile_runs_eagerly_from_the_same_noise(tmp_path, t
     assert failing_summary["test_elbo"] == eager_summary["test_elbo"]
 
 
-@pytest.mark.parametrize("interrupt_at", [7, 19])  # mid-epoch; the end of the first epoch (19 steps)
+@pytest.mark.parametrize("interrupt_at", [7, 16, 20])  # mid-epoch, the end of the first epoch (16 steps), later
 def test_a_compiled_run_resumed_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, tiny_raw, interrupt_at):
     settings = ("train.epochs=2", "train.compile=true")
     reference = make_trainer(tmp_path, tiny_raw, *settings, name="reference")

@@ -182,8 +182,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
     nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
     precision: str = "auto"  # of the network products in training steps: auto | float32 | bfloat16 (see train.network_dtype)
-    # torch.compile the training objective whole (networks, sampling, likelihood, KL, forward and
-    # backward): true | false | "auto" = on a CPU when the run has at least AUTO_COMPILE_STEPS steps
+    # torch.compile the training step (with Adam in one process: objective, gradient and update in
+    # one graph; else the objective and its backward): true | false | "auto" = on a CPU, for a
+    # whole Adam step, in runs of train.AUTO_COMPILE_STEPS (5,000) steps or more
     compile: bool | str = "auto"
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
 

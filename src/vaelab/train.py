@@ -95,19 +95,22 @@ def native_bfloat16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-# A compile costs about 20 s on 2 CPU cores the first time (3-5 s once torch's cache holds the
-# kernels) and saves about 0.5 ms of a 4 ms step of the MNIST MLP: worth it from some 40,000 steps.
-AUTO_COMPILE_STEPS = 40_000
+# Compiling the step costs about 20 s on 2 CPU cores the first time (4-6 s once torch's cache
+# holds the kernels) and then saves 1-2 ms of a 3-9 ms step (MNIST MLPs, batch 20-128): it pays
+# from about 15,000 steps the first time and 3,000 after. Runs of 5,000 steps (MNIST: 11 epochs
+# at batch 128) and more compile by default.
+AUTO_COMPILE_STEPS = 5_000
 
 
-def compiles(setting: bool | str, device: torch.device, planned_steps: int) -> bool:
-    """Whether training compiles its objective (train.compile: true, false or "auto").
+def compiles(setting: bool | str, device: torch.device, planned_steps: int, whole: bool) -> bool:
+    """Whether training compiles its step (train.compile: true, false or "auto").
 
-    "auto" compiles on a CPU, for runs long enough to earn the compile back. Not on a GPU:
-    there it is a choice (`train.compile = true`, `compile_mode = "reduce-overhead"` for CUDA graphs).
+    "auto" compiles on a CPU where the whole step can be one graph (`whole`: Adam in one
+    process) and the run is long enough to earn the compile back. Not on a GPU: there it is a
+    choice (`train.compile = true`, `compile_mode = "reduce-overhead"` for CUDA graphs).
     """
     if setting == "auto":
-        return device.type == "cpu" and planned_steps >= AUTO_COMPILE_STEPS
+        return device.type == "cpu" and whole and planned_steps >= AUTO_COMPILE_STEPS
     return bool(setting)
 
 
@@ -239,12 +242,12 @@ class Trainer:
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
         self.objective = OBJECTIVES[self.config.objective.name]
         self.compiled: NoiseCompiled | None = None  # the step compiled (train.compile): whole, or its objective
+        whole = not self.parallel.active and self.config.train.nonfinite == "stop" and adam_supported(self.optimizer)
         self.compiled_whole = False
-        if compiles(self.config.train.compile, self.device, self.planned_steps()):
+        if compiles(self.config.train.compile, self.device, self.planned_steps(), whole):
             samples, mode = self.config.objective.samples, self.config.train.compile_mode
-            self.compiled_whole = (not self.parallel.active and self.config.train.nonfinite == "stop"
-                                   and adam_supported(self.optimizer))
-            if self.compiled_whole:
+            self.compiled_whole = whole
+            if whole:
                 def eager(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> torch.Tensor:
                     return self._eager_step(x, y, len(x), noise, kl_weight)
                 self.compiled = adam_step(self.objective, self.model, samples, self.optimizer, lambda: self.sums,
