@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from test_train import make_trainer
+from test_train import interrupted_and_reloaded, make_trainer
 from vaelab.compiled import adam_supported, adam_update
 from vaelab.distributions import NoisePlayback, NoiseRecorder, diagonal_normal, draw_ahead, rsample
-from vaelab.train import AUTO_COMPILE_STEPS, Trainer, compiles
+from vaelab.train import AUTO_COMPILE_STEPS, compiles
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
@@ -142,19 +142,8 @@ def test_a_compiled_run_resumed_ends_bit_for_bit_like_an_uninterrupted_one(tmp_p
     settings = ("train.epochs=2", "train.compile=true")
     reference = make_trainer(tmp_path, tiny_raw, *settings, name="reference")
     reference.fit()
-    first = make_trainer(tmp_path, tiny_raw, *settings, name="resumed")
-    step = first._step
-
-    def step_then_ctrl_c(x, y, batch_total):
-        step(x, y, batch_total)
-        if first.state.global_step + 1 == interrupt_at:
-            first.stop_requested = True  # what the SIGINT handler does
-
-    first._step = step_then_ctrl_c
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
-    second = Trainer(first.config, first.run_dir, first.data, progress=False, log=lambda *a: None)
-    second.load_checkpoint()
+    second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, *settings, name="resumed"), interrupt_at)
+    assert second.state.global_step == interrupt_at
     summary = second.fit()
     assert summary["compiled_step"] is True and second.compiled_whole
     for key, value in reference.model.state_dict().items():

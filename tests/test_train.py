@@ -26,6 +26,23 @@ def make_trainer(tmp_path, raw, *overrides, name="run"):
     return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
 
 
+def interrupted_and_reloaded(first, interrupt_at):
+    """Ctrl-C `first` after step `interrupt_at`; a new trainer on its run folder, checkpoint loaded."""
+    step = first._step
+
+    def step_then_ctrl_c(x, y, batch_total):
+        step(x, y, batch_total)
+        if first.state.global_step + 1 == interrupt_at:
+            first.stop_requested = True  # what the SIGINT handler does
+
+    first._step = step_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    second = Trainer(first.config, first.run_dir, first.data, progress=False, log=lambda *a: None)
+    second.load_checkpoint()
+    return second
+
+
 def test_training_improves_the_elbo_and_writes_the_run_folder(tmp_path, tiny_raw):
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=6")
     before = dataset_elbo(trainer.model, trainer.data.val, 50)
@@ -60,20 +77,7 @@ def test_interrupted_and_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(
     reference = make_trainer(tmp_path, tiny_raw, name="reference")
     reference.fit()
 
-    first = make_trainer(tmp_path, tiny_raw, name="resumed")
-    step = first._step
-
-    def step_then_ctrl_c(x, y, batch_total):
-        step(x, y, batch_total)
-        if first.state.global_step + 1 == interrupt_at:
-            first.stop_requested = True  # what the SIGINT handler does
-
-    first._step = step_then_ctrl_c
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
-
-    second = Trainer(first.config, first.run_dir, first.data, progress=False, log=lambda *a: None)
-    second.load_checkpoint()
+    second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, name="resumed"), interrupt_at)
     assert second.state.global_step == interrupt_at
     second.fit()
     for key, value in reference.model.state_dict().items():
