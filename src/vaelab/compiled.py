@@ -82,7 +82,7 @@ class NoiseCompiled:
         self._weight.fill_(kl_weight)
         if self._working:
             return self.compiled(x, y, draw_ahead(self._draws, generator), self._weight, *self.inputs())
-        state, start = generator.get_state(), time.perf_counter()
+        state, start = generator.get_state(), time.perf_counter()  # the first compiled call: it may fail
         try:
             out = self.compiled(x, y, draw_ahead(self._draws, generator), self._weight, *self.inputs())
         except Exception as err:  # noqa: BLE001  (whatever the compiler failed on, eager works)
@@ -173,8 +173,7 @@ def adam_step(objective: Callable[..., ObjectiveTerms], model: nn.Module, sample
                 noise: list[torch.Tensor], kl_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with model.mixed_precision(network_dtype):
             terms = torch.func.functional_call(module, weights, (x, y, noise, kl_weight), strict=False)
-        totals = torch.stack([terms.elbo, terms.reconstruction, terms.kl, terms.objective]).sum(1)
-        return terms.objective.sum() * (-1.0 / x.shape[0]), totals
+        return terms.objective.sum() * (-1.0 / x.shape[0]), terms.totals()
 
     def traced(x: torch.Tensor, y: torch.Tensor | None, noise: list[torch.Tensor], kl_weight: torch.Tensor,
                lr: torch.Tensor, params: list[torch.Tensor], exp_avgs: list[torch.Tensor],

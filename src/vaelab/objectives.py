@@ -31,6 +31,10 @@ class ElboTerms:
 class ObjectiveTerms(ElboTerms):
     objective: torch.Tensor  # what training maximizes, (batch,)
 
+    def totals(self) -> torch.Tensor:
+        """(4,): elbo, reconstruction, kl and objective, each summed over the batch (a training epoch's sums)."""
+        return torch.stack([self.elbo, self.reconstruction, self.kl, self.objective]).sum(1)
+
 
 def _encode(model: Any, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
     return model.posterior(x) if y is None else model.posterior(x, y)

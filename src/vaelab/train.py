@@ -415,8 +415,7 @@ class Trainer:
         objective = self.config.objective
         if not objective.warmup_epochs:
             return objective.beta
-        steps_per_epoch = math.ceil(len(self.data.train) / self.config.train.batch_size)
-        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * steps_per_epoch))
+        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
 
     def _step(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int) -> None:
         """One optimizer step on x, this rank's share of a batch of `batch_total` images."""
@@ -451,7 +450,7 @@ class Trainer:
             self._check_loss(loss)
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
-            self.sums += torch.stack([terms.elbo, terms.reconstruction, terms.kl, terms.objective]).sum(1)
+            self.sums += terms.totals()
         return loss
 
     def _check_loss(self, loss: torch.Tensor) -> None:
@@ -499,8 +498,12 @@ class Trainer:
     def planned_steps(self) -> int:
         """Optimizer steps the whole run will take, if nothing stops it early."""
         cfg = self.config.train
-        steps = cfg.epochs * math.ceil(len(self.data.train) / cfg.batch_size)
+        steps = cfg.epochs * self.steps_per_epoch
         return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train) / self.config.train.batch_size)
 
     def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
         """0 if the loss and every gradient are finite, 1 if the loss is not, 2 if only a gradient is not."""
@@ -532,8 +535,7 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters)
 
     def _raise_nonfinite(self, step: int, what: str, why: str = "") -> None:
-        steps_per_epoch = math.ceil(len(self.data.train) / self.config.train.batch_size)
-        cfg = self.config
+        steps_per_epoch, cfg = self.steps_per_epoch, self.config
         raise NonFiniteError(
             f"training stopped: the {what} became NaN or infinite at epoch {step // steps_per_epoch + 1}, step "
             f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all){why}. The last good checkpoint is kept: "
