@@ -21,14 +21,15 @@ import torch
 from vaelab.config import resolve_config
 from vaelab.data import load_dataset
 from vaelab.data.views import make_views
-from vaelab.train import Trainer, prepare_run_dir, resolve_device
+from vaelab.runs import RunFolder
+from vaelab.training import Trainer, resolve_device
 
 
 def _trainer(raw, preset: str, compiled: bool, extra: list[str]) -> Trainer:
     overrides = ["data.val_size=1", "train.epochs=1000", f"train.compile={str(compiled).lower()}", *extra]
     config = resolve_config(preset, overrides=overrides)
     run_dir = Path(tempfile.mkdtemp(prefix="vaelab-compile-")) / "run"
-    prepare_run_dir(run_dir, config)
+    RunFolder(run_dir).create(config)
     data = make_views(raw, config.data, resolve_device(config.train.device))
     return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
 

@@ -28,7 +28,7 @@ import torch
 from vaelab.config import resolve_config
 from vaelab.data import load_dataset
 from vaelab.pipeline import train_run
-from vaelab.train import schedule_epochs
+from vaelab.training import schedule_epochs
 
 TWO_LAYERS = ["model.latent_dim=100", "model.latent_dim2=50", "model.encoder_hidden2=[100, 100]",
               "model.decoder_hidden2=[100, 100]"]

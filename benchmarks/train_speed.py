@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from vaelab.config import resolve_config
 from vaelab.data import load_dataset
 from vaelab.data.views import make_views
-from vaelab.train import Trainer, prepare_run_dir
+from vaelab.runs import RunFolder
+from vaelab.training import Trainer
 
 HIDDEN, LATENT, BATCH = 400, 20, 128
 
@@ -167,7 +168,7 @@ def _trainer(raw, args: argparse.Namespace, precision: str, compile_setting: boo
                  f"train.compile={json.dumps(compile_setting)}"]
     config = resolve_config("mnist-lab", overrides=overrides)
     run_dir = Path(tempfile.mkdtemp(prefix="vaelab-speed-")) / "run"
-    prepare_run_dir(run_dir, config)
+    RunFolder(run_dir).create(config)
     data = make_views(raw, config.data, torch.device(args.device))
     return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from test_train import interrupted_and_reloaded, make_trainer
-from vaelab.compiled import adam_supported, adam_update
+from vaelab.training.compiled import adam_supported, adam_update
 from vaelab.distributions import NoisePlayback, NoiseRecorder, diagonal_normal, draw_ahead, rsample
-from vaelab.train import AUTO_COMPILE_STEPS, compiles
+from vaelab.training import AUTO_COMPILE_STEPS, compiles
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
@@ -124,7 +124,7 @@ def test_a_step_that_cannot_compile_runs_eagerly_from_the_same_noise(tmp_path, t
             raise RuntimeError("no C++ compiler found\nmore detail")
         return call
 
-    monkeypatch.setattr("vaelab.compiled.torch.compile", broken)
+    monkeypatch.setattr("vaelab.training.compiled.torch.compile", broken)
     logged = []
     eager = make_trainer(tmp_path, tiny_raw, "train.epochs=2", "train.compile=false", name="eager")
     failing = make_trainer(tmp_path, tiny_raw, "train.epochs=2", "train.compile=true", name="failing")

@@ -26,7 +26,7 @@ from vaelab.config import (
 )
 from vaelab.evaluate import EvaluationError, evaluate_images
 from vaelab.runs import load_run
-from vaelab.train import CHECKPOINT, WEIGHTS
+from vaelab.runs import CHECKPOINT, WEIGHTS
 
 from tiny_runs import run, tiny_data, tiny_raw, trained  # noqa: F401  (fixtures)
 

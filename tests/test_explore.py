@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaelab.config import resolve_config
-from vaelab.explore import EXPLORER, ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
+from vaelab.explore import ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
+from vaelab.runs import EXPLORER
 from vaelab.model import IMAGE_SHAPES, VAE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,13 +389,14 @@ def default_run(tmp_path_factory):
 
     from vaelab.data.views import make_views
     from vaelab.evaluate import evaluate_run
-    from vaelab.train import Trainer, prepare_run_dir
+    from vaelab.runs import RunFolder
+    from vaelab.training import Trainer
 
     config = resolve_config(overrides=["data.val_size=100", "train.batch_size=32", "train.epochs=2",
                                        "train.eval_batch_size=100"])
     assert config.model.decoder_hidden == [512] and config.model.latent_dim == 2  # the default model
     run = tmp_path_factory.mktemp("explore") / "run"
-    prepare_run_dir(run, config)
+    RunFolder(run).create(config)
     data = make_views(make_tiny_raw(), config.data)
     Trainer(config, run, data, progress=False, log=lambda *a: None).fit()
     evaluate_run(run, k=5, data=data, progress=False)
@@ -484,12 +486,13 @@ def test_a_model_trained_on_mnist_and_its_screenshot(browser, mnist_raw, tmp_pat
     The PNG goes to tmp_path; with VAELAB_WRITE_SCREENSHOT=1 also to docs/explorer.png in the repo.
     """
     from vaelab.data.views import make_views
-    from vaelab.train import Trainer, prepare_run_dir
+    from vaelab.runs import RunFolder
+    from vaelab.training import Trainer
 
     config = resolve_config(overrides=["train.epochs=2", "train.train_subset=20000", "data.val_size=1000",
                                        "train.eval_batch_size=1000"])
     run = tmp_path / "mnist-run"
-    prepare_run_dir(run, config)
+    RunFolder(run).create(config)
     data = make_views(mnist_raw, config.data, train_subset=config.train.train_subset)
     trainer = Trainer(config, run, data, progress=False, log=lambda *a: None)
     trainer.fit()

@@ -42,7 +42,8 @@ from vaelab.plots import (
     samples_grid,
     training_figures,
 )
-from vaelab.train import Trainer, dataset_elbo, prepare_run_dir
+from vaelab.runs import RunFolder
+from vaelab.training import Trainer, dataset_elbo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRICS = [
@@ -358,7 +359,7 @@ def tiny_run(tmp_path, tiny_raw):
                                        "model.encoder_hidden=[16]", "model.decoder_hidden=[16]",
                                        "train.eval_batch_size=50", "model.latent_dim=3"])
     run_dir = tmp_path / "run"
-    prepare_run_dir(run_dir, config)
+    RunFolder(run_dir).create(config)
     trainer = Trainer(config, run_dir, make_views(tiny_raw, config.data), progress=False, log=lambda *a: None)
     trainer.fit()
     return trainer
@@ -367,9 +368,9 @@ def tiny_run(tmp_path, tiny_raw):
 def test_make_figures_on_a_run_folder(tiny_run, tiny_raw, monkeypatch):
     run_dir = tiny_run.run_dir
     old, new = run_dir / "eval-test-k10.json", run_dir / "eval-test-k5.json"
-    old.write_text(json.dumps({"kl_per_dim": [9.0, 9.0, 9.0]}))
-    new.write_text(json.dumps({"kl_per_dim": [1.0, 2.0, 3.0]}))
-    os.utime(old, (1_000_000, 1_000_000))
+    # The larger K scored other weights (before a resume, say): only the current weights' evaluation counts.
+    old.write_text(json.dumps({"kl_per_dim": [9.0, 9.0, 9.0], "weights_sha256": "0" * 64}))
+    new.write_text(json.dumps({"kl_per_dim": [1.0, 2.0, 3.0], "weights_sha256": RunFolder(run_dir).fingerprint()}))
     loaded = []
 
     def fake_load_dataset(name, data_dir=None, **kwargs):
@@ -475,7 +476,7 @@ def test_every_figure_of_every_variant_draws_or_says_why_not(tmp_path, tiny_raw,
     data = variant_data(variant, tiny_raw)
     model = variant_model(variant, data.image_shape)
     run_dir = tmp_path / "run"
-    prepare_run_dir(run_dir, resolve_config())  # the run's config; the figures draw the model given
+    RunFolder(run_dir).create(resolve_config())  # the run's config; the figures draw the model given
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS))
     results = make_figures(run_dir, model=model, data=data, samples_n=4, manifold_n=5, interpolation_steps=6)
     expected = dict(EXPECTED_SKIPS.get(variant, {}))

@@ -11,12 +11,14 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from browser import image_states, open_page
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vaelab.config import resolve_config
-from vaelab.report import compare_runs, latest_evaluation, write_report
+from vaelab.report import compare_runs, write_report
+from vaelab.runs import RunFolder
 
 EVAL_K100 = {"elbo": -98.7654, "reconstruction": -90.1234, "kl": 8.642, "nll": 94.3219, "nll_stderr": 0.4567,
              "k": 100, "n": 100, "active_units": 2, "kl_per_dim": [5.1, 3.542], "split": "test",
@@ -48,9 +50,11 @@ def make_run(folder: Path, name: str = "lab", evaluations: tuple[dict, ...] = (E
                "units": "nats per image (summed over pixels)", "binarization": "dynamic", "elbo_samples": 1,
                "data_source": "generated", "device": "cpu", "torch": "2.x",
                "finished_at": "2026-11-21T10:00:00"} if summary is None else summary
+    digest = RunFolder(folder).save_weights({"w": torch.arange(3.0)})  # the weights the numbers describe
     if summary:
-        (folder / "summary.json").write_text(json.dumps(summary))
+        (folder / "summary.json").write_text(json.dumps(summary | {"weights_sha256": digest}))
     for evaluation in evaluations:
+        evaluation = evaluation | {"weights_sha256": digest}
         (folder / f"eval-test-k{evaluation['k']}.json").write_text(json.dumps(evaluation))
     (folder / "figures").mkdir()
     for i, figure in enumerate(figures):
@@ -115,7 +119,7 @@ def test_report_without_evaluation_or_summary_says_so(tmp_path):
     run = make_run(tmp_path / "run", evaluations=(), figures=(), summary={})
     (run / "figures" / "broken.png").write_bytes(b"not a png")
     page = write_report(run, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
-    assert "No evaluation in this run folder" in page
+    assert "No evaluation of the weights this run holds" in page
     assert "training has not finished" in page
     assert "broken.png" in page and "not a PNG" in page and img_sources(page) == []
 
@@ -129,9 +133,8 @@ def test_report_evaluates_and_draws_when_asked(tmp_path, monkeypatch, capsys):
 
     def fake_evaluate(run_dir, k=5000, progress=True, **kwargs):
         calls.append(("evaluate", k))
-        result = dict(EVAL_K100, k=k, nll=77.7777)
-        (Path(run_dir) / f"eval-test-k{k}.json").write_text(json.dumps(result))
-        return result
+        assert kwargs["save"] is False  # the report keeps it itself, once it has it
+        return dict(EVAL_K100, k=k, nll=77.7777, weights_sha256=RunFolder(run_dir).fingerprint())
 
     def fake_figures(run_dir, names=None, **kwargs):
         calls.append(("figures", None))
@@ -182,11 +185,11 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, make):
         compare_runs([make_run(tmp_path / "ok"), folder])
 
 
-def test_latest_evaluation_prefers_the_largest_k(tmp_path):
+def test_current_evaluation_prefers_the_largest_k(tmp_path):
     run = make_run(tmp_path / "run", evaluations=(EVAL_K10, EVAL_K100))
     (run / "eval-test-k5000.json.tmp").write_text("{}")
     (run / "eval-val-k9000.json").write_text("{}")
-    path, result = latest_evaluation(run)
+    path, result = RunFolder(run).current_evaluation()
     assert path.name == "eval-test-k100.json" and result["nll"] == EVAL_K100["nll"]
 
 
@@ -262,13 +265,14 @@ def test_the_browser_check_sees_a_broken_image(tmp_path):
 
 def test_report_of_a_trained_run_end_to_end(tmp_path, tiny_raw):
     from vaelab.data.views import make_views
-    from vaelab.train import Trainer, prepare_run_dir
+    from vaelab.runs import RunFolder
+    from vaelab.training import Trainer
 
     config = resolve_config(overrides=["data.val_size=100", "train.batch_size=32", "train.epochs=2",
                                        "model.encoder_hidden=[32]", "model.decoder_hidden=[32]",
                                        "train.eval_batch_size=50"])
     run = tmp_path / "trained"
-    prepare_run_dir(run, config)
+    RunFolder(run).create(config)
     data = make_views(tiny_raw, config.data)
     Trainer(config, run, data, progress=False, log=lambda *a: None).fit()
     path = write_report(run, k=5, data=data, progress=False)

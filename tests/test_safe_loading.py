@@ -25,7 +25,7 @@ from vaelab.config import ConfigError, resolve_config
 from vaelab.data import DataError, DataWarning, cifar, load_dataset
 from vaelab.io import read_json, read_jsonl
 from vaelab.runs import load_run
-from vaelab.train import CHECKPOINT, WEIGHTS, read_run_config
+from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
 
 from tiny_runs import run, tiny_data, tiny_raw, trained  # noqa: F401  (fixtures)
 
@@ -231,7 +231,7 @@ def test_planted_checkpoint_is_refused_by_load_run_and_resume(run, tmp_path, tin
 def test_planted_config_is_refused_by_load_run_and_resume(run, tmp_path, tiny_data, capsys, kind):
     marker = tmp_path / "ran"
     (run / "config.json").write_bytes(PAYLOADS[kind](marker))
-    for load in (load_run, read_run_config):
+    for load in (load_run, lambda path: RunFolder(path).config()):
         with pytest.raises((ValueError, ConfigError), match=f"{run / 'config.json'}: "):
             load(run)
     code, err = resume(run, capsys)
@@ -281,16 +281,16 @@ def test_planted_metrics_stop_a_resume_with_an_error_naming_the_file(run, tmp_pa
 
 @pytest.mark.parametrize("kind", PAYLOADS)
 def test_planted_evaluation_and_summary_are_refused(run, tmp_path, kind):
-    from vaelab.plots import newest_eval_kl
+    from vaelab.plots import current_kl
     marker = tmp_path / "ran"
     evaluation = run / "eval-test-k5000.json"
     evaluation.write_bytes(PAYLOADS[kind](marker))
     with pytest.raises(ValueError, match=f"{evaluation}: not valid JSON"):
         read_json(evaluation)
-    with pytest.raises(ValueError, match=f"{evaluation}: not valid JSON"):
-        report.latest_evaluation(run)
     with pytest.warns(UserWarning, match=f"{evaluation}: skipped"):
-        assert newest_eval_kl(run) == (None, "")
+        assert RunFolder(run).current_evaluation() is None
+    with pytest.warns(UserWarning, match=f"{evaluation}: skipped"):
+        assert current_kl(RunFolder(run), RunFolder(run).fingerprint()) == (None, "")
     evaluation.unlink()
     (run / "summary.json").write_bytes(PAYLOADS[kind](marker))
     with pytest.raises(ValueError, match=f"{run / 'summary.json'}: not valid JSON"):

@@ -9,7 +9,8 @@ import torch
 from vaelab.config import resolve_config
 from vaelab.data.views import make_views
 from vaelab.io import load_tensors, read_jsonl
-from vaelab.train import CHECKPOINT, WEIGHTS, Trainer, dataset_elbo, native_bfloat16, network_dtype, prepare_run_dir
+from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
+from vaelab.training import Trainer, dataset_elbo, native_bfloat16, network_dtype
 
 
 def tiny_config(*overrides):
@@ -21,7 +22,7 @@ def tiny_config(*overrides):
 def make_trainer(tmp_path, raw, *overrides, name="run"):
     config = tiny_config(*overrides)
     run_dir = tmp_path / name
-    prepare_run_dir(run_dir, config)
+    RunFolder(run_dir).create(config)
     data = make_views(raw, config.data)
     return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
 
@@ -124,7 +125,7 @@ def test_gaussian_grey_model_trains(tmp_path, tiny_raw):
 def test_prepare_refuses_an_existing_run(tmp_path, tiny_raw):
     trainer = make_trainer(tmp_path, tiny_raw)
     with pytest.raises(FileExistsError, match="--resume"):
-        prepare_run_dir(trainer.run_dir, trainer.config)
+        RunFolder(trainer.run_dir).create(trainer.config)
     assert json.loads((trainer.run_dir / "config.json").read_text())["name"] == "mnist-lab"
 
 
@@ -132,7 +133,7 @@ def test_prepare_refuses_an_existing_run(tmp_path, tiny_raw):
 def test_a_few_hundred_steps_on_real_mnist_lower_the_validation_loss(tmp_path, mnist_raw):
     config = resolve_config(overrides=["train.max_steps=300", "train.epochs=1"])
     run_dir = tmp_path / "mnist"
-    prepare_run_dir(run_dir, config)
+    RunFolder(run_dir).create(config)
     trainer = Trainer(config, run_dir, make_views(mnist_raw, config.data), progress=False, log=lambda *a: None)
     before = dataset_elbo(trainer.model, trainer.data.val, 1000, seed=1)
     trainer.fit()
@@ -144,7 +145,7 @@ def test_a_few_hundred_steps_on_real_mnist_lower_the_validation_loss(tmp_path, m
 @pytest.mark.parametrize("read_every", [1, 50], ids=["cpu-reads-every-loss", "gpu-notes-on-device"])
 def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_checkpoint(tmp_path, tiny_raw,
                                                                                         read_every):
-    from vaelab.train import NonFiniteError
+    from vaelab.training import NonFiniteError
 
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
     trainer.fault_read_every = read_every  # 50: the GPU's way, the step noted on the device, read at epoch end
@@ -179,7 +180,7 @@ def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_ch
 def test_a_nan_gradient_with_a_finite_loss_is_caught_by_the_next_loss_or_the_checkpoint(tmp_path, tiny_raw,
                                                                                         at_step, expect):
     """Only the loss is checked every step; a NaN gradient shows in the next loss, or in the weights saved."""
-    from vaelab.train import NonFiniteError
+    from vaelab.training import NonFiniteError
 
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
     weight = trainer.model.decoder.last.weight
@@ -213,10 +214,10 @@ def test_a_second_training_of_the_same_folder_refuses_and_a_stale_lock_is_taken_
     import os
     import socket
 
-    from vaelab.train import RunLockedError, run_lock
+    from vaelab.training import RunLockedError
 
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1")
-    with run_lock(trainer.run_dir):
+    with RunFolder(trainer.run_dir).lock():
         other = Trainer(trainer.config, trainer.run_dir, trainer.data, progress=False, log=lambda *a: None)
         other.parallel = trainer.parallel
         (trainer.run_dir / ".lock").write_text(f"{os.getppid()} {socket.gethostname()}")  # a live process
@@ -233,7 +234,7 @@ def test_an_unwritable_run_folder_fails_before_training(tmp_path, tiny_raw):
     blocker.write_text("not a folder")  # even root cannot make a folder below a file
     config = tiny_config()
     with pytest.raises(OSError, match="cannot write the run folder"):
-        prepare_run_dir(blocker / "run", config)
+        RunFolder(blocker / "run").create(config)
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1")
     trainer.run_dir = blocker  # a run folder that is not a writable folder
     with pytest.raises(OSError, match="cannot write to the run folder"):

@@ -12,7 +12,8 @@ import pytest
 
 from vaelab.config import resolve_config
 from vaelab.data.views import make_views
-from vaelab.train import CHECKPOINT, WEIGHTS, Trainer, prepare_run_dir
+from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
+from vaelab.training import Trainer
 
 
 def tiny_raw():
@@ -27,7 +28,7 @@ def trained(tmp_path_factory) -> Path:
                                        "model.encoder_hidden=[16]", "model.decoder_hidden=[16]",
                                        "train.eval_batch_size=100"])
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    prepare_run_dir(run_dir, config)
+    RunFolder(run_dir).create(config)
     Trainer(config, run_dir, make_views(tiny_raw(), config.data), progress=False, log=lambda *a: None).fit()
     for name in ("config.json", CHECKPOINT, WEIGHTS, "metrics.jsonl", "summary.json"):
         assert (run_dir / name).is_file(), name

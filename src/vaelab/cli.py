@@ -1,39 +1,34 @@
-"""The `vaelab` command."""
+"""The `vaelab` command: a thin layer over the Python API (`vaelab.api`); both make the same run folders."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
-from .config import ConfigError, preset_dict, preset_names, resolve_config
+from . import __version__
+from .config import ConfigError, preset_dict, preset_names
 from .parallel import ParallelError
-from .train import NonFiniteError
+from .training import NonFiniteError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import api
     from .data import DataError
-    from .pipeline import sweep_run, train_run
-    from .train import new_run_dir, read_run_config, resolve_device
 
-    if args.resume:
-        if args.preset or args.config or args.set or args.out:
-            raise ConfigError("--resume continues a run with its own config.json; "
-                              "drop --preset, --config, --set and --out")
-        run_dir = Path(args.resume)
-        config = read_run_config(run_dir)
-    else:
-        config = resolve_config(args.preset, args.config, args.set)
-        run_dir = Path(args.out) if args.out else new_run_dir(config)
-    resolve_device(config.train.device)  # fail before any work
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
-        print(f"vaelab train: preset {config.name!r}, run folder {run_dir}")
     try:
-        if config.sweep.members:
-            print(sweep_run(config, run_dir, data_dir=args.data_dir), end="")
+        if args.resume:
+            if args.preset or args.config or args.out:
+                raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config "
+                                  "and --out (--set may raise train.epochs to train a finished run longer)")
+            api.resume(args.resume, overrides=args.set, data_dir=args.data_dir, log=_rank0_print)
         else:
-            train_run(config, run_dir, data_dir=args.data_dir, resume=bool(args.resume))
+            api.train(args.preset, config=args.config, overrides=args.set, out=args.out, data_dir=args.data_dir,
+                      log=_rank0_print)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -42,24 +37,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank0_print(text: str) -> None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(text, flush=True)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .evaluate import evaluate_run
     from .parallel import from_environment
-    from .train import resolve_device
+    from .runs import RunFolder
+    from .training import resolve_device
 
-    parallel, device = from_environment(resolve_device(args.device or "auto"))
-    result = evaluate_run(args.run_dir, args.split, args.samples, args.seed, args.memory_mb,
-                          progress=not args.json, device=str(device), data_dir=args.data_dir, parallel=parallel)
+    folder = RunFolder(args.run_dir).check()
+    parallel, device = from_environment(resolve_device(args.device or "auto", "--device"))
+    result = evaluate_run(folder.path, args.split, args.samples, args.seed, args.memory_mb, progress=not args.json,
+                          device=str(device), data_dir=args.data_dir, parallel=parallel, save=False)
     if not parallel.is_main:
         return 0
+    # Printed before it is written: a write that fails (a full disk) must not lose minutes of work.
     if args.json:
         keys = ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k", "n", "active_units", "kl_per_dim",
                 "split", "binarization")
-        print(json.dumps({key: result[key] for key in keys} | result))
-        return 0
-    print(format_evaluation(result))
+        print(json.dumps({key: result[key] for key in keys} | result), flush=True)
+    else:
+        print(format_evaluation(result), flush=True)
+    path = folder.save_evaluation(result)
+    if not args.json:
+        print(f"  saved in {path}")
     return 0
 
 
@@ -85,17 +91,24 @@ def format_evaluation(r: dict) -> str:
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from .plots import make_figures
+    from .api import open_run
 
-    for name, path, note in make_figures(args.run_dir, args.names or None):
-        print(f"{name:16s} {path if path else 'skipped'}{'  (' + note + ')' if note else ''}")
+    target = open_run(args.run_dir)
+    runs = getattr(target, "members", None) or [target]
+    for run in runs:
+        if len(runs) > 1:
+            print(f"{run.path}:")
+        for figure in run.figures(*args.names, **_figure_options(args)):
+            note = f"  ({figure.note})" if figure.note else ""
+            print(f"{figure.name:16s} {figure.path if figure.path else 'skipped'}{note}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate)
+    path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate, figures=not args.no_figures,
+                        **_figure_options(args))
     print(f"report: {path}")
     return 0
 
@@ -103,12 +116,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_explore(args: argparse.Namespace) -> int:
     import webbrowser
 
-    from .explore import write_explorer
+    from .api import Run
 
-    path = write_explorer(args.run_dir)
-    print(f"explorer: {path}")
-    if args.open:
-        webbrowser.open(path.resolve().as_uri())
+    path = Run(args.run_dir).explore().path
+    address = path.resolve().as_uri()
+    print(f"explorer: {path}\n  open {address}")
+    if args.open and not webbrowser.open(address):
+        print("no web browser found to open it; open the address above in one", file=sys.stderr)
     return 0
 
 
@@ -157,18 +171,57 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+# Figure options a command line may set, each overriding the run's [figures] config for one call.
+FIGURE_FLAGS = ("samples_n", "class_samples_n", "reconstructions_n", "reconstructions_random", "interpolation_pairs",
+                "interpolation_steps", "interpolations_random", "manifold_n", "manifold_range", "manifold_dims",
+                "manifold_label", "scatter_method", "tsne_points", "seed")
+
+
+def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
+    """--samples-n N, --manifold-range R, ... from the figure options' own types and defaults."""
+    from .plots import FigureContext
+
+    group = parser.add_argument_group("figure options (default: the run's [figures] config, then built-in)")
+    fields = {f.name: f for f in dataclasses.fields(FigureContext)}
+    for name in FIGURE_FLAGS:
+        flag, kind = "--" + name.replace("_", "-"), fields[name].type
+        if kind == "bool":
+            group.add_argument(flag, dest=f"fig_{name}", action=argparse.BooleanOptionalAction, default=None)
+        elif kind.startswith("tuple"):
+            group.add_argument(flag, dest=f"fig_{name}", type=int, nargs=2, metavar=("I", "J"))
+        else:
+            group.add_argument(flag, dest=f"fig_{name}", type={"int": int, "str": str}[kind],
+                               metavar=name.split("_")[-1].upper())
+
+
+def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, f"fig_{name}") for name in FIGURE_FLAGS if getattr(args, f"fig_{name}") is not None}
+
+
+def _positive_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 MB, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and write a run folder")
     train.add_argument("--preset", help="a shipped preset (default mnist-lab); see `vaelab presets`")
     train.add_argument("--config", help="a TOML or JSON file layered over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config value, e.g. --set model.latent_dim=10 (repeatable)")
+                       help="override one config value, e.g. --set model.latent_dim=10 (repeatable); with "
+                            "--resume, how long to train: --set train.epochs=40 trains a finished run longer")
     train.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
     train.add_argument("--data-dir", help="folder with the IDX files or an .npz (else $VAELAB_DATA, cache, download)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run or sweep where it stopped")
     train.set_defaults(func=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
@@ -177,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--memory-mb", type=float, default=None,
+    evaluate.add_argument("--memory-mb", type=_positive_mb, default=None,
                           help="memory bound of one chunk of work (default 64 on a CPU, 1024 on a GPU)")
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     evaluate.add_argument("--data-dir")
@@ -187,12 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("run_dir")
     figures.add_argument("names", nargs="*", help="samples, reconstructions, interpolations, latent-scatter, "
                                                   "manifold, curves, kl-per-dim (default: all)")
+    _add_figure_flags(figures)
     figures.set_defaults(func=_cmd_figures)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html, one self-contained page")
     report.add_argument("run_dir")
     report.add_argument("--samples", "-k", type=int, default=5000, help="K if an evaluation must be run")
     report.add_argument("--no-evaluate", action="store_true", help="use only evaluations already made")
+    report.add_argument("--no-figures", action="store_true", help="use the figures already drawn")
+    _add_figure_flags(report)
     report.set_defaults(func=_cmd_report)
 
     explore = commands.add_parser("explore", help="write RUN_DIR/explorer.html: decode the latent space live")
@@ -219,10 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                      line: Any = None) -> None:
+    """Warnings as `warning: ...` lines: users need the message, not the source line that raised it."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
+    except BrokenPipeError:  # `vaelab presets | head -1`: the reader has all it wants
+        _silence_stdout()
+        return 0
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError, NonFiniteError,
             ParallelError) as err:
         if os.environ.get("VAELAB_DEBUG"):
@@ -230,3 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's flush at exit does not raise again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

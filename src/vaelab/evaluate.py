@@ -21,14 +21,13 @@ from typing import Any
 
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
-from tqdm import tqdm
 
 from .data.views import ImageSet
 from .distributions import rsample
 from .latents import kl_terms
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
-from .io import write_json
 from .parallel import Parallel
+from .progress import progress as progress_bar
 
 
 class EvaluationError(ValueError):
@@ -151,6 +150,8 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
     parallel = parallel or Parallel()
     if k < 1:
         raise EvaluationError(f"K (importance samples) must be >= 1, got {k}")
+    if memory_mb is not None and not memory_mb > 0:
+        raise EvaluationError(f"the memory bound (--memory-mb, evaluate.memory_mb) must be > 0 MB, got {memory_mb}")
     device = model.prior().mean.device
     hidden = max([*model.config.decoder_hidden, 1]) if hasattr(model, "config") else 1024
     memory_mb = chunk_memory_mb(memory_mb, device)
@@ -161,8 +162,7 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
     log_px = torch.empty(share.stop - share.start, device=device, dtype=torch.float64)
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # reconstruction, kl
     kl_dims, mean_sum, mean_sq_sum = None, None, None
-    bar = tqdm(total=len(log_px), disable=None if progress and parallel.is_main else True, unit="image",
-               desc=f"evaluating (K={k})")
+    bar = progress_bar(len(log_px), f"evaluating (K={k})", "image", enabled=progress and parallel.is_main)
     for start in range(share.start, share.stop, plan.points):
         index = slice(start, min(start + plan.points, share.stop))
         x = images.batch(index, generator).to(device)
@@ -209,20 +209,24 @@ def binarization_seed(data_config: Any, split: str) -> int | None:
 def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: int = 0,
                  memory_mb: float | None = None, progress: bool = True, data: Any = None, model: Any = None,
                  device: str | None = None, data_dir: str | None = None,
-                 parallel: Parallel | None = None) -> dict[str, Any]:
-    """Evaluate a run folder's best weights; writes RUN_DIR/eval-<split>-k<K>.json and returns it."""
+                 parallel: Parallel | None = None, save: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder's best weights and return the result; with `save`, also keep it in the folder.
+
+    The result names the weights it scored (`weights_sha256`, see `runs.fingerprint`). `model`, when
+    given, must carry `weights_sha256` and `run_config` as `load_run` sets them.
+    """
     from .data import load_dataset
     from .data.views import make_views
-    from .runs import load_run
-    from .train import resolve_device
+    from .runs import RunFolder, load_run
+    from .training import resolve_device
 
     if split not in ("test", "val"):
         raise EvaluationError(f"split must be test or val, got {split!r}")
     if k < 1:
         raise EvaluationError(f"K (importance samples, --samples) must be >= 1, got {k}")
-    run_dir = Path(run_dir)
-    torch_device = resolve_device(device or "auto")
-    model = model if model is not None else load_run(run_dir, torch_device)
+    folder = RunFolder(run_dir).check()
+    torch_device = resolve_device(device or "auto", "--device")
+    model = model if model is not None else load_run(folder.path, torch_device)
     config = model.run_config
     check_scorable(config)
     if data is None:
@@ -235,11 +239,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         "units": "nats per image (summed over pixels)", "seed": seed,
         "binarization_seed": binarization_seed(config.data, split),
         "likelihood": config.model.likelihood, "latent_dim": config.model.latent_dim,
+        "weights_sha256": getattr(model, "weights_sha256", None),
         "seconds": round(time.perf_counter() - started, 2), "device": str(torch_device),
     }
     head = LIKELIHOOD_HEADS[config.model.likelihood]
     if head.discrete:  # a probability of the data as stored: comparable in bits per dimension
         result["bits_per_dim"] = bits_per_dim(result["nll"], getattr(data, split).pixels.shape[1])
-    if parallel is None or parallel.is_main:
-        write_json(run_dir / f"eval-{split}-k{k}.json", result)
+    if save and (parallel is None or parallel.is_main):
+        folder.save_evaluation(result)
     return result

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_write_bytes, read_json
+from .io import atomic_write_bytes
 from .likelihoods import (
     _CB_TAYLOR_BELOW,
     LOG_SCALE_MAX,
@@ -49,7 +49,6 @@ from .likelihoods import (
 )
 from .nets import MLP, ConvDecoder
 
-EXPLORER = "explorer.html"
 
 LABEL_NAMES: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
@@ -396,11 +395,10 @@ def _slider_range(means: np.ndarray, latent: dict[str, Any]) -> list[list[float]
 
 
 def _run_info(run_dir: Path, config: Any, data: Any) -> dict[str, Any]:
-    from .report import latest_evaluation
+    from .runs import RunFolder
 
-    summary_path = run_dir / "summary.json"
-    summary = read_json(summary_path) if summary_path.is_file() else {}
-    summary = summary if isinstance(summary, dict) else {}
+    run = RunFolder(run_dir)
+    summary = run.summary()
     info: dict[str, Any] = {
         "name": config.name or run_dir.name, "data": config.data.name,
         "source": summary.get("data_source") or getattr(data, "source", None),
@@ -408,10 +406,7 @@ def _run_info(run_dir: Path, config: Any, data: Any) -> dict[str, Any]:
         "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
         "test_elbo": summary.get("test_elbo"), "run_dir": str(run_dir.resolve()),
     }
-    try:
-        evaluation = latest_evaluation(run_dir)
-    except ValueError:
-        evaluation = None
+    evaluation = run.current_evaluation()
     if evaluation is not None and isinstance(evaluation[1], dict):
         info["evaluation"], info["evaluation_file"] = evaluation[1], evaluation[0].name
     return info
@@ -425,15 +420,14 @@ def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_poin
     unless given. The scatter shows the posterior means of `n_points` test images drawn with `seed`.
     A model whose decoder the page cannot run gets a page that says so (see `decoder_spec`).
     """
-    from .report import check_run_dir
-    from .runs import load_run
-    from .train import read_run_config
+    from .runs import RunFolder, load_run
 
-    run_dir = check_run_dir(run_dir)
+    run = RunFolder(run_dir).check()
+    run_dir = run.path
     if n_points < 0:
         raise ValueError(f"n_points must be >= 0, got {n_points}")
     model = load_run(run_dir) if model is None else model
-    config = getattr(model, "run_config", None) or read_run_config(run_dir)
+    config = getattr(model, "run_config", None) or run.config()
     if data is None:
         from .data import load_dataset
         from .data.views import make_views
@@ -442,7 +436,7 @@ def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_poin
         data = make_views(raw, config.data)
     means, labels = posterior_means(model, data.test, n_points, seed)
     page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data))
-    path = Path(out) if out is not None else run_dir / EXPLORER
+    path = Path(out) if out is not None else run.explorer_path
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
 

@@ -18,10 +18,24 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 
+class WriteError(OSError):
+    """A file could not be written; the message names it and says why."""
+
+    def __init__(self, path: Path, err: OSError) -> None:
+        super().__init__(err.errno, f"{path}: could not write it ({err.strerror or err})")
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise WriteError(path, err) from None
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes it private; reports and figures are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -29,6 +43,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a read-only folder: say which file could not be written
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -53,10 +70,13 @@ def read_json(path: str | Path) -> Any:
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """One JSON object per line; the line is written whole and synced before returning."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise WriteError(Path(path), err) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -93,6 +113,11 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    return load_tensors_bytes(data, path)
+
+
+def load_tensors_bytes(data: bytes, path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file's bytes read from `path` (named in errors)."""
     try:
         tensors = load_safetensors_bytes(data)
         metadata = _safetensors_metadata(data)

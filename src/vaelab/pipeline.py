@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, config_from_dict, parse_override
+from .config import ConfigError, RunConfig, config_from_dict, parse_override
 from .config import _merge as merge_dicts
-from .io import write_json
+from .runs import RunFolder, SweepFolder, member_configs
+
+# Keys a finished or interrupted run may change when it is resumed: how long it trains and what
+# is done at the end. Anything else would make the checkpoint describe another model.
+EXTENDABLE = ("train.epochs", "train.max_steps", "train.patience", "train.checkpoint_every", "evaluate.",
+              "figures.")
+
+
+def extended_config(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """The run's config with `--set` overrides given with --resume; only EXTENDABLE keys may change."""
+    values = config.to_dict()
+    for text in overrides:
+        change = parse_override(text)
+        key = text.split("=", 1)[0].strip()
+        if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in EXTENDABLE):
+            raise ConfigError(f"{key}: cannot be changed when resuming (the checkpoint was trained with "
+                              f"the run's own value); resumable changes: {', '.join(EXTENDABLE)}")
+        values = merge_dicts(values, change)
+    return config_from_dict(values)
 
 
 def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
               log: Callable[[str], None] = print, raw: Any = None) -> dict[str, Any]:
     """Train (or resume) one run, then evaluate it and draw its figures as its config says.
 
-    Returns summary.json's contents, with the evaluation (if any) under "evaluation".
+    Returns summary.json's contents, with the evaluation (if any) under "evaluation". Resuming a
+    run that has finished does nothing (and says how to train it longer) unless its config now
+    allows more training.
     """
     from .data import load_dataset
     from .data.views import make_views
-    from .evaluate import EvaluationError, evaluate_run
-    from .plots import make_figures
     from .parallel import from_environment
-    from .train import CHECKPOINT, Trainer, prepare_run_dir, resolve_device
+    from .training import Trainer, resolve_device
 
+    folder = RunFolder(run_dir)
     parallel, device = from_environment(resolve_device(config.train.device))
     if not parallel.is_main:
         log = _quiet
@@ -33,43 +51,70 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     log(f"data: {raw.name} from {raw.source}")
     data = make_views(raw, config.data, device, config.train.train_subset)
     if not resume and parallel.is_main:
-        prepare_run_dir(run_dir, config)
+        folder.create(config)
     parallel.barrier()
-    trainer = Trainer(config, run_dir, data, log=log, parallel=parallel)
+    trainer = Trainer(config, folder.path, data, log=log, parallel=parallel)
     log(f"training on {device}, network products in {trainer.precision_name} "
         f"(train.precision = {config.train.precision!r})")
-    if resume and not (run_dir / CHECKPOINT).exists():
+    if resume and not folder.has_checkpoint():
         log("no checkpoint yet (stopped before its first one): starting from the beginning")
         trainer.forget_partial_metrics()
     elif resume:
         trainer.load_checkpoint()
-        log(f"run already finished ({trainer.state.stop_reason}); scoring and drawing its best weights"
-            if trainer.state.finished else
-            f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
-    started = time.perf_counter()
+        if trainer.state.finished and not trainer.reopen():
+            summary = folder.raw_summary()
+            log(finished_message(folder, trainer.state.stop_reason, trainer.state.epoch))
+            if summary:
+                return summary
+            log("its summary.json is missing: scoring its best weights again")
+        else:
+            log(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
     summary = trainer.fit()
-    summary["train_seconds"] = round(time.perf_counter() - started, 1)
-    log(f"stopped: {summary['stop_reason']} ({summary['train_seconds']:.1f} s)")
+    log(f"stopped: {summary['stop_reason']} ({summary['train_seconds']:.1f} s of training in all)")
     log(describe_elbo(summary, config))
     model = trainer.model
-    model.run_config = config
-    if config.evaluate.samples:
-        try:
-            summary["evaluation"] = evaluate_run(run_dir, "test", config.evaluate.samples, seed=0,
-                                                 memory_mb=config.evaluate.memory_mb, data=data, model=model,
-                                                 parallel=parallel)
-            evaluation = summary["evaluation"]
-            log(f"test NLL {evaluation['nll']:.2f} \u00b1 {evaluation['nll_stderr']:.2f} nats per image "
-                f"(K = {evaluation['k']} importance samples)")
-        except EvaluationError as err:
-            log(f"no NLL: {err}")
+    model.run_config, model.weights_sha256 = config, summary["weights_sha256"]
+    _evaluate(folder, config, model, data, parallel, summary, log)
     if parallel.is_main:
-        for name, path, note in make_figures(run_dir, config.figures.names, model=model, data=data,
-                                             **config.figures.options()):
-            log(f"figure {name}: {path}" if path else f"figure {name}: skipped ({note})")
-        write_json(run_dir / "summary.json", summary)
+        _draw(folder, config, model, data, log)
+        folder.write_summary(summary)
     parallel.barrier()
     return summary
+
+
+def finished_message(folder: RunFolder, stop_reason: str, epochs: int) -> str:
+    return (f"{folder.path} has finished ({stop_reason}); nothing to train. To train it longer, raise its "
+            f"epochs: vaelab train --resume {folder.path} --set train.epochs={max(2 * epochs, epochs + 1)}"
+            " (and train.patience, if early stopping ended it)")
+
+
+def _evaluate(folder: RunFolder, config: RunConfig, model: Any, data: Any, parallel: Any, summary: dict[str, Any],
+              log: Callable[[str], None]) -> None:
+    """The importance-sampled evaluation the config asks for, logged before it is written."""
+    from .evaluate import EvaluationError, evaluate_run
+
+    k = config.evaluate.samples
+    if not k:
+        return
+    log(f"evaluating the test set: {len(data.test)} images, K = {k} importance samples each")
+    try:
+        result = evaluate_run(folder.path, "test", k, seed=0, memory_mb=config.evaluate.memory_mb, data=data,
+                              model=model, parallel=parallel, save=False)
+    except EvaluationError as err:
+        log(f"no NLL: {err}")
+        return
+    log(f"test NLL {result['nll']:.2f} \u00b1 {result['nll_stderr']:.2f} nats per image "
+        f"(K = {result['k']} importance samples)")
+    summary["evaluation"] = result
+    if parallel.is_main:
+        folder.save_evaluation(result)
+
+
+def _draw(folder: RunFolder, config: RunConfig, model: Any, data: Any, log: Callable[[str], None]) -> None:
+    from .plots import make_figures
+
+    for name, path, note in make_figures(folder.path, config.figures.names, model=model, data=data):
+        log(f"figure {name}: {path}" if path else f"figure {name}: skipped ({note})")
 
 
 def _quiet(*args: Any) -> None:
@@ -87,37 +132,32 @@ def describe_elbo(summary: dict[str, Any], config: RunConfig) -> str:
             f"{config.objective.samples} sample(s) of z)")
 
 
-def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
-    """(folder name, config) of each sweep member: the sweep's config with the member's overrides."""
-    members = []
-    base = config.to_dict()
-    base["sweep"] = {"members": []}
-    for member in config.sweep.members:
-        values = base
-        for text in member.split(";"):
-            values = merge_dicts(values, parse_override(text.strip()))
-        name = "_".join(text.strip().split(".")[-1] for text in member.split(";"))
-        members.append((name, config_from_dict(values)))
-    return members
-
-
 def sweep_run(config: RunConfig, sweep_dir: Path, *, data_dir: str | None = None,
               log: Callable[[str], None] = print, raw: Any = None) -> str:
-    """Train every member into sweep_dir/<member>/ and write the comparison table (table.md, table.csv)."""
+    """Train every member into sweep_dir/<member>/ and write the comparison table (table.md, table.csv).
+
+    Run again on the same folder (or with --resume), it finishes what is missing: members already
+    finished are kept, an interrupted one is resumed, the others are trained.
+    """
     from .data import load_dataset
-    from .io import atomic_write_bytes
     from .report import compare_runs
 
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(sweep_dir / "sweep.json", config.to_dict())
+    sweep = SweepFolder(sweep_dir)
+    sweep.start(config)
     if raw is None:
         raw = load_dataset(config.data.name, data_dir or config.data.data_dir)
-    run_dirs = []
-    for name, member in member_configs(config):
-        log(f"--- sweep member {name}")
-        run_dirs.append(sweep_dir / name)
-        train_run(member, sweep_dir / name, raw=raw, log=log)
-    table = compare_runs(run_dirs)
-    atomic_write_bytes(sweep_dir / "table.md", table.encode())
-    atomic_write_bytes(sweep_dir / "table.csv", compare_runs(run_dirs, csv=True).encode())
+    members = []
+    for name, member_config in member_configs(config):
+        member = RunFolder(sweep.path / name)
+        members.append(member)
+        if member.finished():
+            log(f"--- sweep member {name}: finished already")
+            continue
+        log(f"--- sweep member {name}" + (": resuming" if member.exists else ""))
+        train_run(member.config() if member.exists else member_config, member.path, raw=raw, log=log,
+                  resume=member.exists)
+    table = compare_runs([m.path for m in members])
+    sweep.write_table("md", table)
+    sweep.write_table("csv", compare_runs([m.path for m in members], csv=True))
     return table
+

@@ -39,7 +39,7 @@ from torch.distributions import Distribution, Independent, Laplace, Normal, kl_d
 
 from .data.views import ImageData
 from .distributions import TwoStep, rsample
-from .io import atomic_write_bytes, read_json, read_jsonl
+from .io import atomic_write_bytes
 from .model import VAE
 
 
@@ -973,16 +973,11 @@ def run_title(name: str, data: ImageData, latent: int | str, metrics: list[dict[
     return f"{name}: {data.name} ({data.binarization}), {latent}, {_epoch_text(metrics, summary)}"
 
 
-def newest_eval_kl(run_dir: Path) -> tuple[list[float] | None, str]:
-    """(kl_per_dim, file name) of the newest RUN_DIR/eval-test-k*.json that has one, else (None, "")."""
-    files = sorted(run_dir.glob("eval-test-k*.json"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
-    for path in files:
-        try:
-            values = read_json(path).get("kl_per_dim")
-        except (ValueError, AttributeError) as err:
-            warnings.warn(f"{path}: skipped ({err})", stacklevel=2)
-            continue
-        if values is not None:
+def current_kl(folder: Any, held: str | None) -> tuple[list[float] | None, str]:
+    """(kl_per_dim, file name) of the largest-K test evaluation of the weights `held` that has one."""
+    for path, result in folder.evaluations("test"):
+        values = result.get("kl_per_dim")
+        if held and result.get("weights_sha256") == held and values is not None:
             return [float(v) for v in values], path.name
     return None, ""
 
@@ -997,25 +992,25 @@ def _load_data(config: Any, device: torch.device) -> ImageData:
 
 def figure_context(run_dir: str | Path, *, model: VAE | None = None, data: ImageData | None = None,
                    **options: Any) -> FigureContext:
-    """The context for a run folder: its model (load_run unless given), data, metrics, evaluation."""
-    from .runs import load_run
-    from .train import read_run_config
+    """The context for a run folder: its model (load_run unless given), data, metrics, evaluation.
+
+    Options not given come from the run's [figures] config, then from FigureContext's defaults.
+    """
+    from .runs import RunFolder, load_run
 
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown figure option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    model = load_run(run_dir) if model is None else model
+    folder = RunFolder(run_dir).check()
+    config = folder.config()
+    model = load_run(folder.path) if model is None else model
     data = _load_data(config, model.device) if data is None else data
-    metrics_path, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
-    metrics = read_jsonl(metrics_path) if metrics_path.exists() else []
-    summary = read_json(summary_path) if summary_path.exists() else {}
-    kl, kl_source = newest_eval_kl(run_dir)
-    values: dict[str, Any] = {"title": run_title(config.name, data, latent_text(model), metrics, summary),
+    metrics = folder.metrics()
+    kl, kl_source = current_kl(folder, getattr(model, "weights_sha256", None))
+    values: dict[str, Any] = {"title": run_title(config.name, data, latent_text(model), metrics, folder.summary()),
                               "kl_per_dim": kl, "kl_source": kl_source, "seed": config.train.seed}
-    values.update(options)
-    return FigureContext(model=model, data=data, out_dir=run_dir / "figures", metrics=metrics, **values)
+    values |= config.figures.options() | options
+    return FigureContext(model=model, data=data, out_dir=folder.figures_dir, metrics=metrics, **values)
 
 
 @contextlib.contextmanager
@@ -1033,8 +1028,11 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
     """Draw figures of a run into RUN_DIR/figures/<name>.png; all of FIGURES when `names` is None.
 
     Returns (name, path, description) per figure drawn and (name, None, why) per figure skipped.
-    `options` set FigureContext options (samples_n=..., manifold_range=..., ...).
+    `options` override the run's [figures] config for this call (samples_n=..., manifold_range=...).
+    The run folder records which weights and options drew each figure.
     """
+    from .runs import RunFolder
+
     names = list(FIGURES) if names is None else list(names)
     unknown = [name for name in names if name not in FIGURES]
     if unknown:
@@ -1047,4 +1045,12 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
                 results.append((name, FIGURES[name](ctx), DRAWERS[name].__doc__.splitlines()[0]))
             except FigureSkipped as skipped:
                 results.append((name, None, str(skipped)))
+    drawn = {name: {"weights_sha256": getattr(ctx.model, "weights_sha256", None), "options": _options_of(ctx)}
+             for name, path, _ in results if path is not None}
+    if drawn:
+        RunFolder(run_dir).log_figures(drawn)
     return results
+
+
+def _options_of(ctx: FigureContext) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in OPTIONS if name not in ("title", "kl_per_dim")}

@@ -17,17 +17,15 @@ import html
 import io
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_bytes, read_json, read_jsonl
+from .io import atomic_write_bytes
+from .runs import REPORT, SUMMARY, NotARunError, RunFolder, SweepFolder, open_folder, run_folders
 
-REPORT = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-EVAL_PATTERN = re.compile(r"eval-test-k(\d+)\.json")
 
 # Known figures first, in the order a reader wants them; any other PNG follows alphabetically.
 FIGURE_CAPTIONS = {
@@ -93,39 +91,6 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 # ---------------------------------------------------------------- reading a run folder
-
-def check_run_dir(run_dir: str | Path) -> Path:
-    """`run_dir` as a Path; a ValueError naming it when it is not a vaelab run folder."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ValueError(f"{path}: no such run folder")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{path}: not a vaelab run folder (it has no config.json)")
-    return path
-
-
-def latest_evaluation(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The test-set evaluation with the largest K (the newest among equals), or None."""
-    candidates = []
-    for path in run_dir.glob("eval-test-k*.json"):
-        match = EVAL_PATTERN.fullmatch(path.name)
-        if match:
-            candidates.append((int(match.group(1)), path.stat().st_mtime, path))
-    if not candidates:
-        return None
-    path = max(candidates)[2]
-    return path, read_json(path)
-
-
-def _read_optional_json(path: Path) -> dict[str, Any]:
-    value = read_json(path) if path.is_file() else {}
-    return value if isinstance(value, dict) else {}
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [r for r in read_jsonl(path) if isinstance(r, dict)] if path.is_file() else []
-
 
 def _get(tree: Any, dotted: str) -> Any:
     """tree["a"]["b"] for "a.b", or None where any level is missing: runs differ in their keys."""
@@ -307,12 +272,17 @@ def _figure_order(path: Path) -> tuple[int, str]:
     return (names.index(path.stem) if path.stem in names else len(names), path.name)
 
 
-def _figures_section(run_dir: Path, notes: dict[str, str], skipped: dict[str, str]) -> str:
-    parts = ["<h2>Figures</h2>"]
-    folder = run_dir / "figures"
+def _figures_section(run_dir: Path, notes: dict[str, str], skipped: dict[str, str], heading: str = "h2") -> str:
+    parts = [f"<{heading}>Figures</{heading}>"]
+    run = RunFolder(run_dir)
+    folder, log, held = run.figures_dir, run.figure_log(), run.fingerprint()
     paths = sorted(folder.glob("*.png"), key=_figure_order) if folder.is_dir() else []
     left_out = dict(skipped)
     for path in paths:
+        drawn_from = log.get(path.stem, {}).get("weights_sha256")
+        if drawn_from and drawn_from != held:
+            left_out[path.name] = "drawn from earlier weights of this run; left out (draw it again with vaelab figures)"
+            continue
         data = path.read_bytes()
         if not data.startswith(PNG_SIGNATURE):
             left_out[path.name] = "not a PNG file; left out"
@@ -345,6 +315,10 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
         _figures_section(run_dir, figure_notes or {}, skipped or {}),
         _config_section(config),
     ])
+    return _page(name, body)
+
+
+def _page(name: str, body: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -359,18 +333,19 @@ def _evaluate(run_dir: Path, k: int, progress: bool, **given: Any) -> tuple[tupl
     from .evaluate import EvaluationError, evaluate_run
 
     try:
-        result = evaluate_run(run_dir, k=k, progress=progress, **given)
+        result = evaluate_run(run_dir, k=k, progress=progress, save=False, **given)
     except EvaluationError as err:
         return None, f"Not evaluated: {err}"
-    return (run_dir / f"eval-test-k{k}.json", result), ""
+    return (RunFolder(run_dir).save_evaluation(result), result), ""
 
 
-def _draw_figures(run_dir: Path, progress: bool, **given: Any) -> tuple[dict[str, str], dict[str, str]]:
+def _draw_figures(run_dir: Path, progress: bool, options: dict[str, Any], **given: Any
+                  ) -> tuple[dict[str, str], dict[str, str]]:
     """Draw every figure; (notes of the drawn ones, notes of the skipped ones) by figure name."""
     from .plots import make_figures
 
     notes, skipped = {}, {}
-    for name, path, note in make_figures(run_dir, **given):
+    for name, path, note in make_figures(run_dir, **given, **options):
         if path is None:
             skipped[name] = note or "skipped"
         else:
@@ -380,46 +355,100 @@ def _draw_figures(run_dir: Path, progress: bool, **given: Any) -> tuple[dict[str
     return notes, skipped
 
 
-def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
-                 progress: bool = True, data: Any = None, model: Any = None) -> Path:
-    """Write RUN_DIR/report.html, one self-contained page, and return its path.
+def _stale_note(run: RunFolder) -> str:
+    """A plain line about evaluations in the folder that describe weights it no longer holds."""
+    stale = run.stale_evaluations()
+    if not stale:
+        return ""
+    names = ", ".join(path.name for path, _ in stale)
+    return (f"Not shown: {names}, which scored earlier weights of this run (before it was resumed, or "
+            "while it was training) or does not say which weights it scored.")
 
-    Uses the test evaluation already in the folder (largest K); with none and `evaluate`, runs one
-    with `k` importance samples. With `figures`, draws every figure first. `data` (an ImageData)
-    and `model` (as `load_run` returns it), when given, are used instead of loading them.
-    """
-    run_dir = check_run_dir(run_dir)
-    given = {key: value for key, value in (("data", data), ("model", model)) if value is not None}
-    say = print if progress else (lambda *args: None)
-    say(f"writing the report of {run_dir}")
-    evaluation, eval_note = latest_evaluation(run_dir), ""
+
+def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say: Any,
+                     given: dict[str, Any]) -> tuple[tuple[Path, dict[str, Any]] | None, str]:
+    """The current weights' evaluation (run one if there is none and `evaluate`) and a note on it."""
+    evaluation, eval_note = run.current_evaluation(), ""
     if evaluation is not None:
         found_k = evaluation[1].get("k")
         say(f"using the evaluation in {evaluation[0].name}")
         if evaluate and isinstance(found_k, int) and found_k < k:
-            eval_note = (f"The report evaluates only a run folder with no evaluation; to report K = {k} "
-                         f"instead of K = {found_k}, evaluate with that K first.")
+            eval_note = (f"The report evaluates only a run folder with no evaluation of its weights; to report "
+                         f"K = {k} instead of K = {found_k}, evaluate with that K first.")
             say(f"  note: it has K = {found_k}, fewer than the K = {k} asked for; evaluate with K = {k} first "
                 "to report that")
     elif evaluate:
         say(f"evaluating the test set with K = {k} importance samples per image")
-        evaluation, eval_note = _evaluate(run_dir, k, progress, **given)
+        evaluation, eval_note = _evaluate(run.path, k, progress, **given)
         if eval_note:
             say(f"  {eval_note}")
     else:
-        eval_note = "No evaluation in this run folder (evaluation was not asked for)."
-        say("no evaluation in the run folder; skipping it as asked")
+        eval_note = "No evaluation of the weights this run holds (evaluation was not asked for)."
+        say("no evaluation of the run's weights in its folder; skipping it as asked")
+    stale = _stale_note(run)
+    return evaluation, " ".join(note for note in (eval_note, stale) if note)
+
+
+def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
+                 progress: bool = True, data: Any = None, model: Any = None, **figure_options: Any) -> Path:
+    """Write RUN_DIR/report.html (a sweep: SWEEP_DIR/report.html over its members) and return its path.
+
+    Uses the test evaluation of the run's current weights with the largest K; with none and
+    `evaluate`, runs one with `k` importance samples. With `figures`, draws every figure first, with
+    the run's [figures] settings overridden by `figure_options`. `data` (an ImageData) and `model`
+    (as `load_run` returns it), when given, are used instead of loading them.
+    """
+    folder = open_folder(run_dir)
+    if isinstance(folder, SweepFolder):
+        return write_sweep_report(folder, k=k, evaluate=evaluate, figures=figures, progress=progress,
+                                  **figure_options)
+    run = folder
+    given = {key: value for key, value in (("data", data), ("model", model)) if value is not None}
+    say = print if progress else (lambda *args: None)
+    say(f"writing the report of {run.path}")
+    evaluation, eval_note = _find_evaluation(run, k, evaluate, progress, say, given)
     figure_notes: dict[str, str] = {}
     skipped: dict[str, str] = {}
     if figures:
         say("drawing figures")
-        figure_notes, skipped = _draw_figures(run_dir, progress, **given)
-    page = render_report(run_dir, _read_optional_json(run_dir / "config.json"),
-                         _read_optional_json(run_dir / "summary.json"),
-                         _read_metrics(run_dir), evaluation, eval_note, figure_notes, skipped)
-    path = run_dir / REPORT
+        figure_notes, skipped = _draw_figures(run.path, progress, figure_options, **given)
+    page = render_report(run.path, run.config_dict(), run.summary(), run.metrics(), evaluation, eval_note,
+                         figure_notes, skipped)
+    atomic_write_bytes(run.report_path, page.encode("utf-8"))
+    say(f"wrote {run.report_path} ({len(page) / 1e6:.1f} MB)")
+    return run.report_path
+
+
+def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
+                       progress: bool = True, **figure_options: Any) -> Path:
+    """SWEEP_DIR/report.html: the members compared in one table, then each member's figures.
+
+    Each member also gets its own report.html, linked from the sweep's page.
+    """
+    members = [m for m in sweep.members() if m.exists]
+    if not members:
+        raise NotARunError(f"{sweep.path}: the sweep has no member runs yet; train it first")
+    for member in members:
+        write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, **figure_options)
+    config = sweep.config().to_dict()
+    rows = [run_row(m.path) for m in members]
+    columns = [c for c in COMPARE_COLUMNS if c != "nll_stderr"]
+    table = _table([MARKDOWN_HEADERS.get(c, c) for c in columns],
+                   [[_plus_minus(r.get("nll"), r.get("nll_stderr")) if c == "nll" else _number(r.get(c))
+                     for c in columns] for r in rows])
+    parts = [f"<h1>{_e(config.get('name') or sweep.path.name)}: a sweep of {len(members)} runs</h1>",
+             f'<p class="facts">Sweep folder <code>{_e(sweep.path.resolve())}</code></p>',
+             "<h2>Members compared</h2>", table,
+             '<p class="note">Nats per image (summed over pixels), each from the evaluation of that member\'s '
+             "current weights with the largest K.</p>"]
+    for member in members:
+        parts.append(f'<h2>{_e(member.path.name)} <a href="{_e(member.path.name)}/{REPORT}">(its report)</a></h2>')
+        parts.append(_figures_section(member.path, {}, {}, heading="h3"))
+    page = _page(config.get("name") or sweep.path.name, "".join(parts))
+    path = sweep.path / REPORT
     atomic_write_bytes(path, page.encode("utf-8"))
-    say(f"wrote {path} ({len(page) / 1e6:.1f} MB)")
+    if progress:
+        print(f"wrote {path} ({len(page) / 1e6:.1f} MB)")
     return path
 
 
@@ -440,18 +469,21 @@ def _hidden(sizes: Any) -> Any:
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
-    """One run's facts for `compare_runs`, raw values; a missing key is None."""
-    given, run_dir = str(run_dir), check_run_dir(run_dir)
-    config = _read_optional_json(run_dir / "config.json")
-    summary = _read_optional_json(run_dir / "summary.json")
-    found = latest_evaluation(run_dir)
+    """One run's facts for `compare_runs`, raw values; a missing key is None.
+
+    Its metrics are those of the weights the folder holds now: the current evaluation with the
+    largest K, else the test ELBO training ended with; never an evaluation of earlier weights.
+    """
+    given, run = str(run_dir), RunFolder(run_dir).check()
+    config, summary = run.config_dict(), run.summary()
+    found = run.current_evaluation()
     evaluation = found[1] if found else {}
     lr = _get(config, "optim.lr")
     lr = f"{lr:g}" if isinstance(lr, (int, float)) else lr
     optimizer = " ".join(str(v) for v in (_get(config, "optim.name"), lr) if v is not None)
     epochs = summary.get("epochs_run")
-    if epochs is None and (run_dir / "metrics.jsonl").is_file():
-        epochs = len(_read_metrics(run_dir))
+    if epochs is None:
+        epochs = len(run.metrics()) or None
     row = {
         "run": given, "name": config.get("name"), "latent_dim": _get(config, "model.latent_dim"),
         "encoder_hidden": _hidden(_get(config, "model.encoder_hidden")),
@@ -467,7 +499,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     else:
         row |= {"elbo": summary.get("test_elbo"), "reconstruction": summary.get("test_reconstruction"),
                 "kl": summary.get("test_kl"), "nll": None, "nll_stderr": None, "k": None, "active_units": None,
-                "elbo_from": "summary.json" if "test_elbo" in summary else None}
+                "elbo_from": SUMMARY if "test_elbo" in summary else None}
     return row
 
 
@@ -500,10 +532,10 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False) -> str:
     """One table of the runs' test metrics (nats per image) and key config values.
 
-    Metrics come from each run's test evaluation with the largest K; a run without one shows its
-    end-of-training ELBO from summary.json and a blank NLL. Markdown by default, CSV with `csv`.
+    A sweep folder stands for its members. Metrics are those of each run's current weights (see
+    `run_row`); a run still training shows blanks. Markdown by default, CSV with `csv`.
     """
     if not run_dirs:
         raise ValueError("compare: no run folders given")
-    rows = [run_row(path) for path in run_dirs]
+    rows = [run_row(run.path) for run in run_folders(list(run_dirs))]
     return _csv(rows) if csv else _markdown(rows)

@@ -1,37 +1,483 @@
-"""Reading a finished (or interrupted) run folder back."""
+"""The run folder: the one module that knows its file names, their formats and how they relate.
+
+    RUN_DIR/
+        config.json             the resolved config
+        metrics.jsonl           one line per epoch
+        checkpoint.safetensors  weights, best weights, optimizer and RNG state, position in the epoch
+        model.safetensors       the best weights, written when training ends
+        summary.json            how training went and the test ELBO of the weights in model.safetensors
+        eval-<split>-k<K>.json  evaluations, each naming the weights it scored by their SHA-256
+        figures/<name>.png      figures; figures.json says what was drawn with which options
+        report.html, explorer.html
+        .lock                   present while a process trains here
+
+    SWEEP_DIR/
+        sweep.json              the sweep's config; its members are runs in sub-folders
+        <member>/               a run folder each
+        table.md, table.csv     the members compared, written when all are done
+
+Every number shown for a run comes from this module's `current_evaluation` and `summary`, which
+hold only results of the weights the folder holds now (`fingerprint`): an evaluation of earlier
+weights (an interrupted run that was resumed, a run evaluated while it trained) is never shown as
+the run's metric.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import save as save_safetensors_bytes
 
-from .config import RunConfig
-from .io import load_tensors
-from .model import IMAGE_SHAPES, VAE
-from .train import CHECKPOINT, WEIGHTS, read_run_config
+from .config import ConfigError, RunConfig, config_from_dict, parse_override
+from .config import _merge as merge_dicts
+from .io import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
+                 write_json)
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "model.safetensors"
+SUMMARY = "summary.json"
+FIGURES = "figures"
+FIGURE_LOG = "figures.json"
+REPORT = "report.html"
+EXPLORER = "explorer.html"
+LOCK = ".lock"
+SWEEP = "sweep.json"
+TABLES = {"md": "table.md", "csv": "table.csv"}
+EVALUATION = re.compile(r"eval-(test|val)-k(\d+)\.json")
+WEIGHTS_FORMAT = {"format": "vaelab-weights"}
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """The trained model of a run folder, in eval mode; its config is `model.run_config`.
+class NotARunError(ValueError):
+    """A folder that is neither a run nor a sweep of runs; the message names it."""
 
-    Reads `model.safetensors` (the best weights), or for a run that has not finished, the best
+
+def evaluation_name(split: str, k: int) -> str:
+    return f"eval-{split}-k{k}.json"
+
+
+def weights_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """The bytes of model.safetensors for these weights (safetensors orders tensors itself)."""
+    return save_safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in state_dict.items()},
+                                  metadata=WEIGHTS_FORMAT)
+
+
+def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the weights as model.safetensors stores them: the same hex digest as `sha256sum` of that file."""
+    return hashlib.sha256(weights_bytes(state_dict)).hexdigest()
+
+
+# ---------------------------------------------------------------- one run
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- what it is
+
+    @property
+    def exists(self) -> bool:
+        """Whether a run has been started here (its config is written first)."""
+        return self.file(CONFIG).is_file()
+
+    def check(self) -> RunFolder:
+        """Itself; a NotARunError naming the folder when it holds no run."""
+        if not self.path.is_dir():
+            raise NotARunError(f"{self.path}: no such run folder")
+        if not self.exists:
+            hint = " (it is a sweep: use its folder with commands that take a sweep)" if is_sweep(self.path) else ""
+            raise NotARunError(f"{self.path}: not a vaelab run folder (it has no {CONFIG}){hint}")
+        return self
+
+    def create(self, config: RunConfig) -> None:
+        """Make the folder and write its config; refuse a folder that already holds a run."""
+        if self.file(CHECKPOINT).exists() or self.exists:
+            raise FileExistsError(f"{self.path} already holds a run; continue it with --resume {self.path} "
+                                  "or choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot write the run folder ({err.strerror})") from None
+        self.write_config(config)
+
+    # -- config
+
+    def config(self) -> RunConfig:
+        path = self.file(CONFIG)
+        try:
+            return config_from_dict(read_json(path))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config as stored, unchecked (for pages that show a damaged folder rather than refuse it)."""
+        return _optional_json(self.file(CONFIG))
+
+    def write_config(self, config: RunConfig) -> None:
+        write_json(self.file(CONFIG), config.to_dict())
+
+    # -- metrics, one record an epoch
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.file(METRICS)
+        return [r for r in read_jsonl(path) if isinstance(r, dict)] if path.is_file() else []
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.file(METRICS), record)
+
+    def drop_metrics_after(self, epoch: int) -> None:
+        """Forget epochs logged after the checkpoint was written (a crash between the two), and a torn last line."""
+        path = self.file(METRICS)
+        if not path.exists():
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a torn line is expected after a kill; it is dropped here
+            records = read_jsonl(path)
+        kept = [r for r in records if r["epoch"] <= epoch]
+        torn = not path.read_bytes().endswith(b"\n") and path.stat().st_size > 0
+        if len(kept) != len(records) or torn:
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    # -- checkpoint and weights
+
+    def has_checkpoint(self) -> bool:
+        return self.file(CHECKPOINT).exists()
+
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        from .io import save_tensors
+
+        save_tensors(self.file(CHECKPOINT), tensors, metadata)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        return load_tensors(self.file(CHECKPOINT))
+
+    def training_state(self) -> dict[str, Any]:
+        """Where training stands as the checkpoint records it ({} before the first checkpoint)."""
+        if not self.has_checkpoint():
+            return {}
+        _, metadata = self.load_checkpoint()
+        try:
+            return json.loads(metadata["state"])
+        except (KeyError, json.JSONDecodeError) as err:
+            raise ValueError(f"{self.file(CHECKPOINT)}: no readable training state ({err})") from None
+
+    def finished(self) -> bool:
+        """Whether training has ended here (and not been reopened to train longer)."""
+        return bool(self.training_state().get("finished")) and self.file(SUMMARY).is_file()
+
+    def save_weights(self, state_dict: dict[str, torch.Tensor]) -> str:
+        """Write model.safetensors; returns the weights' fingerprint."""
+        data = weights_bytes(state_dict)
+        atomic_write_bytes(self.file(WEIGHTS), data)
+        return hashlib.sha256(data).hexdigest()
+
+    def weights(self) -> tuple[dict[str, torch.Tensor], str, Path]:
+        """(best weights, their fingerprint, the file they came from).
+
+        model.safetensors once training has ended; before that, the best weights in the checkpoint.
+        Each file is read once, so the fingerprint describes exactly the tensors returned even
+        while another process rewrites the checkpoint.
+        """
+        path = self.file(WEIGHTS)
+        if path.exists():
+            data = _read_bytes(path)
+            return load_tensors_bytes(data, path)[0], hashlib.sha256(data).hexdigest(), path
+        path = self.file(CHECKPOINT)
+        tensors, _ = load_tensors_bytes(_read_bytes(path), path)
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        return best, fingerprint(best), path
+
+    def fingerprint(self) -> str | None:
+        """SHA-256 of the weights the folder holds now (see `weights`), or None if it holds none yet."""
+        if not (self.file(WEIGHTS).exists() or self.has_checkpoint()):
+            return None
+        try:
+            return self.weights()[1]
+        except (ValueError, FileNotFoundError):
+            return None
+
+    # -- summary
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json, if it describes the weights held now; else {} (training is going on again)."""
+        summary = self.raw_summary()
+        held = summary.get("weights_sha256")
+        return summary if held is None or held == self.fingerprint() else {}
+
+    def raw_summary(self) -> dict[str, Any]:
+        return _optional_json(self.file(SUMMARY))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.file(SUMMARY), summary)
+
+    # -- evaluations
+
+    def save_evaluation(self, result: dict[str, Any]) -> Path:
+        path = self.file(evaluation_name(result["split"], result["k"]))
+        write_json(path, result)
+        return path
+
+    def evaluations(self, split: str = "test") -> list[tuple[Path, dict[str, Any]]]:
+        """Every readable evaluation of a split, (path, result), largest K first, newest first among equals."""
+        found = []
+        for path in self.path.glob(f"eval-{split}-k*.json"):
+            match = EVALUATION.fullmatch(path.name)
+            if not match:
+                continue
+            try:
+                result = read_json(path)
+            except (ValueError, OSError) as err:
+                warnings.warn(f"{path}: skipped ({err})", stacklevel=2)
+                continue
+            if isinstance(result, dict):
+                found.append((int(match.group(2)), path.stat().st_mtime, path, result))
+        return [(path, result) for _, _, path, result in sorted(found, key=lambda f: f[:2], reverse=True)]
+
+    def current_evaluation(self, split: str = "test") -> tuple[Path, dict[str, Any]] | None:
+        """The evaluation of the weights held now with the largest K (the newest among equals), or None."""
+        held = self.fingerprint()
+        return next(((p, r) for p, r in self.evaluations(split) if held and r.get("weights_sha256") == held), None)
+
+    def stale_evaluations(self, split: str = "test") -> list[tuple[Path, dict[str, Any]]]:
+        """Evaluations of weights the folder no longer holds (or that do not say which weights they scored)."""
+        held = self.fingerprint()
+        return [(p, r) for p, r in self.evaluations(split) if not held or r.get("weights_sha256") != held]
+
+    # -- figures and pages
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.file(FIGURES)
+
+    def figure_path(self, name: str) -> Path:
+        return self.figures_dir / f"{name}.png"
+
+    def figure_log(self) -> dict[str, Any]:
+        """What each figure in figures/ was drawn from: {name: {"weights_sha256", "options", "note"}}."""
+        return _optional_json(self.figures_dir / FIGURE_LOG)
+
+    def log_figures(self, drawn: dict[str, dict[str, Any]]) -> None:
+        write_json(self.figures_dir / FIGURE_LOG, self.figure_log() | drawn)
+
+    @property
+    def report_path(self) -> Path:
+        return self.file(REPORT)
+
+    @property
+    def explorer_path(self) -> Path:
+        return self.file(EXPLORER)
+
+    # -- the lock
+
+    @contextlib.contextmanager
+    def lock(self, active: bool = True) -> Iterator[None]:
+        """Hold RUN_DIR/.lock while training: a second training of the same folder refuses to start.
+
+        The lock names the process and host; a lock whose process is gone (a crash, kill -9) is
+        stale and is taken over with a warning. Creating it also proves the folder is writable.
+        """
+        if not active:
+            yield
+            return
+        path = self.file(LOCK)
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                _check_stale_lock(self.path, path)
+            except OSError as err:
+                raise OSError(f"{self.path}: cannot write to the run folder ({err.strerror})") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def locked_by(self) -> int | None:
+        """The pid of a live process on this host training here, or None."""
+        holder = _lock_holder(self.file(LOCK))
+        return holder[0] if holder and holder[1] == socket.gethostname() and _alive(holder[0]) else None
+
+
+class RunLockedError(FileExistsError):
+    """Another live process is training in this run folder."""
+
+
+def _lock_holder(path: Path) -> tuple[int, str] | None:
+    try:
+        words = path.read_text(errors="replace").split()
+    except FileNotFoundError:
+        return None
+    return (int(words[0]), words[1]) if len(words) == 2 and words[0].isdigit() else (-1, "?")
+
+
+def _check_stale_lock(run_dir: Path, path: Path) -> None:
+    """Raise if a live process holds the lock; otherwise remove the stale lock, saying so."""
+    holder = _lock_holder(path)
+    if holder is None:
+        return
+    pid, host = holder
+    if host == socket.gethostname() and _alive(pid) and pid != os.getpid():
+        raise RunLockedError(f"{run_dir} is being trained by process {pid} (lock file {path}); "
+                             "wait for it to finish or stop it") from None
+    if host not in (socket.gethostname(), "?"):
+        raise RunLockedError(f"{run_dir} is locked by process {pid} on host {host}; if that run is no "
+                             f"longer alive, delete {path}") from None
+    warnings.warn(f"{path}: taking over a stale lock of process {pid}, which is gone", stacklevel=4)
+    path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    value = read_json(path) if path.is_file() else {}
+    return value if isinstance(value, dict) else {}
+
+
+def new_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    """runs/<preset>-<date>-<time>, with a suffix if two runs start in the same second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{config.name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{config.name}-{stamp}-{suffix}"
+    return path
+
+
+# ---------------------------------------------------------------- a sweep of runs
+
+def is_sweep(path: str | Path) -> bool:
+    return (Path(path) / SWEEP).is_file()
+
+
+@dataclass(frozen=True)
+class SweepFolder:
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def check(self) -> SweepFolder:
+        if not is_sweep(self.path):
+            raise NotARunError(f"{self.path}: not a vaelab sweep folder (it has no {SWEEP})")
+        return self
+
+    def config(self) -> RunConfig:
+        path = self.path / SWEEP
+        try:
+            return config_from_dict(read_json(path))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def start(self, config: RunConfig) -> None:
+        """Make the folder and write sweep.json; a folder holding another sweep (or a run) is refused."""
+        if RunFolder(self.path).exists:
+            raise FileExistsError(f"{self.path} holds a single run, not a sweep; choose another --out")
+        if is_sweep(self.path):
+            if self.config().to_dict() != config.to_dict():
+                raise FileExistsError(f"{self.path} holds a sweep with another config; continue it with "
+                                      f"--resume {self.path} or choose another --out")
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / SWEEP, config.to_dict())
+
+    def members(self) -> list[RunFolder]:
+        """The member run folders in the sweep's order (started or not)."""
+        return [RunFolder(self.path / name) for name, _ in member_configs(self.config())]
+
+    def table_path(self, kind: str) -> Path:
+        return self.path / TABLES[kind]
+
+    def write_table(self, kind: str, text: str) -> Path:
+        path = self.table_path(kind)
+        atomic_write_bytes(path, text.encode())
+        return path
+
+
+def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(folder name, config) of each sweep member: the sweep's config with the member's overrides."""
+    members = []
+    base = config.to_dict()
+    base["sweep"] = {"members": []}
+    for member in config.sweep.members:
+        values = base
+        for text in member.split(";"):
+            values = merge_dicts(values, parse_override(text.strip()))
+        name = "_".join(text.strip().split(".")[-1] for text in member.split(";"))
+        members.append((name, config_from_dict(values)))
+    return members
+
+
+def open_folder(path: str | Path) -> RunFolder | SweepFolder:
+    """The run or sweep in a folder; a NotARunError naming it when it is neither."""
+    return SweepFolder(path) if is_sweep(path) else RunFolder(path).check()
+
+
+def run_folders(paths: list[str | Path]) -> list[RunFolder]:
+    """Run folders named on a command line, a sweep standing for its members (the started ones)."""
+    runs: list[RunFolder] = []
+    for path in paths:
+        folder = open_folder(path)
+        runs += [m for m in folder.members() if m.exists] if isinstance(folder, SweepFolder) else [folder]
+    return runs
+
+
+# ---------------------------------------------------------------- the model in a run
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
+    """The trained model of a run folder, in eval mode; its config is `model.run_config`, its
+    weights' fingerprint `model.weights_sha256`.
+
+    Reads model.safetensors (the best weights), or for a run that has not finished, the best
     weights in its checkpoint. Nothing is unpickled.
     """
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    from .model import IMAGE_SHAPES, VAE
+
+    folder = RunFolder(run_dir).check()
+    config = folder.config()
     model = VAE(config.model, IMAGE_SHAPES[config.data.name])
-    weights_path = run_dir / WEIGHTS
-    if weights_path.exists():
-        weights, _ = load_tensors(weights_path)
-    else:
-        weights_path = run_dir / CHECKPOINT
-        tensors, _ = load_tensors(weights_path)
-        weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    weights, digest, path = folder.weights()
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"{weights_path}: weights do not match the run's {run_dir / 'config.json'} "
-                         f"({err})") from None
-    model.run_config: RunConfig = config
+        raise ValueError(f"{path}: weights do not match the run's {folder.file(CONFIG)} ({err})") from None
+    model.run_config = config
+    model.weights_sha256 = digest
     return model.to(device).eval()

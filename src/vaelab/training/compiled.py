@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distributions import Noise, NoisePlayback, NoiseRecorder, draw_ahead
-from .objectives import ObjectiveTerms
+from ..distributions import Noise, NoisePlayback, NoiseRecorder, draw_ahead
+from ..objectives import ObjectiveTerms
 
 
 class NoiseCompiled:

@@ -1,15 +1,8 @@
-"""Training: the loop, early stopping, checkpoints that resume exactly, the run folder.
+"""Training: the loop, early stopping, checkpoints that resume exactly.
 
-Run folder:
-    config.json         the resolved config
-    metrics.jsonl       one line per epoch: train/val ELBO, reconstruction, KL, seconds
-    checkpoint.safetensors  weights, best weights, optimizer and RNG state, position in the epoch
-    model.safetensors   the best weights (what `load_run` returns)
-    summary.json        test ELBO and run facts, written when training ends
-    figures/            samples.png, reconstructions.png, interpolations.png
-
-All randomness (shuffling, binarization, reparameterization noise) comes from one
-`torch.Generator` whose state is checkpointed, so a resumed run continues the same stream.
+What it writes goes through the run folder's owner, `runs.RunFolder`. All randomness
+(shuffling, binarization, reparameterization noise) comes from one `torch.Generator` whose
+state is checkpointed, so a resumed run continues the same stream.
 """
 
 from __future__ import annotations
@@ -17,12 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
-import socket
 import sys
 import threading
-import warnings
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,20 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from .config import ConfigError, OptimConfig, RunConfig, config_from_dict
-from .data.views import ImageData, ImageSet
-from .io import append_jsonl, atomic_write_bytes, load_tensors, read_json, read_jsonl, save_tensors, write_json
+from ..config import ConfigError, OptimConfig, RunConfig
+from ..data.views import ImageData, ImageSet
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
-from .distributions import Noise
-from .model import VAE
-from .latents import temperature_at
-from .objectives import OBJECTIVES, ObjectiveTerms, elbo
-from .parallel import Parallel
-
-CHECKPOINT = "checkpoint.safetensors"
-WEIGHTS = "model.safetensors"
+from ..distributions import Noise
+from ..model import VAE
+from ..latents import temperature_at
+from ..objectives import OBJECTIVES, ObjectiveTerms, elbo
+from ..parallel import Parallel
+from ..progress import progress as progress_bar
+from ..runs import CHECKPOINT, CONFIG, RunFolder, RunLockedError  # noqa: F401  (RunLockedError re-exported)
 
 OPTIMIZERS: dict[str, Any] = {
     "adam": lambda params, c, fused: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
@@ -78,13 +65,28 @@ def build_optimizer(model: torch.nn.Module, config: OptimConfig, fused: bool = F
     return OPTIMIZERS[config.name](model.parameters(), config, fused)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """The torch device `name` (auto: CUDA if torch sees one); a ConfigError naming `key` when unusable."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}: {name!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} asked for, but torch sees no CUDA device")
+        raise ConfigError(f"{key}: {name!r} asked for, but torch sees no CUDA device; use cpu") from None
+    if device.type not in ("cpu", "cuda") and not _available(device):
+        raise ConfigError(f"{key}: {name!r} asked for, but this torch build cannot use it; use cpu") from None
     return device
+
+
+def _available(device: torch.device) -> bool:
+    """Whether a device of another kind than cpu/cuda (mps, xpu, ...) can hold a tensor here."""
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError):
+        return False
+    return True
 
 
 def native_bfloat16(device: torch.device) -> bool:
@@ -173,6 +175,7 @@ class TrainState:
     finished: bool = False
     stop_reason: str = ""
     seconds: float = 0.0  # training time spent in `epoch` so far
+    train_seconds: float = 0.0  # wall time of the whole run so far, summed over every resume
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
 
     def to_json(self) -> str:
@@ -265,11 +268,17 @@ class Trainer:
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
         self.stop_requested = False
+        self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self.fault = torch.zeros((), dtype=torch.long, device=self.device)  # 1 + the first bad step, 0 if none
         self.fault_read_every = 1 if self.device.type == "cpu" else 50  # steps; reading a GPU's value syncs
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
-        if self.progress is None:
-            self.progress = sys.stderr.isatty()
+        if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
+            self.progress = True
+
+    @property
+    def folder(self) -> RunFolder:
+        """The run folder, through which everything training writes goes."""
+        return RunFolder(self.run_dir)
 
     @property
     def precision_name(self) -> str:
@@ -285,6 +294,9 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
         self._check_finite()
+        now = time.perf_counter()
+        self.state.train_seconds += now - self._clock
+        self._clock = now
         if not self.parallel.is_main:
             return
         optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
@@ -293,11 +305,11 @@ class Trainer:
         tensors |= optim_tensors
         tensors |= {"rng.current": self.generator.get_state(), "rng.epoch_start": self.epoch_start_rng,
                     "sums": self.sums}
-        save_tensors(self.run_dir / CHECKPOINT, tensors, {"state": self.state.to_json(), "optimizer": optim_meta})
+        self.folder.save_checkpoint(tensors, {"state": self.state.to_json(), "optimizer": optim_meta})
 
     def load_checkpoint(self) -> None:
-        path = self.run_dir / CHECKPOINT
-        tensors, meta = load_tensors(path)
+        path = self.folder.file(CHECKPOINT)
+        tensors, meta = self.folder.load_checkpoint()
         try:
             model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
             self.model.load_state_dict(model)
@@ -311,23 +323,23 @@ class Trainer:
             self.state = TrainState.from_json(meta["state"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
-        self._drop_metrics_after(self.state.epoch)
+        self.folder.drop_metrics_after(self.state.epoch)
+
+    def reopen(self) -> bool:
+        """Let a finished run train on when its config now allows it (more epochs, steps or patience).
+
+        Returns whether it did. Early stopping is judged again after the next epoch, so a run that
+        stopped early needs a larger train.patience to go on for more than one epoch.
+        """
+        state, cfg = self.state, self.config.train
+        more = state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
+        if state.finished and more:
+            state.finished, state.stop_reason = False, ""
+        return not state.finished
 
     def forget_partial_metrics(self) -> None:
         """Starting over in a folder whose run stopped before its first checkpoint."""
-        self._drop_metrics_after(0)
-
-    def _drop_metrics_after(self, epoch: int) -> None:
-        """Forget epochs logged after the checkpoint was written (a crash between the two), and a torn last line."""
-        path = self.run_dir / "metrics.jsonl"
-        if path.exists():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a torn line is expected after a kill; it is dropped here
-                records = read_jsonl(path)
-            kept = [r for r in records if r["epoch"] <= epoch]
-            torn = not path.read_bytes().endswith(b"\n") and path.stat().st_size > 0
-            if len(kept) != len(records) or torn:
-                atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self.folder.drop_metrics_after(0)
 
     # -- the loop
 
@@ -339,7 +351,11 @@ class Trainer:
         """
         cfg = self.config.train
         self.model.train()
-        with run_lock(self.run_dir, self.parallel.is_main), _deferred_sigint(self):
+        if self.parallel.is_main and not self.folder.exists:  # a Trainer made from Python, not through the CLI
+            self.folder.create(self.config)
+        self.parallel.barrier()
+        self._clock = time.perf_counter()
+        with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
             while not self.state.finished and self.state.epoch < cfg.epochs:
                 self._end_epoch(stopped_by_steps=self.train_epoch())
         if not self.state.finished:
@@ -376,8 +392,8 @@ class Trainer:
             self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
         images = self._epoch_images()
         n_batches = math.ceil(len(images) / cfg.batch_size)
-        bar = tqdm(total=n_batches, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   disable=not self.progress, leave=False, unit="batch")
+        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
+                           initial=state.step_in_epoch)
         started = time.perf_counter() - state.seconds
         while state.step_in_epoch < n_batches:
             start = state.step_in_epoch * cfg.batch_size
@@ -539,9 +555,9 @@ class Trainer:
         raise NonFiniteError(
             f"training stopped: the {what} became NaN or infinite at epoch {step // steps_per_epoch + 1}, step "
             f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all){why}. The last good checkpoint is kept: "
-            f"{self.run_dir / CHECKPOINT}. Likely causes: a learning rate too high (optim.lr = {cfg.optim.lr}); "
+            f"{self.folder.file(CHECKPOINT)}. Likely causes: a learning rate too high (optim.lr = {cfg.optim.lr}); "
             f"a variance collapsing to zero (model.min_sigma = {cfg.model.min_sigma} for a Gaussian likelihood); "
-            f"too strong a KL weight. Edit {self.run_dir / 'config.json'} and continue with --resume, or set "
+            f"too strong a KL weight. Edit {self.folder.file(CONFIG)} and continue with --resume, or set "
             "train.nonfinite = \"skip\" to skip such steps and count them.")
 
     def _end_epoch(self, stopped_by_steps: bool) -> None:
@@ -561,7 +577,7 @@ class Trainer:
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
         if self.parallel.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            self.folder.append_metrics(record)
         self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
                  f"val ELBO {val['elbo']:9.3f} (rec {val['reconstruction']:9.3f}, KL {val['kl']:7.3f})  "
                  f"{state.seconds:6.1f} s")
@@ -586,8 +602,7 @@ class Trainer:
         """Keep the best weights, score them on the test set, write summary.json."""
         self.model.load_state_dict(self.best_weights)
         self.model.eval()
-        if self.parallel.is_main:
-            save_tensors(self.run_dir / WEIGHTS, self.model.state_dict(), {"format": "vaelab-weights"})
+        weights_sha256 = self.folder.save_weights(self.model.state_dict()) if self.parallel.is_main else None
         cfg = self.config
         test = dataset_elbo(self.model, self.data.test, cfg.train.eval_batch_size, cfg.objective.samples,
                             seed=cfg.data.eval_seed, parallel=self.parallel)
@@ -595,6 +610,7 @@ class Trainer:
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
             "best_val_elbo": self.state.best_val_elbo, "best_epoch": self.state.best_epoch,
             "epochs_run": self.state.epoch, "steps": self.state.global_step, "stop_reason": self.state.stop_reason,
+            "train_seconds": round(self.state.train_seconds, 1), "weights_sha256": weights_sha256,
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
@@ -603,58 +619,8 @@ class Trainer:
         }
         summary["processes"] = self.parallel.world
         if self.parallel.is_main:
-            write_json(self.run_dir / "summary.json", summary)
+            self.folder.write_summary(summary)
         return summary
-
-
-class RunLockedError(FileExistsError):
-    """Another live process is training in this run folder."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path, active: bool = True) -> Iterator[None]:
-    """Hold RUN_DIR/.lock while training: a second training of the same folder refuses to start.
-
-    The lock names the process and host; a lock whose process is gone (a crash, kill -9) is
-    stale and is taken over with a warning. Creating it also proves the folder is writable.
-    """
-    if not active:
-        yield
-        return
-    path, me = run_dir / ".lock", f"{os.getpid()} {socket.gethostname()}"
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = path.read_text(errors="replace").split()
-            pid, host = (int(holder[0]), holder[1]) if len(holder) == 2 and holder[0].isdigit() else (-1, "?")
-            if host == socket.gethostname() and _alive(pid) and pid != os.getpid():
-                raise RunLockedError(f"{run_dir} is being trained by process {pid} (lock file {path}); "
-                                     "wait for it to finish or stop it") from None
-            if host not in (socket.gethostname(), "?"):
-                raise RunLockedError(f"{run_dir} is locked by process {pid} on host {host}; if that run is no "
-                                     f"longer alive, delete {path}") from None
-            warnings.warn(f"{path}: taking over a stale lock of process {pid}, which is gone", stacklevel=3)
-            path.unlink(missing_ok=True)
-        except OSError as err:
-            raise OSError(f"{run_dir}: cannot write to the run folder ({err.strerror})") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(me)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -668,41 +634,12 @@ def _deferred_sigint(trainer: Trainer) -> Iterator[None]:
         if trainer.stop_requested:
             raise KeyboardInterrupt
         trainer.stop_requested = True
+        if trainer.parallel.is_main:
+            print("\nstopping after this step and saving a checkpoint (Ctrl-C again stops at once)",
+                  file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-# ---------------------------------------------------------------- run folders
-
-def new_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / f"{config.name}-{stamp}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(root) / f"{config.name}-{stamp}-{suffix}"
-    return path
-
-
-def prepare_run_dir(run_dir: Path, config: RunConfig) -> None:
-    """Create the run folder and write its config; refuse one that already holds a run."""
-    if (run_dir / CHECKPOINT).exists() or (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                              "or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", config.to_dict())
-    except OSError as err:
-        raise OSError(f"{run_dir}: cannot write the run folder ({err.strerror})") from None
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.json"
-    try:
-        return config_from_dict(read_json(path))
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,261 @@
+"""The Python API: train, open, evaluate, draw, report and explore runs from a notebook or a script.
+
+    import vaelab
+    run = vaelab.train("mnist-lab", epochs=5)        # a preset, overrides as keywords or a dict
+    run.evaluate(samples=1000)                        # the same result the CLI prints as JSON, kept in the run
+    run.figure("manifold")                            # shown inline in Jupyter, saved as PNG
+    run.report()                                      # report.html, shown inline in Jupyter
+    run.model.posterior(x)                            # the model's torch.distributions API
+    run = vaelab.open_run("runs/x")                   # any folder the CLI made, sweeps included
+
+The `vaelab` command is a thin layer over these functions, so both make the same run folders.
+Objects display themselves in Jupyter through its rich-display hooks (`_repr_png_`,
+`_repr_html_`); nothing here imports Jupyter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, resolve_config
+from .runs import RunFolder, SweepFolder, load_run, new_run_dir, open_folder
+
+
+def keyword_overrides(keywords: Mapping[str, Any]) -> list[str]:
+    """`epochs=5` -> ["train.epochs=5"]; a bare key must name one config field, a dotted key names it fully."""
+    fields = _config_fields()
+    overrides = []
+    for key, value in keywords.items():
+        if "." not in key:
+            homes = fields.get(key, [])
+            if len(homes) != 1:
+                which = ("no config key has that name" if not homes else "several config keys have that name: "
+                         + ", ".join(f"{h}.{key}" for h in homes))
+                raise ConfigError(f"{key}: {which}; pass the dotted key, e.g. overrides={{'section.{key}': value}}")
+            key = f"{homes[0]}.{key}" if homes[0] else key
+        overrides.append(f"{key}={json.dumps(value)}")  # JSON scalars and lists read back as TOML
+    return overrides
+
+
+def _config_fields() -> dict[str, list[str]]:
+    """Field name -> the config sections that have a field of that name ("" for top-level keys)."""
+    homes: dict[str, list[str]] = {}
+    for section in dataclasses.fields(RunConfig):
+        factory = section.default_factory
+        names = [f.name for f in dataclasses.fields(factory)] if dataclasses.is_dataclass(factory) else [None]
+        for name in names:
+            home, key = (section.name, name) if name else ("", section.name)
+            homes.setdefault(key, []).append(home)
+    return homes
+
+
+def make_config(preset: str | None = None, config: str | Path | None = None,
+                overrides: Mapping[str, Any] | list[str] | None = None, **keywords: Any) -> RunConfig:
+    """The run config: a preset (default mnist-lab), a TOML/JSON file over it, then overrides.
+
+    `overrides` is {"model.latent_dim": 10} or ["model.latent_dim=10"]; keywords are single
+    field names (epochs=5, latent_dim=10, lr=1e-3) when the name belongs to one section.
+    """
+    texts = list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
+    return resolve_config(preset, config, texts + keyword_overrides(keywords))
+
+
+def train(preset: str | None = None, *, config: str | Path | None = None,
+          overrides: Mapping[str, Any] | list[str] | None = None, out: str | Path | None = None,
+          data_dir: str | None = None, log: Callable[[str], None] = print, **keywords: Any) -> Run | Sweep:
+    """Train a preset (default mnist-lab) into a new run folder and return it; a sweep preset trains
+    all its members. Evaluation and figures follow as the config says, as with `vaelab train`."""
+    from .pipeline import sweep_run, train_run
+    from .training import resolve_device
+
+    run_config = make_config(preset, config, overrides, **keywords)
+    run_dir = Path(out) if out is not None else new_run_dir(run_config)
+    resolve_device(run_config.train.device)  # fail before any work
+    log(f"vaelab train: preset {run_config.name!r}, run folder {run_dir}")
+    if run_config.sweep.members:
+        sweep_run(run_config, run_dir, data_dir=data_dir, log=log)
+        return Sweep(run_dir)
+    train_run(run_config, run_dir, data_dir=data_dir, log=log)
+    return Run(run_dir)
+
+
+def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None = None, data_dir: str | None = None,
+           log: Callable[[str], None] = print, **keywords: Any) -> Run | Sweep:
+    """Continue an interrupted run or sweep; overrides of its length (epochs=40) train a finished run longer."""
+    from .pipeline import extended_config, sweep_run, train_run
+
+    folder = open_folder(path)
+    texts = list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
+    texts += keyword_overrides(keywords)
+    log(f"vaelab train: resuming {folder.path}")
+    if isinstance(folder, SweepFolder):
+        if texts:
+            raise ConfigError("a sweep resumes with its own sweep.json; change a member with "
+                              "vaelab train --resume SWEEP_DIR/MEMBER --set ...")
+        sweep_run(folder.config(), folder.path, data_dir=data_dir, log=log)
+        return Sweep(folder.path)
+    config = folder.config()
+    if texts:
+        config = extended_config(config, texts)
+        folder.write_config(config)
+    train_run(config, folder.path, data_dir=data_dir, resume=True, log=log)
+    return Run(folder.path)
+
+
+def open_run(path: str | Path) -> Run | Sweep:
+    """The run (or sweep of runs) in a folder made by `vaelab train` or `vaelab.train`."""
+    folder = open_folder(path)
+    return Sweep(folder.path) if isinstance(folder, SweepFolder) else Run(folder.path)
+
+
+class Figure:
+    """A PNG figure of a run; Jupyter shows it inline."""
+
+    def __init__(self, name: str, path: Path | None, note: str) -> None:
+        self.name, self.path, self.note = name, path, note
+
+    def _repr_png_(self) -> bytes | None:
+        return self.path.read_bytes() if self.path else None
+
+    def __repr__(self) -> str:
+        return f"Figure({self.name!r}, {str(self.path)!r})" if self.path else f"Figure({self.name!r}: {self.note})"
+
+
+class Page:
+    """An HTML page written into a run folder (report, explorer); Jupyter shows it inline."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _repr_html_(self) -> str:
+        # An iframe keeps the page's own styles and Content-Security-Policy away from the notebook's.
+        page = html.escape(self.path.read_text(encoding="utf-8"), quote=True)
+        return f'<iframe srcdoc="{page}" style="width:100%;height:640px;border:0"></iframe>'
+
+    def __repr__(self) -> str:
+        return f"Page({str(self.path)!r})"
+
+
+class Run:
+    """A run folder: its config, metrics, summary, model, evaluations, figures, report and explorer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.folder = RunFolder(path).check()
+        self.path = self.folder.path
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def config(self) -> RunConfig:
+        return self.folder.config()
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """One record an epoch: train and validation ELBO and terms, nats per image."""
+        return self.folder.metrics()
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """How training ended and its test ELBO, if it describes the weights the folder holds now."""
+        return self.folder.summary()
+
+    @cached_property
+    def model(self) -> Any:
+        """The trained model (best weights, eval mode, CPU): prior(), posterior(x), likelihood(z)."""
+        return load_run(self.path)
+
+    def evaluation(self, split: str = "test") -> dict[str, Any] | None:
+        """The evaluation of the current weights with the largest K, or None."""
+        found = self.folder.current_evaluation(split)
+        return found[1] if found else None
+
+    def evaluate(self, samples: int = 5000, *, split: str = "test", seed: int = 0, memory_mb: float | None = None,
+                 device: str | None = None, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+        """ELBO, its terms, the importance-sampled NLL (K = samples), active units; kept in the run folder."""
+        from .evaluate import evaluate_run
+
+        result = evaluate_run(self.path, split, samples, seed, memory_mb, progress=progress, device=device,
+                              data_dir=data_dir, save=False)
+        self.folder.save_evaluation(result)
+        return result
+
+    def figure(self, name: str, **options: Any) -> Figure:
+        """Draw one figure (samples, manifold, ...) into figures/<name>.png; options override the run's [figures]."""
+        return self.figures(name, **options)[0]
+
+    def figures(self, *names: str, **options: Any) -> list[Figure]:
+        """Draw figures (all that apply when no name is given) and return them."""
+        from .plots import make_figures
+
+        return [Figure(n, p, note) for n, p, note in make_figures(self.path, list(names) or None, **options)]
+
+    def report(self, samples: int = 5000, *, evaluate: bool = True, figures: bool = True, progress: bool = True,
+               **figure_options: Any) -> Page:
+        """Write report.html (evaluating with K = samples if the current weights have no evaluation)."""
+        from .report import write_report
+
+        return Page(write_report(self.path, k=samples, evaluate=evaluate, figures=figures, progress=progress,
+                                 **figure_options))
+
+    def explore(self, n_points: int = 2000) -> Page:
+        """Write explorer.html, a page that decodes the latent space live under the pointer."""
+        from .explore import write_explorer
+
+        return Page(write_explorer(self.path, n_points=n_points))
+
+    def compare(self, *others: str | Path | Run | Sweep, csv: bool = False) -> str:
+        """A Markdown (or CSV) table of this run and others."""
+        return compare(self, *others, csv=csv)
+
+    def resume(self, **keywords: Any) -> Run:
+        """Continue training (epochs=40 trains a finished run longer)."""
+        return resume(self.path, **keywords)
+
+
+class Sweep:
+    """A sweep folder: its member runs and their comparison table."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.folder = SweepFolder(path).check()
+        self.path = self.folder.path
+
+    def __repr__(self) -> str:
+        return f"Sweep({str(self.path)!r}, {len(self.members)} members)"
+
+    @property
+    def config(self) -> RunConfig:
+        return self.folder.config()
+
+    @property
+    def members(self) -> list[Run]:
+        """The member runs started so far, in the sweep's order."""
+        return [Run(m.path) for m in self.folder.members() if m.exists]
+
+    def table(self, csv: bool = False) -> str:
+        """The members compared: test ELBO and terms, NLL, active units, key settings."""
+        return compare(self, csv=csv)
+
+    def _repr_markdown_(self) -> str:
+        return self.table()
+
+    def report(self, samples: int = 5000, **options: Any) -> Page:
+        from .report import write_report
+
+        return Page(write_report(self.path, k=samples, **options))
+
+    def resume(self) -> Sweep:
+        return resume(self.path)
+
+
+def compare(*runs: str | Path | Run | Sweep, csv: bool = False) -> str:
+    """One table of several runs (a sweep stands for its members), Markdown or CSV."""
+    from .report import compare_runs
+
+    return compare_runs([r.path if isinstance(r, (Run, Sweep)) else r for r in runs], csv=csv)
