@@ -237,7 +237,7 @@ def test_an_unwritable_run_folder_fails_before_training(tmp_path, tiny_raw):
         RunFolder(blocker / "run").create(config)
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1")
     trainer.run_dir = blocker  # a run folder that is not a writable folder
-    with pytest.raises(OSError, match="cannot write to the run folder"):
+    with pytest.raises(OSError, match="cannot write (to )?the run folder"):
         trainer.fit()
     assert trainer.state.global_step == 0
 
