@@ -25,15 +25,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if args.preset or args.config or args.out:
                 raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config "
                                   "and --out (--set may raise train.epochs to train a finished run longer)")
-            api.resume(args.resume, overrides=args.set, data_dir=args.data_dir, log=_rank0_print)
+            result = api.resume(args.resume, overrides=args.set, data_dir=args.data_dir, log=_rank0_print)
         else:
-            api.train(args.preset, config=args.config, overrides=args.set, out=args.out, data_dir=args.data_dir,
-                      log=_rank0_print)
+            result = api.train(args.preset, config=args.config, overrides=args.set, out=args.out,
+                               data_dir=args.data_dir, log=_rank0_print)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    if isinstance(result, api.Sweep):
+        _rank0_print(result.table().rstrip("\n"))
     return 0
 
 

@@ -61,6 +61,9 @@ EVALUATION = re.compile(r"eval-(test|val)-k(\d+)\.json")
 WEIGHTS_FORMAT = {"format": "vaelab-weights"}
 
 
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> fingerprint of its weights
+
+
 class NotARunError(ValueError):
     """A folder that is neither a run nor a sweep of runs; the message names it."""
 
@@ -208,12 +211,20 @@ class RunFolder:
 
     def fingerprint(self) -> str | None:
         """SHA-256 of the weights the folder holds now (see `weights`), or None if it holds none yet."""
-        if not (self.file(WEIGHTS).exists() or self.has_checkpoint()):
-            return None
-        try:
-            return self.weights()[1]
-        except (ValueError, FileNotFoundError):
-            return None
+        for name in (WEIGHTS, CHECKPOINT):
+            path = self.file(name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _FINGERPRINTS:  # pages ask several times; a rewritten file has a new mtime
+                try:
+                    _FINGERPRINTS[key] = self.weights()[1]
+                except (ValueError, FileNotFoundError):
+                    return None
+            return _FINGERPRINTS[key]
+        return None
 
     # -- summary
 
