@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .data.catalog import DATASETS
+
 
 class ConfigError(ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
@@ -29,10 +31,6 @@ INITS = ("glorot", "normal")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
 GAUSSIAN_VARIANCES = ("fixed", "shared", "per_pixel")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
-TRAIN_SIZES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}  # training images per data set
-DATASETS = tuple(TRAIN_SIZES)
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
-N_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10}  # labels 0..N-1
 LATENTS = ("normal", "laplace", "categorical")
 PRIORS = ("normal", "laplace")
 NETS = ("mlp", "conv")
@@ -68,7 +66,7 @@ class DataConfig:
     def validate(self, prefix: str = "data") -> None:
         _one_of(self.name, DATASETS, f"{prefix}.name")
         _one_of(self.binarization, BINARIZATIONS, f"{prefix}.binarization")
-        size = TRAIN_SIZES[self.name]
+        size = DATASETS[self.name].train_size
         _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
         _seed(self.static_seed, f"{prefix}.static_seed")
         _seed(self.eval_seed, f"{prefix}.eval_seed")
@@ -276,7 +274,7 @@ class RunConfig:
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
         subset = self.train.train_subset
-        available = TRAIN_SIZES[self.data.name] - self.data.val_size
+        available = DATASETS[self.data.name].train_size - self.data.val_size
         _check(subset <= available, "train.train_subset",
                f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
         n_train = subset if subset else available
@@ -303,9 +301,10 @@ class RunConfig:
         _check(likelihood in ("bernoulli",) or view == "grey", "model.likelihood",
                f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
                "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
-        _check(not self.model.conditional or self.model.n_classes >= N_CLASSES[self.data.name], "model.n_classes",
-               f"{self.model.n_classes} classes, but {self.data.name} labels go up to {N_CLASSES[self.data.name] - 1}")
-        _, h, w = IMAGE_SHAPES[self.data.name]
+        data = DATASETS[self.data.name]
+        _check(not self.model.conditional or self.model.n_classes >= data.n_classes, "model.n_classes",
+               f"{self.model.n_classes} classes, but {data.name} labels go up to {data.n_classes - 1}")
+        _, h, w = data.image_shape
         layers = len(self.model.conv_channels)
         _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
                f"{layers} stride-2 layers need image sides divisible by {2**layers}; {self.data.name} is {h}x{w}")
