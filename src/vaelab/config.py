@@ -2,11 +2,19 @@
 
 Every field is checked when the tree is built, so a bad value fails before any work and the
 error names the key (``model.latent_dim``) and what is wrong with it.
+
+The names a choice accepts (``model.likelihood``, ``optim.name``, ...) are not listed here: they
+are the keys of the registry that implements the choice (``likelihoods.LIKELIHOOD_HEADS``,
+``optimizers.OPTIMIZERS``, ...), named in `REGISTRIES`, so adding a variant is adding one registry
+entry. Those modules import this one (for `ModelConfig` and friends), so `choices` imports them
+when a config is validated, not at the top of this module. Only the few choices that train.py
+implements with if-statements have their names listed here (once).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import re
@@ -25,20 +33,43 @@ class ConfigError(ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
 
 
-BINARIZATIONS = ("dynamic", "static", "grey")
-ACTIVATIONS = ("relu", "tanh", "softplus")
-INITS = ("glorot", "normal")
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
-GAUSSIAN_VARIANCES = ("fixed", "shared", "per_pixel")
-OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
-LATENTS = ("normal", "laplace", "categorical")
-PRIORS = ("normal", "laplace")
-NETS = ("mlp", "conv")
-OBJECTIVES = ("elbo", "iwae")
-OUTPUT_BIASES = ("zero", "data_mean")
-SCHEDULES = ("constant", "burda")
-FIGURE_NAMES = ("samples", "class-samples", "reconstructions", "interpolations", "latent-scatter", "manifold",
-                "curves", "kl-per-dim")
+# Choices that train.py implements with if-statements rather than a registry; they are listed here, once.
+OUTPUT_BIASES = ("zero", "data_mean")  # data_mean: the Trainer calls VAE.init_output_bias
+NONFINITE = ("stop", "skip")
+PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
+
+# config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
+REGISTRIES: dict[str, tuple[str, str]] = {
+    "data.name": ("data.catalog", "DATASETS"),
+    "data.binarization": ("data.views", "VIEWS"),
+    "model.net": ("model", "NETWORKS"),
+    "model.latent": ("latents", "LATENT_FAMILIES"),
+    "model.prior": ("latents", "PRIORS"),
+    "model.output_bias": ("config", "OUTPUT_BIASES"),
+    "model.activation": ("nets", "ACTIVATIONS"),
+    "model.init": ("nets", "INITS"),
+    "model.likelihood": ("likelihoods", "LIKELIHOOD_HEADS"),
+    "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
+    "objective.name": ("objectives", "OBJECTIVES"),
+    "optim.name": ("optimizers", "OPTIMIZERS"),
+    "optim.schedule": ("optimizers", "SCHEDULES"),
+    "train.nonfinite": ("config", "NONFINITE"),
+    "train.precision": ("config", "PRECISIONS"),
+    "train.compile_mode": ("compiled", "COMPILE_MODES"),
+    "figures.names": ("plots", "FIGURES"),
+    "figures.manifold_range": ("plots", "MANIFOLD_RANGES"),
+}
+
+
+def registry(key: str) -> Any:
+    """The registry behind config key `key` (a dict of name -> implementation, or a tuple of names)."""
+    module, name = REGISTRIES[key]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The values config key `key` accepts: its registry's names."""
+    return tuple(registry(key))
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -46,8 +77,8 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
-    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+def _one_of(value: str, names: tuple[str, ...], key: str) -> None:
+    _check(value in names, key, f"{value!r} is not one of {', '.join(names)}")
 
 
 def _seed(value: int, key: str) -> None:
@@ -64,8 +95,8 @@ class DataConfig:
     data_dir: str | None = None
 
     def validate(self, prefix: str = "data") -> None:
-        _one_of(self.name, DATASETS, f"{prefix}.name")
-        _one_of(self.binarization, BINARIZATIONS, f"{prefix}.binarization")
+        _one_of(self.name, choices("data.name"), f"{prefix}.name")
+        _one_of(self.binarization, choices("data.binarization"), f"{prefix}.binarization")
         size = DATASETS[self.name].train_size
         _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
         _seed(self.static_seed, f"{prefix}.static_seed")
@@ -101,10 +132,10 @@ class ModelConfig:
 
     def validate(self, prefix: str = "model") -> None:
         _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
-        _one_of(self.net, NETS, f"{prefix}.net")
-        _one_of(self.latent, LATENTS, f"{prefix}.latent")
-        _one_of(self.prior, PRIORS, f"{prefix}.prior")
-        _one_of(self.output_bias, OUTPUT_BIASES, f"{prefix}.output_bias")
+        _one_of(self.net, choices("model.net"), f"{prefix}.net")
+        _one_of(self.latent, choices("model.latent"), f"{prefix}.latent")
+        _one_of(self.prior, choices("model.prior"), f"{prefix}.prior")
+        _one_of(self.output_bias, choices("model.output_bias"), f"{prefix}.output_bias")
         _check(self.categories >= 2, f"{prefix}.categories", f"must be >= 2, got {self.categories}")
         _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")
         _check(0 < self.temperature_min <= self.temperature, f"{prefix}.temperature_min",
@@ -119,11 +150,11 @@ class ModelConfig:
         for key in ("encoder_hidden", "decoder_hidden", "encoder_hidden2", "decoder_hidden2"):
             sizes = getattr(self, key)
             _check(all(s >= 1 for s in sizes), f"{prefix}.{key}", f"layer sizes must be >= 1, got {sizes}")
-        _one_of(self.activation, ACTIVATIONS, f"{prefix}.activation")
-        _one_of(self.init, INITS, f"{prefix}.init")
+        _one_of(self.activation, choices("model.activation"), f"{prefix}.activation")
+        _one_of(self.init, choices("model.init"), f"{prefix}.init")
         _check(self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}")
-        _one_of(self.likelihood, LIKELIHOODS, f"{prefix}.likelihood")
-        _one_of(self.gaussian_variance, GAUSSIAN_VARIANCES, f"{prefix}.gaussian_variance")
+        _one_of(self.likelihood, choices("model.likelihood"), f"{prefix}.likelihood")
+        _one_of(self.gaussian_variance, choices("model.gaussian_variance"), f"{prefix}.gaussian_variance")
         _check(self.gaussian_sigma > 0, f"{prefix}.gaussian_sigma", f"must be > 0, got {self.gaussian_sigma}")
         _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",
                f"must be in (0, gaussian_sigma], got {self.min_sigma}")
@@ -137,7 +168,7 @@ class ObjectiveConfig:
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
 
     def validate(self, prefix: str = "objective") -> None:
-        _one_of(self.name, OBJECTIVES, f"{prefix}.name")
+        _one_of(self.name, choices("objective.name"), f"{prefix}.name")
         _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
         _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
         _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
@@ -157,8 +188,8 @@ class OptimConfig:
     schedule_scale: float = 1.0  # burda: stage i lasts max(1, round(3^i * scale)) epochs, to shorten it on a CPU
 
     def validate(self, prefix: str = "optim") -> None:
-        _one_of(self.name, OPTIMIZERS, f"{prefix}.name")
-        _one_of(self.schedule, SCHEDULES, f"{prefix}.schedule")
+        _one_of(self.name, choices("optim.name"), f"{prefix}.name")
+        _one_of(self.schedule, choices("optim.schedule"), f"{prefix}.schedule")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
         _check(self.eps > 0, f"{prefix}.eps", f"must be > 0, got {self.eps}")
         _check(0 < self.beta2 < 1, f"{prefix}.beta2", f"must be in (0, 1), got {self.beta2}")
@@ -195,11 +226,11 @@ class TrainConfig:
         _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
         _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
         _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
-        _one_of(self.nonfinite, ("stop", "skip"), f"{prefix}.nonfinite")
-        _one_of(self.precision, ("auto", "float32", "bfloat16"), f"{prefix}.precision")
+        _one_of(self.nonfinite, choices("train.nonfinite"), f"{prefix}.nonfinite")
+        _one_of(self.precision, choices("train.precision"), f"{prefix}.precision")
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
                f"must be true, false or \"auto\", got {self.compile!r}")
-        _one_of(self.compile_mode, ("default", "reduce-overhead", "max-autotune"), f"{prefix}.compile_mode")
+        _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -228,11 +259,12 @@ class FiguresConfig:
     manifold_range: str = "minmax"  # minmax (of the test posterior means) | quantile (of the prior)
 
     def validate(self, prefix: str = "figures") -> None:
+        names = choices("figures.names")
         for name in self.names:
-            _one_of(name, FIGURE_NAMES, f"{prefix}.names")
+            _one_of(name, names, f"{prefix}.names")
         for key in ("samples_n", "reconstructions_n", "manifold_n"):
             _check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _one_of(self.manifold_range, ("minmax", "quantile"), f"{prefix}.manifold_range")
+        _one_of(self.manifold_range, choices("figures.manifold_range"), f"{prefix}.manifold_range")
 
     def options(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "names"}
@@ -298,7 +330,8 @@ class RunConfig:
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
         likelihood, view = self.model.likelihood, self.data.binarization
-        _check(likelihood in ("bernoulli",) or view == "grey", "model.likelihood",
+        binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
+        _check(binary or view == "grey", "model.likelihood",
                f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
                "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
         data = DATASETS[self.data.name]
