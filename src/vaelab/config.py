@@ -14,6 +14,7 @@ implements with if-statements have their names listed here (once).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import json
 import math
@@ -77,8 +78,14 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
+    """'; did you mean X?' for the candidate closest in spelling to `word`, or '' if none is close."""
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _one_of(value: str, names: tuple[str, ...], key: str) -> None:
-    _check(value in names, key, f"{value!r} is not one of {', '.join(names)}")
+    _check(value in names, key, f"{value!r} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
 
 
 def _seed(value: int, key: str) -> None:
@@ -382,13 +389,48 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")
 
 
+def _known_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every key of the config tree, dotted: sections and their fields (`model`, `model.latent_dim`, ...)."""
+    keys, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _known_keys(hints[f.name], f"{key}.")
+    return keys
+
+
+def _meant(where: str) -> str:
+    """'; did you mean optim.lr?': the key whose field name is closest in spelling to the one written,
+    in the same section or the only one of that name (train.lr -> optim.lr, model.latnt_dim ->
+    model.latent_dim, modle.latent_dim -> model.latent_dim); '' if none is close or several are."""
+    section, _, name = where.rpartition(".")
+    keys_by_name: dict[str, list[str]] = {}
+    for key in _known_keys(RunConfig):
+        keys_by_name.setdefault(key.rpartition(".")[2], []).append(key)
+    close = difflib.get_close_matches(name, list(keys_by_name), n=1)
+    keys = keys_by_name[close[0]] if close else []
+    same_section = [key for key in keys if key.rpartition(".")[0] == section]
+    meant = same_section or (keys if len(keys) == 1 else [])
+    return f"; did you mean {meant[0]}?" if meant else ""
+
+
+def _unknown_key(key: str, value: Any, prefix: str, known: list[str]) -> ConfigError:
+    """'train.lr: unknown key; did you mean optim.lr? (known in train: ...)', for `key` under section `prefix`."""
+    where = f"{prefix}.{key}" if prefix else key
+    while not prefix and isinstance(value, dict) and value:  # an unknown section: name the key written in it
+        key, value = next(iter(value.items()))
+        where = f"{where}.{key}"
+    scope = f" in {prefix}" if prefix else ""
+    return ConfigError(f"{where}: unknown key{_meant(where)} (known{scope}: {', '.join(sorted(known))})")
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key, value in values.items():
         if key not in known:
-            where = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+            raise _unknown_key(key, value, prefix, known)
     kwargs = {}
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
