@@ -82,6 +82,12 @@ def test_bad_key_fails_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_key_in_the_wrong_section_is_pointed_to_the_right_one(tmp_path):
+    result = vaelab_cli("train", "--set", "train.lr=0.01", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "error: train.lr: unknown key; did you mean optim.lr? (known in train: " in result.stderr
+
+
 def test_bad_value_fails_before_any_work(tmp_path):
     result = vaelab_cli("train", "--set", "optim.lr=-1", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "optim.lr" in result.stderr

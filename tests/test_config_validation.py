@@ -212,8 +212,36 @@ def test_unknown_top_level_keys_and_non_table_configs(tmp_path):
         resolve_config(config_file=path)
     path = tmp_path / "c.toml"
     path.write_text("[model]\nlatnt_dim = 3\n")
-    with pytest.raises(ConfigError, match=rf"model.latnt_dim: unknown key .*\(in {path}\)"):
+    meant = r"unknown key; did you mean model.latent_dim\?"
+    with pytest.raises(ConfigError, match=rf"model.latnt_dim: {meant} .*\(in {path}\)"):
         resolve_config(config_file=path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=0.01", "train.lr: unknown key; did you mean optim.lr? (known in train: batch_size, "),
+    ("train.weight_decai=0.1", "train.weight_decai: unknown key; did you mean optim.weight_decay? (known in train: "),
+    ("model.latnt_dim=3", "model.latnt_dim: unknown key; did you mean model.latent_dim? (known in model: "),
+    ("data.nmae='mnist'", "data.nmae: unknown key; did you mean data.name? (known in data: "),
+    ("modle.latent_dim=3", "modle.latent_dim: unknown key; did you mean model.latent_dim? (known: data, "),
+    ("modle=3", "modle: unknown key; did you mean model? (known: data, "),
+    ("model.likelihood='bernouli'", "model.likelihood: 'bernouli' is not one of bernoulli, gaussian, "
+                                    "continuous_bernoulli, discretized_logistic; did you mean bernoulli?"),
+    ("figures.names=['sample']", "figures.names: 'sample' is not one of samples, "),
+    ("data.name='mnsit'", "data.name: 'mnsit' is not one of mnist, fashion-mnist, cifar10; did you mean mnist?"),
+])
+def test_a_near_miss_says_what_was_meant(override, message):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(overrides=[override])
+    assert str(info.value).startswith(message), str(info.value)
+    assert "did you mean" in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["nonsense=1", "model.nonsense=1", "optim.name='lbfgs'",
+                                      "train.name=1"])  # four keys are called name: no guess
+def test_no_guess_when_nothing_is_close(override):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(overrides=[override])
+    assert "did you mean" not in str(info.value)
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -2,11 +2,20 @@
 
 Every field is checked when the tree is built, so a bad value fails before any work and the
 error names the key (``model.latent_dim``) and what is wrong with it.
+
+The names a choice accepts (``model.likelihood``, ``optim.name``, ...) are not listed here: they
+are the keys of the registry that implements the choice (``likelihoods.LIKELIHOOD_HEADS``,
+``optimizers.OPTIMIZERS``, ...), named in `REGISTRIES`, so adding a variant is adding one registry
+entry. Those modules import this one (for `ModelConfig` and friends), so `choices` imports them
+when a config is validated, not at the top of this module. Only the few choices that train.py
+implements with if-statements have their names listed here (once).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import json
 import math
 import re
@@ -18,29 +27,50 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .data.catalog import DATASETS
+
 
 class ConfigError(ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
 
 
-BINARIZATIONS = ("dynamic", "static", "grey")
-ACTIVATIONS = ("relu", "tanh", "softplus")
-INITS = ("glorot", "normal")
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
-GAUSSIAN_VARIANCES = ("fixed", "shared", "per_pixel")
-OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
-TRAIN_SIZES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}  # training images per data set
-DATASETS = tuple(TRAIN_SIZES)
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
-N_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10}  # labels 0..N-1
-LATENTS = ("normal", "laplace", "categorical")
-PRIORS = ("normal", "laplace")
-NETS = ("mlp", "conv")
-OBJECTIVES = ("elbo", "iwae")
-OUTPUT_BIASES = ("zero", "data_mean")
-SCHEDULES = ("constant", "burda")
-FIGURE_NAMES = ("samples", "class-samples", "reconstructions", "interpolations", "latent-scatter", "manifold",
-                "curves", "kl-per-dim")
+# Choices that train.py implements with if-statements rather than a registry; they are listed here, once.
+OUTPUT_BIASES = ("zero", "data_mean")  # data_mean: the Trainer calls VAE.init_output_bias
+NONFINITE = ("stop", "skip")
+PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
+
+# config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
+REGISTRIES: dict[str, tuple[str, str]] = {
+    "data.name": ("data.catalog", "DATASETS"),
+    "data.binarization": ("data.views", "VIEWS"),
+    "model.net": ("model", "NETWORKS"),
+    "model.latent": ("latents", "LATENT_FAMILIES"),
+    "model.prior": ("latents", "PRIORS"),
+    "model.output_bias": ("config", "OUTPUT_BIASES"),
+    "model.activation": ("nets", "ACTIVATIONS"),
+    "model.init": ("nets", "INITS"),
+    "model.likelihood": ("likelihoods", "LIKELIHOOD_HEADS"),
+    "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
+    "objective.name": ("objectives", "OBJECTIVES"),
+    "optim.name": ("optimizers", "OPTIMIZERS"),
+    "optim.schedule": ("optimizers", "SCHEDULES"),
+    "train.nonfinite": ("config", "NONFINITE"),
+    "train.precision": ("config", "PRECISIONS"),
+    "train.compile_mode": ("training.compiled", "COMPILE_MODES"),
+    "figures.names": ("plots", "FIGURES"),
+    "figures.manifold_range": ("plots", "MANIFOLD_RANGES"),
+}
+
+
+def registry(key: str) -> Any:
+    """The registry behind config key `key` (a dict of name -> implementation, or a tuple of names)."""
+    module, name = REGISTRIES[key]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The values config key `key` accepts: its registry's names."""
+    return tuple(registry(key))
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -48,8 +78,14 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
-    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
+    """'; did you mean X?' for the candidate closest in spelling to `word`, or '' if none is close."""
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _one_of(value: str, names: tuple[str, ...], key: str) -> None:
+    _check(value in names, key, f"{value!r} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
 
 
 def _seed(value: int, key: str) -> None:
@@ -66,9 +102,9 @@ class DataConfig:
     data_dir: str | None = None
 
     def validate(self, prefix: str = "data") -> None:
-        _one_of(self.name, DATASETS, f"{prefix}.name")
-        _one_of(self.binarization, BINARIZATIONS, f"{prefix}.binarization")
-        size = TRAIN_SIZES[self.name]
+        _one_of(self.name, choices("data.name"), f"{prefix}.name")
+        _one_of(self.binarization, choices("data.binarization"), f"{prefix}.binarization")
+        size = DATASETS[self.name].train_size
         _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
         _seed(self.static_seed, f"{prefix}.static_seed")
         _seed(self.eval_seed, f"{prefix}.eval_seed")
@@ -103,10 +139,10 @@ class ModelConfig:
 
     def validate(self, prefix: str = "model") -> None:
         _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
-        _one_of(self.net, NETS, f"{prefix}.net")
-        _one_of(self.latent, LATENTS, f"{prefix}.latent")
-        _one_of(self.prior, PRIORS, f"{prefix}.prior")
-        _one_of(self.output_bias, OUTPUT_BIASES, f"{prefix}.output_bias")
+        _one_of(self.net, choices("model.net"), f"{prefix}.net")
+        _one_of(self.latent, choices("model.latent"), f"{prefix}.latent")
+        _one_of(self.prior, choices("model.prior"), f"{prefix}.prior")
+        _one_of(self.output_bias, choices("model.output_bias"), f"{prefix}.output_bias")
         _check(self.categories >= 2, f"{prefix}.categories", f"must be >= 2, got {self.categories}")
         _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")
         _check(0 < self.temperature_min <= self.temperature, f"{prefix}.temperature_min",
@@ -121,11 +157,11 @@ class ModelConfig:
         for key in ("encoder_hidden", "decoder_hidden", "encoder_hidden2", "decoder_hidden2"):
             sizes = getattr(self, key)
             _check(all(s >= 1 for s in sizes), f"{prefix}.{key}", f"layer sizes must be >= 1, got {sizes}")
-        _one_of(self.activation, ACTIVATIONS, f"{prefix}.activation")
-        _one_of(self.init, INITS, f"{prefix}.init")
+        _one_of(self.activation, choices("model.activation"), f"{prefix}.activation")
+        _one_of(self.init, choices("model.init"), f"{prefix}.init")
         _check(self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}")
-        _one_of(self.likelihood, LIKELIHOODS, f"{prefix}.likelihood")
-        _one_of(self.gaussian_variance, GAUSSIAN_VARIANCES, f"{prefix}.gaussian_variance")
+        _one_of(self.likelihood, choices("model.likelihood"), f"{prefix}.likelihood")
+        _one_of(self.gaussian_variance, choices("model.gaussian_variance"), f"{prefix}.gaussian_variance")
         _check(self.gaussian_sigma > 0, f"{prefix}.gaussian_sigma", f"must be > 0, got {self.gaussian_sigma}")
         _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",
                f"must be in (0, gaussian_sigma], got {self.min_sigma}")
@@ -139,7 +175,7 @@ class ObjectiveConfig:
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
 
     def validate(self, prefix: str = "objective") -> None:
-        _one_of(self.name, OBJECTIVES, f"{prefix}.name")
+        _one_of(self.name, choices("objective.name"), f"{prefix}.name")
         _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
         _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
         _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
@@ -159,8 +195,8 @@ class OptimConfig:
     schedule_scale: float = 1.0  # burda: stage i lasts max(1, round(3^i * scale)) epochs, to shorten it on a CPU
 
     def validate(self, prefix: str = "optim") -> None:
-        _one_of(self.name, OPTIMIZERS, f"{prefix}.name")
-        _one_of(self.schedule, SCHEDULES, f"{prefix}.schedule")
+        _one_of(self.name, choices("optim.name"), f"{prefix}.name")
+        _one_of(self.schedule, choices("optim.schedule"), f"{prefix}.schedule")
         _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
         _check(self.eps > 0, f"{prefix}.eps", f"must be > 0, got {self.eps}")
         _check(0 < self.beta2 < 1, f"{prefix}.beta2", f"must be in (0, 1), got {self.beta2}")
@@ -197,11 +233,11 @@ class TrainConfig:
         _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
         _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
         _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
-        _one_of(self.nonfinite, ("stop", "skip"), f"{prefix}.nonfinite")
-        _one_of(self.precision, ("auto", "float32", "bfloat16"), f"{prefix}.precision")
+        _one_of(self.nonfinite, choices("train.nonfinite"), f"{prefix}.nonfinite")
+        _one_of(self.precision, choices("train.precision"), f"{prefix}.precision")
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
                f"must be true, false or \"auto\", got {self.compile!r}")
-        _one_of(self.compile_mode, ("default", "reduce-overhead", "max-autotune"), f"{prefix}.compile_mode")
+        _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -230,11 +266,12 @@ class FiguresConfig:
     manifold_range: str = "minmax"  # minmax (of the test posterior means) | quantile (of the prior)
 
     def validate(self, prefix: str = "figures") -> None:
+        names = choices("figures.names")
         for name in self.names:
-            _one_of(name, FIGURE_NAMES, f"{prefix}.names")
+            _one_of(name, names, f"{prefix}.names")
         for key in ("samples_n", "reconstructions_n", "manifold_n"):
             _check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _one_of(self.manifold_range, ("minmax", "quantile"), f"{prefix}.manifold_range")
+        _one_of(self.manifold_range, choices("figures.manifold_range"), f"{prefix}.manifold_range")
 
     def options(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "names"}
@@ -276,7 +313,7 @@ class RunConfig:
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
         subset = self.train.train_subset
-        available = TRAIN_SIZES[self.data.name] - self.data.val_size
+        available = DATASETS[self.data.name].train_size - self.data.val_size
         _check(subset <= available, "train.train_subset",
                f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
         n_train = subset if subset else available
@@ -300,12 +337,14 @@ class RunConfig:
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
         likelihood, view = self.model.likelihood, self.data.binarization
-        _check(likelihood in ("bernoulli",) or view == "grey", "model.likelihood",
+        binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
+        _check(binary or view == "grey", "model.likelihood",
                f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
                "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
-        _check(not self.model.conditional or self.model.n_classes >= N_CLASSES[self.data.name], "model.n_classes",
-               f"{self.model.n_classes} classes, but {self.data.name} labels go up to {N_CLASSES[self.data.name] - 1}")
-        _, h, w = IMAGE_SHAPES[self.data.name]
+        data = DATASETS[self.data.name]
+        _check(not self.model.conditional or self.model.n_classes >= data.n_classes, "model.n_classes",
+               f"{self.model.n_classes} classes, but {data.name} labels go up to {data.n_classes - 1}")
+        _, h, w = data.image_shape
         layers = len(self.model.conv_channels)
         _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
                f"{layers} stride-2 layers need image sides divisible by {2**layers}; {self.data.name} is {h}x{w}")
@@ -350,13 +389,48 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")
 
 
+def _known_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every key of the config tree, dotted: sections and their fields (`model`, `model.latent_dim`, ...)."""
+    keys, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _known_keys(hints[f.name], f"{key}.")
+    return keys
+
+
+def _meant(where: str) -> str:
+    """'; did you mean optim.lr?': the key whose field name is closest in spelling to the one written,
+    in the same section or the only one of that name (train.lr -> optim.lr, model.latnt_dim ->
+    model.latent_dim, modle.latent_dim -> model.latent_dim); '' if none is close or several are."""
+    section, _, name = where.rpartition(".")
+    keys_by_name: dict[str, list[str]] = {}
+    for key in _known_keys(RunConfig):
+        keys_by_name.setdefault(key.rpartition(".")[2], []).append(key)
+    close = difflib.get_close_matches(name, list(keys_by_name), n=1)
+    keys = keys_by_name[close[0]] if close else []
+    same_section = [key for key in keys if key.rpartition(".")[0] == section]
+    meant = same_section or (keys if len(keys) == 1 else [])
+    return f"; did you mean {meant[0]}?" if meant else ""
+
+
+def _unknown_key(key: str, value: Any, prefix: str, known: list[str]) -> ConfigError:
+    """'train.lr: unknown key; did you mean optim.lr? (known in train: ...)', for `key` under section `prefix`."""
+    where = f"{prefix}.{key}" if prefix else key
+    while not prefix and isinstance(value, dict) and value:  # an unknown section: name the key written in it
+        key, value = next(iter(value.items()))
+        where = f"{where}.{key}"
+    scope = f" in {prefix}" if prefix else ""
+    return ConfigError(f"{where}: unknown key{_meant(where)} (known{scope}: {', '.join(sorted(known))})")
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key, value in values.items():
         if key not in known:
-            where = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+            raise _unknown_key(key, value, prefix, known)
     kwargs = {}
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name

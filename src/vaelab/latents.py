@@ -8,6 +8,7 @@ over the drawn z otherwise. Registered in `LATENT_FAMILIES`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,11 +28,17 @@ def kl_terms(posterior: Distribution, prior: Distribution, z: torch.Tensor | Non
         return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
 
 
+# model.prior -> (loc, scale) -> the standard prior of continuous latents
+PRIORS: dict[str, Callable[[torch.Tensor, torch.Tensor], Independent]] = {
+    "normal": diagonal_normal,
+    "laplace": diagonal_laplace,
+}
+
+
 def standard_prior(name: str, dim: int, device: torch.device, dtype: torch.dtype) -> Independent:
-    """N(0, I) or Laplace(0, 1) over `dim` dimensions."""
+    """N(0, I) or Laplace(0, 1) (PRIORS[name]) over `dim` dimensions."""
     zeros = torch.zeros(dim, device=device, dtype=dtype)
-    make = {"normal": diagonal_normal, "laplace": diagonal_laplace}[name]
-    return make(zeros, torch.ones_like(zeros))
+    return PRIORS[name](zeros, torch.ones_like(zeros))
 
 
 class GaussianLatent(nn.Module):

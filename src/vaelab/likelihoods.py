@@ -12,6 +12,7 @@ meaningful bits/dim. `DISCRETE_LIKELIHOODS` collects the discrete ones by name.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -66,6 +67,14 @@ class BernoulliImage(Independent):
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
+# model.gaussian_variance -> how many sigmas a head over n_pixels holds ("fixed": a buffer, the others learned)
+GAUSSIAN_VARIANCES: dict[str, Callable[[int], int]] = {
+    "fixed": lambda n_pixels: 1,
+    "shared": lambda n_pixels: 1,
+    "per_pixel": lambda n_pixels: n_pixels,
+}
+
+
 class GaussianHead(nn.Module):
     """p(x|z) = prod_i N(x_i; sigmoid(f_i(z)), sigma^2), sigma fixed, shared or per pixel.
 
@@ -83,7 +92,7 @@ class GaussianHead(nn.Module):
         self.min_sigma = config.min_sigma
         start = config.gaussian_sigma - config.min_sigma
         raw = math.log(math.expm1(start)) if start > 0 else -20.0  # softplus^-1(start)
-        size = {"fixed": 1, "shared": 1, "per_pixel": n_pixels}[self.mode]
+        size = GAUSSIAN_VARIANCES[self.mode](n_pixels)
         value = torch.full((size,), raw)
         if self.mode == "fixed":
             self.register_buffer("raw_sigma", value)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, RelaxedOneHotCategorical
 
-from .config import IMAGE_SHAPES, ModelConfig  # noqa: F401  (IMAGE_SHAPES re-exported)
+from .config import ModelConfig
+from .data.catalog import IMAGE_SHAPES  # noqa: F401  (re-exported)
 from .distributions import TwoStep, diagonal_normal
 from .latents import LATENT_FAMILIES, standard_prior
 from .likelihoods import LIKELIHOOD_HEADS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -15,14 +15,19 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+# model.init -> (weight, init_std) -> weights drawn in place: Glorot-uniform, or N(0, std^2) as the
+# Stanford assignment asks
+INITS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "glorot": lambda weight, std: nn.init.xavier_uniform_(weight),
+    "normal": lambda weight, std: nn.init.normal_(weight, 0.0, std),
+}
+
+
 def init_linear(layer: nn.Linear, scheme: str, std: float = 0.01) -> None:
-    """Glorot-uniform weights, or N(0, std^2) weights as the Stanford assignment asks; zero biases."""
-    if scheme == "glorot":
-        nn.init.xavier_uniform_(layer.weight)
-    elif scheme == "normal":
-        nn.init.normal_(layer.weight, 0.0, std)
-    else:
-        raise ValueError(f"unknown init {scheme!r} (known: glorot, normal)")
+    """The weights by `scheme` (a key of INITS); zero biases."""
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r} (known: {', '.join(INITS)})")
+    INITS[scheme](layer.weight, std)
     nn.init.zeros_(layer.bias)
 
 

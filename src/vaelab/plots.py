@@ -37,6 +37,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from torch.distributions import Distribution, Independent, Laplace, Normal, kl_divergence
 
+from .data.catalog import DATASETS
 from .data.views import ImageData
 from .distributions import TwoStep, rsample
 from .io import atomic_write_bytes
@@ -50,11 +51,7 @@ class FigureSkipped(Exception):
 # ---------------------------------------------------------------- model variants
 
 PRIOR_NAMES = {"normal": "N(0, I)", "laplace": "Laplace(0, 1)"}
-LABEL_NAMES = {
-    "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-                      "bag", "ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-}
+LABEL_NAMES = {name: info.label_names for name, info in DATASETS.items()}
 
 
 def is_conditional(model: VAE) -> bool:

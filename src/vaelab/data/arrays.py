@@ -7,10 +7,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .catalog import DATASETS
 from .errors import DataError
 
 KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
-IMAGE_SHAPE: tuple[int, int] = (28, 28)
+IMAGE_SHAPE: tuple[int, int] = DATASETS["mnist"].image_shape[1:]  # (H, W) of the MNIST family's grey images
 
 
 def sha256_array(array: np.ndarray) -> str:

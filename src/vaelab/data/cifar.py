@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .arrays import KEYS, sha256_array
+from .catalog import DATASETS
 from .download import download
 from .errors import DataError, SourceUnavailable
 from .npzfile import read_npz, write_npz_atomic
@@ -41,18 +42,18 @@ from .npzfile import read_npz, write_npz_atomic
 Arrays = dict[str, np.ndarray]
 Batch = tuple[np.ndarray, np.ndarray]  # data (N, 3072) and labels (N,), uint8
 
-NAME = "cifar10"
+INFO = DATASETS["cifar10"]
+NAME = INFO.name
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 BATCHES: tuple[str, ...] = (*TRAIN_BATCHES, TEST_BATCH)
 DEFAULT_MIRRORS: tuple[str, ...] = ("https://www.cs.toronto.edu/~kriz/",)
-LABEL_NAMES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
-                                "dog", "frog", "horse", "ship", "truck")
-IMAGE_SHAPE: tuple[int, int, int] = (3, 32, 32)  # channel-first
-ROW_LENGTH = 3 * 32 * 32
-N_CLASSES = 10
+LABEL_NAMES: tuple[str, ...] = INFO.label_names
+IMAGE_SHAPE: tuple[int, int, int] = INFO.image_shape  # channel-first
+ROW_LENGTH = math.prod(IMAGE_SHAPE)
+N_CLASSES = INFO.n_classes
 BATCH_SIZE = 10000  # images per batch; tests lower it to work with tiny fakes
 MAX_BATCH_BYTES = 64 * 2**20  # a real batch is about 31 MB; bounds what one member may cost
 MAX_ARCHIVE_MEMBERS = 64  # the real archive has 9; bounds the scan of a hostile one

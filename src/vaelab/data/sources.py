@@ -27,6 +27,7 @@ import numpy as np
 
 from . import cifar
 from .arrays import KEYS, verify
+from .catalog import DATASETS
 from .download import download
 from .errors import DataError, DataWarning, SourceUnavailable
 from .idx import read_idx_split
@@ -51,7 +52,7 @@ EXPECTED_DIGESTS: dict[str, dict[str, str]] = {
         "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
     },
 }
-DATASET_NAMES: tuple[str, ...] = ("mnist", "fashion-mnist", cifar.NAME)
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 NAME_ALIASES: dict[str, str] = {"fashionmnist": "fashion-mnist", "cifar-10": cifar.NAME}
 IDX_FILES: dict[str, str] = {
     "x_train": "train-images-idx3-ubyte",

@@ -13,7 +13,7 @@ host-to-device copy sits in the training loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -182,12 +182,28 @@ def make_views(raw: RawDataset, config: DataConfig, device: torch.device | str =
 
 
 def _view(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
-    if config.binarization == "grey":
-        return ImageSet(pixels, labels, resample=False, binary=False)
-    if config.binarization == "static":
-        offset = {"train": 0, "val": 1, "test": 2}[split]
-        return ImageSet(binarize(pixels, config.static_seed + offset), labels, resample=False, binary=True)
+    return VIEWS[config.binarization](split, pixels, labels, config)
+
+
+def _dynamic(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
     if split == "train":
         return ImageSet(pixels, labels, resample=True, binary=False)
     offset = {"val": 1, "test": 0}[split]
     return ImageSet(binarize(pixels, config.eval_seed + offset), labels, resample=False, binary=True)
+
+
+def _static(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
+    offset = {"train": 0, "val": 1, "test": 2}[split]
+    return ImageSet(binarize(pixels, config.static_seed + offset), labels, resample=False, binary=True)
+
+
+def _grey(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
+    return ImageSet(pixels, labels, resample=False, binary=False)
+
+
+# data.binarization -> (split, uint8 pixels, labels, config) -> that split's ImageSet (see the module docstring)
+VIEWS: dict[str, Callable[[str, torch.Tensor, torch.Tensor, DataConfig], ImageSet]] = {
+    "dynamic": _dynamic,
+    "static": _static,
+    "grey": _grey,
+}

@@ -31,6 +31,9 @@ from torch import nn
 from ..distributions import Noise, NoisePlayback, NoiseRecorder, draw_ahead
 from ..objectives import ObjectiveTerms
 
+# train.compile_mode: the torch.compile modes a compiled step may be built with ("reduce-overhead": CUDA graphs)
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
+
 
 class NoiseCompiled:
     """`traced` compiled, with the noise drawn ahead; eager(x, y, noise, kl_weight) where it cannot run.

@@ -22,47 +22,17 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, OptimConfig, RunConfig
+from ..config import ConfigError, RunConfig
 from ..data.views import ImageData, ImageSet
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
 from ..distributions import Noise
 from ..model import VAE
 from ..latents import temperature_at
 from ..objectives import OBJECTIVES, ObjectiveTerms, elbo
+from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
 from ..runs import CHECKPOINT, CONFIG, RunFolder, RunLockedError  # noqa: F401  (RunLockedError re-exported)
-
-OPTIMIZERS: dict[str, Any] = {
-    "adam": lambda params, c, fused: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
-                                                      weight_decay=c.weight_decay, fused=fused or None),
-    "rmsprop": lambda params, c, fused: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
-                                                     momentum=c.momentum),
-    "adagrad": lambda params, c, fused: torch.optim.Adagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
-    "sgd": lambda params, c, fused: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
-}
-
-
-def learning_rate(config: OptimConfig, epoch: int) -> float:
-    """The learning rate of `epoch` (0-based). burda: stage i lasts 3^i epochs at lr * 10^(-i/7)."""
-    if config.schedule == "constant":
-        return config.lr
-    stage, end = 0, 0
-    while True:
-        end += max(1, round(3**stage * config.schedule_scale))
-        if epoch < end:
-            return config.lr * 10 ** (-stage / 7)
-        stage += 1
-
-
-def schedule_epochs(config: OptimConfig, stages: int = 8) -> int:
-    """Epochs in the first `stages` stages of the burda schedule (3280 for 8 stages at scale 1)."""
-    return sum(max(1, round(3**i * config.schedule_scale)) for i in range(stages))
-
-
-def build_optimizer(model: torch.nn.Module, config: OptimConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """The configured optimizer; Adam fused: one kernel a step instead of several a tensor (CPU and CUDA)."""
-    return OPTIMIZERS[config.name](model.parameters(), config, fused)
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
