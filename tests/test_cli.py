@@ -67,12 +67,13 @@ def test_load_run_gives_the_trained_model_in_eval_mode(tiny_run):
     assert model.run_config.name == "mnist-lab"
 
 
-def test_resume_of_a_finished_run_finishes_again(tiny_run, mnist_dir):
+def test_resume_of_a_finished_run_trains_nothing_and_says_how_to_extend_it(tiny_run, mnist_dir):
     run_dir, _ = tiny_run
     result = vaelab_cli("train", "--resume", str(run_dir), "--data-dir", str(mnist_dir))
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == 2  # nothing trained twice
-    assert "already finished" in result.stdout
+    assert "has finished (reached train.max_steps=20)" in result.stdout
+    assert f"vaelab train --resume {run_dir} --set train.max_steps=40" in result.stdout
 
 
 def test_bad_key_fails_before_any_work(tmp_path):

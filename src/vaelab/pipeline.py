@@ -63,7 +63,7 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
         trainer.load_checkpoint()
         if trainer.state.finished and not trainer.reopen():
             summary = folder.raw_summary()
-            log(finished_message(folder, trainer.state.stop_reason, trainer.state.epoch))
+            log(finished_message(folder, config, trainer.state))
             if summary:
                 return summary
             log("its summary.json is missing: scoring its best weights again")
@@ -82,10 +82,17 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     return summary
 
 
-def finished_message(folder: RunFolder, stop_reason: str, epochs: int) -> str:
-    return (f"{folder.path} has finished ({stop_reason}); nothing to train. To train it longer, raise its "
-            f"epochs: vaelab train --resume {folder.path} --set train.epochs={max(2 * epochs, epochs + 1)}"
-            " (and train.patience, if early stopping ended it)")
+def finished_message(folder: RunFolder, config: RunConfig, state: Any) -> str:
+    """That a resumed run has finished, and the --set that would let it train on."""
+    cfg = config.train
+    if cfg.max_steps and state.global_step >= cfg.max_steps:
+        more = f"train.max_steps={2 * cfg.max_steps}"
+    elif cfg.patience and state.epochs_since_best >= cfg.patience:
+        more = f"train.patience={2 * cfg.patience}"
+    else:
+        more = f"train.epochs={max(2 * state.epoch, state.epoch + 1)}"
+    return (f"{folder.path} has finished ({state.stop_reason}); nothing to train. To train it longer: "
+            f"vaelab train --resume {folder.path} --set {more}")
 
 
 def _evaluate(folder: RunFolder, config: RunConfig, model: Any, data: Any, parallel: Any, summary: dict[str, Any],

@@ -298,11 +298,11 @@ class Trainer:
     def reopen(self) -> bool:
         """Let a finished run train on when its config now allows it (more epochs, steps or patience).
 
-        Returns whether it did. Early stopping is judged again after the next epoch, so a run that
-        stopped early needs a larger train.patience to go on for more than one epoch.
+        Returns whether it did.
         """
         state, cfg = self.state, self.config.train
-        more = state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
+        more = (state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
+                and not (cfg.patience and state.epochs_since_best >= cfg.patience))
         if state.finished and more:
             state.finished, state.stop_reason = False, ""
         return not state.finished
