@@ -40,7 +40,6 @@ from vaelab.plots import (
     run_title,
     sample_prior,
     samples_grid,
-    training_figures,
 )
 from vaelab.runs import RunFolder
 from vaelab.training import Trainer, dataset_elbo
@@ -407,13 +406,6 @@ def test_make_figures_with_a_given_model_reports_skips_and_restores_its_mode(tin
         make_figures(tiny_run.run_dir, ["manifold"], model=model, data=tiny_run.data, manifold_size=3)
 
 
-def test_training_figures_still_draw_the_lab_three(tmp_path, tiny_data):
-    paths = training_figures(tiny_model(), tiny_data.test.batch(slice(0, 10)), tmp_path, (1, 28, 28), "t")
-    assert [p.name for p in paths] == ["samples.png", "reconstructions.png", "interpolations.png"]
-    for path in paths:
-        png_size(path)
-
-
 # ---------------------------------------------------------------- every model variant
 
 VARIANTS = {  # ModelConfig fields of each variant (besides tiny nets)
@@ -673,14 +665,3 @@ def test_titles_name_the_latent_variant(tmp_path, tiny_raw):
     assert texts["categorical"] == "3 x 4-class categorical latent"
     assert texts["two-layer"] == "two-layer 3-D + 2-D latent"
     assert texts["cvae"] == "2-D latent, conditioned on the label"
-
-
-def test_training_figures_of_a_cvae_need_the_labels(tmp_path, tiny_raw):
-    data = variant_data("cvae", tiny_raw)
-    model = variant_model("cvae")
-    x, y = data.test.batch(slice(0, 10)), data.test.labels[:10]
-    paths = training_figures(model, x, tmp_path / "a", (1, 28, 28), "t", test_labels=y)
-    assert [p.name for p in paths] == ["samples.png", "reconstructions.png", "interpolations.png"]
-    with pytest.warns(UserWarning, match="needs test_labels"):
-        paths = training_figures(model, x, tmp_path / "b", (1, 28, 28), "t")
-    assert [p.name for p in paths] == ["samples.png"]

@@ -2,10 +2,8 @@
 
 Uses matplotlib's object API (no pyplot), so nothing depends on a display or global state.
 
-Two layers:
-- `training_figures` and its three functions: what the trainer and CLI draw after training.
-- `FIGURES`, a registry name -> function(FigureContext) -> Path, and `make_figures(run_dir)`,
-  which draws any of them for a run folder into RUN_DIR/figures/<name>.png.
+`FIGURES`, a registry name -> function(FigureContext) -> Path, and `make_figures(run_dir)`,
+which draws any of them for a run folder into RUN_DIR/figures/<name>.png.
 
 Every figure is built by a `draw_*` function that returns a matplotlib `Figure` (so tests can
 inspect it) and is written as PNG by `write_png`.
@@ -21,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -209,12 +206,6 @@ def image_grid_figure(grid: np.ndarray, title: str, row_labels: Sequence[str] = 
     return fig
 
 
-def save_image_grid(path: str | Path, grid: np.ndarray, title: str,
-                    row_labels: Sequence[str] = (), scale: float = 0.04) -> Path:
-    """Write `grid` ((H, W) grey or (H, W, 3) colour, in [0,1]) as a PNG with a title."""
-    return write_png(image_grid_figure(grid, title, row_labels, scale), path)
-
-
 def as_images(pixels: torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:
     """(n, n_pixels) channel-major -> (n, h, w, 3) numpy for colour images, (n, h, w) otherwise (first channel)."""
     c, h, w = image_shape
@@ -304,65 +295,6 @@ def interpolation_row_labels(pairs: int, y: torch.Tensor | None = None, data_nam
 
 INTERPOLATION_LABEL_NOTE = ("decoded with the label of each row's first image throughout "
                             "(so the right end is image 2's code under image 1's label)")
-
-
-@torch.no_grad()
-def samples_figure(model: VAE, path: str | Path, image_shape: tuple[int, int, int], title: str,
-                   n: int = 5, seed: int = 0) -> Path:
-    """n x n images decoded from z ~ p(z) (rows labelled with their class for a CVAE)."""
-    grid = samples_grid(model, image_shape, n, seed)
-    what = f"{n * n} samples from the prior, decoder mean"
-    rows: list[str] = []
-    if is_conditional(model):
-        rows = class_names(None, sample_row_classes(model, n))
-        what += "; each row decoded with the label on its left"
-    return save_image_grid(path, grid, f"{title}\n{what}", row_labels=rows)
-
-
-@torch.no_grad()
-def reconstructions_figure(model: VAE, x: torch.Tensor, path: str | Path, image_shape: tuple[int, int, int],
-                           title: str, per_row: int = 10, what: str = "test images",
-                           y: torch.Tensor | None = None) -> Path:
-    """x: (n, n_pixels), the images the model sees (y: (n,) their labels, for a CVAE); shown above
-    their reconstructions E[x | z = mean of q]."""
-    recon = reconstructions_of(model, x, y)
-    grid, pairs = reconstruction_grid(as_images(x, image_shape), as_images(recon, image_shape), per_row)
-    return save_image_grid(path, grid, f"{title}\n{what} (rows 'input') and reconstructions (rows 'recon.')",
-                           row_labels=("input", "recon.") * pairs)
-
-
-@torch.no_grad()
-def interpolations_figure(model: VAE, x: torch.Tensor, path: str | Path, image_shape: tuple[int, int, int],
-                          title: str, steps: int = 25, y: torch.Tensor | None = None) -> Path:
-    """x: (2m, n_pixels) (y: (2m,) labels, for a CVAE); row i walks from the posterior mean of x[2i]
-    to that of x[2i+1]."""
-    grid = interpolation_grid(model, x, image_shape, steps, y)
-    what = f"interpolations between posterior means, {steps} steps"
-    if y is not None:
-        what += f";\n{INTERPOLATION_LABEL_NOTE}"
-    return save_image_grid(path, grid, f"{title}\n{what}", row_labels=interpolation_row_labels(len(x) // 2, y))
-
-
-def training_figures(model: VAE, test_images: torch.Tensor, out_dir: str | Path,
-                     image_shape: tuple[int, int, int], title: str, seed: int = 0,
-                     test_labels: torch.Tensor | None = None) -> list[Path]:
-    """The lab's three pictures: samples.png (5x5), reconstructions.png (10), interpolations.png (5x25).
-
-    test_images: (n, n_pixels); test_labels: (n,), needed by a conditional model's reconstructions
-    and interpolations, which are left out with a warning without them.
-    """
-    out_dir = Path(out_dir)
-    x = test_images[:10]
-    y = None if test_labels is None else test_labels[:10].to(x.device)
-    with _eval_mode(model):
-        paths = [samples_figure(model, out_dir / "samples.png", image_shape, title, n=5, seed=seed)]
-        if is_conditional(model) and y is None:
-            warnings.warn("training_figures: a conditional model needs test_labels for its reconstructions "
-                          "and interpolations; drew samples.png only", stacklevel=2)
-            return paths
-        paths.append(reconstructions_figure(model, x, out_dir / "reconstructions.png", image_shape, title, y=y))
-        paths.append(interpolations_figure(model, x, out_dir / "interpolations.png", image_shape, title, y=y))
-    return paths
 
 
 # ---------------------------------------------------------------- the context every figure gets
