@@ -179,7 +179,7 @@ FIGURE_FLAGS = ("samples_n", "class_samples_n", "reconstructions_n", "reconstruc
 
 def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
     """--samples-n N, --manifold-range R, ... from the figure options' own types and defaults."""
-    from .plots import FigureContext
+    from .figures import FigureContext
 
     group = parser.add_argument_group("figure options (default: the run's [figures] config, then built-in)")
     fields = {f.name: f for f in dataclasses.fields(FigureContext)}
