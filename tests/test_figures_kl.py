@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from figure_cases import tiny_data  # noqa: F401  (fixture)
-from figure_cases import make_ctx, variant_ctx
+from figure_cases import make_ctx, tiny_model, variant_ctx
 from vaelab.figures import FigureSkipped
-from vaelab.figures.kl import active_dims, draw_kl_per_dim, kl_per_dim_from_model
+from vaelab.evaluate import evaluate_images
+from vaelab.figures.kl import active_units, draw_kl_per_dim, kl_per_dim_from_model
+from vaelab.latents import unit_activity
 from vaelab.training import dataset_elbo
 
 
@@ -30,9 +32,24 @@ def test_kl_per_dim_from_an_evaluation(tmp_path, tiny_data):
         draw_kl_per_dim(make_ctx(tmp_path, tiny_data, 3, kl_per_dim=[0.5, 1.0]))
 
 
-def test_active_dims_are_those_whose_posterior_mean_varies():
+def test_active_units_are_those_whose_posterior_mean_varies():
     means = torch.stack([torch.linspace(-2, 2, 100), torch.full((100,), 0.3), 0.05 * torch.linspace(-1, 1, 100)], 1)
-    assert active_dims(means).tolist() == [True, False, False]
+    assert active_units(tiny_model(3), means).tolist() == [True, False, False]
+
+
+def test_the_figure_and_the_evaluation_count_the_same_active_units(tmp_path, tiny_data):
+    ctx = make_ctx(tmp_path, tiny_data, 4)
+    with torch.no_grad():  # two units the encoder uses, two whose mean ignores x
+        last = ctx.model.encoder.last
+        last.weight *= 20
+        last.weight[1] = 0
+        last.weight[3] = 0
+    result = evaluate_images(ctx.model, tiny_data.test, k=2)
+    evaluated = torch.tensor(result["unit_activity"], dtype=torch.float64)
+    torch.testing.assert_close(unit_activity(ctx.test_means()), evaluated, rtol=1e-5, atol=1e-9)
+    assert result["active_units"] == 2
+    legend = draw_kl_per_dim(ctx).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["active (2)", "inactive (2)"]
 
 
 # ---------------------------------------------------------------- model variants

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, preset_dict, preset_names
+from .latents import ACTIVE_THRESHOLD
 from .parallel import ParallelError
 from .training import NonFiniteError
 
@@ -80,7 +81,7 @@ def format_evaluation(r: dict) -> str:
         f"    reconstruction  {r['reconstruction']:10.2f}   E_q[log p(x|z)], mean over the K samples",
         f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), analytic",
         f"  NLL               {r['nll']:10.2f} \u00b1 {r['nll_stderr']:.2f}   importance-sampled, K = {r['k']}",
-        f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > 0.01)",
+        f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > {ACTIVE_THRESHOLD})",
     ]
     if r.get("bits_per_dim") is not None:
         lines.append(f"  bits per dim      {r['bits_per_dim']:10.4f}   NLL / (pixels x ln 2)")

@@ -12,11 +12,11 @@ from matplotlib.ticker import MaxNLocator
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from ..distributions import TwoStep
+from ..latents import ACTIVE_THRESHOLD, unit_activity
 from ..model import VAE
 from .context import FigureContext, FigureSkipped
 from .variants import decoded_size, is_categorical, is_two_layer, posterior_of
 
-ACTIVE_THRESHOLD = 0.01  # a dimension is active when Var_x[E_q[z_j|x]] exceeds this (Burda et al., 2016)
 TWO_LAYER_KL_NOTE = ("no KL per dimension for a two-layer model: KL(q(z1, z2|x) || p(z1, z2)) has no closed form "
                      "and does not split over dimensions (an evaluation's kl_per_dim would be drawn)")
 
@@ -50,18 +50,14 @@ def kl_per_dim_from_model(ctx: FigureContext) -> torch.Tensor:
     return (total / len(ctx.data.test)).cpu()
 
 
-def active_dims(means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
-    """(n, latent_dim) posterior means -> (latent_dim,) bool: does E_q[z_j|x] vary over x?"""
-    return means.var(0) > threshold
-
-
 def active_units(model: VAE, means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
-    """(n, latent_dim) posterior means -> (units,) bool; a categorical variable is active when its
-    class probabilities vary over x: their variances, summed over classes, exceed `threshold`."""
+    """(n, latent_dim) posterior means -> (units,) bool: is the unit's activity (`latents.unit_activity`,
+    as the evaluation measures it) above `threshold`? A categorical variable's activity is that of its
+    class probabilities, summed over classes."""
+    activity = unit_activity(means)
     if is_categorical(model):
-        config = model.config
-        return means.unflatten(1, (config.latent_dim, config.categories)).var(0).sum(-1) > threshold
-    return active_dims(means, threshold)
+        activity = activity.unflatten(0, (model.config.latent_dim, model.config.categories)).sum(-1)
+    return activity > threshold
 
 
 def _kl_axis_text(model: VAE) -> tuple[str, str]:
