@@ -79,6 +79,7 @@ def sample_prior(model: VAE, n: int, generator: torch.Generator | None) -> torch
 
 
 def seeded_generator(model: VAE, seed: int) -> torch.Generator:
+    """A generator on the model's device, so a figure's draws depend on the seed alone."""
     return torch.Generator(model.device).manual_seed(seed)
 
 
@@ -104,9 +105,11 @@ def encode(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.
 
 
 def posterior_of(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+    """q(z|x(, y)); y: (n,) labels for a conditional model."""
     return model.posterior(x) if y is None else model.posterior(x, y)
 
 
 def require_labels(model: VAE, y: torch.Tensor | None, what: str) -> None:
+    """Refuse to draw `what` for a conditional model without the images' labels."""
     if is_conditional(model) and y is None:
         raise ValueError(f"{what}: this is a conditional model; pass the images' labels")
