@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from vaelab import model, plots
+from vaelab import model
+from vaelab.figures import variants as plots
 from vaelab.config import ConfigError, resolve_config
 from vaelab.data import DATASET_NAMES, cifar, pypi
 from vaelab.data.arrays import IMAGE_SHAPE

@@ -26,10 +26,13 @@ from vaelab.latents import (
     LATENT_FAMILIES,
     CategoricalLatent,
     GaussianLatent,
+    ACTIVE_THRESHOLD,
     LaplaceLatent,
+    activity_from_sums,
     kl_terms,
     standard_prior,
     temperature_at,
+    unit_activity,
 )
 
 F64 = torch.float64
@@ -409,3 +412,17 @@ def test_gaussian_prior_is_built_once_per_device_and_dtype():
     prior = model.prior()
     assert prior.mean.dtype == torch.float64 and prior.mean.shape == (3,)
     torch.testing.assert_close(prior.stddev, torch.ones(3, dtype=torch.float64))
+
+
+def test_unit_activity_is_the_variance_of_the_means_over_the_data():
+    generator = torch.Generator().manual_seed(0)
+    scales, offsets = torch.tensor([2.0, 0.5, 0.05, 0.0, 1.0]), torch.tensor([0.0, 3.0, -1.0, 5.0, 40.0])
+    means = torch.randn(700, 5, generator=generator) * scales + offsets
+    activity = unit_activity(means)
+    assert activity.shape == (5,) and activity.dtype == torch.float64
+    torch.testing.assert_close(activity, torch.var(means, dim=0, unbiased=False).double(), rtol=1e-5, atol=1e-6)
+    assert (activity > ACTIVE_THRESHOLD).tolist() == [True, True, False, False, True]
+    # An evaluation keeps sums over chunks of images (and ranks), not the means: the same activity.
+    chunks = means.double().split(128)
+    total, total_of_squares = sum(c.sum(0) for c in chunks), sum((c**2).sum(0) for c in chunks)
+    torch.testing.assert_close(activity_from_sums(total, total_of_squares, len(means)), activity)

@@ -11,7 +11,9 @@ import dataclasses
 import pytest
 import torch
 
-from vaelab import config, latents, likelihoods, model, nets, objectives, optimizers, plots
+from vaelab import config, latents, likelihoods, model, nets, objectives, optimizers
+from vaelab import figures as plots
+from vaelab.figures import context as figure_context
 from vaelab import training as train
 from vaelab.training import compiled
 from vaelab.config import REGISTRIES, ConfigError, RunConfig, choices, config_from_dict, registry
@@ -36,7 +38,7 @@ IMPLEMENTED_BY = {
     "train.precision": config.PRECISIONS,
     "train.compile_mode": compiled.COMPILE_MODES,
     "figures.names": plots.FIGURES,
-    "figures.manifold_range": plots.MANIFOLD_RANGES,
+    "figures.manifold_range": figure_context.MANIFOLD_RANGES,
 }
 FAKE = "fake-variant"
 

@@ -126,7 +126,7 @@ def test_report_without_evaluation_or_summary_says_so(tmp_path):
 
 def test_report_evaluates_and_draws_when_asked(tmp_path, monkeypatch, capsys):
     import vaelab.evaluate
-    import vaelab.plots
+    import vaelab.figures
 
     run = make_run(tmp_path / "run", evaluations=(), figures=())
     calls = []
@@ -146,7 +146,7 @@ def test_report_evaluates_and_draws_when_asked(tmp_path, monkeypatch, capsys):
                 ("latent-scatter", None, "needs labels")]
 
     monkeypatch.setattr(vaelab.evaluate, "evaluate_run", fake_evaluate)
-    monkeypatch.setattr(vaelab.plots, "make_figures", fake_figures)
+    monkeypatch.setattr(vaelab.figures, "make_figures", fake_figures)
     page = write_report(run, k=50).read_text(encoding="utf-8")
     assert calls == [("evaluate", 50), ("figures", None)]  # evaluation first: kl-per-dim reads it
     assert "77.78 \u00b1 0.46" in page and "K = 50 importance samples" in page

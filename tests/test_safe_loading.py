@@ -281,7 +281,7 @@ def test_planted_metrics_stop_a_resume_with_an_error_naming_the_file(run, tmp_pa
 
 @pytest.mark.parametrize("kind", PAYLOADS)
 def test_planted_evaluation_and_summary_are_refused(run, tmp_path, kind):
-    from vaelab.plots import current_kl
+    from vaelab.figures import current_kl
     marker = tmp_path / "ran"
     evaluation = run / "eval-test-k5000.json"
     evaluation.write_bytes(PAYLOADS[kind](marker))

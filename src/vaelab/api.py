@@ -192,7 +192,7 @@ class Run:
 
     def figures(self, *names: str, **options: Any) -> list[Figure]:
         """Draw figures (all that apply when no name is given) and return them."""
-        from .plots import make_figures
+        from .figures import make_figures
 
         return [Figure(n, p, note) for n, p, note in make_figures(self.path, list(names) or None, **options)]
 

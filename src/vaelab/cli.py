@@ -12,6 +12,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, preset_dict, preset_names
+from .latents import ACTIVE_THRESHOLD
 from .parallel import ParallelError
 from .training import NonFiniteError
 
@@ -82,7 +83,7 @@ def format_evaluation(r: dict) -> str:
         f"    reconstruction  {r['reconstruction']:10.2f}   E_q[log p(x|z)], mean over the K samples",
         f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), analytic",
         f"  NLL               {r['nll']:10.2f} \u00b1 {r['nll_stderr']:.2f}   importance-sampled, K = {r['k']}",
-        f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > 0.01)",
+        f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > {ACTIVE_THRESHOLD})",
     ]
     if r.get("bits_per_dim") is not None:
         lines.append(f"  bits per dim      {r['bits_per_dim']:10.4f}   NLL / (pixels x ln 2)")
@@ -181,7 +182,7 @@ FIGURE_FLAGS = ("samples_n", "class_samples_n", "reconstructions_n", "reconstruc
 
 def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
     """--samples-n N, --manifold-range R, ... from the figure options' own types and defaults."""
-    from .plots import FigureContext
+    from .figures import FigureContext
 
     group = parser.add_argument_group("figure options (default: the run's [figures] config, then built-in)")
     fields = {f.name: f for f in dataclasses.fields(FigureContext)}

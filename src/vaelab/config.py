@@ -57,8 +57,8 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "train.nonfinite": ("config", "NONFINITE"),
     "train.precision": ("config", "PRECISIONS"),
     "train.compile_mode": ("training.compiled", "COMPILE_MODES"),
-    "figures.names": ("plots", "FIGURES"),
-    "figures.manifold_range": ("plots", "MANIFOLD_RANGES"),
+    "figures.names": ("figures", "FIGURES"),
+    "figures.manifold_range": ("figures.context", "MANIFOLD_RANGES"),
 }
 
 

@@ -24,7 +24,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from .data.views import ImageSet
 from .distributions import rsample
-from .latents import kl_terms
+from .latents import ACTIVE_THRESHOLD, activity_from_sums, kl_terms
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .parallel import Parallel
 from .progress import progress as progress_bar
@@ -186,12 +186,12 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
     for total in (sums, mean_sum, mean_sq_sum) + ((kl_dims,) if kl_dims is not None else ()):
         parallel.sum_(total)
     reconstruction, kl = (sums / n).tolist()
-    activity = mean_sq_sum / n - (mean_sum / n) ** 2  # Cov_x(E_q[z_j]), Burda et al.'s unit activity
+    activity = activity_from_sums(mean_sum, mean_sq_sum, n)
     return {
         "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl,
         "nll": nll.mean().item(), "nll_stderr": (nll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
         "k": k, "n": n, "memory_mb": memory_mb,
-        "active_units": int((activity > 0.01).sum().item()),
+        "active_units": int((activity > ACTIVE_THRESHOLD).sum().item()),
         "unit_activity": activity.tolist(),
         "kl_per_dim": None if kl_dims is None else (kl_dims / n).tolist(),
     }

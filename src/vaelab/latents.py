@@ -3,6 +3,9 @@
 Each family turns the encoder output (..., n_params) into q(z|x), gives the prior p(z), and
 computes KL(q || p) per data point: analytic where torch has the closed form, Monte-Carlo
 over the drawn z otherwise. Registered in `LATENT_FAMILIES`.
+
+`unit_activity` says how much each latent unit's posterior mean varies over the data, the one
+measure of active units that evaluations and figures share.
 """
 
 from __future__ import annotations
@@ -124,6 +127,25 @@ LATENT_FAMILIES: dict[str, type[nn.Module]] = {
     "laplace": LaplaceLatent,
     "categorical": CategoricalLatent,
 }
+
+
+# A unit is active when its activity exceeds this (Burda et al., 2016): a unit whose posterior mean
+# hardly moves with x carries next to nothing about x. Evaluations and figures count with it alike.
+ACTIVE_THRESHOLD = 0.01
+
+
+def unit_activity(means: torch.Tensor) -> torch.Tensor:
+    """(n, latent) posterior means E_q[z|x] of n images -> (latent,) float64 activity Cov_x(E_q[z_j|x]):
+    the variance of each mean over these n images (divided by n, not n - 1: it describes them, it does
+    not estimate a larger population)."""
+    means = means.double()
+    return activity_from_sums(means.sum(0), (means**2).sum(0), len(means))
+
+
+def activity_from_sums(total: torch.Tensor, total_of_squares: torch.Tensor, n: int) -> torch.Tensor:
+    """`unit_activity` from running sums over n images of the posterior means and of their squares,
+    which is what an evaluation that streams over its images (and over ranks) can keep."""
+    return total_of_squares / n - (total / n) ** 2
 
 
 def temperature_at(config: ModelConfig, epoch: int) -> float:

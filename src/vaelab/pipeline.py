@@ -118,7 +118,7 @@ def _evaluate(folder: RunFolder, config: RunConfig, model: Any, data: Any, paral
 
 
 def _draw(folder: RunFolder, config: RunConfig, model: Any, data: Any, log: Callable[[str], None]) -> None:
-    from .plots import make_figures
+    from .figures import make_figures
 
     for name, path, note in make_figures(folder.path, config.figures.names, model=model, data=data):
         log(f"figure {name}: {path}" if path else f"figure {name}: skipped ({note})")

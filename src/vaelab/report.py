@@ -342,7 +342,7 @@ def _evaluate(run_dir: Path, k: int, progress: bool, **given: Any) -> tuple[tupl
 def _draw_figures(run_dir: Path, progress: bool, options: dict[str, Any], **given: Any
                   ) -> tuple[dict[str, str], dict[str, str]]:
     """Draw every figure; (notes of the drawn ones, notes of the skipped ones) by figure name."""
-    from .plots import make_figures
+    from .figures import make_figures
 
     notes, skipped = {}, {}
     for name, path, note in make_figures(run_dir, **given, **options):

@@ -1,0 +1,115 @@
+"""Figures as PNG. Pixel intensity is the decoder's mean E[x|z], never a binarized sample.
+
+Uses matplotlib's object API (no pyplot), so nothing depends on a display or global state.
+
+`FIGURES`, a registry name -> function(FigureContext) -> Path, and `make_figures(run_dir)`,
+which draws any of them for a run folder into RUN_DIR/figures/<name>.png.
+
+Every figure is built by a `draw_*` function that returns a matplotlib `Figure` (so tests can
+inspect it) and is written as PNG by `write_png`. The drawers live by what they show: `grids`
+(samples, class samples, reconstructions, interpolations), `latent` (manifold, latent scatter),
+`curves` (training curves) and `kl` (KL per dimension); `context` holds what they draw from and
+`variants` what each model variant means for a figure.
+
+Every model variant is drawn. A figure that means nothing for a variant raises `FigureSkipped`
+with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ..data.views import ImageData
+from ..io import atomic_write_bytes
+from ..model import VAE
+from .context import OPTIONS, FigureContext, FigureSkipped, current_kl, figure_context, run_title
+from .curves import draw_curves
+from .grids import draw_class_samples, draw_interpolations, draw_reconstructions, draw_samples, tile
+from .kl import draw_kl_per_dim
+from .latent import draw_latent_scatter, draw_manifold
+from .variants import latent_text
+
+__all__ = ["DRAWERS", "FIGURES", "OPTIONS", "FigureContext", "FigureSkipped", "current_kl", "figure_context",
+           "latent_text", "make_figures", "run_title", "tile", "write_png"]
+
+
+def write_png(fig: Figure, path: str | Path) -> Path:
+    """Render `fig` to PNG bytes and write them atomically (a killed process leaves no torn file)."""
+    path = Path(path)
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+DRAWERS: dict[str, Callable[[FigureContext], Figure]] = {
+    "samples": draw_samples,
+    "class-samples": draw_class_samples,
+    "reconstructions": draw_reconstructions,
+    "interpolations": draw_interpolations,
+    "latent-scatter": draw_latent_scatter,
+    "manifold": draw_manifold,
+    "curves": draw_curves,
+    "kl-per-dim": draw_kl_per_dim,
+}
+
+
+def _png_figure(name: str, draw: Callable[[FigureContext], Figure]) -> Callable[[FigureContext], Path]:
+    def figure(ctx: FigureContext) -> Path:
+        return write_png(draw(ctx), ctx.out_dir / f"{name}.png")
+
+    figure.__name__ = f"{name.replace('-', '_')}_png"
+    figure.__doc__ = f"{draw.__doc__} Written to out_dir/{name}.png."
+    return figure
+
+
+FIGURES: dict[str, Callable[[FigureContext], Path]] = {name: _png_figure(name, draw) for name, draw in DRAWERS.items()}
+
+
+@contextlib.contextmanager
+def _eval_mode(model: VAE) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, model: VAE | None = None,
+                 data: ImageData | None = None, **options: Any) -> list[tuple[str, Path | None, str]]:
+    """Draw figures of a run into RUN_DIR/figures/<name>.png; all of FIGURES when `names` is None.
+
+    Returns (name, path, description) per figure drawn and (name, None, why) per figure skipped.
+    `options` override the run's [figures] config for this call (samples_n=..., manifold_range=...).
+    The run folder records which weights and options drew each figure.
+    """
+    from ..runs import RunFolder
+
+    names = list(FIGURES) if names is None else list(names)
+    unknown = [name for name in names if name not in FIGURES]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    ctx = figure_context(run_dir, model=model, data=data, **options)
+    results: list[tuple[str, Path | None, str]] = []
+    with _eval_mode(ctx.model):
+        for name in names:
+            try:
+                results.append((name, FIGURES[name](ctx), DRAWERS[name].__doc__.splitlines()[0]))
+            except FigureSkipped as skipped:
+                results.append((name, None, str(skipped)))
+    drawn = {name: {"weights_sha256": getattr(ctx.model, "weights_sha256", None), "options": _options_of(ctx)}
+             for name, path, _ in results if path is not None}
+    if drawn:
+        RunFolder(run_dir).log_figures(drawn)
+    return results
+
+
+def _options_of(ctx: FigureContext) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in OPTIONS if name not in ("title", "kl_per_dim")}
