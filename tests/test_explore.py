@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaelab.config import resolve_config
-from vaelab.explore import EXPLORER, ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
+from vaelab.explorer import EXPLORER, ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
 from vaelab.model import IMAGE_SHAPES, VAE
 
 REPO = Path(__file__).resolve().parents[1]

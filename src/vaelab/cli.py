@@ -103,7 +103,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_explore(args: argparse.Namespace) -> int:
     import webbrowser
 
-    from .explore import write_explorer
+    from .explorer import write_explorer
 
     path = write_explorer(args.run_dir)
     print(f"explorer: {path}")
