@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import csv as csv_module
-import html
 import io
 import json
 import math
@@ -23,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import html
 from .io import atomic_write_bytes, read_json, read_jsonl
 
 REPORT = "report.html"
@@ -177,8 +177,7 @@ def _binarization_text(binarization: Any) -> str:
     return f"{binarization} binarization"
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+_e = html.escape  # short: it wraps nearly every value in this module's f-strings
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] = (),
@@ -345,11 +344,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
         _figures_section(run_dir, figure_notes or {}, skipped or {}),
         _config_section(config),
     ])
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>vaelab report: {_e(name)}</title><style>{CSS}</style></head>"
-            f"<body>{body}</body></html>\n")
+    return html.page(f"vaelab report: {name}", body, CSP, css=CSS)
 
 
 # ---------------------------------------------------------------- the two entry points
