@@ -69,26 +69,6 @@ SUMMARY_LABELS = {
     "finished_at": "finished at",
 }
 
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f;
-       max-width: 1100px; margin: 2rem auto; padding: 0 1.2rem; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
-.facts { color: #555; margin: .1rem 0; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
-th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.best td { background: #eef6ee; font-weight: 600; }
-.note { color: #555; font-size: .9rem; }
-.warn { background: #fff6e0; border: 1px solid #f0d9a0; padding: .5rem .8rem; }
-figure { margin: 1.2rem 0 2rem; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #444; font-size: .9rem; margin-top: .3rem; }
-.bar { display: inline-block; height: .7rem; background: #6a8fd0; vertical-align: middle; }
-code { font-size: .9em; }
-"""
-
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
@@ -344,7 +324,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
         _figures_section(run_dir, figure_notes or {}, skipped or {}),
         _config_section(config),
     ])
-    return html.page(f"vaelab report: {name}", body, CSP, css=CSS)
+    return html.page(f"vaelab report: {name}", body, CSP, css=html.read_asset(__package__, "report.css"))
 
 
 # ---------------------------------------------------------------- the two entry points
