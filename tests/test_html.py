@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 
 from vaelab import html
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_escape_makes_markup_and_both_quotes_plain_text():
@@ -45,3 +50,25 @@ def test_read_asset_reads_a_file_of_the_package_once():
     assert first and html.read_asset("vaelab.presets", "mnist-2d.toml") is first
     with pytest.raises(FileNotFoundError):  # a missing asset fails loudly, not as an empty page part
         html.read_asset("vaelab.presets", "no-such-asset.css")
+
+
+
+def declared_as_package_data(path: Path, package_data: dict[str, list[str]]) -> bool:
+    """Whether a pattern of a package that holds `path` names it, as setuptools reads package-data."""
+    for package, patterns in package_data.items():
+        folder = REPO / "src" / package.replace(".", "/")
+        if path.is_relative_to(folder):
+            name = path.relative_to(folder).as_posix()
+            if any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+                return True
+    return False
+
+
+def test_every_file_the_package_reads_is_declared_as_package_data():
+    """A wheel ships only the non-Python files package-data names; one left out works here, fails installed."""
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    data_files = [path for path in (REPO / "src" / "vaelab").rglob("*")
+                  if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+    assert {"report.css", "explorer.html", "explorer.css", "explorer.js"} <= {path.name for path in data_files}
+    for path in data_files:
+        assert declared_as_package_data(path, package_data), f"{path.relative_to(REPO)} is not in package-data"
