@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.resources
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaelab.config import resolve_config
-from vaelab.explore import ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
+from vaelab.explorer import ExplorerError, decoder_spec, posterior_means, render_explorer, write_explorer
 from vaelab.runs import EXPLORER
 from vaelab.model import IMAGE_SHAPES, VAE
 
@@ -426,6 +427,18 @@ def test_write_explorer_writes_one_self_contained_page(default_run):
     np.testing.assert_array_equal(np.frombuffer(base64.b64decode(payload["points"]), "<f4").reshape(50, 2), means)
     other = write_explorer(run, data=data, model=model, out=run / "elsewhere" / "x.html", n_points=10)
     assert other == run / "elsewhere" / "x.html" and other.is_file()
+
+
+def test_the_written_page_carries_the_package_asset_files_verbatim(default_run):
+    run, data = default_run
+    files = importlib.resources.files("vaelab.explorer")
+    assets = {name: files.joinpath(name).read_text(encoding="utf-8")
+              for name in ("explorer.html", "explorer.css", "explorer.js")}
+    assert all(text.strip() for text in assets.values())
+    page = write_explorer(run, data=data, n_points=10).read_text(encoding="utf-8")
+    assert f"<style>{assets['explorer.css']}</style>" in page
+    assert f"<script>{assets['explorer.js']}</script>" in page
+    assert assets["explorer.html"] in page
 
 
 def test_the_page_follows_the_pointer_and_interpolates(browser, default_run, tmp_path, record_property):

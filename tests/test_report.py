@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import importlib.resources
 import io
 import json
 import os
@@ -98,6 +99,13 @@ def test_report_is_one_self_contained_page_with_the_metrics(tmp_path):
     for row in metrics_rows:  # every line says its units, binarization and K
         assert "dynamic binarization" in row and "K = 100" in row
     assert "nats per image" in "".join(metrics_rows[:4])
+
+
+def test_report_carries_the_package_stylesheet_verbatim(tmp_path):
+    css = importlib.resources.files("vaelab").joinpath("report.css").read_text(encoding="utf-8")
+    assert css.strip()
+    path = write_report(make_run(tmp_path / "run", figures=()), evaluate=False, figures=False, progress=False)
+    assert f"<style>{css}</style>" in path.read_text(encoding="utf-8")
 
 
 def test_report_escapes_text_from_the_run_folder(tmp_path):

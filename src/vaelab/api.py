@@ -206,7 +206,7 @@ class Run:
 
     def explore(self, n_points: int = 2000) -> Page:
         """Write explorer.html, a page that decodes the latent space live under the pointer."""
-        from .explore import write_explorer
+        from .explorer import write_explorer
 
         return Page(write_explorer(self.path, n_points=n_points))
 

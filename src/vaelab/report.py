@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import csv as csv_module
-import html
 import io
 import json
 import math
@@ -22,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import html
 from .io import atomic_write_bytes
 from .runs import REPORT, SUMMARY, NotARunError, RunFolder, SweepFolder, open_folder, run_folders
 
@@ -66,26 +66,6 @@ SUMMARY_LABELS = {
     "torch": "torch",
     "finished_at": "finished at",
 }
-
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f;
-       max-width: 1100px; margin: 2rem auto; padding: 0 1.2rem; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
-.facts { color: #555; margin: .1rem 0; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
-th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.best td { background: #eef6ee; font-weight: 600; }
-.note { color: #555; font-size: .9rem; }
-.warn { background: #fff6e0; border: 1px solid #f0d9a0; padding: .5rem .8rem; }
-figure { margin: 1.2rem 0 2rem; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #444; font-size: .9rem; margin-top: .3rem; }
-.bar { display: inline-block; height: .7rem; background: #6a8fd0; vertical-align: middle; }
-code { font-size: .9em; }
-"""
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -142,8 +122,7 @@ def _binarization_text(binarization: Any) -> str:
     return f"{binarization} binarization"
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+_e = html.escape  # short: it wraps nearly every value in this module's f-strings
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] = (),
@@ -319,11 +298,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
 
 
 def _page(name: str, body: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>vaelab report: {_e(name)}</title><style>{CSS}</style></head>"
-            f"<body>{body}</body></html>\n")
+    return html.page(f"vaelab report: {name}", body, CSP, css=html.read_asset(__package__, "report.css"))
 
 
 # ---------------------------------------------------------------- the two entry points

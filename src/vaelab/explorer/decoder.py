@@ -1,0 +1,152 @@
+"""The decoder as data: layers and one blob of float32 weights that the page's JavaScript runs.
+
+`decoder_spec(model)` raises `ExplorerError` for a decoder or likelihood head the page cannot
+reproduce exactly; the page is then written without a decoder and says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..likelihoods import (
+    _CB_TAYLOR_BELOW,
+    LOG_SCALE_MAX,
+    LOG_SCALE_MIN,
+    BernoulliHead,
+    ContinuousBernoulliHead,
+    DiscretizedLogisticHead,
+    GaussianHead,
+)
+from ..nets import MLP, ConvDecoder
+
+# The decoder mean E[x|z] of each head, computed in the page from the decoder's output.
+HEAD_TYPES: dict[type, str] = {
+    BernoulliHead: "bernoulli",  # sigmoid(logits)
+    GaussianHead: "gaussian",  # sigmoid(out); sigma does not enter the mean
+    ContinuousBernoulliHead: "continuous_bernoulli",  # 1/2 + 1/(2 tanh(eta/2)) - 1/eta
+    DiscretizedLogisticHead: "discretized_logistic",  # exact mean over the 256 levels
+}
+
+HEAD_MEANS = {
+    "bernoulli": "sigmoid of the logits",
+    "gaussian": "sigmoid of the decoder output (the Gaussian's mean)",
+    "continuous_bernoulli": "the continuous Bernoulli's mean (not sigmoid of the logits)",
+    "discretized_logistic": "the exact mean of the discretized logistic over its 256 levels",
+}
+
+
+class ExplorerError(ValueError):
+    """The page cannot decode this model; the message says what it cannot reproduce."""
+
+
+class _Blob:
+    """float32 arrays packed end to end; each is referenced by [offset, count] in floats."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, tensor: torch.Tensor | None, count: int) -> list[int]:
+        values = (np.zeros(count, dtype="<f4") if tensor is None
+                  else tensor.detach().cpu().to(torch.float32).numpy().astype("<f4").ravel())
+        if values.size != count:
+            raise ExplorerError(f"expected {count} weights, found {values.size}")
+        offset = self.size
+        self.parts.append(values)
+        self.size += count
+        return [offset, count]
+
+    def base64(self) -> str:
+        data = np.concatenate(self.parts).tobytes() if self.parts else b""
+        return base64.b64encode(data).decode("ascii")
+
+
+def _decoder_modules(decoder: nn.Module) -> list[nn.Module | tuple[str, tuple[int, ...]]]:
+    """The decoder's layers in order; a ("reshape", shape) marks a ConvDecoder's flat -> maps step."""
+    if type(decoder) is ConvDecoder:
+        return [*decoder.linear, ("reshape", tuple(decoder.start)), *decoder.deconvs]
+    if type(decoder) in (MLP, nn.Sequential):
+        return list(decoder)
+    raise ExplorerError(f"the decoder is a {type(decoder).__module__}.{type(decoder).__name__}; the explorer "
+                        "decodes vaelab's own MLP and ConvDecoder (Linear, ConvTranspose2d, ReLU, Tanh, Softplus)")
+
+
+def _pair(value: Any) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value), int(value)]
+
+
+def decoder_spec(model: nn.Module) -> dict[str, Any]:
+    """The decoder of `model` as data the page's JavaScript runs; ExplorerError if it cannot.
+
+    Returns {"input": size of [z, one_hot(y)], "latent_size", "n_labels", "image_shape" (C, H, W),
+    "layers": [{"op": "linear" | "relu" | "tanh" | "softplus" | "reshape" | "conv_transpose", ...}],
+    "head": {"type", "params_per_pixel", ...}, "weights": base64 little-endian float32, "n_weights"}.
+    Layers hold [offset, count] references into the weights. The decoder output is
+    (params_per_pixel * C*H*W), parameter-major, as the likelihood heads read it.
+    """
+    head_type = HEAD_TYPES.get(type(model.head))
+    if head_type is None:
+        raise ExplorerError(f"the likelihood head is a {type(model.head).__name__}; the explorer knows the decoder "
+                            f"mean of {', '.join(HEAD_TYPES.values())} only")
+    image_shape = [int(s) for s in model.image_shape]
+    n_pixels = math.prod(image_shape)
+    params = int(type(model.head).params_per_pixel)
+    n_in = int(model.latent.size + model.n_labels)
+    blob = _Blob()
+    layers: list[dict[str, Any]] = []
+    shape: list[int] = [n_in]  # the current activation's shape: (n,) or (C, H, W)
+    for module in _decoder_modules(model.decoder):
+        where = f"decoder layer {len(layers)}"
+        if isinstance(module, tuple):
+            target = list(module[1])
+            if math.prod(shape) != math.prod(target):
+                raise ExplorerError(f"{where}: cannot reshape {shape} to {target}")
+            layers.append({"op": "reshape", "shape": target})
+            shape = target
+        elif type(module) is nn.Linear:
+            if len(shape) != 1 or shape[0] != module.in_features:
+                raise ExplorerError(f"{where}: a Linear of {module.in_features} inputs after an output of shape {shape}")
+            layers.append({"op": "linear", "in": module.in_features, "out": module.out_features,
+                           "weight": blob.add(module.weight, module.in_features * module.out_features),
+                           "bias": blob.add(module.bias, module.out_features)})
+            shape = [module.out_features]
+        elif type(module) is nn.ConvTranspose2d:
+            if (module.groups != 1 or _pair(module.dilation) != [1, 1] or _pair(module.output_padding) != [0, 0]
+                    or module.padding_mode != "zeros" or not isinstance(module.padding, tuple)):
+                raise ExplorerError(f"{where}: a ConvTranspose2d with groups, dilation, output padding or a padding "
+                                    "mode other than the plain one, which the explorer does not implement")
+            if len(shape) != 3 or shape[0] != module.in_channels:
+                raise ExplorerError(f"{where}: a ConvTranspose2d of {module.in_channels} channels after an output "
+                                    f"of shape {shape}")
+            (kh, kw), (sh, sw), (ph, pw) = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding)
+            out_shape = [module.out_channels, (shape[1] - 1) * sh - 2 * ph + kh, (shape[2] - 1) * sw - 2 * pw + kw]
+            layers.append({"op": "conv_transpose", "in_shape": shape, "out_shape": out_shape,
+                           "kernel": [kh, kw], "stride": [sh, sw], "padding": [ph, pw],
+                           "weight": blob.add(module.weight, module.weight.numel()),
+                           "bias": blob.add(module.bias, module.out_channels)})
+            shape = out_shape
+        elif type(module) in (nn.ReLU, nn.Tanh):
+            layers.append({"op": type(module).__name__.lower()})
+        elif type(module) is nn.Softplus:
+            layers.append({"op": "softplus", "beta": float(module.beta), "threshold": float(module.threshold)})
+        else:
+            raise ExplorerError(f"{where} is a {type(module).__name__}, which the explorer does not implement "
+                                "(it knows Linear, ConvTranspose2d, ReLU, Tanh and Softplus)")
+    if math.prod(shape) != params * n_pixels:
+        raise ExplorerError(f"the decoder gives {math.prod(shape)} outputs; the {head_type} head needs "
+                            f"{params} x {n_pixels}")
+    head: dict[str, Any] = {"type": head_type, "params_per_pixel": params, "mean": HEAD_MEANS[head_type]}
+    if head_type == "continuous_bernoulli":
+        head["taylor_below"] = _CB_TAYLOR_BELOW
+    if head_type == "discretized_logistic":
+        head |= {"n_levels": 256, "log_scale_min": LOG_SCALE_MIN, "log_scale_max": LOG_SCALE_MAX}
+    return {"input": n_in, "latent_size": int(model.latent.size), "n_labels": int(model.n_labels),
+            "image_shape": image_shape, "layers": layers, "head": head,
+            "weights": blob.base64(), "n_weights": blob.size}
+

@@ -1,0 +1,294 @@
+"""The explorer page: the latent space, its scatter view, the header, and the page put together.
+
+The page's markup, CSS and JavaScript are the files explorer.html, explorer.css and explorer.js
+next to this module; this module fills in the header and the data the JavaScript reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import html
+from ..data.catalog import DATASETS
+from ..io import atomic_write_bytes
+from ..runs import RunFolder, load_run
+from .decoder import ExplorerError, decoder_spec
+
+
+LABEL_NAMES: dict[str, tuple[str, ...]] = {name: info.label_names for name, info in DATASETS.items()}
+
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+
+
+# ---------------------------------------------------------------- the latent space and the scatter
+
+def latent_description(model: nn.Module) -> dict[str, Any]:
+    """What the page's z is: the decoder's latent input (z1 of a two-layer model), flattened."""
+    config = model.config
+    kind = "categorical" if config.latent == "categorical" else "continuous"
+    info: dict[str, Any] = {"kind": kind, "family": config.latent, "size": int(model.latent.size),
+                            "two_layer": bool(getattr(model, "top", None)), "latent_dim2": int(config.latent_dim2)}
+    if kind == "categorical":
+        info |= {"variables": int(config.latent_dim), "categories": int(config.categories)}
+    return info
+
+
+@torch.no_grad()
+def posterior_means(model: nn.Module, images: Any, n_points: int = 2000, seed: int = 0,
+                    batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(means (n, latent size) float32, labels (n,) int) of a seeded sample of `images` (an ImageSet).
+
+    The mean of q(z|x[, y]), flattened (category probabilities for categorical latents); for a
+    two-layer model, of z1, the part the decoder reads. The order is random (seeded), so that a
+    scatter drawn in it paints no label over all the others.
+    """
+    n = min(int(n_points), len(images))
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    was_training = model.training
+    model.eval()
+    try:
+        means, labels = [], []
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size].to(images.pixels.device)
+            x = images.batch(index).to(model.device)
+            y = images.labels[index].to(model.device)
+            mean = model.encode_mean(x, y if model.n_labels else None)
+            means.append(mean[..., :model.latent.size].float().cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    size = model.latent.size
+    if not means:
+        return np.zeros((0, size), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return torch.cat(means).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
+def _principal_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean (d,), axes (2, d) orthonormal, share of the variance of each (2,)) of points (n, d), d >= 2."""
+    points = points.astype(np.float64)
+    d = points.shape[1]
+    mean = points.mean(0) if len(points) else np.zeros(d)
+    centered = points - mean
+    values, vectors = np.linalg.eigh(centered.T @ centered)  # ascending; always d orthonormal vectors
+    order = np.argsort(values)[::-1][:2]
+    axes = vectors[:, order].T.copy()
+    for axis in axes:  # a deterministic sign: the largest entry positive
+        if axis[np.argmax(np.abs(axis))] < 0:
+            axis *= -1
+    total = values.clip(min=0).sum()
+    explained = values[order].clip(min=0) / total if total > 0 else np.zeros(2)
+    return mean, axes, explained
+
+
+def scatter_view(means: np.ndarray, latent: dict[str, Any]) -> dict[str, Any]:
+    """How the page maps the latent to the plane: {"mode": "strip" | "direct" | "pca", ...}.
+
+    strip (1-D): x = z0, one row per label. direct (2-D continuous): x = z0, y = z1.
+    pca (larger, and every categorical latent): x, y = projections on the first two principal
+    axes of the posterior means, through their mean.
+    """
+    d = means.shape[1]
+    if latent["kind"] == "continuous" and d == 1:
+        return {"mode": "strip", "mean": [0.0], "axes": [[1.0], [0.0]], "xlabel": "z0", "ylabel": "label"}
+    if latent["kind"] == "continuous" and d == 2:
+        return {"mode": "direct", "mean": [0.0, 0.0], "axes": [[1.0, 0.0], [0.0, 1.0]], "xlabel": "z0",
+                "ylabel": "z1"}
+    mean, axes, explained = _principal_axes(means)
+    share = [round(100 * float(e)) for e in explained]
+    return {"mode": "pca", "mean": mean.tolist(), "axes": axes.tolist(), "explained": explained.tolist(),
+            "xlabel": f"PC1 ({share[0]}% of the variance)", "ylabel": f"PC2 ({share[1]}% of the variance)"}
+
+
+# ---------------------------------------------------------------- the page
+
+def _asset(name: str) -> str:
+    """A file of the page (explorer.html, .css, .js) shipped next to this module."""
+    return html.read_asset(__package__, name)
+
+
+def _without_url_scheme(value: Any) -> str:
+    """`value` as text with every URL's scheme dropped (the data source may be a mirror's URL),
+    so that the page holds no link and nothing that looks like one."""
+    return re.sub(r"(?i)\b(?:https?|ftp):/*", "", str(value))
+
+
+def _text(value: Any) -> str:
+    """Escaped text for the page, with no URL scheme left in it."""
+    return html.escape(_without_url_scheme(value))
+
+
+def _fmt(value: Any, digits: int = 2) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return f"{value:.{digits}f}".replace("-", "\u2212")
+
+
+SEPARATOR = " \u00b7 "
+
+
+def _header(info: dict[str, Any], model: nn.Module, latent: dict[str, Any]) -> str:
+    config = model.config
+    name = info.get("name") or "model"
+    binarization = info.get("binarization")
+    binarization_text = {"grey": "grey levels (not binarized)", None: "binarization unknown"}.get(
+        binarization, f"{binarization} binarization")
+    data = info.get("data") or "unknown data"
+    if latent["kind"] == "categorical":
+        latent_text = (f"{latent['variables']} categorical variables \u00d7 {latent['categories']} classes "
+                       f"({latent['size']} inputs to the decoder)")
+    else:
+        latent_text = f"{latent['size']}-D {latent['family']} latent"
+    if latent["two_layer"]:
+        latent_text += f"; two stochastic layers, the decoder reads z1 (shown here), not the {latent['latent_dim2']}-D z2"
+    if config.net == "conv":
+        decoder_text = f"conv decoder, channels {list(reversed(config.conv_channels))}, {config.activation}"
+    else:
+        hidden = "-".join(str(h) for h in config.decoder_hidden) or "no hidden layer"
+        decoder_text = f"MLP decoder {hidden} {config.activation}"
+    facts = [f"data: {_text(data)}",
+             _text(binarization_text), f"latent: {_text(latent_text)}", _text(decoder_text),
+             f"likelihood: {_text(config.likelihood)}"]
+    if model.n_labels:
+        facts.append(f"conditional on the label ({model.n_labels} classes)")
+    chips = []
+    if info.get("best_epoch") is not None:
+        chips.append(f"best epoch {_text(info['best_epoch'])}"
+                     + (f" of {_text(info['epochs_run'])}" if info.get("epochs_run") is not None else ""))
+    if _fmt(info.get("test_elbo")) is not None:
+        chips.append(f"test ELBO {_fmt(info['test_elbo'])} nats")
+    evaluation = info.get("evaluation") or {}
+    if _fmt(evaluation.get("nll")) is not None:
+        stderr = _fmt(evaluation.get("nll_stderr"))
+        chips.append(f"test NLL {_fmt(evaluation['nll'])}" + (f" \u00b1 {stderr}" if stderr else "")
+                     + f" nats (K = {_text(evaluation.get('k', '?'))}, {_text(info.get('evaluation_file', ''))})")
+    if not chips:
+        chips.append("no test metrics in this run folder")
+    chips.append(f"{info.get('n_points', 0)} test images shown (posterior means)")
+    where = ([f"run folder <code title=\"{_text(info['run_dir'])}\">{_text(Path(info['run_dir']).name)}</code>"]
+             if info.get("run_dir") else []) + (
+        [f"data from {_text(info['source'])}"] if info.get("source") else [])
+    run_dir = f'<p class="facts small">{SEPARATOR.join(where)}</p>' if where else ""
+    return (f'<header><h1>{_text(name)} <span class="sub">latent explorer</span></h1>'
+            f'<p class="facts">{SEPARATOR.join(facts)}</p>'
+            f'<p class="chips">{"".join(f"<span class=chip>{c}</span>" for c in chips)}</p>{run_dir}</header>')
+
+
+def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
+                    info: dict[str, Any] | None = None, label_names: list[str] | None = None) -> str:
+    """The explorer page as text, for `model` and the posterior means (n, latent size) with their labels.
+
+    `info` fills the header: name, data, source, binarization, best_epoch, epochs_run, test_elbo,
+    evaluation (an eval-test-k*.json dict), evaluation_file, run_dir. A model the page cannot decode
+    still gets its page, which says why in place of the images.
+    """
+    info = dict(info or {})
+    latent = latent_description(model)
+    means, labels = _checked_points(means, labels, latent["size"])
+    if label_names is None:
+        label_names = _default_label_names(info.get("data"), model.n_labels, labels)
+    try:
+        spec: dict | None = decoder_spec(model)
+        reason = ""
+    except ExplorerError as err:
+        spec, reason = None, str(err)
+    info["n_points"] = len(means)
+    payload = {
+        "spec": spec, "unsupported": reason, "latent": latent, "view": scatter_view(means, latent),
+        "n_labels": int(model.n_labels), "image_shape": [int(s) for s in model.image_shape],
+        "label_names": [str(n) for n in label_names],
+        "points": base64.b64encode(means.astype("<f4").tobytes()).decode("ascii"),
+        "labels": labels.tolist(),
+        "slider_range": _slider_range(means, latent),
+        "head_mean": spec["head"]["mean"] if spec else "",
+    }
+    name = info.get("name") or "model"
+    banner = ("" if spec else f'<div class="banner" id="unsupported"><b>This page cannot decode this model.</b> '
+              f'{_text(reason)}. The scatter of posterior means is still shown, but no images.</div>')
+    data = f'<script type="application/json" id="vaelab-data">{html.json_for_script(payload)}</script>'
+    body = _header(info, model, latent) + banner + _asset("explorer.html") + data
+    return html.page(f"vaelab explorer: {_without_url_scheme(name)}", body, CSP, css=_asset("explorer.css"),
+                     scripts=[_asset("explorer.js")])
+
+
+def _checked_points(means: Any, labels: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(means (n, size) float32, labels (n,) int64); a ValueError for a sample the page cannot show."""
+    means = np.asarray(means, dtype=np.float32).reshape(len(means), size if len(means) == 0 else -1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if means.shape[1] != size:
+        raise ValueError(f"means have {means.shape[1]} columns, the model's latent has {size}")
+    if len(labels) != len(means):
+        raise ValueError(f"{len(means)} means but {len(labels)} labels")
+    if not np.isfinite(means).all():
+        raise ValueError("the posterior means are not all finite (did training diverge?)")
+    return means, labels
+
+
+def _default_label_names(data: str | None, n_labels: int, labels: np.ndarray) -> list[str]:
+    """A name per class: the data set's own where LABEL_NAMES knows them, else the class number."""
+    n_classes = int(max(n_labels, int(labels.max()) + 1 if len(labels) else 0, 1))
+    known = LABEL_NAMES.get(data or "", ())
+    return [known[k] if k < len(known) else str(k) for k in range(n_classes)]
+
+
+def _slider_range(means: np.ndarray, latent: dict[str, Any]) -> list[list[float]]:
+    """[lo, hi] per dimension: the prior's bulk [-3, 3] widened to the posterior means it must reach."""
+    if latent["kind"] == "categorical":
+        return [[0.0, 1.0]] * means.shape[1]
+    if not len(means):
+        return [[-3.0, 3.0]] * means.shape[1]
+    lo, hi = means.min(0).astype(float), means.max(0).astype(float)
+    pad = 0.1 * (hi - lo) + 0.1
+    return [[math.floor(min(-3.0, a - p) * 10) / 10, math.ceil(max(3.0, b + p) * 10) / 10]
+            for a, b, p in zip(lo, hi, pad)]
+
+
+def _run_info(run_dir: Path, config: Any, data: Any) -> dict[str, Any]:
+    run = RunFolder(run_dir)
+    summary = run.summary()
+    info: dict[str, Any] = {
+        "name": config.name or run_dir.name, "data": config.data.name,
+        "source": summary.get("data_source") or getattr(data, "source", None),
+        "binarization": summary.get("binarization") or config.data.binarization,
+        "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
+        "test_elbo": summary.get("test_elbo"), "run_dir": str(run_dir.resolve()),
+    }
+    evaluation = run.current_evaluation()
+    if evaluation is not None and isinstance(evaluation[1], dict):
+        info["evaluation"], info["evaluation_file"] = evaluation[1], evaluation[0].name
+    return info
+
+
+def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_points: int = 2000, seed: int = 0,
+                   data: Any = None, model: Any = None) -> Path:
+    """Write RUN_DIR/explorer.html (or `out`), one self-contained page, and return its path.
+
+    `model` (as `load_run` returns it) and `data` (an ImageData) are loaded from the run folder
+    unless given. The scatter shows the posterior means of `n_points` test images drawn with `seed`.
+    A model whose decoder the page cannot run gets a page that says so (see `decoder_spec`).
+    """
+    run = RunFolder(run_dir).check()
+    run_dir = run.path
+    if n_points < 0:
+        raise ValueError(f"n_points must be >= 0, got {n_points}")
+    model = load_run(run_dir) if model is None else model
+    config = getattr(model, "run_config", None) or run.config()
+    if data is None:
+        from ..data import load_dataset
+        from ..data.views import make_views
+
+        raw = load_dataset(config.data.name, config.data.data_dir, progress=False)
+        data = make_views(raw, config.data)
+    means, labels = posterior_means(model, data.test, n_points, seed)
+    page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data))
+    path = Path(out) if out is not None else run.explorer_path
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
+
