@@ -531,3 +531,13 @@ def test_real_fashion_mnist(cache, monkeypatch):
     assert dataset.source.startswith("system /usr/share/datasets/fashion-mnist")
     assert dataset.x_train.shape == (60000, 28, 28) and dataset.x_test.shape == (10000, 28, 28)
     assert np.bincount(dataset.y_train).tolist() == [6000] * 10
+
+
+def test_a_skipped_source_is_named_once_in_its_warning(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mnist.npz").write_bytes(b"junk")
+    with pytest.warns(DataWarning) as caught, pytest.raises(DataError):
+        load_dataset("mnist", cache_dir=cache, mirrors=[], use_pypi=False, progress=False)
+    message = str(caught[0].message)
+    assert message.startswith(f"skipping cache {cache / 'mnist.npz'}: ") and message.count(str(cache)) == 1

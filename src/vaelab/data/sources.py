@@ -214,11 +214,19 @@ def _failure_line(label: str, exc: DataError) -> str:
     return text if text.startswith(label) else f"{label}: {text}"
 
 
+def _fault(label: str, exc: DataError) -> str:
+    """The fault alone: the source ("cache /x.npz") and its path ("/x.npz"), which messages lead with, cut off."""
+    text = str(exc)
+    for prefix in (f"{label}: ", f"{label.split(' ', 1)[-1]}: "):
+        text = text.removeprefix(prefix)
+    return text
+
+
 def _skip(source: _Source, exc: DataError, cache_path: Path) -> None:
     """Report a source that served bad data; drop a bad cache file."""
     if isinstance(exc, SourceUnavailable):
         return
-    warnings.warn(f"skipping {source.label}: {exc}", DataWarning, stacklevel=3)
+    warnings.warn(f"skipping {source.label}: {_fault(source.label, exc)}", DataWarning, stacklevel=3)
     if source.is_cache:
         cache_path.unlink(missing_ok=True)
 
