@@ -71,20 +71,21 @@ SHOWN = 3  # how many file names a warning lists
 
 @dataclass(frozen=True)
 class FolderPlan:
-    """The image files in row order (train, val, test; sorted within each) and their labels."""
+    """The image files (relative paths) in row order (train, val, test; sorted within each)
+    and their labels."""
 
-    stamps: tuple[FileStamp, ...]
+    files: tuple[str, ...]
     split_sizes: tuple[int, int, int]
     labels: np.ndarray | None  # (N,) int64
     label_names: tuple[str, ...]
 
     def without(self, drop: Iterable[int]) -> FolderPlan:
         """The plan less the rows ``drop`` (files skipped as bad)."""
-        keep = np.ones(len(self.stamps), dtype=bool)
+        keep = np.ones(len(self.files), dtype=bool)
         keep[list(drop)] = False
         bounds = np.cumsum([0, *self.split_sizes])
         sizes = tuple(int(keep[bounds[i]:bounds[i + 1]].sum()) for i in range(3))
-        return FolderPlan(tuple(s for s, k in zip(self.stamps, keep, strict=True) if k), sizes,
+        return FolderPlan(tuple(f for f, k in zip(self.files, keep, strict=True) if k), sizes,
                           None if self.labels is None else self.labels[keep], self.label_names)
 
 
@@ -114,16 +115,16 @@ def load_image_folder(
     check_fractions(val_fraction, test_fraction)
     stamps, ignored = list_folder(root)
     _report_ignored(root, ignored, progress)
-    plan = plan_folder(root, stamps, val_fraction, test_fraction, seed)
     settings = {"image_size": options.image_size, "resize_mode": resize_mode, "channels": channels,
                 "background": options.background, "max_pixels": max_pixels, "skip_bad": skip_bad,
                 "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
     stem = entry_stem(Path(cache_dir or default_cache_dir()), root, settings)
     key = fingerprint(stamps, settings)
     cached = _cached(stem, key) if use_cache else None
-    if cached is not None:
+    if cached is not None:  # the listing is the one planned and decoded then: no new plan
         source = f"cache {stem.with_suffix('.npz')}"
     else:
+        plan = plan_folder(root, stamps, val_fraction, test_fraction, seed)
         cached = _decode_folder(root, plan, options, skip_bad, ignored, progress, workers,
                                 stem if use_cache else None, key)
         source = f"folder {root} (decoded)"
@@ -166,7 +167,7 @@ def list_folder(root: Path) -> tuple[tuple[FileStamp, ...], tuple[str, ...]]:
     stamps: list[FileStamp] = []
     ignored: list[str] = []
     _walk(root, "", stamps, ignored, set())
-    return tuple(sorted(stamps, key=lambda s: s.rel)), tuple(sorted(ignored))
+    return tuple(sorted(stamps)), tuple(sorted(ignored))  # paths are unique: sorted by path
 
 
 def _walk(root: Path, prefix: str, stamps: list[FileStamp], ignored: list[str],
@@ -182,22 +183,22 @@ def _walk(root: Path, prefix: str, stamps: list[FileStamp], ignored: list[str],
     except OSError as exc:
         raise DataError(f"{folder}: cannot list folder: {exc.strerror or exc}") from exc
     for entry in entries:
-        rel = f"{prefix}{entry.name}"
+        name = entry.name
         if entry.is_dir():
-            if not entry.name.startswith(".") and entry.name not in SKIPPED_DIRS:
-                _walk(root, f"{rel}/", stamps, ignored, seen)
-        elif _is_ignored(entry.name):
-            ignored.append(rel)
+            if name[0] != "." and name not in SKIPPED_DIRS:
+                _walk(root, f"{prefix}{name}/", stamps, ignored, seen)
+        elif _is_ignored(name):
+            ignored.append(prefix + name)
         elif entry.is_file():
             stat = entry.stat()
-            stamps.append(FileStamp(rel, stat.st_size, stat.st_mtime_ns))
+            stamps.append((prefix + name, stat.st_size, stat.st_mtime_ns))
 
 
 def _is_ignored(name: str) -> bool:
     """Files nobody means as images: hidden ones, known other suffixes, Windows' extras."""
-    lower = name.lower()
-    return (name.startswith(".") or lower in IGNORED_NAMES
-            or os.path.splitext(lower)[1] in IGNORED_SUFFIXES)
+    dot = name.rfind(".")
+    return (name[0] == "." or (dot > 0 and name[dot:].lower() in IGNORED_SUFFIXES)
+            or name.lower() in IGNORED_NAMES)
 
 
 def plan_folder(root: Path, stamps: Sequence[FileStamp], val_fraction: float,
@@ -205,45 +206,46 @@ def plan_folder(root: Path, stamps: Sequence[FileStamp], val_fraction: float,
     """Splits (split folders, else seeded fractions) and labels (class sub-folders)."""
     if not stamps:
         raise DataError(f"{root}: no image files in the folder or its sub-folders")
-    split_ids, inner = _split_folders(root, stamps)
+    rels = [rel for rel, _, _ in stamps]
+    split_ids, inner = _split_folders(root, rels)
     if split_ids is None:
-        split_ids = split_by_rank([s.rel for s in stamps], val_fraction, test_fraction, seed)
-    labels, label_names = _class_labels(root, stamps, inner)
+        split_ids = split_by_rank(rels, val_fraction, test_fraction, seed)
+    labels, label_names = _class_labels(root, rels, inner)
     order = np.argsort(split_ids, kind="stable")  # train, val, test; sorted paths within
     sizes = tuple(int((split_ids == i).sum()) for i in range(3))
-    return FolderPlan(tuple(stamps[i] for i in order), sizes,
+    return FolderPlan(tuple(rels[i] for i in order), sizes,
                       None if labels is None else labels[order], label_names)
 
 
-def _split_folders(root: Path, stamps: Sequence[FileStamp]) -> tuple[np.ndarray | None, list[str]]:
+def _split_folders(root: Path, rels: Sequence[str]) -> tuple[np.ndarray | None, list[str]]:
     """Split ids from train/, val/, test/ (None without them) and paths within the split."""
-    tops = {s.rel.split("/", 1)[0] for s in stamps if "/" in s.rel}
-    if not tops & set(SPLITS):
-        return None, [s.rel for s in stamps]
-    outside = [s.rel for s in stamps if "/" not in s.rel or s.rel.split("/", 1)[0] not in SPLITS]
+    parts = [rel.partition("/") for rel in rels]  # (top folder, "/" or "", the rest)
+    if not {top for top, slash, _ in parts if slash} & set(SPLITS):
+        return None, list(rels)
+    split_index = {split: i for i, split in enumerate(SPLITS)}
+    outside = [rel for rel, (top, slash, _) in zip(rels, parts) if not slash or top not in split_index]
     if outside:
         raise DataError(f"{root / outside[0]}: lies outside the split folders train/, val/, test/ "
                         f"({len(outside)} files do); move them into one, or drop the split folders")
-    split_ids = np.array([SPLITS.index(s.rel.split("/", 1)[0]) for s in stamps], dtype=np.int8)
-    return split_ids, [s.rel.split("/", 1)[1] for s in stamps]
+    split_ids = np.array([split_index[top] for top, _, _ in parts], dtype=np.int8)
+    return split_ids, [rest for _, _, rest in parts]
 
 
-def _class_labels(root: Path, stamps: Sequence[FileStamp],
+def _class_labels(root: Path, rels: Sequence[str],
                   inner: Sequence[str]) -> tuple[np.ndarray | None, tuple[str, ...]]:
     """Labels from the first folder of each path within its split, or None if none has one."""
-    in_class = ["/" in path for path in inner]
+    parts = [path.partition("/") for path in inner]  # (class folder, "/" or "", the rest)
+    in_class = [bool(slash) for _, slash, _ in parts]
     if not any(in_class):
         return None, ()
     if not all(in_class):
-        loose = stamps[in_class.index(False)].rel
-        classes = sorted({path.split("/", 1)[0] for path in inner if "/" in path})
+        classes = sorted({top for top, slash, _ in parts if slash})
         listed = ", ".join(f"{name}/" for name in classes[:SHOWN]) + (", ..." if len(classes) > SHOWN else "")
-        raise DataError(f"{root / loose}: lies beside the class sub-folders ({listed}); put every "
-                        f"image in a class sub-folder, or none in any")
-    classes = [path.split("/", 1)[0] for path in inner]
-    names = tuple(sorted(set(classes)))
+        raise DataError(f"{root / rels[in_class.index(False)]}: lies beside the class sub-folders "
+                        f"({listed}); put every image in a class sub-folder, or none in any")
+    names = tuple(sorted({top for top, _, _ in parts}))
     index = {name: i for i, name in enumerate(names)}
-    return np.array([index[c] for c in classes], dtype=np.int64), names
+    return np.array([index[top] for top, _, _ in parts], dtype=np.int64), names
 
 
 # ---------------------------------------------------------------- decoding
@@ -261,7 +263,7 @@ def _decode_folder(root: Path, plan: FolderPlan, options: DecodeOptions, skip_ba
                    ignored: Sequence[str], progress: bool, workers: int | None,
                    stem: Path | None, key: str) -> CachedImages:
     """Probe (when size or channels must be found), decode, and cache when ``stem`` is given."""
-    workers = _worker_count(workers, len(plan.stamps))
+    workers = _worker_count(workers, len(plan.files))
     skipped: list[str] = []
     expected_hw = options.image_size
     if options.image_size is None or options.channels is None:
@@ -271,7 +273,7 @@ def _decode_folder(root: Path, plan: FolderPlan, options: DecodeOptions, skip_ba
         infos = [info for info in infos if info is not None]
         expected_hw = options.image_size or _common_size(root, infos)
         options = replace(options, channels=options.channels or _channels(infos))
-    shape = (len(plan.stamps), options.channels, *expected_hw)
+    shape = (len(plan.files), options.channels, *expected_hw)
     writer = _open_writer(stem, shape)
     with writer or nullcontext():
         pixels = writer.pixels if writer else np.empty(shape, np.uint8)
@@ -280,11 +282,12 @@ def _decode_folder(root: Path, plan: FolderPlan, options: DecodeOptions, skip_ba
         skipped += [message for _, message in failures]
         plan = plan.without(i for i, _ in failures)
         if writer and failures:
-            writer.shrink(len(plan.stamps))
-        pixels = writer.pixels if writer else pixels[:len(plan.stamps)]
+            writer.shrink(len(plan.files))
+        pixels = writer.pixels if writer else pixels[:len(plan.files)]
         digests |= label_digests(plan.labels, plan.split_sizes)
         decoded = CachedImages(pixels, plan.labels, plan.split_sizes, plan.label_names,
-                               tuple(s.rel for s in plan.stamps), tuple(skipped), tuple(ignored),
+                               np.array(plan.files, dtype=str), tuple(skipped),
+                               tuple(ignored),
                                digests)
         if writer is None:
             return decoded
@@ -328,7 +331,7 @@ def _probe_all(root: Path, plan: FolderPlan, options: DecodeOptions, skip_bad: b
     """Every file's header: (info or None per row, failures as (row, message))."""
     infos: list[ImageInfo | None] = []
     failures: list[tuple[int, str]] = []
-    paths = [str(root / s.rel) for s in plan.stamps]
+    paths = [str(root / rel) for rel in plan.files]
     task = partial(_probe_chunk, options=options, stop_early=not skip_bad)
     with _Progress(len(paths), "reading image headers", progress) as bar:
         for start, (chunk_infos, chunk_failures) in _run_chunks(task, paths, workers):
@@ -365,7 +368,7 @@ def _decode_rows(root: Path, plan: FolderPlan, options: DecodeOptions, expected_
 
     Rows of skipped files are not written: the good ones are packed from the start.
     """
-    paths = [str(root / s.rel) for s in plan.stamps]
+    paths = [str(root / rel) for rel in plan.files]
     split_of_row = np.repeat(np.arange(3), plan.split_sizes)
     digests = {split: hashlib.sha256() for split in SPLITS}
     failures: list[tuple[int, str]] = []

@@ -9,7 +9,11 @@ One entry per folder and set of options, under ``<cache dir>/images/`` (the cach
   A folder whose fingerprint no longer matches (a file added, removed or edited) is
   decoded again and its entry replaced.
 - ``<stem>.<token>.npy``: the pixels, (N, C, H, W) uint8, rows in split order (train, val,
-  test). A raw .npy so that data larger than memory can be memory-mapped.
+  test). A raw .npy, always opened memory-mapped and read-only: reading back costs no copy
+  (0.1 s for 60,000 28x28 images, most of it the digest check), pages are shared with the
+  OS cache, and data larger than memory works. Up to :data:`MMAP_THRESHOLD_BYTES` the
+  pixels are checked against their SHA-256 on every load; beyond it only their shape is,
+  since hashing would read the whole file.
 
 Decoding writes the pixels straight into a temp .npy (so a folder larger than memory never
 has to fit in it); the entry is committed only when the temp file has been flushed, fsynced
@@ -41,8 +45,8 @@ from .npzfile import read_npz, write_npz_atomic
 
 FORMAT_VERSION = 1
 CACHE_SUBDIR = "images"
-# Larger pixel files are memory-mapped read-only instead of read into memory (and their
-# digests are not re-checked on every load, which would read all of them).
+# Pixel files up to this size are checked against their digests on every load; larger ones
+# only by shape, so that loading does not read them in whole.
 MMAP_THRESHOLD_BYTES = 1 << 30
 META_KEYS: tuple[str, ...] = ("version", "fingerprint", "images_file", "shape", "split_sizes",
                               "labelled", "labels", "label_names", "files", "skipped", "ignored",
@@ -50,24 +54,21 @@ META_KEYS: tuple[str, ...] = ("version", "fingerprint", "images_file", "shape", 
 _HASH_CHUNK_ROWS = 4096
 
 
-@dataclass(frozen=True)
-class FileStamp:
-    """What the fingerprint takes from one image file: its relative path, size and mtime."""
-
-    rel: str
-    size: int
-    mtime_ns: int
+# What the fingerprint takes from one image file: (relative path, size, mtime_ns). A plain
+# tuple: a folder has tens of thousands, listed again on every load.
+FileStamp = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
 class CachedImages:
-    """A decoded folder: images (N, C, H, W) uint8, labels (N,) int64 or None, in split order."""
+    """A decoded folder: images (N, C, H, W) uint8, labels (N,) int64 or None, files (N,) str,
+    all in split order."""
 
     images: np.ndarray
     labels: np.ndarray | None
     split_sizes: tuple[int, int, int]
     label_names: tuple[str, ...]
-    files: tuple[str, ...]
+    files: np.ndarray
     skipped: tuple[str, ...]
     ignored: tuple[str, ...]
     digests: dict[str, str]
@@ -76,8 +77,7 @@ class CachedImages:
 def fingerprint(stamps: Sequence[FileStamp], settings: Mapping[str, object]) -> str:
     """SHA-256 hex of the files' paths, sizes and mtimes and of the decode settings."""
     digest = hashlib.sha256(_settings_text(settings).encode())
-    for stamp in stamps:
-        digest.update(f"{stamp.rel}\0{stamp.size}\0{stamp.mtime_ns}\n".encode())
+    digest.update("".join(f"{rel}\0{size}\0{mtime}\n" for rel, size, mtime in stamps).encode())
     return digest.hexdigest()
 
 
@@ -112,13 +112,13 @@ def read_cache(stem: Path, expected_fingerprint: str) -> CachedImages | None:
     return CachedImages(
         images=images, labels=meta["labels"] if bool(meta["labelled"]) else None,
         split_sizes=split_sizes, label_names=_strings(meta["label_names"]),
-        files=_strings(meta["files"]), skipped=_strings(meta["skipped"]),
+        files=meta["files"], skipped=_strings(meta["skipped"]),
         ignored=_strings(meta["ignored"]), digests=digests)
 
 
 def _read_pixels(path: Path, shape: tuple[int, ...], split_sizes: Sequence[int],
                  digests: Mapping[str, str]) -> np.ndarray:
-    """The pixel file: memory-mapped when large, else read and checked against its digests."""
+    """The pixel file, memory-mapped read-only; checked against its digests unless large."""
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -126,14 +126,11 @@ def _read_pixels(path: Path, shape: tuple[int, ...], split_sizes: Sequence[int],
     if mapped.shape != shape or mapped.dtype != np.uint8:
         raise DataError(f"{path}: cache pixel file holds {mapped.shape} {mapped.dtype}, "
                         f"its index says {shape} uint8")
-    if mapped.nbytes > MMAP_THRESHOLD_BYTES:
-        return mapped
-    images = np.array(mapped)
-    found = split_digests(images, split_sizes)
-    for key, value in found.items():
-        if digests.get(key) != value:
-            raise DataError(f"{path}: cache pixel file's {key} does not match its SHA-256")
-    return images
+    if mapped.nbytes <= MMAP_THRESHOLD_BYTES:
+        for key, value in split_digests(mapped, split_sizes).items():
+            if digests.get(key) != value:
+                raise DataError(f"{path}: cache pixel file's {key} does not match its SHA-256")
+    return mapped
 
 
 def _strings(array: np.ndarray) -> tuple[str, ...]:
@@ -220,7 +217,10 @@ class PixelWriter:
             pixel_path.unlink(missing_ok=True)
             raise
         if previous is not None and previous != pixel_path:
-            previous.unlink(missing_ok=True)
+            try:
+                previous.unlink(missing_ok=True)
+            except OSError:  # still mapped by a reader on a system that forbids deleting it
+                pass
         return pixel_path
 
 

@@ -22,9 +22,9 @@ class ImageDataset:
     digests) with a validation split, label names and the image shape added:
 
     - ``x_train`` (N_train, C, H, W), ``x_val`` (N_val, C, H, W), ``x_test`` (N_test, C, H, W):
-      uint8 0..255, C = 1 (grey) or 3 (RGB). A split may be empty (N = 0). For cached data
-      larger than ``imagecache.MMAP_THRESHOLD_BYTES`` they are read-only views of a memory
-      map of the cache file (copy before writing to them).
+      uint8 0..255, C = 1 (grey) or 3 (RGB). A split may be empty (N = 0). From a folder
+      they are read-only views of a memory map of the cache file (np.memmap; copy them to
+      write to them); from arrays, ordinary arrays.
     - ``y_train`` (N_train,), ``y_val`` (N_val,), ``y_test`` (N_test,): int64 class indices
       into ``label_names``, or None for unlabelled images (no class sub-folders, no labels).
     - ``label_names``: the class names; label i is ``label_names[i]`` (sorted sub-folder
@@ -34,8 +34,8 @@ class ImageDataset:
       read from, e.g. "folder /data/cats (decoded)" or "cache /home/me/.cache/vaelab/...".
     - ``digests``: SHA-256 of each array above (keys x_train, y_train, x_val, ...; y_* only
       when labelled), as :class:`RawDataset` has them.
-    - ``files``: for a folder, the path of each image relative to it, per split
-      (``files["train"][i]`` is ``x_train[i]``); empty tuples otherwise.
+    - ``files``: for a folder, the path of each image relative to it, per split, as str
+      arrays (``files["train"][i]`` is the file of ``x_train[i]``); empty arrays otherwise.
     - ``skipped``: one line per bad file that ``skip_bad=True`` left out, naming the file
       and the fault; ``ignored``: the relative paths of files left out as not images
       (.txt, .json, hidden files, ...).
@@ -52,7 +52,7 @@ class ImageDataset:
     image_shape: tuple[int, int, int] = (1, 1, 1)
     source: str = ""
     digests: dict[str, str] = field(default_factory=dict, repr=False)
-    files: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    files: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     skipped: tuple[str, ...] = field(default=(), repr=False)
     ignored: tuple[str, ...] = field(default=(), repr=False)
 
@@ -64,13 +64,13 @@ class ImageDataset:
 def assemble(
     name: str, source: str, images: np.ndarray, labels: np.ndarray | None,
     split_sizes: Sequence[int], label_names: Sequence[str], *,
-    files: Sequence[str] = (), skipped: Sequence[str] = (), ignored: Sequence[str] = (),
+    files: np.ndarray | None = None, skipped: Sequence[str] = (), ignored: Sequence[str] = (),
     digests: dict[str, str] | None = None,
 ) -> ImageDataset:
     """An ImageDataset from images (N, C, H, W) and labels (N,) stored train, val, test in turn.
 
     ``split_sizes``: (N_train, N_val, N_test), summing to N. ``files``: N relative paths in
-    the same order, or none. ``digests``: when already known (a cache), else computed here.
+    the same order, or None. ``digests``: when already known (a cache), else computed here.
     """
     bounds = np.cumsum([0, *split_sizes])
     parts = {split: slice(int(bounds[i]), int(bounds[i + 1])) for i, split in enumerate(SPLITS)}
@@ -78,7 +78,8 @@ def assemble(
     arrays |= {f"y_{split}": None if labels is None else labels[part] for split, part in parts.items()}
     if digests is None:
         digests = {key: sha256_array(value) for key, value in arrays.items() if value is not None}
-    split_files = {split: tuple(map(str, files[part])) for split, part in parts.items()}
+    files = np.zeros(len(images), "<U1") if files is None else np.asarray(files, dtype=str)
+    split_files = {split: files[part] if len(files) else files[:0] for split, part in parts.items()}
     return ImageDataset(name=name, label_names=tuple(label_names), image_shape=tuple(images.shape[1:]),
                         source=source, digests=digests, files=split_files, skipped=tuple(skipped),
                         ignored=tuple(ignored), **arrays)
