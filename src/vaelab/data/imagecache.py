@@ -185,7 +185,8 @@ class PixelWriter:
         self.pixels = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
                                                 shape=(n_rows, *old.shape[1:]))
         for first in range(0, n_rows, _HASH_CHUNK_ROWS):
-            self.pixels[first:first + _HASH_CHUNK_ROWS] = old[first:first + _HASH_CHUNK_ROWS]
+            last = min(first + _HASH_CHUNK_ROWS, n_rows)
+            self.pixels[first:last] = old[first:last]
         del old
         old_tmp.unlink()
 

@@ -38,7 +38,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
 
-FORMATS: tuple[str, ...] = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")
+# JPEG covers MPO too (multi-picture JPEGs from cameras, whose format then reads "MPO").
+FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
                             ".webp", ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm"})
 RESIZE_MODES: tuple[str, ...] = ("resize", "crop", "pad")
