@@ -11,7 +11,6 @@ import hashlib
 import re
 import struct
 import tracemalloc
-import warnings
 import zlib
 from pathlib import Path
 
@@ -42,7 +41,7 @@ RNG = np.random.default_rng(0)
 def save(path: Path, pixels: np.ndarray, mode: str | None = None, **kwargs) -> Path:
     """Write an (H, W) or (H, W, C) array as an image file (format from the suffix)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, mode).save(path, **kwargs) if mode else Image.fromarray(pixels).save(path, **kwargs)
+    Image.fromarray(pixels, *([mode] if mode else [])).save(path, **kwargs)
     return path
 
 
@@ -185,7 +184,7 @@ def test_float_tiff_in_unit_range(tmp_path, cache):
     save(tmp_path / "ok" / "a.tif", np.array([[0.0, 0.5, 1.0]], np.float32))
     assert only_image(load(tmp_path / "ok", cache))[0].tolist() == [[0, 128, 255]]
     save(tmp_path / "bad" / "a.tif", np.array([[0.0, 2.5]], np.float32))
-    with pytest.raises(DataError, match=r"a\.tif: float images must lie in \[0, 1\]; found values from 0 to 2\.5"):
+    with pytest.raises(DataError, match=r"a\.tif: float images must lie in \[0, 1\]; found values from 0 to 2\.5$"):
         load(tmp_path / "bad", cache)
 
 
@@ -194,7 +193,8 @@ def test_exif_orientation_is_applied(tmp_path, cache, suffix):
     pixels = np.kron(RNG.integers(0, 2, (4, 6), dtype=np.uint8) * 255, np.ones((8, 8), np.uint8))
     exif = Image.Exif()
     exif[imagefile.ORIENTATION_TAG] = 6  # stored rotated: shown after 90 degrees clockwise
-    save(tmp_path / f"a{suffix}", pixels, exif=exif.tobytes(), **({"lossless": True} if suffix == ".webp" else {}))
+    lossless = {"lossless": True} if suffix == ".webp" else {}
+    save(tmp_path / f"a{suffix}", pixels, exif=exif.tobytes(), **lossless)
     decoded = only_image(load(tmp_path, cache))[0]
     upright = np.rot90(pixels, k=-1)
     assert decoded.shape == upright.shape == (48, 32)
@@ -390,7 +390,8 @@ BAD_FILES = {
     "notes.xyz": (lambda p: p.write_text("an unknown suffix is tried, and refused"), r"not an image"),
     "empty.png": (lambda p: p.write_bytes(b""), r"empty file \(0 bytes\)"),
     # the same size and mode as the good images, so that the header pass finds nothing
-    "cut.jpg": (lambda p: cut(p, grey(), -60, quality=100), r"cannot decode JPEG data: image file is truncated"),
+    "cut.jpg": (lambda p: cut(p, grey(), -60, quality=100),
+                r"cannot decode JPEG data: image file is truncated"),
     "cut-header.jpg": (lambda p: cut(p, grey(), 120), r"unreadable image header: Truncated File Read"),
     "cut.png": (lambda p: cut(p, grey(), 64), r"cannot decode PNG data: image file is truncated"),
     "bomb.png": (lambda p: png_header_only(p, 100_000, 100_000),
@@ -426,6 +427,21 @@ def test_skip_bad_leaves_them_out_and_counts_them(tmp_path, cache, given):
     assert data.digests["x_train"] == sha256_array(data.x_train)
     with pytest.warns(DataWarning, match="skipped"):  # the cached entry says so again
         assert load(tmp_path, cache, skip_bad=True, **given).source.startswith("cache ")
+
+
+def test_only_bad_files_with_skip_bad_is_still_an_error(tmp_path, cache):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_text("text")
+    with pytest.raises(DataError, match=r"none of the 2 image files could be read; first: .*a\.png: empty"):
+        load(tmp_path, cache, skip_bad=True)
+    # with size and channels given, no header pass: both fail where they are decoded
+    with pytest.raises(DataError, match=r"none of the 2 image files could be decoded; first: .*a\.png: empty"):
+        load(tmp_path, cache, skip_bad=True, image_size=(4, 4), channels=1)
+
+
+def test_a_file_gone_since_the_listing_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"gone\.png: cannot read the file: No such file or directory"):
+        imagefile.decode_image(tmp_path / "gone.png", imagefile.DecodeOptions(channels=1))
 
 
 def test_the_bomb_header_costs_no_allocation(tmp_path, cache):
@@ -467,7 +483,8 @@ def test_files_not_meant_as_images_are_ignored_and_reported(tmp_path, cache, cap
     assert data.ignored == (".hidden.png", "cat/.DS_Store", "cat/Thumbs.db", "labels.json", "notes.txt")
     assert data.label_names == ("cat",) and len(data.x_train) == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path}: ignored 5 files that are not images (.hidden.png, cat/.DS_Store, cat/Thumbs.db, ...)" in err
+    listed = ".hidden.png, cat/.DS_Store, cat/Thumbs.db, ..."
+    assert f"{tmp_path}: ignored 5 files that are not images ({listed})" in err
 
 
 def test_progress_lines_when_not_on_a_terminal(tmp_path, cache, capsys, monkeypatch):
@@ -671,7 +688,8 @@ def test_npy_and_npz_files(tmp_path):
     x = RNG.integers(0, 256, (12, 8, 6, 3), dtype=np.uint8)
     y = np.arange(12) % 3
     np.save(tmp_path / "x.npy", x)
-    assert np.array_equal(load_image_file(tmp_path / "x.npy", **split_none()).x_train, x.transpose(0, 3, 1, 2))
+    from_npy = load_image_file(tmp_path / "x.npy", **split_none())
+    assert np.array_equal(from_npy.x_train, x.transpose(0, 3, 1, 2))
     np.savez(tmp_path / "xy.npz", images=x, labels=y, label_names=np.array(["a", "b", "c"]))
     data = load_images(tmp_path / "xy.npz", **split_none())
     assert data.label_names == ("a", "b", "c") and data.y_train.tolist() == y.tolist()
@@ -710,25 +728,28 @@ def fashion_mnist():
     pytest.skip("no source could serve Fashion-MNIST:\n" + "\n".join(errors))
 
 
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                   "bag", "boot")  # label i of the built-in set is FASHION_CLASSES[i]
+
+
 def write_fashion_folder(root: Path, raw, n_train: int, n_test: int) -> None:
     """PNGs as train/<class name>/<index>.png and test/<class name>/<index>.png."""
-    names = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
-    for split, x, y, n in (("train", raw.x_train, raw.y_train, n_train), ("test", raw.x_test, raw.y_test, n_test)):
+    for split, n in (("train", n_train), ("test", n_test)):
+        x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         for index in range(n):
-            save(root / split / names[y[index]] / f"{index:05d}.png", x[index])
+            save(root / split / FASHION_CLASSES[y[index]] / f"{index:05d}.png", x[index])
 
 
 def check_against_builtin(data, raw) -> None:
     """Every row equals the built-in image its file name indexes, bit for bit, with its label."""
-    order = sorted(["bag", "boot", "coat", "dress", "pullover", "sandal", "shirt", "sneaker", "t-shirt", "trouser"])
-    builtin_class = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
-    assert data.label_names == tuple(order)
-    for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+    assert data.label_names == tuple(sorted(FASHION_CLASSES))
+    for split in ("train", "test"):
+        x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         index = np.array([int(Path(f).stem) for f in data.files[split]])
         assert sorted(index) == list(range(len(index)))
         assert np.array_equal(getattr(data, f"x_{split}")[:, 0], x[index])
         names = [data.label_names[label] for label in getattr(data, f"y_{split}")]
-        assert names == [builtin_class[label] for label in y[index]]
+        assert names == [FASHION_CLASSES[label] for label in y[index]]
 
 
 def test_fashion_mnist_as_a_folder_reads_back_bit_for_bit(tmp_path, cache, fashion_mnist):
@@ -749,7 +770,8 @@ def test_all_of_fashion_mnist_as_a_folder(tmp_path, cache, fashion_mnist):
 
 @pytest.fixture(scope="module")
 def digits():
-    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn (the test extra) is not installed")
+    datasets = pytest.importorskip("sklearn.datasets",
+                                   reason="scikit-learn (in the test extra) is not installed")
     return datasets.load_digits()
 
 

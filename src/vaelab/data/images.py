@@ -20,7 +20,8 @@ Every image goes through the same steps, in this order:
    faster than LANCZOS on large photos); enlarging uses LANCZOS, where BOX would only
    repeat pixels.
 
-Every fault raises a one-line :class:`DataError` that starts with the file's path.
+An animated GIF, WebP or multi-page TIFF gives its first frame. Every fault raises a
+one-line :class:`DataError` that starts with the file's path.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -145,10 +147,22 @@ def convert_image(im: Image.Image, options: DecodeOptions, where: str) -> np.nda
 @contextmanager
 def open_image(path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
     """Open an image (header only), refusing empty files, other formats and oversize headers."""
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
     try:
-        im = Image.open(path, formats=FORMATS)
+        handle = open(path, "rb")  # noqa: SIM115 (closed below, or by Pillow with the image)
+    except OSError as exc:  # gone since the folder was listed, or not readable
+        raise DataError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes)")
+        with _opened(handle, path, max_pixels) as im:
+            yield im
+
+
+@contextmanager
+def _opened(handle: BinaryIO, path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
+    """Pillow's image on an open file, after the header checks of :func:`open_image`."""
+    try:
+        im = Image.open(handle, formats=FORMATS)
     except UnidentifiedImageError as exc:
         raise DataError(f"{path}: not an image Pillow can read as {', '.join(FORMATS)}") from exc
     except Image.DecompressionBombError as exc:
