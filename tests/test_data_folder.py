@@ -184,8 +184,9 @@ def test_float_tiff_in_unit_range(tmp_path, cache):
     save(tmp_path / "ok" / "a.tif", np.array([[0.0, 0.5, 1.0]], np.float32))
     assert only_image(load(tmp_path / "ok", cache))[0].tolist() == [[0, 128, 255]]
     save(tmp_path / "bad" / "a.tif", np.array([[0.0, 2.5]], np.float32))
-    with pytest.raises(DataError, match=r"a\.tif: float images must lie in \[0, 1\]; found values from 0 to 2\.5$"):
+    with pytest.raises(DataError) as excinfo:
         load(tmp_path / "bad", cache)
+    assert error_text(excinfo).endswith("a.tif: float images must lie in [0, 1]; found values from 0 to 2.5")
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])

@@ -111,7 +111,7 @@ def probe_image(path: str | os.PathLike, options: DecodeOptions) -> ImageInfo:
     """
     with open_image(path, options.max_pixels) as im:
         width, height = im.size
-        if _orientation(im, load=False) in TRANSPOSING_ORIENTATIONS:
+        if _header_orientation(im) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         try:
             grey = _is_grey(im, options.background)
@@ -148,7 +148,7 @@ def convert_image(im: Image.Image, options: DecodeOptions, where: str) -> np.nda
 def open_image(path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
     """Open an image (header only), refusing empty files, other formats and oversize headers."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below, or by Pillow with the image)
+        handle = open(path, "rb")  # closed by the with below
     except OSError as exc:  # gone since the folder was listed, or not readable
         raise DataError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
     with handle:
@@ -186,7 +186,7 @@ def _bomb_text(exc: BaseException, max_pixels: int) -> str:
     """What Pillow's own decompression-bomb refusal says, in this module's words."""
     found = re.search(r"\((\d+) pixels\)", str(exc))
     claimed = f"{int(found.group(1)):,} pixels" if found else "a pixel count"
-    return (f"header claims {claimed}, over Pillow's limit of {2 * DEFAULT_MAX_PIXELS:,} "
+    return (f"header claims {claimed}, over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
             f"(and max_pixels {max_pixels:,}); refused before decoding")
 
 
@@ -194,13 +194,13 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0
 
 
-def _orientation(im: Image.Image, load: bool) -> int:
-    """The EXIF orientation (1..8; 1 = as stored).
+def _header_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1..8; 1 = as stored) as far as the header tells, without decoding.
 
-    A PNG keeps EXIF in a chunk that may follow the pixels; without ``load`` such a PNG
-    reads as 1 rather than being decoded just to find out.
+    A PNG keeps EXIF in a chunk that may follow the pixels: such a PNG reads as 1 here
+    rather than being decoded just to find out.
     """
-    if not load and im.format == "PNG" and "exif" not in im.info:
+    if im.format == "PNG" and "exif" not in im.info:
         return 1
     try:
         return int(im.getexif().get(ORIENTATION_TAG, 1))
@@ -314,7 +314,7 @@ def _draft(im: Image.Image, options: DecodeOptions) -> None:
     if options.image_size is None or im.format not in ("JPEG", "MPO"):
         return
     stored_w, stored_h = im.size
-    swapped = _orientation(im, load=False) in TRANSPOSING_ORIENTATIONS
+    swapped = _header_orientation(im) in TRANSPOSING_ORIENTATIONS
     upright_w, upright_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
     need_w, need_h = _resized_size(upright_w, upright_h, options)
     if swapped:
