@@ -332,7 +332,8 @@ def _worker_count(workers: int | None, n_files: int) -> int:
             raise ValueError(f"workers must be at least 1, got {workers}")
         return workers
     can_fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux"
-    return min(2, os.cpu_count() or 1) if can_fork and n_files >= PARALLEL_MIN_FILES else 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(2, usable or 1) if can_fork and n_files >= PARALLEL_MIN_FILES else 1
 
 
 def _probe_all(root: Path, plan: FolderPlan, options: DecodeOptions, skip_bad: bool,
@@ -449,7 +450,9 @@ class _ChunkRunner:
     Python holds the GIL for it, so two threads were slower than one (13,900 vs 8,700
     28x28 PNGs/s); two processes cost 7% more CPU per image (110 vs 103 us). The workers
     are forked on entry, before a progress bar starts tqdm's monitor thread: forking a
-    process that runs threads can deadlock the child.
+    process that runs threads can deadlock the child. (A caller that already runs threads,
+    e.g. torch's pool after tensor work, still forks safely for the workers' Pillow and
+    numpy work, but Python 3.12+ warns about it; ``workers=1`` avoids the fork.)
     """
 
     def __init__(self, workers: int) -> None:
