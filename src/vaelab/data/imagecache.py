@@ -25,6 +25,7 @@ the previous entry as it was, and no half-written file under a name a reader ope
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -218,10 +219,9 @@ class PixelWriter:
             pixel_path.unlink(missing_ok=True)
             raise
         if previous is not None and previous != pixel_path:
-            try:
+            # OSError: still mapped by a reader on a system that forbids deleting it
+            with contextlib.suppress(OSError):
                 previous.unlink(missing_ok=True)
-            except OSError:  # still mapped by a reader on a system that forbids deleting it
-                pass
         return pixel_path
 
 
