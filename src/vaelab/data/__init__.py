@@ -1,6 +1,9 @@
-"""Raw data sets (MNIST, Fashion-MNIST, CIFAR-10): reading, verifying, caching."""
+"""Raw data sets (MNIST, Fashion-MNIST, CIFAR-10) and your own images: reading, verifying, caching."""
 
 from .errors import DataError, DataWarning, SourceUnavailable
+from .folder import load_image_folder, load_images
+from .imagearrays import load_image_arrays, load_image_file
+from .imagedata import ImageDataset
 from .idx import read_idx
 from .sources import (
     DATASET_NAMES,
@@ -24,4 +27,9 @@ __all__ = [
     "load_dataset",
     "DATASET_NAMES",
     "UnpinnedDigestWarning",
+    "ImageDataset",
+    "load_images",
+    "load_image_folder",
+    "load_image_file",
+    "load_image_arrays",
 ]

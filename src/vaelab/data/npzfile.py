@@ -8,7 +8,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -23,8 +23,9 @@ MAX_NDIM = 32  # the fewest dimensions any numpy supports
 _CHUNK = 1 << 20
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read x_train (N, 28, 28), y_train (N,), x_test (M, 28, 28), y_test (M,).
+def read_npz(path: str | os.PathLike, keys: Sequence[str] = KEYS) -> dict[str, np.ndarray]:
+    """Read the arrays named ``keys``: by default x_train (N, 28, 28), y_train (N,),
+    x_test (M, 28, 28), y_test (M,).
 
     Nothing is unpickled: each member must be a plain .npy array (no object, structured or
     sub-array dtype). The data are read in chunks as they arrive, so a header that claims
@@ -35,7 +36,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            members = {key: next((n for n in (f"{key}.npy", key) if n in names), None) for key in KEYS}
+            members = {key: next((n for n in (f"{key}.npy", key) if n in names), None) for key in keys}
             missing = [key for key, name in members.items() if name is None]
             if missing:
                 raise DataError(f"{path}: npz lacks arrays {', '.join(missing)}")
@@ -121,9 +122,10 @@ def _read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
 
 def write_npz_atomic(
     path: str | os.PathLike, arrays: Mapping[str, np.ndarray], expected: Mapping[str, str],
-    check: Callable[..., object] = verify,
+    check: Callable[..., object] = verify, keys: Sequence[str] = KEYS,
 ) -> None:
-    """Write the four arrays to ``path`` so that it is never seen half-written.
+    """Write the arrays named ``keys`` (by default the four of a data set) to ``path`` so
+    that it is never seen half-written.
 
     Writes a temp file in the same folder, fsyncs it, re-reads it and checks it
     with ``check(arrays, expected, source)`` (by default the MNIST-shaped
@@ -136,10 +138,10 @@ def write_npz_atomic(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            np.savez(out, **{key: arrays[key] for key in KEYS})
+            np.savez(out, **{key: arrays[key] for key in keys})
             out.flush()
             os.fsync(out.fileno())
-        check(read_npz(tmp), expected, f"cache temp file {tmp}")
+        check(read_npz(tmp, keys), expected, f"cache temp file {tmp}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
