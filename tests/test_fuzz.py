@@ -1,6 +1,6 @@
 """The data readers under fuzzing, and files whose headers claim far more than they hold.
 
-A short run of benchmarks/fuzz_readers.py (the full one is `python benchmarks/fuzz_readers.py
+A short run of tests/fuzz_readers.py (the full one is `python tests/fuzz_readers.py
 --inputs 10000`) must see nothing but accepted inputs and DataErrors naming the file. The
 targeted tests give each reader a small file whose header claims 10^9 images (or a few GB):
 each must fail with a DataError before allocating anything of that size, which tracemalloc
@@ -35,7 +35,7 @@ SMALL = 16 * 2**20  # what "before allocating" allows: far below any claimed siz
 
 
 def _load_fuzzer():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_readers.py"
+    path = Path(__file__).resolve().parent / "fuzz_readers.py"
     spec = importlib.util.spec_from_file_location("fuzz_readers", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["fuzz_readers"] = module  # dataclasses look their module up there

@@ -16,15 +16,16 @@ read by vaelab's own reader, in this process, and the outcome is one of
                what its gzip/zip streams really decompress to; or a MemoryError anywhere in
                the exception chain, i.e. an allocation too big to be made at all).
 
-    python benchmarks/fuzz_readers.py [--inputs 10000] [--seed 0] [--json PATH]
-                                      [--time-limit 5] [--address-space-mb 4096]
+    python tests/fuzz_readers.py [--inputs 10000] [--seed 0] [--json PATH]
+                                 [--time-limit 5] [--address-space-mb 4096]
 
 It prints one line per reader (inputs, accepted, rejected, and each kind of bug: other
 exceptions, hangs, memory overruns, bad outputs, unnamed errors, unraisable exceptions; then
 the slowest call, the highest tracemalloc peak with that input's size and what it holds, and
 the highest peak / budget) and exits 1 if any bug was seen. With --json the report, including each bug's input (base64) and traceback, is written
 as JSON. `run(n_inputs, seed)` returns the same report as a dict (tests/test_fuzz.py runs a
-short version).
+short version). It lives in tests/ beside the test that loads it; pytest does not collect it
+(its name does not match test_*.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""The data a run's config names, from wherever it comes: a known data set or the user's own images.
+
+Every command that needs a run's images (training, evaluation, figures, report, explorer) loads
+them here, so a run trained on a folder of JPEGs is scored and drawn from the same pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import IMAGES
+from .errors import DataError
+
+ARRAY_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Any:
+    """The raw data of a data config (`config.data`): a RawDataset, or an ImageDataset for "images".
+
+    `data_dir` overrides `data.data_dir` (the --data-dir of the command line).
+    """
+    from .. import data as package  # looked up on the package, where tests and callers may replace it
+
+    where = data_dir or data.data_dir
+    if data.name != IMAGES:
+        return package.load_dataset(data.name, where, progress=progress)
+    if not where:
+        raise DataError("data.data_dir: no images given; name a folder of images, an .npy or an .npz "
+                        "(vaelab train --images PATH)")
+    return _load_images(Path(where).expanduser(), data, progress)
+
+
+def _load_images(path: Path, data: Any, progress: bool) -> Any:
+    from .folder import load_image_folder
+    from .imagearrays import load_image_file
+
+    shared = {"image_size": tuple(data.image_size) or None, "resize_mode": data.resize_mode,
+              "channels": data.channels or None, "background": tuple(data.background),
+              "val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+    if path.is_dir():
+        return load_image_folder(path, skip_bad=data.skip_bad, progress=progress, **shared)
+    if path.suffix.lower() in (".npy", ".npz"):
+        return load_image_file(path, **shared)
+    if not path.exists():
+        raise DataError(f"{path}: no such folder or file (data.data_dir)")
+    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz file (data.data_dir)")
+
+
+def save_arrays(images: Any, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Keep in-memory images (an ImageDataset) as an .npz in the cache, named by their content.
+
+    A run trained on arrays passed from Python records this file as its data, so `vaelab evaluate`,
+    figures and the explorer can read the same images later from the shell.
+    """
+    from .npzfile import write_npz_atomic
+    from .sources import default_cache_dir
+
+    arrays = {key: np.ascontiguousarray(getattr(images, key)) for key in ARRAY_SPLITS
+              if getattr(images, key) is not None}
+    arrays["label_names"] = np.array(images.label_names or [], dtype=str)
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        digest.update(key.encode() + arrays[key].tobytes() + str(arrays[key].shape).encode())
+    path = Path(cache_dir or default_cache_dir()) / "images" / f"arrays-{digest.hexdigest()[:16]}.npz"
+    if not path.exists():
+        write_npz_atomic(path, arrays, arrays, check=_same_arrays, keys=tuple(arrays))
+    return path
+
+
+def _same_arrays(read: dict[str, np.ndarray], written: dict[str, np.ndarray], where: str) -> None:
+    """The re-read temp file holds exactly what was written (else it is not published)."""
+    for key, array in written.items():
+        if read[key].shape != array.shape or not np.array_equal(read[key], array):
+            raise DataError(f"{where}: {key} reads back different from what was written")
