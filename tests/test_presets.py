@@ -27,7 +27,14 @@ def quiet(*args):
 @pytest.mark.parametrize("name", [n for n in preset_names() if not preset_dict(n).get("sweep")])
 def test_every_preset_runs_end_to_end_on_a_small_subset(name, tmp_path, tiny_raw):
     config = short_config(name)
-    summary = train_run(config, tmp_path / name, raw=tiny_raw, log=quiet)
+    raw = tiny_raw
+    if config.data.name == "images":  # the tiny set as a user's images, shaped as the preset says
+        from vaelab.data import load_image_arrays
+        from vaelab.data.load import image_options
+
+        raw = load_image_arrays(tiny_raw.x_train, tiny_raw.y_train, x_test=tiny_raw.x_test, y_test=tiny_raw.y_test,
+                                **image_options(config.data))
+    summary = train_run(config, tmp_path / name, raw=raw, log=quiet)
     assert summary["steps"] == 4
     figures = tmp_path / name / "figures"
     drawn = {p.stem for p in figures.glob("*.png")}

@@ -68,21 +68,38 @@ def make_config(preset: str | None = None, config: str | Path | None = None,
 
 def train(preset: str | None = None, *, config: str | Path | None = None,
           overrides: Mapping[str, Any] | list[str] | None = None, out: str | Path | None = None,
-          data_dir: str | None = None, log: Callable[[str], None] = print, **keywords: Any) -> Run | Sweep:
-    """Train a preset (default mnist-lab) into a new run folder and return it; a sweep preset trains
-    all its members. Evaluation and figures follow as the config says, as with `vaelab train`."""
+          data: Any = None, data_dir: str | None = None, log: Callable[[str], None] = print,
+          **keywords: Any) -> Run | Sweep:
+    """Train a preset (default mnist-lab; "images" when `data` is given) into a new run folder and
+    return it; a sweep preset trains all its members. Evaluation and figures follow as the config
+    says, as with `vaelab train`.
+
+    data: your own images: a folder, an .npy/.npz file, or in memory an array or tensor of images
+    ((N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or floats in [0, 1]) or a pair (images, labels).
+    """
+    from .data import load_images
+    from .data.load import image_options
     from .pipeline import sweep_run, train_run
     from .training import resolve_device
 
-    run_config = make_config(preset, config, overrides, **keywords)
+    raw, texts = None, list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
+    if data is not None:
+        preset = preset or "images"
+        texts = ['data.name="images"'] + texts
+        if isinstance(data, (str, Path)):
+            texts.insert(1, f"data.data_dir={json.dumps(str(data))}")
+        else:
+            raw = load_images(data, **image_options(make_config(preset, config, texts, **keywords).data))
+    run_config = make_config(preset, config, texts, **keywords)
     run_dir = Path(out) if out is not None else new_run_dir(run_config)
     resolve_device(run_config.train.device)  # fail before any work
     log(f"vaelab train: preset {run_config.name!r}, run folder {run_dir}")
     if run_config.sweep.members:
         sweep_run(run_config, run_dir, data_dir=data_dir, log=log)
         return Sweep(run_dir)
-    train_run(run_config, run_dir, data_dir=data_dir, log=log)
+    train_run(run_config, run_dir, data_dir=data_dir, log=log, raw=raw)
     return Run(run_dir)
+
 
 
 def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None = None, data_dir: str | None = None,

@@ -23,13 +23,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            if args.preset or args.config or args.out:
-                raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config "
+            if args.preset or args.config or args.out or args.images:
+                raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config, --images "
                                   "and --out (--set may raise train.epochs to train a finished run longer)")
             result = api.resume(args.resume, overrides=args.set, data_dir=args.data_dir, log=_rank0_print)
         else:
             result = api.train(args.preset, config=args.config, overrides=args.set, out=args.out,
-                               data_dir=args.data_dir, log=_rank0_print)
+                               data=args.images, data_dir=args.data_dir, log=_rank0_print)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "--resume, how long to train: --set train.epochs=40 trains a finished run longer")
     train.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
     train.add_argument("--data-dir", help="folder with the IDX files or an .npz (else $VAELAB_DATA, cache, download)")
+    train.add_argument("--images", metavar="PATH", help="train on your own images: a folder (class sub-folders give "
+                       "labels; train/ val/ test/ give splits), an .npy or an .npz (preset default: images)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run or sweep where it stopped")
     train.set_defaults(func=_cmd_train)
 

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .data.catalog import DATASETS
+from .data.catalog import AUTO, DATASETS, IMAGES, image_shape, label_names
 
 
 class ConfigError(ValueError):
@@ -41,8 +41,9 @@ PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
 
 # config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
 REGISTRIES: dict[str, tuple[str, str]] = {
-    "data.name": ("data.catalog", "DATASETS"),
+    "data.name": ("data.catalog", "DATA_NAMES"),
     "data.binarization": ("data.views", "VIEWS"),
+    "data.resize_mode": ("data.images", "RESIZE_MODES"),
     "model.net": ("model", "NETWORKS"),
     "model.latent": ("latents", "LATENT_FAMILIES"),
     "model.prior": ("latents", "PRIORS"),
@@ -94,20 +95,44 @@ def _seed(value: int, key: str) -> None:
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"
-    binarization: str = "dynamic"
-    val_size: int = 10_000  # taken from the end of the training images
+    name: str = "mnist"  # a known data set, or "images": your own (a folder, .npy or .npz at data_dir)
+    binarization: str = "dynamic"  # or "auto": chosen from the images when they are loaded
+    val_size: int = 10_000  # taken from the end of the training images (known data sets)
     static_seed: int = 0  # seed of the one-off binarization of `static` data
     eval_seed: int = 1234  # seed of the fixed binarization of validation and test images
     data_dir: str | None = None
+    # Your own images (name = "images"); image_size, channels and label_names are filled in
+    # from the images when training starts, so the run's config says what it was trained on.
+    image_size: list[int] = field(default_factory=list)  # [H, W] to resize to; [] keeps the images' size
+    resize_mode: str = "resize"  # resize (stretch) | crop (fill, centre crop) | pad (fit, pad with background)
+    channels: int = 0  # 1 (grey) or 3 (RGB); 0: 1 if every image is grey, else 3
+    background: list[int] = field(default_factory=lambda: [255, 255, 255])  # RGB under transparent pixels
+    val_fraction: float = 0.1  # of the images, when the folder has no val/ (or train/, val/, test/) folders
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    skip_bad: bool = False  # skip (and count) unreadable files instead of stopping at the first
+    label_names: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "data") -> None:
         _one_of(self.name, choices("data.name"), f"{prefix}.name")
-        _one_of(self.binarization, choices("data.binarization"), f"{prefix}.binarization")
-        size = DATASETS[self.name].train_size
-        _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
+        _one_of(self.binarization, (*choices("data.binarization"), AUTO), f"{prefix}.binarization")
+        if self.name != IMAGES:
+            size = DATASETS[self.name].train_size
+            _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
         _seed(self.static_seed, f"{prefix}.static_seed")
         _seed(self.eval_seed, f"{prefix}.eval_seed")
+        _seed(self.split_seed, f"{prefix}.split_seed")
+        _check(len(self.image_size) in (0, 2) and all(s >= 1 for s in self.image_size), f"{prefix}.image_size",
+               f"must be [height, width] (or [] to keep the images' size), got {self.image_size}")
+        _one_of(self.resize_mode, choices("data.resize_mode"), f"{prefix}.resize_mode")
+        _check(self.channels in (0, 1, 3), f"{prefix}.channels", f"must be 1, 3 or 0 (as the images are), "
+               f"got {self.channels}")
+        _check(len(self.background) == 3 and all(0 <= v <= 255 for v in self.background), f"{prefix}.background",
+               f"must be [r, g, b] in 0..255, got {self.background}")
+        for key in ("val_fraction", "test_fraction"):
+            _check(0 <= getattr(self, key) < 1, f"{prefix}.{key}", f"must be in [0, 1), got {getattr(self, key)}")
+        _check(self.val_fraction + self.test_fraction < 1, f"{prefix}.test_fraction",
+               "val_fraction + test_fraction must leave some images to train on")
 
 
 @dataclass
@@ -160,7 +185,7 @@ class ModelConfig:
         _one_of(self.activation, choices("model.activation"), f"{prefix}.activation")
         _one_of(self.init, choices("model.init"), f"{prefix}.init")
         _check(self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}")
-        _one_of(self.likelihood, choices("model.likelihood"), f"{prefix}.likelihood")
+        _one_of(self.likelihood, (*choices("model.likelihood"), AUTO), f"{prefix}.likelihood")
         _one_of(self.gaussian_variance, choices("model.gaussian_variance"), f"{prefix}.gaussian_variance")
         _check(self.gaussian_sigma > 0, f"{prefix}.gaussian_sigma", f"must be > 0, got {self.gaussian_sigma}")
         _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",
@@ -312,6 +337,12 @@ class RunConfig:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
+        if self.data.name != IMAGES:  # a user's images are counted when they are loaded
+            self._check_sizes()
+        self._check_combinations()
+        self._check_sweep_members()
+
+    def _check_sizes(self) -> None:
         subset = self.train.train_subset
         available = DATASETS[self.data.name].train_size - self.data.val_size
         _check(subset <= available, "train.train_subset",
@@ -319,8 +350,6 @@ class RunConfig:
         n_train = subset if subset else available
         _check(self.train.batch_size <= n_train, "train.batch_size",
                f"{self.train.batch_size} is larger than the {n_train} training images")
-        self._check_combinations()
-        self._check_sweep_members()
 
     def _check_sweep_members(self) -> None:
         """Each sweep member's overrides must give a valid config (as pipeline.member_configs builds it)."""
@@ -337,14 +366,17 @@ class RunConfig:
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
         likelihood, view = self.model.likelihood, self.data.binarization
-        binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
-        _check(binary or view == "grey", "model.likelihood",
-               f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
-               "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
-        data = DATASETS[self.data.name]
-        _check(not self.model.conditional or self.model.n_classes >= data.n_classes, "model.n_classes",
-               f"{self.model.n_classes} classes, but {data.name} labels go up to {data.n_classes - 1}")
-        _, h, w = data.image_shape
+        if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
+            binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
+            _check(binary or view == "grey", "model.likelihood",
+                   f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
+                   "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
+        if self.data.name == IMAGES and not self.data.image_size:
+            return  # the images' size and labels are read from them when training starts
+        n_classes = len(label_names(self.data))
+        _check(not self.model.conditional or self.model.n_classes >= n_classes, "model.n_classes",
+               f"{self.model.n_classes} classes, but {self.data.name} labels go up to {n_classes - 1}")
+        _, h, w = image_shape(self.data) if self.data.channels or self.data.name != IMAGES else (0, *self.data.image_size)
         layers = len(self.model.conv_channels)
         _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
                f"{layers} stride-2 layers need image sides divisible by {2**layers}; {self.data.name} is {h}x{w}")

@@ -215,7 +215,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     The result names the weights it scored (`weights_sha256`, see `runs.fingerprint`). `model`, when
     given, must carry `weights_sha256` and `run_config` as `load_run` sets them.
     """
-    from .data import load_dataset
+    from .data import load_data
     from .data.views import make_views
     from .runs import RunFolder, load_run
     from .training import resolve_device
@@ -230,7 +230,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     config = model.run_config
     check_scorable(config)
     if data is None:
-        raw = load_dataset(config.data.name, data_dir or config.data.data_dir, progress=progress)
+        raw = load_data(config.data, data_dir, progress=progress)
         data = make_views(raw, config.data, torch_device)
     started = time.perf_counter()
     result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress, parallel)

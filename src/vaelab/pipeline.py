@@ -8,6 +8,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, config_from_dict, parse_override
 from .config import _merge as merge_dicts
+from .data.catalog import AUTO, IMAGES
 from .runs import RunFolder, SweepFolder, member_configs
 
 # Keys a finished or interrupted run may change when it is resumed: how long it trains and what
@@ -37,7 +38,7 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     run that has finished does nothing (and says how to train it longer) unless its config now
     allows more training.
     """
-    from .data import load_dataset
+    from .data import load_data
     from .data.views import make_views
     from .parallel import from_environment
     from .training import Trainer, resolve_device
@@ -47,8 +48,10 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     if not parallel.is_main:
         log = _quiet
     if raw is None:
-        raw = load_dataset(config.data.name, data_dir or config.data.data_dir)
+        raw = load_data(config.data, data_dir)
     log(f"data: {raw.name} from {raw.source}")
+    if config.data.name == IMAGES and not resume:
+        config = fit_to_images(config, raw, data_dir, log)
     data = make_views(raw, config.data, device, config.train.train_subset)
     if not resume and parallel.is_main:
         folder.create(config)
@@ -80,6 +83,39 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
         folder.write_summary(summary)
     parallel.barrier()
     return summary
+
+
+def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callable[[str], None]) -> RunConfig:
+    """The config with the facts of a user's images filled in: size, channels, labels, where they are,
+    and the binarization and likelihood when they are "auto" (chosen from the pixels, saying why)."""
+    from .data import save_arrays
+    from .likelihoods import likelihood_for_data
+
+    values = config.to_dict()
+    data, model = values["data"], values["model"]
+    c, h, w = raw.image_shape
+    where = data_dir or data["data_dir"]
+    data |= {"image_size": [h, w], "channels": c, "label_names": list(raw.label_names),
+             "data_dir": str(Path(where).expanduser().resolve()) if where else str(save_arrays(raw))}
+    n = {split: len(getattr(raw, f"x_{split}")) for split in ("train", "val", "test")}
+    log(f"images: {n['train']} train, {n['val']} val, {n['test']} test, {h}x{w}, "
+        f"{'grey' if c == 1 else 'RGB'}; " + (f"{len(raw.label_names)} labels ({', '.join(raw.label_names[:10])}"
+                                              f"{', ...' if len(raw.label_names) > 10 else ''})"
+                                              if raw.labelled else "no labels"))
+    if AUTO in (data["binarization"], model["likelihood"]):
+        binarization, likelihood, reason = likelihood_for_data(raw.x_train)
+        data["binarization"] = binarization if data["binarization"] == AUTO else data["binarization"]
+        model["likelihood"] = likelihood if model["likelihood"] == AUTO else model["likelihood"]
+        log(f"model.likelihood = {model['likelihood']!r}, data.binarization = {data['binarization']!r}: {reason}")
+    if values["train"]["batch_size"] > n["train"]:  # a small folder: every image in each step
+        log(f"train.batch_size = {n['train']}: the {values['train']['batch_size']} asked for is more than the "
+            f"{n['train']} training images")
+        values["train"]["batch_size"] = n["train"]
+    if model["conditional"]:
+        if not raw.labelled:
+            raise ConfigError("model.conditional: the images have no labels (put each class in its own sub-folder)")
+        model["n_classes"] = max(2, len(raw.label_names))
+    return config_from_dict(values)
 
 
 def finished_message(folder: RunFolder, config: RunConfig, state: Any) -> str:

@@ -479,11 +479,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
     Reads model.safetensors (the best weights), or for a run that has not finished, the best
     weights in its checkpoint. Nothing is unpickled.
     """
-    from .model import IMAGE_SHAPES, VAE
+    from .data.catalog import image_shape
+    from .model import VAE
 
     folder = RunFolder(run_dir).check()
     config = folder.config()
-    model = VAE(config.model, IMAGE_SHAPES[config.data.name])
+    model = VAE(config.model, image_shape(config.data))
     weights, digest, path = folder.weights()
     try:
         model.load_state_dict(weights)

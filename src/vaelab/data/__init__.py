@@ -4,6 +4,7 @@ from .errors import DataError, DataWarning, SourceUnavailable
 from .folder import load_image_folder, load_images
 from .imagearrays import load_image_arrays, load_image_file
 from .imagedata import ImageDataset
+from .load import load_data, save_arrays
 from .idx import read_idx
 from .sources import (
     DATASET_NAMES,
@@ -32,4 +33,6 @@ __all__ = [
     "load_image_folder",
     "load_image_file",
     "load_image_arrays",
+    "load_data",
+    "save_arrays",
 ]

@@ -42,3 +42,32 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
 
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {name: info.image_shape for name, info in DATASETS.items()}
 """(C, H, W) by data set name: what a model is built for (`model.IMAGE_SHAPES` re-exports it)."""
+
+IMAGES = "images"
+"""data.name of a user's own images (a folder, an .npy/.npz file or arrays): their shape, size and
+labels are facts of the data, read when it is loaded and recorded in the run's config."""
+
+DATA_NAMES: tuple[str, ...] = (*DATASETS, IMAGES)
+"""The values of data.name."""
+
+AUTO = "auto"
+"""data.binarization / model.likelihood chosen from the data when it is loaded (see
+`likelihoods.likelihood_for_data`), and recorded in the run's config."""
+
+
+def image_shape(data: object) -> tuple[int, int, int]:
+    """(C, H, W) of the images a data config describes (a user's images: as resolved when loaded)."""
+    name = getattr(data, "name")
+    if name != IMAGES:
+        return DATASETS[name].image_shape
+    size, channels = list(getattr(data, "image_size")), getattr(data, "channels")
+    if len(size) != 2 or not channels:
+        raise ValueError(f"data.image_size / data.channels: not resolved yet for {IMAGES} "
+                         "(they are set from the images when training starts)")
+    return (channels, size[0], size[1])
+
+
+def label_names(data: object) -> tuple[str, ...]:
+    """The display name of each label of the data a data config describes."""
+    name = getattr(data, "name")
+    return tuple(getattr(data, "label_names")) if name == IMAGES else DATASETS[name].label_names

@@ -35,13 +35,18 @@ def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bo
     return _load_images(Path(where).expanduser(), data, progress)
 
 
+def image_options(data: Any) -> dict[str, Any]:
+    """How a data config's settings shape a user's images, as the image readers take them."""
+    return {"image_size": tuple(data.image_size) or None, "resize_mode": data.resize_mode,
+            "channels": data.channels or None, "background": tuple(data.background),
+            "val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+
+
 def _load_images(path: Path, data: Any, progress: bool) -> Any:
     from .folder import load_image_folder
     from .imagearrays import load_image_file
 
-    shared = {"image_size": tuple(data.image_size) or None, "resize_mode": data.resize_mode,
-              "channels": data.channels or None, "background": tuple(data.background),
-              "val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+    shared = image_options(data)
     if path.is_dir():
         return load_image_folder(path, skip_bad=data.skip_bad, progress=progress, **shared)
     if path.suffix.lower() in (".npy", ".npz"):

@@ -13,13 +13,16 @@ host-to-device copy sits in the training loop.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..config import DataConfig
+from .catalog import DATASETS
 
 if TYPE_CHECKING:
     from .sources import RawDataset
@@ -139,6 +142,8 @@ class ImageData:
     train: ImageSet
     val: ImageSet
     test: ImageSet
+    label_names: tuple[str, ...] = ()  # the name of each label
+    labelled: bool = True  # False: the images came without labels (their labels are all 0)
 
     @property
     def n_pixels(self) -> int:
@@ -152,33 +157,47 @@ def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(images.float() / 255.0, generator=generator).to(torch.uint8)
 
 
-def make_views(raw: RawDataset, config: DataConfig, device: torch.device | str = "cpu",
+def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
                train_subset: int = 0) -> ImageData:
     """Split raw arrays into train/val/test in the configured view, on `device`.
 
-    The validation split is the last `config.val_size` training images. For `dynamic`, the
-    validation images are binarized with seed `eval_seed + 1` and the test images with
-    `eval_seed` (the fixed evaluation binarization); for `static`, train, validation and test
-    are binarized once from `static_seed`, `static_seed + 1` and `static_seed + 2`.
+    The validation split is the raw data's own (a user's images: their val/ folder or fraction),
+    else the last `config.val_size` training images (the last `val_fraction` of them for a user's
+    images). For `dynamic`, the validation images are binarized with seed `eval_seed + 1` and the
+    test images with `eval_seed` (the fixed evaluation binarization); for `static`, train,
+    validation and test are binarized once from `static_seed`, `static_seed + 1` and `static_seed + 2`.
     """
-    x_train = torch.from_numpy(raw.x_train).reshape(len(raw.x_train), -1)
-    y_train = torch.from_numpy(raw.y_train).long()
-    x_test = torch.from_numpy(raw.x_test).reshape(len(raw.x_test), -1)
-    y_test = torch.from_numpy(raw.y_test).long()
-    n_fit = len(x_train) - config.val_size
-    if n_fit < 1:
-        raise ValueError(f"data.val_size={config.val_size} leaves no training images out of {len(x_train)}")
-    splits = {
-        "train": (x_train[:n_fit], y_train[:n_fit]),
-        "val": (x_train[n_fit:], y_train[n_fit:]),
-        "test": (x_test, y_test),
-    }
+    splits = _splits(raw, config)
     if train_subset:
         splits["train"] = tuple(t[:train_subset] for t in splits["train"])
     sets = {name: _view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
     shape = tuple(raw.x_train.shape[1:]) if raw.x_train.ndim == 4 else (1, *raw.x_train.shape[1:3])
+    labelled = getattr(raw, "y_train", None) is not None
+    names = tuple(getattr(raw, "label_names", ()) or (DATASETS[raw.name].label_names if raw.name in DATASETS else ()))
     return ImageData(raw.name, config.binarization, raw.source, shape,
-                     **{name: s.to(device) for name, s in sets.items()})
+                     **{name: s.to(device) for name, s in sets.items()}, label_names=names, labelled=labelled)
+
+
+def _splits(raw: Any, config: DataConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{split: (pixels (n, n_pixels) uint8, labels (n,) int64)}; images without labels get label 0."""
+    def pair(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with warnings.catch_warnings():
+            # A user's images are a read-only memory map of the cache (larger than memory stays
+            # on disk); nothing writes into the pixels, so torch's warning about that is moot.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            pixels = torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), -1)
+        labels = torch.zeros(len(x), dtype=torch.long) if y is None else torch.from_numpy(np.asarray(y)).long()
+        return pixels, labels
+
+    train, test = pair(raw.x_train, raw.y_train), pair(raw.x_test, raw.y_test)
+    if len(getattr(raw, "x_val", ())):
+        return {"train": train, "val": pair(raw.x_val, raw.y_val), "test": test}
+    n_val = config.val_size if not hasattr(raw, "x_val") else max(1, round(config.val_fraction * len(train[0])))
+    n_fit = len(train[0]) - n_val
+    if n_fit < 1:
+        raise ValueError(f"data.val_size={n_val} leaves no training images out of {len(train[0])}")
+    return {"train": (train[0][:n_fit], train[1][:n_fit]), "val": (train[0][n_fit:], train[1][n_fit:]),
+            "test": test}
 
 
 def _view(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:

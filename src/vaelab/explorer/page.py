@@ -281,10 +281,10 @@ def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_poin
     model = load_run(run_dir) if model is None else model
     config = getattr(model, "run_config", None) or run.config()
     if data is None:
-        from ..data import load_dataset
+        from ..data import load_data
         from ..data.views import make_views
 
-        raw = load_dataset(config.data.name, config.data.data_dir, progress=False)
+        raw = load_data(config.data, progress=False)
         data = make_views(raw, config.data)
     means, labels = posterior_means(model, data.test, n_points, seed)
     page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data))

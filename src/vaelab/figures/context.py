@@ -154,10 +154,10 @@ def current_kl(folder: Any, held: str | None) -> tuple[list[float] | None, str]:
 
 
 def _load_data(config: Any, device: torch.device) -> ImageData:
-    from ..data import load_dataset
+    from ..data import load_data
     from ..data.views import make_views
 
-    raw = load_dataset(config.data.name, config.data.data_dir, progress=False)
+    raw = load_data(config.data, progress=False)
     return make_views(raw, config.data, device)
 
 
