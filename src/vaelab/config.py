@@ -345,9 +345,11 @@ class RunConfig:
         _check(not self.model.conditional or self.model.n_classes >= data.n_classes, "model.n_classes",
                f"{self.model.n_classes} classes, but {data.name} labels go up to {data.n_classes - 1}")
         _, h, w = data.image_shape
-        layers = len(self.model.conv_channels)
-        _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
-               f"{layers} stride-2 layers need image sides divisible by {2**layers}; {self.data.name} is {h}x{w}")
+        if self.model.net == "conv":
+            from .nets import check_conv_fits  # here, not at the top: nets imports this module
+
+            # any size whose sides survive the halvings, odd ones included (the rule: nets.conv_sides)
+            check_conv_fits(h, w, len(self.model.conv_channels), f"{self.data.name} is")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
