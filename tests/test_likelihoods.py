@@ -1,12 +1,16 @@
 """The continuous Bernoulli and discretized logistic heads against closed forms, integrals and sampling."""
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import ContinuousBernoulli
 
-from vaelab.config import ModelConfig
+from vaelab.config import DataConfig, ModelConfig
+from vaelab.data.views import make_views
+from vaelab.evaluate import evaluate_images
 from vaelab.likelihoods import (
     DISCRETE_LIKELIHOODS,
     LIKELIHOOD_HEADS,
@@ -297,3 +301,30 @@ def test_every_head_works_inside_the_vae(name):
         assert (log_p <= 0).all()
     mean = model.decode_mean(z)
     assert mean.shape == (5, 3, 12) and ((mean >= 0) & (mean <= 1)).all()
+
+
+def _odd_colour_raw(n_train=12, n_test=6):
+    rng = np.random.default_rng(0)
+    return SimpleNamespace(name="odd", source="generated",
+                           x_train=rng.integers(0, 256, (n_train, 3, 45, 37), dtype=np.uint8),
+                           y_train=np.zeros(n_train, np.uint8),
+                           x_test=rng.integers(0, 256, (n_test, 3, 45, 37), dtype=np.uint8),
+                           y_test=np.zeros(n_test, np.uint8))
+
+
+def test_bits_per_dim_counts_every_channel_and_pixel_of_an_odd_colour_image():
+    torch.manual_seed(0)
+    data = make_views(_odd_colour_raw(), DataConfig(binarization="grey", val_size=4))
+    n_dims = data.test.pixels.shape[1]  # what evaluate_run passes to bits_per_dim
+    assert n_dims == data.n_pixels == 3 * 45 * 37
+    model = VAE(ModelConfig(latent_dim=2, net="conv", conv_channels=[4, 8], likelihood="discretized_logistic"),
+                data.image_shape)
+    x = data.test.batch(slice(None))
+    p = model.likelihood(model.posterior(x).mean)
+    assert p.event_shape == (n_dims,)
+    per_dim_bits = -p.base_dist.log_prob(x) / math.log(2)  # (images, C*H*W)
+    torch.testing.assert_close(torch.tensor([bits_per_dim(-lp, n_dims) for lp in p.log_prob(x).tolist()]),
+                               per_dim_bits.mean(-1))
+    result = evaluate_images(model, data.test, k=2)
+    assert 0 < bits_per_dim(result["nll"], n_dims) < 64
+
