@@ -119,7 +119,7 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """z (..., in_features) -> (..., params * C*H*W), parameter-major, through transposed convolutions.
 
-    Each transposed convolution undoes one encoder step exactly: from s_{i+1} = floor(s_i/2) it
+    Each transposed convolution gives back the size one encoder step took: from s_{i+1} = floor(s_i/2) it
     makes 2 s_{i+1} + output_padding = s_i with output_padding = s_i mod 2 (see `conv_sides`).
     """
 
