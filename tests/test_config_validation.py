@@ -263,7 +263,7 @@ def test_batch_as_large_as_the_data_is_fine():
 
 @pytest.mark.parametrize("overrides, key", [
     (["model.likelihood=gaussian"], "model.likelihood"),  # grey-level model on {0,1} pixels
-    (["model.net=conv", "model.conv_channels=[8, 8, 8]"], "model.conv_channels"),  # 28 is not divisible by 8
+    (["model.net=conv", "model.conv_channels=[8, 8, 8, 8, 8]"], "model.conv_channels"),  # 28 halves to 0
     (["model.latent_dim2=2", "model.latent=laplace"], "model.latent_dim2"),
     (["objective.name=iwae", "objective.beta=0.5"], "objective.beta"),
     (["model.conditional=true", "model.n_classes=5"], "model.n_classes"),  # mnist labels go up to 9

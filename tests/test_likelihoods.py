@@ -1,12 +1,16 @@
 """The continuous Bernoulli and discretized logistic heads against closed forms, integrals and sampling."""
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import ContinuousBernoulli
 
-from vaelab.config import ModelConfig
+from vaelab.config import DataConfig, ModelConfig, choices, resolve_config
+from vaelab.data.views import make_views
+from vaelab.evaluate import evaluate_images
 from vaelab.likelihoods import (
     DISCRETE_LIKELIHOODS,
     LIKELIHOOD_HEADS,
@@ -15,7 +19,9 @@ from vaelab.likelihoods import (
     ContinuousBernoulliHead,
     DiscretizedLogistic,
     DiscretizedLogisticHead,
+    _pixel_sample,
     bits_per_dim,
+    likelihood_for_data,
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
 )
@@ -297,3 +303,89 @@ def test_every_head_works_inside_the_vae(name):
         assert (log_p <= 0).all()
     mean = model.decode_mean(z)
     assert mean.shape == (5, 3, 12) and ((mean >= 0) & (mean <= 1)).all()
+
+
+def _odd_colour_raw(n_train=12, n_test=6):
+    rng = np.random.default_rng(0)
+    return SimpleNamespace(name="odd", source="generated",
+                           x_train=rng.integers(0, 256, (n_train, 3, 45, 37), dtype=np.uint8),
+                           y_train=np.zeros(n_train, np.uint8),
+                           x_test=rng.integers(0, 256, (n_test, 3, 45, 37), dtype=np.uint8),
+                           y_test=np.zeros(n_test, np.uint8))
+
+
+def test_bits_per_dim_counts_every_channel_and_pixel_of_an_odd_colour_image():
+    torch.manual_seed(0)
+    data = make_views(_odd_colour_raw(), DataConfig(binarization="grey", val_size=4))
+    n_dims = data.test.pixels.shape[1]  # what evaluate_run passes to bits_per_dim
+    assert n_dims == data.n_pixels == 3 * 45 * 37
+    model = VAE(ModelConfig(latent_dim=2, net="conv", conv_channels=[4, 8], likelihood="discretized_logistic"),
+                data.image_shape)
+    x = data.test.batch(slice(None))
+    p = model.likelihood(model.posterior(x).mean)
+    assert p.event_shape == (n_dims,)
+    per_dim_bits = -p.base_dist.log_prob(x) / math.log(2)  # (images, C*H*W)
+    torch.testing.assert_close(torch.tensor([bits_per_dim(-lp, n_dims) for lp in p.log_prob(x).tolist()]),
+                               per_dim_bits.mean(-1))
+    result = evaluate_images(model, data.test, k=2)
+    assert 0 < bits_per_dim(result["nll"], n_dims) < 64
+
+
+# ---------------------------------------------------------------- a default likelihood from the data
+
+def test_black_and_white_images_get_the_binary_head():
+    pixels = np.where(np.random.default_rng(0).random((20, 28, 28)) > 0.7, 255, 0).astype(np.uint8)
+    choice = likelihood_for_data(pixels)
+    assert choice == ("static", "bernoulli", "the images are black and white (every pixel is 0 or 255)")
+    assert LIKELIHOOD_HEADS[choice.likelihood].data_range == "binary"
+
+
+@pytest.mark.parametrize("shape", [(20, 28, 28), (5, 3, 45, 37)])
+def test_grey_and_colour_images_get_the_8bit_head(shape):
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
+    binarization, likelihood, reason = likelihood_for_data(pixels)
+    assert (binarization, likelihood) == ("grey", "discretized_logistic")
+    assert LIKELIHOOD_HEADS[likelihood].data_range == "8bit" and likelihood in DISCRETE_LIKELIHOODS
+    assert reason.startswith("the pixels take 256 levels") and "bits per dimension" in reason
+
+
+def test_a_single_grey_level_is_enough_for_the_8bit_head():
+    pixels = np.zeros((10, 7, 9), np.uint8)
+    pixels[3, 2, 8] = 128
+    assert likelihood_for_data(pixels).likelihood == "discretized_logistic"
+
+
+def test_masks_stored_as_0_and_1_are_grey_but_the_reason_says_how_to_fix_them():
+    choice = likelihood_for_data(np.array([[0, 1], [1, 0]], np.uint8))
+    assert choice.likelihood == "discretized_logistic" and "scale them to 0 and 255" in choice.reason
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_choices_make_a_valid_config(binary):
+    pixels = np.array([0, 255] if binary else [0, 17, 255], np.uint8)
+    binarization, likelihood, _ = likelihood_for_data(pixels)
+    assert binarization in choices("data.binarization") and likelihood in choices("model.likelihood")
+    resolve_config(overrides=[f"data.binarization={binarization}", f"model.likelihood={likelihood}"])
+
+
+def test_only_a_bounded_sample_of_the_pixels_is_read():
+    pixels = np.zeros(3_000_000, np.uint8)
+    values, sampled = _pixel_sample(pixels, 1000)
+    assert values.size == 1000 and sampled
+    values, sampled = _pixel_sample(torch.from_numpy(pixels), 1000)
+    assert values.size == 1000 and sampled and values.dtype == np.uint8
+    values, sampled = _pixel_sample(pixels, 3_000_000)
+    assert values.size == 3_000_000 and not sampled
+    # one grey pixel among millions is missed by a small sample, which the reason says it was
+    pixels[1_234_567] = 128
+    assert likelihood_for_data(pixels, sample=1000).reason.endswith("(every one of 1,000 pixels drawn at random "
+                                                                   "is 0 or 255)")
+    assert likelihood_for_data(pixels, sample=len(pixels)).likelihood == "discretized_logistic"
+
+
+@pytest.mark.parametrize("pixels, message", [
+    (np.zeros(4), "uint8"), (torch.zeros(4), "uint8"), (np.zeros(0, np.uint8), "no pixels"),
+])
+def test_pixels_that_are_not_uint8_or_none_at_all_are_refused(pixels, message):
+    with pytest.raises(ValueError, match=message):
+        likelihood_for_data(pixels)

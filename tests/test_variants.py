@@ -445,12 +445,12 @@ def test_mlp_keeps_leading_dims():
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 20, 32)])
-def test_conv_sides_not_divisible_raise_naming_conv_channels(shape):
-    channels = [4, 8, 16]  # 3 stride-2 layers: sides must divide by 8 (28 and 20 do not)
+def test_conv_sides_too_small_for_the_layers_raise_naming_conv_channels(shape):
+    channels = [4, 8, 16, 16, 16]  # 5 stride-2 layers: sides need at least 32 (28 and 20 are less)
     with pytest.raises(ValueError, match=r"model\.conv_channels"):
         ConvEncoder(shape, channels, 4)
     with pytest.raises(ValueError, match=r"model\.conv_channels"):
         ConvDecoder(4, shape, channels, 1)
     with pytest.raises(ValueError, match=r"model\.conv_channels"):
         VAE(ModelConfig(net="conv", conv_channels=channels), shape)
-    VAE(ModelConfig(net="conv", conv_channels=[4, 8]), shape)  # 2 layers: divisible by 4, fine
+    VAE(ModelConfig(net="conv", conv_channels=[4, 8, 16]), shape)  # 28 and 20 are not divisible by 8: fine now

@@ -147,7 +147,7 @@ class ModelConfig:
     gaussian_variance: str = "shared"  # fixed | shared (one learned sigma^2) | per_pixel
     gaussian_sigma: float = 0.1  # the fixed sigma, or the starting sigma when learned
     min_sigma: float = 1e-3  # floor on a learned sigma: keeps log p(x|z) bounded
-    net: str = "mlp"  # mlp | conv (strided convolutions; image sides must be divisible by 2^len(conv_channels))
+    net: str = "mlp"  # mlp | conv (stride-2 convolutions; each side must be >= 2^len(conv_channels))
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     latent: str = "normal"  # q(z|x): normal | laplace | categorical (Gumbel-softmax)
     prior: str = "normal"  # p(z) for continuous latents: normal | laplace (standard)
@@ -376,10 +376,12 @@ class RunConfig:
         n_classes = len(label_names(self.data))
         _check(not self.model.conditional or self.model.n_classes >= n_classes, "model.n_classes",
                f"{self.model.n_classes} classes, but {self.data.name} labels go up to {n_classes - 1}")
-        _, h, w = image_shape(self.data) if self.data.channels or self.data.name != IMAGES else (0, *self.data.image_size)
-        layers = len(self.model.conv_channels)
-        _check(self.model.net != "conv" or (h % 2**layers == 0 and w % 2**layers == 0), "model.conv_channels",
-               f"{layers} stride-2 layers need image sides divisible by {2**layers}; {self.data.name} is {h}x{w}")
+        h, w = image_shape(self.data)[1:] if self.data.name != IMAGES else self.data.image_size
+        if self.model.net == "conv":
+            from .nets import check_conv_fits  # here, not at the top: nets imports this module
+
+            # any size whose sides survive the halvings, odd ones included (the rule: nets.conv_sides)
+            check_conv_fits(h, w, len(self.model.conv_channels), f"{self.data.name} is")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

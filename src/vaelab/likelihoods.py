@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, constraints
@@ -308,3 +309,70 @@ LIKELIHOOD_HEADS: dict[str, type[nn.Module]] = {
 
 DISCRETE_LIKELIHOODS: frozenset[str] = frozenset(name for name, head in LIKELIHOOD_HEADS.items() if head.discrete)
 """Likelihood names whose log_prob is a log probability mass: NLL >= 0, bits/dim meaningful."""
+
+
+# ---------------------------------------------------------------- a default from the data
+
+# The data view (data.binarization) that hands a head its kind of data, the 0..255 pixels being
+# black and white or grey: binary pixels are binarized once ("static"), which leaves 0 and 255
+# exactly as they are, where "dynamic" would redraw the same 0s and 1s every epoch; 8-bit pixels
+# are kept as their levels ("grey"), which a discrete head scores as they are stored.
+VIEW_FOR_DATA_RANGE: dict[DataRange, str] = {"binary": "static", "8bit": "grey"}
+
+PIXEL_SAMPLE = 4_000_000
+"""At most this many pixel values are read by `likelihood_for_data`, so its cost does not grow with
+the data. Grey pixels rarer than about one in a million may all be missed; the reason then says
+that it looked at a sample."""
+
+
+class DataDefaults(NamedTuple):
+    """What `likelihood_for_data` chooses: data.binarization, model.likelihood, and why, in words."""
+
+    binarization: str
+    likelihood: str
+    reason: str
+
+
+def likelihood_for_data(pixels: np.ndarray | torch.Tensor, sample: int = PIXEL_SAMPLE) -> DataDefaults:
+    """The data view and the discrete likelihood that fit uint8 pixels 0..255 (any shape), with the reason.
+
+    Black-and-white images (every pixel 0 or 255) get the head whose `data_range` is "binary",
+    any others the "8bit" one: both discrete, so their NLL is in nats and converts to bits/dim.
+    At most `sample` values are read (a fixed-seed random draw when there are more).
+    """
+    values, sampled = _pixel_sample(pixels, sample)
+    levels = np.flatnonzero(np.bincount(values, minlength=256))
+    seen = f"every one of {values.size:,} pixels drawn at random" if sampled else "every pixel"
+    if set(levels.tolist()) <= {0, 255}:
+        return _defaults("binary", f"the images are black and white ({seen} is 0 or 255)")
+    reason = "the pixels take 256 levels: a discrete likelihood on 0..255 gives an NLL in nats and bits per dimension"
+    if levels[-1] == 1:  # 0/1 masks stored as uint8 read as near-black grey, not as black and white
+        reason += f"; {seen} is 0 or 1, nearly black on 0..255: if these are masks, scale them to 0 and 255"
+    return _defaults("8bit", reason)
+
+
+def _defaults(data_range: DataRange, reason: str) -> DataDefaults:
+    """The first discrete head, in LIKELIHOOD_HEADS order, that scores `data_range` data."""
+    name = next(name for name, head in LIKELIHOOD_HEADS.items() if head.data_range == data_range and head.discrete)
+    return DataDefaults(VIEW_FOR_DATA_RANGE[data_range], name, reason)
+
+
+def _pixel_sample(pixels: np.ndarray | torch.Tensor, limit: int) -> tuple[np.ndarray, bool]:
+    """(at most `limit` of the values, flat uint8; whether they are a sample rather than all of them).
+
+    The sample is drawn at random, not every k-th value: a stride can line up with the rows and
+    read one column, often a blank border. Sorted positions read a memory-mapped file in order.
+    """
+    if limit < 1:
+        raise ValueError(f"sample must be >= 1, got {limit}")
+    flat = pixels.detach().reshape(-1) if isinstance(pixels, torch.Tensor) else np.asarray(pixels).reshape(-1)
+    if flat.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"pixels must be uint8 0..255, got {flat.dtype}")
+    if len(flat) == 0:
+        raise ValueError("no pixels to choose a likelihood from")
+    sampled = len(flat) > limit
+    if sampled:
+        index = np.sort(np.random.default_rng(0).integers(len(flat), size=limit))
+        flat = flat[torch.from_numpy(index).to(flat.device)] if isinstance(flat, torch.Tensor) else flat[index]
+    values = flat.cpu().numpy() if isinstance(flat, torch.Tensor) else flat
+    return values, sampled

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .config import ConfigError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -63,9 +65,29 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def conv_sides(side: int, layers: int) -> list[int]:
+    """[s_0 = side, s_1, ..., s_layers]: the side after each stride-2 convolution, s_{i+1} = floor(s_i / 2).
+
+    A 4x4 kernel with stride 2 and padding 1 gives floor(s/2) for any s, and on an odd side its
+    windows [2i-1, 2i+2] still reach the last pixel, s-1: no pixel is dropped, so odd sides need
+    no other kernel, padding or crop. floor(floor(s/2)/2) = floor(s/4), hence the shift.
+    """
+    return [side >> i for i in range(layers + 1)]
+
+
+def check_conv_fits(h: int, w: int, layers: int, images: str = "the images are") -> None:
+    """Refuse, naming model.conv_channels, images with a side that `layers` halvings would take to 0."""
+    smallest = 1 << layers
+    if min(h, w) < smallest:
+        raise ConfigError(f"model.conv_channels: {layers} stride-2 layers halve each side {layers} times "
+                          f"(rounding down), so every side needs at least {smallest} pixels; {images} "
+                          f"{h}x{w}: use fewer layers, or model.net = \"mlp\"")
+
+
 class ConvEncoder(nn.Module):
     """Image (..., C*H*W) -> (..., out_features): stride-2 4x4 convolutions halve the sides, then a linear layer.
 
+    Any H x W whose sides survive the halvings (`check_conv_fits`); sides follow `conv_sides`.
     `extra` features (e.g. a one-hot label) join after the convolutions, before the linear layer.
     """
 
@@ -73,13 +95,13 @@ class ConvEncoder(nn.Module):
                  activation: str = "relu", extra: int = 0) -> None:
         super().__init__()
         c, h, w = image_shape
-        _check_divisible(h, w, len(channels))
+        check_conv_fits(h, w, len(channels))
         layers: list[nn.Module] = []
         for n_in, n_out in zip([c, *channels[:-1]], channels):
             layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
         self.convs = nn.Sequential(*layers)
         self.image_shape = image_shape
-        self.flat = channels[-1] * (h >> len(channels)) * (w >> len(channels))
+        self.flat = channels[-1] * conv_sides(h, len(channels))[-1] * conv_sides(w, len(channels))[-1]
         self.linear = nn.Linear(self.flat + extra, out_features)
 
     @property
@@ -95,20 +117,26 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z (..., in_features) -> (..., params * C*H*W), parameter-major, through transposed convolutions."""
+    """z (..., in_features) -> (..., params * C*H*W), parameter-major, through transposed convolutions.
+
+    Each transposed convolution gives back the size one encoder step took: from s_{i+1} = floor(s_i/2) it
+    makes 2 s_{i+1} + output_padding = s_i with output_padding = s_i mod 2 (see `conv_sides`).
+    """
 
     def __init__(self, in_features: int, image_shape: tuple[int, int, int], channels: Sequence[int],
                  params_per_pixel: int, activation: str = "relu") -> None:
         super().__init__()
         c, h, w = image_shape
-        _check_divisible(h, w, len(channels))
+        check_conv_fits(h, w, len(channels))
         reversed_channels = list(reversed(channels))
-        self.start = (reversed_channels[0], h >> len(channels), w >> len(channels))
+        # (height, width) coarsest first: s_L where the linear layer starts, then what each layer makes
+        targets = list(zip(conv_sides(h, len(channels)), conv_sides(w, len(channels))))[::-1]
+        self.start = (reversed_channels[0], *targets[0])
         self.linear = nn.Sequential(nn.Linear(in_features, math.prod(self.start)), ACTIVATIONS[activation]())
         layers: list[nn.Module] = []
         outs = [*reversed_channels[1:], c * params_per_pixel]
         for i, (n_in, n_out) in enumerate(zip(reversed_channels, outs)):
-            layers.append(nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1))
+            layers.append(_upsample(n_in, n_out, targets[i + 1]))
             if i < len(outs) - 1:
                 layers.append(ACTIVATIONS[activation]())
         self.deconvs = nn.Sequential(*layers)
@@ -123,7 +151,11 @@ class ConvDecoder(nn.Module):
         return maps.reshape(*lead, -1)  # (params*C, H, W) flattened: parameter-major
 
 
-def _check_divisible(h: int, w: int, layers: int) -> None:
-    if h % (1 << layers) or w % (1 << layers):
-        raise ValueError(f"model.conv_channels: {layers} stride-2 layers need image sides divisible by "
-                         f"{1 << layers}, got {h}x{w}")
+def _upsample(n_in: int, n_out: int, target: tuple[int, int]) -> nn.ConvTranspose2d:
+    """A 4x4 stride-2 transposed convolution from floor(h/2) x floor(w/2) to exactly h x w.
+
+    output_padding adds no parameters, so at even sides the layer is the one the divisible-only
+    rule built, and old checkpoints load unchanged.
+    """
+    h, w = target
+    return nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1, output_padding=(h % 2, w % 2))
