@@ -62,7 +62,7 @@ def test_black_and_white_images_get_a_bernoulli_and_the_reason(tmp_path):
                        log=said.append)
     config = run.config
     assert config.model.likelihood == "bernoulli" and config.data.binarization == "static"
-    assert any("every pixel 0 or 255" in line for line in said)
+    assert any("black and white (every pixel is 0 or 255)" in line for line in said)
     assert run.evaluation()["nll"] > 0 and run.evaluation().get("bits_per_dim") is not None
 
 
