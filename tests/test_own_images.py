@@ -100,3 +100,16 @@ def test_a_conditional_model_needs_labelled_images(tmp_path):
 def test_no_images_given_is_one_line(tmp_path, capsys):
     assert cli.main(["train", "--preset", "images", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.startswith("error: data.data_dir: no images given")
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2, 5])
+def test_the_latent_scatter_of_unlabelled_images_has_no_label_legend(tmp_path, latent_dim):
+    images = draw_shapes(120, size=(12, 12), seed=3)[0]
+    run = vaelab.train(data=images, overrides={"train.max_steps": 2, "evaluate.samples": 0, "figures.names": [],
+                                               "model.latent_dim": latent_dim}, out=tmp_path / "u", log=quiet)
+    from vaelab.figures import figure_context
+    from vaelab.figures.latent import draw_latent_scatter
+
+    figure = draw_latent_scatter(figure_context(run.path))
+    legends = [ax.get_legend() for ax in figure.axes if ax.get_legend() is not None]
+    assert not legends and run.figure("latent-scatter").path.is_file()

@@ -113,7 +113,10 @@ class FigureContext:
         return test.batch(index).to(self.model.device), y
 
     def class_names(self, classes: Sequence[int]) -> list[str]:
-        return class_names(self.data.name, classes)
+        """Display names of labels: the data's own (a user's folder names), else the data set's."""
+        names = getattr(self.data, "label_names", ())
+        return [names[k] if k < len(names) else str(k) for k in classes] if names else class_names(self.data.name,
+                                                                                                   classes)
 
     def headline(self, what: str) -> str:
         return f"{self.title}\n{what}"

@@ -191,6 +191,9 @@ def _tsne_2d(points: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def _label_names(ctx: FigureContext, labels: torch.Tensor) -> dict[int, str]:
+    """{label: name} of the labels present; {} for images that came without labels."""
+    if not getattr(ctx.data, "labelled", True):
+        return {}
     classes = torch.unique(labels).tolist()
     return dict(zip(classes, ctx.class_names(classes)))
 
@@ -200,6 +203,9 @@ def _scatter_by_label(ax: Any, xy: torch.Tensor, labels: torch.Tensor, names: di
     cmap = colormaps["tab10"]
     order = torch.randperm(len(xy), generator=torch.Generator().manual_seed(seed))
     xy, labels = xy[order].numpy(), labels[order].numpy()
+    if not names:  # unlabelled images: one colour, no legend
+        ax.scatter(xy[:, 0], xy[:, 1], color=cmap(0), s=3, alpha=0.6, linewidths=0, rasterized=True)
+        return
     ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(k % 10) for k in labels], s=3, alpha=0.6, linewidths=0, rasterized=True)
     handles = [Line2D([], [], marker="o", linestyle="", color=cmap(k % 10), label=name) for k, name in names.items()]
     ax.legend(handles=handles, title="label", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
@@ -265,7 +271,8 @@ def _reduce_2d(ctx: FigureContext, shown: ScatterPoints,
 
 
 def draw_latent_scatter(ctx: FigureContext) -> Figure:
-    """Test-set posterior means coloured by label: 2-D directly, more dims through PCA or t-SNE."""
+    """Test-set posterior means coloured by label (if the images have labels): 2-D directly, more dims
+    through PCA or t-SNE."""
     shown = scatter_points(ctx)
     labels = ctx.data.test.labels.cpu()
     fig = Figure(figsize=(7.5, 6.0), dpi=100)
@@ -280,7 +287,7 @@ def draw_latent_scatter(ctx: FigureContext) -> Figure:
 def _plot_codes(ax: Any, ctx: FigureContext, shown: ScatterPoints, labels: torch.Tensor) -> str:
     """Plot the codes coloured by label: a strip per label for 1-D codes, else a 2-D scatter; returns what it shows."""
     if shown.points.shape[1] == 1 and shown.raw_2d:
-        _strip_by_label(ax, shown.points[:, 0], labels, _label_names(ctx, labels), ctx.seed,
+        _strip_by_label(ax, shown.points[:, 0], labels, _label_names(ctx, labels) or {0: "all images"}, ctx.seed,
                         f"{_axis_label(shown.axis, 0)} (posterior mean)")
         return f"1-D {shown.noun} of the {len(labels)} test images, one row per label"
     xy, labels, xlabel, ylabel, what = _reduce_2d(ctx, shown, labels)
