@@ -75,7 +75,7 @@ def test_each_vaelab_command_is_one_the_parser_takes(line, args):
     from vaelab.cli import build_parser
     from vaelab.config import resolve_config
     from vaelab.pipeline import extended_config
-    from vaelab.plots import FIGURES
+    from vaelab.figures import FIGURES
 
     parser = build_parser()
     if args == ["--version"]:
