@@ -21,8 +21,9 @@ import torch
 from vaelab.config import resolve_config
 from vaelab.data import load_dataset
 from vaelab.data.views import make_views
+from vaelab.device import resolve_device
 from vaelab.runs import RunFolder
-from vaelab.training import Trainer, resolve_device
+from vaelab.training import Trainer
 
 
 def _trainer(raw, preset: str, compiled: bool, extra: list[str]) -> Trainer:

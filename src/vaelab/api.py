@@ -72,7 +72,7 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
     """Train a preset (default mnist-lab) into a new run folder and return it; a sweep preset trains
     all its members. Evaluation and figures follow as the config says, as with `vaelab train`."""
     from .pipeline import sweep_run, train_run
-    from .training import resolve_device
+    from .device import resolve_device
 
     run_config = make_config(preset, config, overrides, **keywords)
     run_dir = Path(out) if out is not None else new_run_dir(run_config)

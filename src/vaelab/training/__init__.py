@@ -1,9 +1,7 @@
 """Training: the loop with early stopping and exact resume (`loop`), the compiled step (`compiled`)."""
 
 from .loop import (AUTO_COMPILE_STEPS, OPTIMIZERS, NonFiniteError, RunLockedError, Trainer, TrainState,
-                   build_optimizer, compiles, dataset_elbo, learning_rate, native_bfloat16, network_dtype,
-                   resolve_device, schedule_epochs)
+                   build_optimizer, compiles, dataset_elbo, learning_rate, schedule_epochs)
 
 __all__ = ["AUTO_COMPILE_STEPS", "OPTIMIZERS", "NonFiniteError", "RunLockedError", "Trainer", "TrainState",
-           "build_optimizer", "compiles", "dataset_elbo", "learning_rate", "native_bfloat16", "network_dtype",
-           "resolve_device", "schedule_epochs"]
+           "build_optimizer", "compiles", "dataset_elbo", "learning_rate", "schedule_epochs"]

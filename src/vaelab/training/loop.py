@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, OptimConfig, RunConfig
+from ..config import OptimConfig, RunConfig
 from ..data.views import ImageData, ImageSet
+from ..device import network_dtype, resolve_device
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
 from ..distributions import Noise
 from ..model import VAE
@@ -65,38 +66,6 @@ def build_optimizer(model: torch.nn.Module, config: OptimConfig, fused: bool = F
     return OPTIMIZERS[config.name](model.parameters(), config, fused)
 
 
-def resolve_device(name: str, key: str = "train.device") -> torch.device:
-    """The torch device `name` (auto: CUDA if torch sees one); a ConfigError naming `key` when unusable."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{key}: {name!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}: {name!r} asked for, but torch sees no CUDA device; use cpu") from None
-    if device.type not in ("cpu", "cuda") and not _available(device):
-        raise ConfigError(f"{key}: {name!r} asked for, but this torch build cannot use it; use cpu") from None
-    return device
-
-
-def _available(device: torch.device) -> bool:
-    """Whether a device of another kind than cpu/cuda (mps, xpu, ...) can hold a tensor here."""
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError):
-        return False
-    return True
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether `device` multiplies bfloat16 in hardware (AVX-512 BF16 or AMX on x86 CPUs)."""
-    if device.type != "cpu":
-        return False
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 # Compiling the step costs about 20 s on 2 CPU cores the first time (4-6 s once torch's cache
 # holds the kernels) and then saves 1-2 ms of a 3-9 ms step (MNIST MLPs, batch 20-128): it pays
 # from about 15,000 steps the first time and 3,000 after. Runs of 5,000 steps (MNIST: 11 epochs
@@ -114,19 +83,6 @@ def compiles(setting: bool | str, device: torch.device, planned_steps: int, whol
     if setting == "auto":
         return device.type == "cpu" and whole and planned_steps >= AUTO_COMPILE_STEPS
     return bool(setting)
-
-
-def network_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype of the network products in training steps; None is float32.
-
-    "auto" picks bfloat16 on CPUs that multiply it natively: there the products, which are
-    most of a step, run about twice as fast, while the likelihood, KL and optimizer stay in
-    float32 (see `VAE.mixed_precision`). Elsewhere float32: a GPU trains these small
-    networks at a speed set by kernel launches, not by arithmetic.
-    """
-    if precision == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else None
-    return {"float32": None, "bfloat16": torch.bfloat16}[precision]
 
 
 class NonFiniteError(RuntimeError):
