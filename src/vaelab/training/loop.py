@@ -8,7 +8,6 @@ state is checkpointed, so a resumed run continues the same stream.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -25,6 +24,7 @@ import torch
 from ..config import OptimConfig, RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
+from .checkpoint import Checkpoint, TrainState
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
 from ..distributions import Noise
 from ..model import VAE
@@ -116,66 +116,6 @@ def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1
     return {"elbo": total[0].item(), "reconstruction": total[1].item(), "kl": total[2].item()}
 
 
-# ---------------------------------------------------------------- checkpoint state
-
-@dataclass
-class TrainState:
-    """Where training stands; with the tensors in the checkpoint, enough to resume exactly."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    step_in_epoch: int = 0  # batches of `epoch` already done
-    global_step: int = 0
-    best_val_elbo: float = -math.inf
-    best_epoch: int = -1
-    epochs_since_best: int = 0
-    finished: bool = False
-    stop_reason: str = ""
-    seconds: float = 0.0  # training time spent in `epoch` so far
-    train_seconds: float = 0.0  # wall time of the whole run so far, summed over every resume
-    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
-
-    def to_json(self) -> str:
-        values = dict(self.__dict__)
-        values["best_val_elbo"] = None if math.isinf(self.best_val_elbo) else self.best_val_elbo
-        return json.dumps(values)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainState:
-        values = json.loads(text)
-        if values["best_val_elbo"] is None:
-            values["best_val_elbo"] = -math.inf
-        return cls(**values)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    """Split an optimizer state_dict into tensors (for safetensors) and the rest (JSON); no pickle."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, Any]:
-    meta = json.loads(text)
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    # JSON turned tuples (Adam's betas) into lists; give optimizers back what they wrote.
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
-              for group in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
-
-
 # ---------------------------------------------------------------- the trainer
 
 @dataclass
@@ -255,29 +195,25 @@ class Trainer:
         self._clock = now
         if not self.parallel.is_main:
             return
-        optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors |= {f"best.{k}": v for k, v in self.best_weights.items()}
-        tensors |= optim_tensors
-        tensors |= {"rng.current": self.generator.get_state(), "rng.epoch_start": self.epoch_start_rng,
-                    "sums": self.sums}
-        self.folder.save_checkpoint(tensors, {"state": self.state.to_json(), "optimizer": optim_meta})
+        checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
+                                self.generator.get_state(), self.epoch_start_rng, self.sums)
+        self.folder.save_checkpoint(*checkpoint.contents())
 
     def load_checkpoint(self) -> None:
-        path = self.folder.file(CHECKPOINT)
-        tensors, meta = self.folder.load_checkpoint()
+        contents = self.folder.load_checkpoint()
         try:
-            model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-            self.model.load_state_dict(model)
-            self.best_weights = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
-            self.optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
-            self.generator.set_state(tensors["rng.current"])
+            saved = Checkpoint.from_contents(*contents)
+            self.model.load_state_dict(saved.weights)
+            self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
+            self.optimizer.load_state_dict(saved.optimizer)
+            self.generator.set_state(saved.rng)
             if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
-                self.noise = self._rank_noise(int(json.loads(meta["state"])["global_step"]))
-            self.epoch_start_rng = tensors["rng.epoch_start"]
-            self.sums = tensors["sums"].to(self.device)
-            self.state = TrainState.from_json(meta["state"])
+                self.noise = self._rank_noise(saved.state.global_step)
+            self.epoch_start_rng = saved.epoch_start_rng
+            self.sums = saved.sums.to(self.device)
+            self.state = saved.state
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            path = self.folder.file(CHECKPOINT)
             raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
         self.folder.drop_metrics_after(self.state.epoch)
 
