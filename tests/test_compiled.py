@@ -98,8 +98,8 @@ def test_compiled_step_trains_like_the_eager_step(tmp_path, tiny_raw, extra, who
     assert torch.equal(start, _weights(compiled))
     losses = {}  # per optimizer step
     for name, trainer in (("eager", eager), ("compiled", compiled)):
-        check, losses[name] = trainer._check_loss, {}
-        trainer._check_loss = lambda loss, check=check, out=losses[name], t=trainer: (
+        check, losses[name] = trainer.guard.check_loss, {}
+        trainer.guard.check_loss = lambda loss, check=check, out=losses[name], t=trainer: (
             out.__setitem__(t.state.global_step, loss.item()), check(loss))
     eager_summary, compiled_summary = eager.fit(), compiled.fit()
     losses = {name: [by_step[s] for s in sorted(by_step)] for name, by_step in losses.items()}

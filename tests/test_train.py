@@ -149,7 +149,7 @@ def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_ch
     from vaelab.training import NonFiniteError
 
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
-    trainer.fault_read_every = read_every  # 50: the GPU's way, the step noted on the device, read at epoch end
+    trainer.guard.read_every = read_every  # 50: the GPU's way, the step noted on the device, read at epoch end
     step = trainer._step
     poisoned = {"done": False}
 

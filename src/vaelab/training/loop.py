@@ -25,6 +25,7 @@ from ..config import OptimConfig, RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
 from .checkpoint import Checkpoint, TrainState
+from .guard import NonFiniteGuard
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
 from ..distributions import Noise
 from ..model import VAE
@@ -32,7 +33,7 @@ from ..latents import temperature_at
 from ..objectives import OBJECTIVES, ObjectiveTerms, elbo
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, CONFIG, RunFolder, RunLockedError  # noqa: F401  (RunLockedError re-exported)
+from ..runs import CHECKPOINT, RunFolder, RunLockedError  # noqa: F401  (RunLockedError re-exported)
 
 OPTIMIZERS: dict[str, Any] = {
     "adam": lambda params, c, fused: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
@@ -83,10 +84,6 @@ def compiles(setting: bool | str, device: torch.device, planned_steps: int, whol
     if setting == "auto":
         return device.type == "cpu" and whole and planned_steps >= AUTO_COMPILE_STEPS
     return bool(setting)
-
-
-class NonFiniteError(RuntimeError):
-    """A loss or gradient went NaN or infinite; the message says where, what and what to try."""
 
 
 # ---------------------------------------------------------------- evaluation used during training
@@ -165,8 +162,8 @@ class Trainer:
         self.state = TrainState()
         self.stop_requested = False
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
-        self.fault = torch.zeros((), dtype=torch.long, device=self.device)  # 1 + the first bad step, 0 if none
-        self.fault_read_every = 1 if self.device.type == "cpu" else 50  # steps; reading a GPU's value syncs
+        self.guard = NonFiniteGuard(self.config, self.parameters, self.device, self.steps_per_epoch, self.folder,
+                                    lambda: self.state)
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
         if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
             self.progress = True
@@ -189,7 +186,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
-        self._check_finite()
+        self.guard.check()
         now = time.perf_counter()
         self.state.train_seconds += now - self._clock
         self._clock = now
@@ -331,7 +328,7 @@ class Trainer:
             if self.compiled_whole:
                 # The update is done when the loss is read: a non-finite loss stops training as in
                 # eager steps, keeping the last good checkpoint; the weights in memory are not saved.
-                self._check_loss(self._compiled(x, y))
+                self.guard.check_loss(self._compiled(x, y))
                 return
             self._eager_step(x, y, batch_total, self.noise, self.kl_weight(), self._compiled)
         else:
@@ -350,34 +347,12 @@ class Trainer:
             parameter.grad = None
         loss.backward()
         self.parallel.sum_gradients(self.parameters)
-        if self.config.train.nonfinite == "skip":
-            if self._nonfinite(loss).item():  # a host sync every step: the price of deciding before the update
-                self.state.skipped_steps += 1
-                return loss
-        else:
-            self._check_loss(loss)
+        if self.guard.skips(loss):
+            return loss
         self.optimizer.step()
         with torch.no_grad():  # summed on the device; read once per epoch
             self.sums += terms.totals()
         return loss
-
-    def _check_loss(self, loss: torch.Tensor) -> None:
-        """Stop if the loss is not finite (train.nonfinite = "stop").
-
-        Only the loss is checked every step: a NaN or infinite gradient makes the weights it
-        updates non-finite, and with them the next step's loss; `save_checkpoint` checks the
-        weights themselves. A CPU reads the loss at no cost; a GPU notes the first fault's step
-        on the device and is read every 50 steps, so there is no host sync per step.
-        """
-        if self.fault_read_every == 1:
-            if not math.isfinite(loss.item()):
-                self.fault.fill_(self.state.global_step + 1)
-                self.raise_if_nonfinite()
-        else:
-            first = (self.fault == 0) & ~torch.isfinite(loss)
-            self.fault = torch.where(first, self.state.global_step + 1, self.fault)
-            if self.state.global_step % self.fault_read_every == 0:
-                self.raise_if_nonfinite()
 
     def _compiled(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
         """The compiled step's call (the objective's terms, or the loss after a whole update), logging the compile."""
@@ -413,48 +388,9 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train) / self.config.train.batch_size)
 
-    def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
-        """0 if the loss and every gradient are finite, 1 if the loss is not, 2 if only a gradient is not."""
-        grads = [p.grad for p in self.parameters if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        return torch.where(~torch.isfinite(loss), 1, torch.where(~torch.isfinite(grad_norm), 2, 0))
-
-    def raise_if_nonfinite(self) -> None:
-        """Stop, keeping the last good checkpoint, if a step's loss or gradients went NaN or infinite.
-
-        The loss of step s is not finite either by itself or because the weights it was computed
-        with were not (most likely from the update of step s - 1); read at step s, the message says which.
-        """
-        value = int(self.fault.item())
-        if not value:
-            return
-        step = value - 1
-        weights_bad = step == self.state.global_step and not self._weights_finite()
-        self._raise_nonfinite(step, "loss", " (the weights it was computed with were already not finite: "
-                              "most likely the gradient of the step before)" if weights_bad else "")
-
-    def _check_finite(self) -> None:
-        """raise_if_nonfinite, and the weights too: the last step's loss was finite, its gradient may not be."""
-        self.raise_if_nonfinite()
-        if not self._weights_finite():
-            self._raise_nonfinite(self.state.global_step - 1, "gradient")
-
-    def _weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters)
-
-    def _raise_nonfinite(self, step: int, what: str, why: str = "") -> None:
-        steps_per_epoch, cfg = self.steps_per_epoch, self.config
-        raise NonFiniteError(
-            f"training stopped: the {what} became NaN or infinite at epoch {step // steps_per_epoch + 1}, step "
-            f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all){why}. The last good checkpoint is kept: "
-            f"{self.folder.file(CHECKPOINT)}. Likely causes: a learning rate too high (optim.lr = {cfg.optim.lr}); "
-            f"a variance collapsing to zero (model.min_sigma = {cfg.model.min_sigma} for a Gaussian likelihood); "
-            f"too strong a KL weight. Edit {self.folder.file(CONFIG)} and continue with --resume, or set "
-            "train.nonfinite = \"skip\" to skip such steps and count them.")
-
     def _end_epoch(self, stopped_by_steps: bool) -> None:
         cfg, state = self.config.train, self.state
-        self._check_finite()
+        self.guard.check()
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
