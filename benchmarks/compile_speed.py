@@ -44,7 +44,7 @@ def _stepper(trainer: Trainer):
         began = time.perf_counter()
         for i in range(start, start + n):
             j = i % full
-            trainer._step(images.batch(slice(j * batch, (j + 1) * batch)), None, batch)
+            trainer.step(images.batch(slice(j * batch, (j + 1) * batch)), None, batch)
             trainer.state.global_step += 1
         return (time.perf_counter() - began) / n * 1e3
 

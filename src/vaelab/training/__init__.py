@@ -1,9 +1,11 @@
-"""Training: the loop with early stopping and exact resume (`loop`), the compiled step (`compiled`)."""
+"""Training: the loop with early stopping and exact resume (`loop`), the step it takes (`step`, compiled
+by `compiled`), the non-finite guard (`guard`) and what a checkpoint holds (`checkpoint`)."""
 
+from ..runs import RunLockedError
 from .checkpoint import TrainState
 from .guard import NonFiniteError
-from .loop import (AUTO_COMPILE_STEPS, OPTIMIZERS, RunLockedError, Trainer, build_optimizer, compiles, dataset_elbo,
-                   learning_rate, schedule_epochs)
+from .loop import OPTIMIZERS, Trainer, build_optimizer, dataset_elbo, learning_rate, schedule_epochs
+from .step import AUTO_COMPILE_STEPS, compiles
 
 __all__ = ["AUTO_COMPILE_STEPS", "OPTIMIZERS", "NonFiniteError", "RunLockedError", "Trainer", "TrainState",
            "build_optimizer", "compiles", "dataset_elbo", "learning_rate", "schedule_epochs"]

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,16 +24,15 @@ import torch
 from ..config import OptimConfig, RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
-from .checkpoint import Checkpoint, TrainState
-from .guard import NonFiniteGuard
-from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
-from ..distributions import Noise
-from ..model import VAE
 from ..latents import temperature_at
-from ..objectives import OBJECTIVES, ObjectiveTerms, elbo
+from ..model import VAE
+from ..objectives import elbo
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, RunFolder, RunLockedError  # noqa: F401  (RunLockedError re-exported)
+from ..runs import CHECKPOINT, RunFolder
+from .checkpoint import Checkpoint, TrainState
+from .guard import NonFiniteGuard
+from .step import TrainingStep
 
 OPTIMIZERS: dict[str, Any] = {
     "adam": lambda params, c, fused: torch.optim.Adam(params, lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
@@ -65,25 +64,6 @@ def schedule_epochs(config: OptimConfig, stages: int = 8) -> int:
 def build_optimizer(model: torch.nn.Module, config: OptimConfig, fused: bool = False) -> torch.optim.Optimizer:
     """The configured optimizer; Adam fused: one kernel a step instead of several a tensor (CPU and CUDA)."""
     return OPTIMIZERS[config.name](model.parameters(), config, fused)
-
-
-# Compiling the step costs about 20 s on 2 CPU cores the first time (4-6 s once torch's cache
-# holds the kernels) and then saves 1-2 ms of a 3-9 ms step (MNIST MLPs, batch 20-128): it pays
-# from about 15,000 steps the first time and 3,000 after. Runs of 5,000 steps (MNIST: 11 epochs
-# at batch 128) and more compile by default.
-AUTO_COMPILE_STEPS = 5_000
-
-
-def compiles(setting: bool | str, device: torch.device, planned_steps: int, whole: bool) -> bool:
-    """Whether training compiles its step (train.compile: true, false or "auto").
-
-    "auto" compiles on a CPU where the whole step can be one graph (`whole`: Adam in one
-    process) and the run is long enough to earn the compile back. Not on a GPU: there it is a
-    choice (`train.compile = true`, `compile_mode = "reduce-overhead"` for CUDA graphs).
-    """
-    if setting == "auto":
-        return device.type == "cpu" and whole and planned_steps >= AUTO_COMPILE_STEPS
-    return bool(setting)
 
 
 # ---------------------------------------------------------------- evaluation used during training
@@ -135,35 +115,25 @@ class Trainer:
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
         self.parameters = list(self.model.parameters())
-        self.network_dtype = network_dtype(self.config.train.precision, self.device)
-        self.objective = OBJECTIVES[self.config.objective.name]
-        self.compiled: NoiseCompiled | None = None  # the step compiled (train.compile): whole, or its objective
-        whole = not self.parallel.active and self.config.train.nonfinite == "stop" and adam_supported(self.optimizer)
-        self.compiled_whole = False
-        if compiles(self.config.train.compile, self.device, self.planned_steps(), whole):
-            samples, mode = self.config.objective.samples, self.config.train.compile_mode
-            self.compiled_whole = whole
-            if whole:
-                def eager(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> torch.Tensor:
-                    return self._eager_step(x, y, len(x), noise, kl_weight)
-                self.compiled = adam_step(self.objective, self.model, samples, self.optimizer, lambda: self.sums,
-                                          eager, self.network_dtype, mode)
-            else:
-                self.compiled = objective_step(self.objective, self.model, samples, mode)
         # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
         # In one process they are one stream, which is what makes a resumed run exact.
         self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
-        self.noise = self._rank_noise(0) if self.parallel.active else self.generator
+        self.noise = (torch.Generator(self.device).manual_seed(self._rank_seed(0)) if self.parallel.active
+                      else self.generator)
         self.epoch_start_rng = self.generator.get_state()
         if not self.parallel.is_main:
             self.log = lambda *args: None
             self.progress = False
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
-        self.stop_requested = False
-        self._clock = time.perf_counter()  # when train_seconds was last brought up to date
+        self.network_dtype = network_dtype(self.config.train.precision, self.device)
         self.guard = NonFiniteGuard(self.config, self.parameters, self.device, self.steps_per_epoch, self.folder,
                                     lambda: self.state)
+        self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
+                                 self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
+                                 lambda message: self.log(message))  # looked up each time: log may be replaced
+        self.stop_requested = False
+        self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
         if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
             self.progress = True
@@ -180,9 +150,9 @@ class Trainer:
 
     # -- checkpoints
 
-    def _rank_noise(self, step: int) -> torch.Generator:
-        seed = (self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step
-        return torch.Generator(self.device).manual_seed(seed % 2**63)
+    def _rank_seed(self, step: int) -> int:
+        """The seed of this rank's noise from `step` on, under torchrun (where it is not checkpointed)."""
+        return ((self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step) % 2**63
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
@@ -204,10 +174,11 @@ class Trainer:
             self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
             self.optimizer.load_state_dict(saved.optimizer)
             self.generator.set_state(saved.rng)
+            # noise and sums in place: the step holds them
             if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
-                self.noise = self._rank_noise(saved.state.global_step)
+                self.noise.manual_seed(self._rank_seed(saved.state.global_step))
             self.epoch_start_rng = saved.epoch_start_rng
-            self.sums = saved.sums.to(self.device)
+            self.sums.copy_(saved.sums)
             self.state = saved.state
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             path = self.folder.file(CHECKPOINT)
@@ -292,7 +263,7 @@ class Trainer:
                 share = self.parallel.shard(batch_total)
                 rows = slice(start + share.start, start + share.stop)
             labels = images.labels[rows] if self.model.n_labels else None
-            self._step(images.batch(rows), labels, batch_total)
+            self.step(images.batch(rows), labels, batch_total)
             state.step_in_epoch += 1
             state.global_step += 1
             state.seconds = time.perf_counter() - started
@@ -321,62 +292,6 @@ class Trainer:
         if not objective.warmup_epochs:
             return objective.beta
         return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int) -> None:
-        """One optimizer step on x, this rank's share of a batch of `batch_total` images."""
-        if self.compiled is not None and batch_total == self.config.train.batch_size:  # the graph is for full batches
-            if self.compiled_whole:
-                # The update is done when the loss is read: a non-finite loss stops training as in
-                # eager steps, keeping the last good checkpoint; the weights in memory are not saved.
-                self.guard.check_loss(self._compiled(x, y))
-                return
-            self._eager_step(x, y, batch_total, self.noise, self.kl_weight(), self._compiled)
-        else:
-            self._eager_step(x, y, batch_total, self.noise, self.kl_weight())
-
-    def _eager_step(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int, noise: Noise,
-                    kl_weight: float, objective: Callable[..., ObjectiveTerms] | None = None) -> torch.Tensor:
-        """The step through autograd and the optimizer; `objective(x, y)` if given, else the configured one."""
-        with self.model.mixed_precision(self.network_dtype):
-            if objective is None:
-                terms = self.objective(self.model, x, self.config.objective.samples, noise, y, kl_weight)
-            else:
-                terms = objective(x, y)
-        loss = terms.objective.sum() * (-1.0 / batch_total)  # summed over ranks: the mean over the whole batch
-        for parameter in self.parameters:
-            parameter.grad = None
-        loss.backward()
-        self.parallel.sum_gradients(self.parameters)
-        if self.guard.skips(loss):
-            return loss
-        self.optimizer.step()
-        with torch.no_grad():  # summed on the device; read once per epoch
-            self.sums += terms.totals()
-        return loss
-
-    def _compiled(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
-        """The compiled step's call (the objective's terms, or the loss after a whole update), logging the compile."""
-        compiled = self.compiled
-        compiling = not compiled.settled
-        if compiling:
-            self.log(f"compiling the training step (train.compile = {self.config.train.compile!r}; "
-                     "about 20 s on 2 CPU cores the first time, seconds once torch has cached it)")
-        out = compiled(x, y, self.noise, self.kl_weight())
-        if compiling and compiled.settled:
-            self.log(f"compiled the training step in {compiled.compile_seconds:.1f} s" if compiled.error is None
-                     else f"could not compile the training step ({compiled.error}); training without")
-        return out
-
-    def compile_status(self) -> dict[str, Any]:
-        """For summary.json: whether steps ran compiled (train.compile), and what compiling cost or why it failed."""
-        status: dict[str, Any] = {"compiled_step": bool(self.compiled and self.compiled.settled
-                                                        and self.compiled.error is None)}
-        if self.compiled is not None and self.compiled.settled:
-            if self.compiled.error is None:
-                status["compile_seconds"] = round(self.compiled.compile_seconds, 1)
-            else:
-                status["compile_error"] = self.compiled.error
-        return status
 
     def planned_steps(self) -> int:
         """Optimizer steps the whole run will take, if nothing stops it early."""
@@ -442,7 +357,7 @@ class Trainer:
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
-            "network_precision": self.precision_name, **self.compile_status(),
+            "network_precision": self.precision_name, **self.step.compile_status(),
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
         summary["processes"] = self.parallel.world
