@@ -181,15 +181,19 @@ def adam_step(terms: Callable[..., ObjectiveTerms], batch_loss: Callable[[Object
         return loss
 
     def inputs() -> tuple:
-        # Looked up every step: loading a checkpoint replaces Adam's state tensors.
-        for p in parameters:
-            if not optimizer.state[p]:  # as torch.optim.Adam's first step makes it (fused: a float32 step count)
-                optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
-                                      "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                                      "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        states = [optimizer.state[p] for p in parameters]
+        states = _adam_states(optimizer, parameters)  # every step: loading a checkpoint replaces them
         lr.fill_(group["lr"])
         return (lr, aliases, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [s["step"] for s in states], sums)
 
     return NoiseCompiled(eager, terms, traced, mode, inputs)
+
+
+def _adam_states(optimizer: torch.optim.Adam, parameters: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Adam's state of each parameter; made as torch.optim.Adam's first step makes it, if no step has yet."""
+    for p in parameters:
+        if not optimizer.state[p]:  # fused Adam counts steps in a float32 tensor
+            optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                                  "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                  "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+    return [optimizer.state[p] for p in parameters]

@@ -1,8 +1,10 @@
 """Training: the loop, early stopping, checkpoints that resume exactly.
 
-What it writes goes through the run folder's owner, `runs.RunFolder`. All randomness
-(shuffling, binarization, reparameterization noise) comes from one `torch.Generator` whose
-state is checkpointed, so a resumed run continues the same stream.
+The Trainer runs epochs of `step.TrainingStep`; `guard` decides what a NaN does and
+`checkpoint` what a checkpoint holds. What it writes goes through the run folder's owner,
+`runs.RunFolder`. All randomness (shuffling, binarization, reparameterization noise) comes
+from one `torch.Generator` whose state is checkpointed, so a resumed run continues the same
+stream.
 """
 
 from __future__ import annotations
@@ -97,6 +99,10 @@ def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1
 
 @dataclass
 class Trainer:
+    """Trains one run into its folder: epochs of optimizer steps, each followed by validation,
+    early stopping and a checkpoint from which a resumed run ends bit for bit like an
+    uninterrupted one; at the end the best weights, scored on the test set."""
+
     config: RunConfig
     run_dir: Path
     data: ImageData
@@ -107,36 +113,40 @@ class Trainer:
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
         self.device = resolve_device(self.config.train.device)
-        with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
-            torch.manual_seed(self.config.train.seed)
-            self.model = VAE(self.config.model, self.data.image_shape).to(self.device)
-        if self.config.model.output_bias == "data_mean":
-            self.model.init_output_bias(self.data.train.mean_image())
+        if not self.parallel.is_main:
+            self.log = lambda *args: None
+            self.progress = False
+        if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
+            self.progress = True
+        self.model = self._new_model()
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
-        self.parameters = list(self.model.parameters())
         # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
         # In one process they are one stream, which is what makes a resumed run exact.
         self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
         self.noise = (torch.Generator(self.device).manual_seed(self._rank_seed(0)) if self.parallel.active
                       else self.generator)
         self.epoch_start_rng = self.generator.get_state()
-        if not self.parallel.is_main:
-            self.log = lambda *args: None
-            self.progress = False
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
-        self.guard = NonFiniteGuard(self.config, self.parameters, self.device, self.steps_per_epoch, self.folder,
-                                    lambda: self.state)
+        self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
+                                    self.folder, lambda: self.state)
         self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
                                  self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
                                  lambda message: self.log(message))  # looked up each time: log may be replaced
-        self.stop_requested = False
+        self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
-        if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
-            self.progress = True
+
+    def _new_model(self) -> VAE:
+        """The model with its initial weights, drawn from train.seed."""
+        with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
+            torch.manual_seed(self.config.train.seed)
+            model = VAE(self.config.model, self.data.image_shape).to(self.device)
+        if self.config.model.output_bias == "data_mean":
+            model.init_output_bias(self.data.train.mean_image())
+        return model
 
     @property
     def folder(self) -> RunFolder:
@@ -148,58 +158,22 @@ class Trainer:
         """"bfloat16" or "float32": the dtype the networks multiply in during training steps."""
         return str(self.network_dtype or torch.float32).removeprefix("torch.")
 
-    # -- checkpoints
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train) / self.config.train.batch_size)
 
-    def _rank_seed(self, step: int) -> int:
-        """The seed of this rank's noise from `step` on, under torchrun (where it is not checkpointed)."""
-        return ((self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step) % 2**63
+    def planned_steps(self) -> int:
+        """Optimizer steps the whole run will take, if nothing stops it early."""
+        cfg = self.config.train
+        steps = cfg.epochs * self.steps_per_epoch
+        return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
-    def save_checkpoint(self) -> None:
-        """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
-        self.guard.check()
-        now = time.perf_counter()
-        self.state.train_seconds += now - self._clock
-        self._clock = now
-        if not self.parallel.is_main:
-            return
-        checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
-                                self.generator.get_state(), self.epoch_start_rng, self.sums)
-        self.folder.save_checkpoint(*checkpoint.contents())
-
-    def load_checkpoint(self) -> None:
-        contents = self.folder.load_checkpoint()
-        try:
-            saved = Checkpoint.from_contents(*contents)
-            self.model.load_state_dict(saved.weights)
-            self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
-            self.optimizer.load_state_dict(saved.optimizer)
-            self.generator.set_state(saved.rng)
-            # noise and sums in place: the step holds them
-            if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
-                self.noise.manual_seed(self._rank_seed(saved.state.global_step))
-            self.epoch_start_rng = saved.epoch_start_rng
-            self.sums.copy_(saved.sums)
-            self.state = saved.state
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            path = self.folder.file(CHECKPOINT)
-            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
-        self.folder.drop_metrics_after(self.state.epoch)
-
-    def reopen(self) -> bool:
-        """Let a finished run train on when its config now allows it (more epochs, steps or patience).
-
-        Returns whether it did. Early stopping is judged again after the next epoch, so a run that
-        stopped early needs a larger train.patience to go on for more than one epoch.
-        """
-        state, cfg = self.state, self.config.train
-        more = state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
-        if state.finished and more:
-            state.finished, state.stop_reason = False, ""
-        return not state.finished
-
-    def forget_partial_metrics(self) -> None:
-        """Starting over in a folder whose run stopped before its first checkpoint."""
-        self.folder.drop_metrics_after(0)
+    def kl_weight(self) -> float:
+        """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
+        objective = self.config.objective
+        if not objective.warmup_epochs:
+            return objective.beta
+        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
 
     # -- the loop
 
@@ -223,6 +197,39 @@ class Trainer:
             self.save_checkpoint()
         return self.finish()
 
+    def train_epoch(self) -> bool:
+        """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
+        cfg, state = self.config.train, self.state
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config.optim, state.epoch)
+        if self.config.model.latent == "categorical":
+            self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
+        images = self._epoch_images()
+        n_batches = math.ceil(len(images) / cfg.batch_size)
+        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
+                           initial=state.step_in_epoch)
+        started = time.perf_counter() - state.seconds  # resumed mid-epoch, the epoch's clock goes on
+        while state.step_in_epoch < n_batches:
+            rows, batch_total = self._batch_rows(len(images))
+            labels = images.labels[rows] if self.model.n_labels else None
+            self.step(images.batch(rows), labels, batch_total)
+            state.step_in_epoch += 1
+            state.global_step += 1
+            state.seconds = time.perf_counter() - started
+            bar.update()
+            if self.stop_requested:
+                bar.close()
+                self.save_checkpoint()
+                self.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; checkpoint "
+                         f"saved. Continue with: vaelab train --resume {self.run_dir}")
+                raise KeyboardInterrupt
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if cfg.max_steps and state.global_step >= cfg.max_steps:
+                break
+        bar.close()
+        return state.step_in_epoch < n_batches
+
     def _epoch_images(self) -> ImageSet:
         """This epoch's training images in order, drawn once (binarized, for a dynamic view).
 
@@ -243,69 +250,53 @@ class Trainer:
             self.generator.set_state(current)
         return images
 
-    def train_epoch(self) -> bool:
-        """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
-        cfg, state = self.config.train, self.state
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config.optim, state.epoch)
-        if self.config.model.latent == "categorical":
-            self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
-        images = self._epoch_images()
-        n_batches = math.ceil(len(images) / cfg.batch_size)
-        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
-                           initial=state.step_in_epoch)
-        started = time.perf_counter() - state.seconds
-        while state.step_in_epoch < n_batches:
-            start = state.step_in_epoch * cfg.batch_size
-            rows = slice(start, min(start + cfg.batch_size, len(images)))
-            batch_total = rows.stop - rows.start
-            if self.parallel.active:
-                share = self.parallel.shard(batch_total)
-                rows = slice(start + share.start, start + share.stop)
-            labels = images.labels[rows] if self.model.n_labels else None
-            self.step(images.batch(rows), labels, batch_total)
-            state.step_in_epoch += 1
-            state.global_step += 1
-            state.seconds = time.perf_counter() - started
-            bar.update()
-            if self.stop_requested:
-                bar.close()
-                self.save_checkpoint()
-                self.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; checkpoint "
-                         f"saved. Continue with: vaelab train --resume {self.run_dir}")
-                raise KeyboardInterrupt
-            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
-            if cfg.max_steps and state.global_step >= cfg.max_steps:
-                break
-        bar.close()
-        return state.step_in_epoch < n_batches
+    def _batch_rows(self, n_images: int) -> tuple[slice, int]:
+        """The rows of the epoch's images this rank steps on next, and the size of the whole batch."""
+        size = self.config.train.batch_size
+        start = self.state.step_in_epoch * size
+        rows = slice(start, min(start + size, n_images))
+        batch_total = rows.stop - rows.start
+        if self.parallel.active:  # each rank its contiguous share; the gradients are summed over ranks
+            share = self.parallel.shard(batch_total)
+            rows = slice(start + share.start, start + share.stop)
+        return rows, batch_total
 
     def restart_epoch(self) -> None:
         """Forget the epoch in progress without validating or checkpointing it (for benchmarks)."""
         self.state.step_in_epoch, self.state.seconds = 0, 0.0
         self.sums.zero_()
 
-    def kl_weight(self) -> float:
-        """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
-        objective = self.config.objective
-        if not objective.warmup_epochs:
-            return objective.beta
-        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
-
-    def planned_steps(self) -> int:
-        """Optimizer steps the whole run will take, if nothing stops it early."""
-        cfg = self.config.train
-        steps = cfg.epochs * self.steps_per_epoch
-        return min(steps, cfg.max_steps) if cfg.max_steps else steps
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.train) / self.config.train.batch_size)
+    # -- the end of an epoch
 
     def _end_epoch(self, stopped_by_steps: bool) -> None:
+        """Record and log the epoch, keep the best weights, decide whether to stop, checkpoint."""
         cfg, state = self.config.train, self.state
         self.guard.check()
+        record = self._epoch_record()
+        if self.parallel.is_main:
+            self.folder.append_metrics(record)
+        self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
+                 f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
+                 f"KL {record['val_kl']:7.3f})  {state.seconds:6.1f} s")
+        if record["val_elbo"] > state.best_val_elbo:
+            state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state.epochs_since_best += 1
+        state.epoch += 1
+        state.step_in_epoch, state.seconds = 0, 0.0
+        self.sums.zero_()
+        if stopped_by_steps:
+            state.finished, state.stop_reason = True, f"reached train.max_steps={cfg.max_steps}"
+        elif cfg.patience and state.epochs_since_best >= cfg.patience:
+            state.finished = True
+            state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
+        self.save_checkpoint()
+
+    def _epoch_record(self) -> dict[str, Any]:
+        """The epoch's line in metrics.jsonl: its training terms per image (as the weights moved), and
+        the validation ELBO of the weights it ended with."""
+        cfg, state = self.config.train, self.state
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
@@ -319,25 +310,60 @@ class Trainer:
         }
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
-        if self.parallel.is_main:
-            self.folder.append_metrics(record)
-        self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
-                 f"val ELBO {val['elbo']:9.3f} (rec {val['reconstruction']:9.3f}, KL {val['kl']:7.3f})  "
-                 f"{state.seconds:6.1f} s")
-        if val["elbo"] > state.best_val_elbo:
-            state.best_val_elbo, state.best_epoch, state.epochs_since_best = val["elbo"], state.epoch + 1, 0
-            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            state.epochs_since_best += 1
-        state.epoch += 1
-        state.step_in_epoch, state.seconds = 0, 0.0
-        self.sums.zero_()
-        if stopped_by_steps:
-            state.finished, state.stop_reason = True, f"reached train.max_steps={cfg.max_steps}"
-        elif cfg.patience and state.epochs_since_best >= cfg.patience:
-            state.finished = True
-            state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
-        self.save_checkpoint()
+        return record
+
+    # -- checkpoints
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
+        self.guard.check()
+        now = time.perf_counter()
+        self.state.train_seconds += now - self._clock
+        self._clock = now
+        if not self.parallel.is_main:
+            return
+        checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
+                                self.generator.get_state(), self.epoch_start_rng, self.sums)
+        self.folder.save_checkpoint(*checkpoint.contents())
+
+    def load_checkpoint(self) -> None:
+        contents = self.folder.load_checkpoint()
+        try:
+            saved = Checkpoint.from_contents(*contents)
+            self.model.load_state_dict(saved.weights)
+            self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
+            self.optimizer.load_state_dict(saved.optimizer)
+            self.generator.set_state(saved.rng)
+            self.epoch_start_rng = saved.epoch_start_rng
+            # noise and sums are restored in place: the step holds them
+            if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
+                self.noise.manual_seed(self._rank_seed(saved.state.global_step))
+            self.sums.copy_(saved.sums)
+            self.state = saved.state
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            path = self.folder.file(CHECKPOINT)
+            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
+        self.folder.drop_metrics_after(self.state.epoch)
+
+    def _rank_seed(self, step: int) -> int:
+        """The seed of this rank's noise from `step` on, under torchrun (where it is not checkpointed)."""
+        return ((self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step) % 2**63
+
+    def reopen(self) -> bool:
+        """Let a finished run train on when its config now allows it (more epochs, steps or patience).
+
+        Returns whether it did. Early stopping is judged again after the next epoch, so a run that
+        stopped early needs a larger train.patience to go on for more than one epoch.
+        """
+        state, cfg = self.state, self.config.train
+        more = state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
+        if state.finished and more:
+            state.finished, state.stop_reason = False, ""
+        return not state.finished
+
+    def forget_partial_metrics(self) -> None:
+        """Starting over in a folder whose run stopped before its first checkpoint."""
+        self.folder.drop_metrics_after(0)
 
     # -- the end
 
