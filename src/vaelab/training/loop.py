@@ -175,6 +175,59 @@ class Trainer:
             return objective.beta
         return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
 
+    # -- checkpoints
+
+    def _rank_seed(self, step: int) -> int:
+        """The seed of this rank's noise from `step` on, under torchrun (where it is not checkpointed)."""
+        return ((self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step) % 2**63
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
+        self.guard.check()
+        now = time.perf_counter()
+        self.state.train_seconds += now - self._clock
+        self._clock = now
+        if not self.parallel.is_main:
+            return
+        checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
+                                self.generator.get_state(), self.epoch_start_rng, self.sums)
+        self.folder.save_checkpoint(*checkpoint.contents())
+
+    def load_checkpoint(self) -> None:
+        contents = self.folder.load_checkpoint()
+        try:
+            saved = Checkpoint.from_contents(*contents)
+            self.model.load_state_dict(saved.weights)
+            self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
+            self.optimizer.load_state_dict(saved.optimizer)
+            self.generator.set_state(saved.rng)
+            self.epoch_start_rng = saved.epoch_start_rng
+            # noise and sums are restored in place: the step holds them
+            if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
+                self.noise.manual_seed(self._rank_seed(saved.state.global_step))
+            self.sums.copy_(saved.sums)
+            self.state = saved.state
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            path = self.folder.file(CHECKPOINT)
+            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
+        self.folder.drop_metrics_after(self.state.epoch)
+
+    def reopen(self) -> bool:
+        """Let a finished run train on when its config now allows it (more epochs, steps or patience).
+
+        Returns whether it did. Early stopping is judged again after the next epoch, so a run that
+        stopped early needs a larger train.patience to go on for more than one epoch.
+        """
+        state, cfg = self.state, self.config.train
+        more = state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
+        if state.finished and more:
+            state.finished, state.stop_reason = False, ""
+        return not state.finished
+
+    def forget_partial_metrics(self) -> None:
+        """Starting over in a folder whose run stopped before its first checkpoint."""
+        self.folder.drop_metrics_after(0)
+
     # -- the loop
 
     def fit(self) -> dict[str, Any]:
@@ -311,59 +364,6 @@ class Trainer:
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
         return record
-
-    # -- checkpoints
-
-    def save_checkpoint(self) -> None:
-        """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
-        self.guard.check()
-        now = time.perf_counter()
-        self.state.train_seconds += now - self._clock
-        self._clock = now
-        if not self.parallel.is_main:
-            return
-        checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
-                                self.generator.get_state(), self.epoch_start_rng, self.sums)
-        self.folder.save_checkpoint(*checkpoint.contents())
-
-    def load_checkpoint(self) -> None:
-        contents = self.folder.load_checkpoint()
-        try:
-            saved = Checkpoint.from_contents(*contents)
-            self.model.load_state_dict(saved.weights)
-            self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
-            self.optimizer.load_state_dict(saved.optimizer)
-            self.generator.set_state(saved.rng)
-            self.epoch_start_rng = saved.epoch_start_rng
-            # noise and sums are restored in place: the step holds them
-            if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
-                self.noise.manual_seed(self._rank_seed(saved.state.global_step))
-            self.sums.copy_(saved.sums)
-            self.state = saved.state
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            path = self.folder.file(CHECKPOINT)
-            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
-        self.folder.drop_metrics_after(self.state.epoch)
-
-    def _rank_seed(self, step: int) -> int:
-        """The seed of this rank's noise from `step` on, under torchrun (where it is not checkpointed)."""
-        return ((self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step) % 2**63
-
-    def reopen(self) -> bool:
-        """Let a finished run train on when its config now allows it (more epochs, steps or patience).
-
-        Returns whether it did. Early stopping is judged again after the next epoch, so a run that
-        stopped early needs a larger train.patience to go on for more than one epoch.
-        """
-        state, cfg = self.state, self.config.train
-        more = state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
-        if state.finished and more:
-            state.finished, state.stop_reason = False, ""
-        return not state.finished
-
-    def forget_partial_metrics(self) -> None:
-        """Starting over in a folder whose run stopped before its first checkpoint."""
-        self.folder.drop_metrics_after(0)
 
     # -- the end
 
