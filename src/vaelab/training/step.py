@@ -46,9 +46,9 @@ def compiles(setting: bool | str, device: torch.device, planned_steps: int, whol
 
 
 def whole_step_fits(optimizer: torch.optim.Optimizer, config: RunConfig, parallel: Parallel) -> bool:
-    """Whether the whole step can be one graph: an Adam `compiled.adam_update` computes, in one
-    process (under torchrun the gradients are summed over ranks between backward and update),
-    and train.nonfinite = "stop" (skipping decides between the gradient and the update too)."""
+    """Whether the whole step can be one graph: an Adam that `compiled.adam_update` reproduces,
+    in one process (under torchrun the gradients are summed over ranks between backward and
+    update), with train.nonfinite = "stop" (skipping decides between gradient and update too)."""
     return not parallel.active and config.train.nonfinite == "stop" and adam_supported(optimizer)
 
 
@@ -77,7 +77,7 @@ class TrainingStep:
         self.noise, self.kl_weight, self.sums, self.network_dtype, self.log = noise, kl_weight, sums, network_dtype, log
         self.objective, self.samples = OBJECTIVES[config.objective.name], config.objective.samples
         self.parameters = list(model.parameters())
-        self.batch_size, self.setting = config.train.batch_size, config.train.compile
+        self.batch_size, self.compile_setting = config.train.batch_size, config.train.compile
         self.compiled: NoiseCompiled | None = None
         self.whole = False
         whole = whole_step_fits(optimizer, config, parallel)
@@ -89,7 +89,7 @@ class TrainingStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int) -> torch.Tensor:
         if self.compiled is None or batch_total != self.batch_size:  # a graph is for full batches
             return self.eager(x, y, batch_total, self.noise, self.kl_weight())
-        if not self.whole:
+        if not self.whole:  # the objective compiled; autograd and the optimizer as in eager steps
             return self.eager(x, y, batch_total, self.noise, self.kl_weight(), self._run_compiled)
         # The update is done when the loss is read: a non-finite loss stops training as in
         # eager steps, keeping the last good checkpoint; the weights in memory are not saved.
@@ -128,7 +128,7 @@ class TrainingStep:
         compiled = self.compiled
         compiling = not compiled.settled
         if compiling:
-            self.log(f"compiling the training step (train.compile = {self.setting!r}; "
+            self.log(f"compiling the training step (train.compile = {self.compile_setting!r}; "
                      "about 20 s on 2 CPU cores the first time, seconds once torch has cached it)")
         out = compiled(x, y, self.noise, self.kl_weight())
         if compiling and compiled.settled:
