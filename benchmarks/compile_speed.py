@@ -67,7 +67,7 @@ def main() -> None:
         run["eager"](0, 5)
         start = time.perf_counter()
         run["compiled"](0, 5)
-        status = compiled.compile_status()
+        status = compiled.step.compile_status()
         failed = f"; could not compile: {status['compile_error']}" if "compile_error" in status else ""
         print(f"{preset}: first 5 compiled steps {time.perf_counter() - start:.1f} s "
               f"(compiling {status.get('compile_seconds', 0):.1f} s){failed}")
