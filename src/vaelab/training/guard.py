@@ -42,7 +42,8 @@ class NonFiniteGuard:
             return False
         grads = [p.grad for p in self.parameters if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # a host sync every step: the price of deciding first
+        # A host sync every step: the price of deciding before the update.
+        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             return False
         self.state().skipped_steps += 1
         return True
