@@ -43,7 +43,7 @@ def network_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype of the network products in training steps; None is float32.
 
     "auto" picks bfloat16 on CPUs that multiply it natively: there the products, which are
-    most of a step, run much faster (benchmarks/README.md), while the likelihood, KL and
+    most of a step, run much faster (benchmarks/train_speed.py), while the likelihood, KL and
     optimizer stay in float32 (see `VAE.mixed_precision`). Elsewhere float32: a GPU trains
     these small networks at a speed set by kernel launches, not by arithmetic.
     """

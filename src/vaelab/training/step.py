@@ -28,8 +28,8 @@ from ..parallel import Parallel
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
 from .guard import NonFiniteGuard
 
-# On a CPU, runs of this many steps or more earn the compile back (benchmarks/README.md: what
-# compiling costs cold and cached, what it saves a step); MNIST at batch 128 reaches it in 11 epochs.
+# On a CPU, runs of this many steps or more earn the compile back (benchmarks/compile_speed.py
+# measures what compiling costs and what it saves a step); MNIST at batch 128 reaches it in 11 epochs.
 AUTO_COMPILE_STEPS = 5_000
 
 
