@@ -21,8 +21,9 @@ import torch
 from vaelab.config import resolve_config
 from vaelab.data import load_dataset
 from vaelab.data.views import make_views
+from vaelab.device import resolve_device
 from vaelab.runs import RunFolder
-from vaelab.training import Trainer, resolve_device
+from vaelab.training import Trainer
 
 
 def _trainer(raw, preset: str, compiled: bool, extra: list[str]) -> Trainer:
@@ -43,7 +44,7 @@ def _stepper(trainer: Trainer):
         began = time.perf_counter()
         for i in range(start, start + n):
             j = i % full
-            trainer._step(images.batch(slice(j * batch, (j + 1) * batch)), None, batch)
+            trainer.step(images.batch(slice(j * batch, (j + 1) * batch)), None, batch)
             trainer.state.global_step += 1
         return (time.perf_counter() - began) / n * 1e3
 
@@ -66,7 +67,7 @@ def main() -> None:
         run["eager"](0, 5)
         start = time.perf_counter()
         run["compiled"](0, 5)
-        status = compiled.compile_status()
+        status = compiled.step.compile_status()
         failed = f"; could not compile: {status['compile_error']}" if "compile_error" in status else ""
         print(f"{preset}: first 5 compiled steps {time.perf_counter() - start:.1f} s "
               f"(compiling {status.get('compile_seconds', 0):.1f} s){failed}")

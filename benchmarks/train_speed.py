@@ -116,7 +116,7 @@ def main() -> None:
 
     compile_setting = True if args.compile else "auto"
     trainers = {"vaelab": _trainer(raw, args, "auto", compile_setting)}  # the default path
-    if trainers["vaelab"].compiled is not None:  # compiled: show the eager step beside it
+    if trainers["vaelab"].step.compiled is not None:  # compiled: show the eager step beside it
         trainers["vaelab eager"] = _trainer(raw, args, "auto", False)
     if trainers["vaelab"].network_dtype is not None:  # mixed precision: show float32 beside it
         trainers["vaelab float32"] = _trainer(raw, args, "float32", compile_setting)
@@ -124,13 +124,13 @@ def main() -> None:
           f"device {device}, {torch.get_num_threads()} CPU threads")
     for name, trainer in trainers.items():
         print(f"{name}: network products in {trainer.network_dtype or torch.float32}, "
-              f"{'compiled' if trainer.compiled is not None else 'eager'} step")
+              f"{'compiled' if trainer.step.compiled is not None else 'eager'} step")
     rate = matmul_rate(device)
     print(f"float32 matrix product: {rate:.0f} GFLOP/s")
     example_epoch(example, example_opt, loader, device)  # warm-up, all
     for name, trainer in trainers.items():
         seconds, _ = _timed_epoch(trainer)
-        status = trainer.compile_status()
+        status = trainer.step.compile_status()
         if "compile_seconds" in status:
             print(f"{name}: warm-up epoch {seconds:.1f} s, of which compiling {status['compile_seconds']:.1f} s")
         elif "compile_error" in status:

@@ -73,9 +73,9 @@ def test_long_runs_compile_their_step_by_default(tmp_path, tiny_raw):
     assert config.train.compile == "auto" and steps >= AUTO_COMPILE_STEPS
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=400", "train.device=cpu")  # 16 steps an epoch
     assert trainer.planned_steps() == 400 * 16 >= AUTO_COMPILE_STEPS
-    assert trainer.compiled is not None and trainer.compiled_whole
+    assert trainer.step.compiled is not None and trainer.step.whole
     short = make_trainer(tmp_path, tiny_raw, "train.epochs=3", "train.device=cpu", name="short")
-    assert short.compiled is None
+    assert short.step.compiled is None
 
 
 def _weights(trainer):
@@ -93,13 +93,13 @@ def test_compiled_step_trains_like_the_eager_step(tmp_path, tiny_raw, extra, who
     settings = ("train.epochs=2", "train.precision=float32", *warmup, *extra)
     eager = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=false", name="eager")
     compiled = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=true", name="compiled")
-    assert compiled.compiled_whole is whole and eager.compiled is None
+    assert compiled.step.whole is whole and eager.step.compiled is None
     start = _weights(eager)
     assert torch.equal(start, _weights(compiled))
     losses = {}  # per optimizer step
     for name, trainer in (("eager", eager), ("compiled", compiled)):
-        check, losses[name] = trainer._check_loss, {}
-        trainer._check_loss = lambda loss, check=check, out=losses[name], t=trainer: (
+        check, losses[name] = trainer.guard.check_loss, {}
+        trainer.guard.check_loss = lambda loss, check=check, out=losses[name], t=trainer: (
             out.__setitem__(t.state.global_step, loss.item()), check(loss))
     eager_summary, compiled_summary = eager.fit(), compiled.fit()
     losses = {name: [by_step[s] for s in sorted(by_step)] for name, by_step in losses.items()}
@@ -108,7 +108,7 @@ def test_compiled_step_trains_like_the_eager_step(tmp_path, tiny_raw, extra, who
     # the same noise in the same order: the generators end in the same state
     assert torch.equal(eager.generator.get_state(), compiled.generator.get_state())
     # the first step runs compiled from the same weights: the same loss but for rounding
-    assert compiled.compiled.settled and len(losses["compiled"]) == len(losses["eager"]) > 10
+    assert compiled.step.compiled.settled and len(losses["compiled"]) == len(losses["eager"]) > 10
     assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=1e-5)
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
     # Adam turns gradients that nearly cancel into steps of either sign, so a few weights part by
@@ -145,6 +145,6 @@ def test_a_compiled_run_resumed_ends_bit_for_bit_like_an_uninterrupted_one(tmp_p
     second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, *settings, name="resumed"), interrupt_at)
     assert second.state.global_step == interrupt_at
     summary = second.fit()
-    assert summary["compiled_step"] is True and second.compiled_whole
+    assert summary["compiled_step"] is True and second.step.whole
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, second.model.state_dict()[key]), key

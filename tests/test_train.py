@@ -8,9 +8,10 @@ import torch
 
 from vaelab.config import resolve_config
 from vaelab.data.views import make_views
+from vaelab.device import native_bfloat16, network_dtype
 from vaelab.io import load_tensors, read_jsonl
 from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
-from vaelab.training import Trainer, dataset_elbo, native_bfloat16, network_dtype
+from vaelab.training import Trainer, dataset_elbo
 
 
 def tiny_config(*overrides):
@@ -29,14 +30,14 @@ def make_trainer(tmp_path, raw, *overrides, name="run"):
 
 def interrupted_and_reloaded(first, interrupt_at):
     """Ctrl-C `first` after step `interrupt_at`; a new trainer on its run folder, checkpoint loaded."""
-    step = first._step
+    step = first.step
 
     def step_then_ctrl_c(x, y, batch_total):
         step(x, y, batch_total)
         if first.state.global_step + 1 == interrupt_at:
             first.stop_requested = True  # what the SIGINT handler does
 
-    first._step = step_then_ctrl_c
+    first.step = step_then_ctrl_c
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     second = Trainer(first.config, first.run_dir, first.data, progress=False, log=lambda *a: None)
@@ -148,8 +149,8 @@ def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_ch
     from vaelab.training import NonFiniteError
 
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=3")
-    trainer.fault_read_every = read_every  # 50: the GPU's way, the step noted on the device, read at epoch end
-    step = trainer._step
+    trainer.guard.read_every = read_every  # 50: the GPU's way, the step noted on the device, read at epoch end
+    step = trainer.step
     poisoned = {"done": False}
 
     def step_with_nan_at_25(x, y, batch_total):
@@ -159,7 +160,7 @@ def test_a_nan_stops_training_naming_epoch_step_and_causes_and_keeps_the_last_ch
                 trainer.model.decoder.last.weight[0, 0] = float("nan")
         step(x, y, batch_total)
 
-    trainer._step = step_with_nan_at_25
+    trainer.step = step_with_nan_at_25
     before = load_tensors(trainer.run_dir / CHECKPOINT)[0] if (trainer.run_dir / CHECKPOINT).exists() else None
     with pytest.raises(NonFiniteError) as err:
         trainer.fit()
@@ -195,15 +196,15 @@ def test_a_nan_gradient_with_a_finite_loss_is_caught_by_the_next_loss_or_the_che
 
 def test_skip_mode_skips_and_counts_nonfinite_steps(tmp_path, tiny_raw):
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "train.nonfinite=skip")
-    step = trainer._step
+    terms = trainer.step.terms
 
-    def step_with_nan_loss(x, y, batch_total):
+    def terms_with_nan_loss(x, y, noise, kl_weight):
         if trainer.state.global_step in (3, 7):
             x = x.clone()
             x[0, 0] = float("nan")
-        step(x, y, batch_total)
+        return terms(x, y, noise, kl_weight)
 
-    trainer._step = step_with_nan_loss
+    trainer.step.terms = terms_with_nan_loss
     trainer.fit()
     record = read_jsonl(trainer.run_dir / "metrics.jsonl")[0]
     assert record["skipped_steps"] == 2

@@ -80,7 +80,7 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
     from .data import load_images
     from .data.load import image_options
     from .pipeline import sweep_run, train_run
-    from .training import resolve_device
+    from .device import resolve_device
 
     raw, texts = None, list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
     if data is not None:

@@ -51,7 +51,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
     from .parallel import from_environment
     from .runs import RunFolder
-    from .training import resolve_device
+    from .device import resolve_device
 
     folder = RunFolder(args.run_dir).check()
     parallel, device = from_environment(resolve_device(args.device or "auto", "--device"))

@@ -242,10 +242,10 @@ class TrainConfig:
     train_subset: int = 0  # use only the first N training images; 0 = all (for tests)
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
     nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
-    precision: str = "auto"  # of the network products in training steps: auto | float32 | bfloat16 (see train.network_dtype)
+    precision: str = "auto"  # of the network products in training steps: auto | float32 | bfloat16 (see device.network_dtype)
     # torch.compile the training step (with Adam in one process: objective, gradient and update in
     # one graph; else the objective and its backward): true | false | "auto" = on a CPU, for a
-    # whole Adam step, in runs of train.AUTO_COMPILE_STEPS (5,000) steps or more
+    # whole Adam step, in runs of training.step.AUTO_COMPILE_STEPS (5,000) steps or more
     compile: bool | str = "auto"
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
 

@@ -218,7 +218,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     from .data import load_data
     from .data.views import make_views
     from .runs import RunFolder, load_run
-    from .training import resolve_device
+    from .device import resolve_device
 
     if split not in ("test", "val"):
         raise EvaluationError(f"split must be test or val, got {split!r}")

@@ -40,8 +40,9 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     """
     from .data import load_data
     from .data.views import make_views
+    from .device import resolve_device
     from .parallel import from_environment
-    from .training import Trainer, resolve_device
+    from .training import Trainer
 
     folder = RunFolder(run_dir)
     parallel, device = from_environment(resolve_device(config.train.device))

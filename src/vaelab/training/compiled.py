@@ -8,7 +8,8 @@ same order, and the compiled graph takes it as an input (`NoisePlayback`). The r
 the one eager steps draw; only the rounding of the fused kernels differs, and a compiled run
 resumed from a checkpoint ends bit for bit like an uninterrupted compiled run.
 
-Two things are compiled this way:
+Two things are compiled this way, both from the step's own `terms` and `loss` (`step.TrainingStep`
+chooses which and falls back to its eager step), so compiled and eager steps compute one thing:
 - `objective_step`: the objective (encoder, sampling, decoder, likelihood, KL) and its backward;
   autograd and the optimizer run as usual. Any optimizer, and under torchrun.
 - `adam_step`: the whole optimizer step for Adam in one process: the objective, its gradient
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distributions import Noise, NoisePlayback, NoiseRecorder, draw_ahead
+from ..distributions import NoisePlayback, NoiseRecorder, draw_ahead
 from ..objectives import ObjectiveTerms
 
 # train.compile_mode: the torch.compile modes a compiled step may be built with ("reduce-overhead": CUDA graphs)
@@ -96,20 +97,13 @@ class NoiseCompiled:
         return out
 
 
-def objective_step(objective: Callable[..., ObjectiveTerms], model: Any, samples: int,
-                   mode: str = "default") -> NoiseCompiled:
-    """objective(model, x, samples, noise, y, kl_weight) -> ObjectiveTerms, compiled (with its backward).
-
-    Called within the model's `mixed_precision` block, as the eager objective is.
-    """
-    def eager(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> ObjectiveTerms:
-        return objective(model, x, samples, noise, y, kl_weight)
-
+def objective_step(terms: Callable[..., ObjectiveTerms], mode: str = "default") -> NoiseCompiled:
+    """terms(x, y, noise, kl_weight) -> ObjectiveTerms compiled (with its backward)."""
     def traced(x: torch.Tensor, y: torch.Tensor | None, noise: list[torch.Tensor],
                kl_weight: torch.Tensor) -> ObjectiveTerms:
-        return objective(model, x, samples, NoisePlayback(noise), y, kl_weight)
+        return terms(x, y, NoisePlayback(noise), kl_weight)
 
-    return NoiseCompiled(eager, eager, traced, mode)
+    return NoiseCompiled(terms, terms, traced, mode)
 
 
 def adam_supported(optimizer: torch.optim.Optimizer) -> bool:
@@ -128,7 +122,7 @@ def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs:
     step: the 0-d step count before this step (torch keeps one per tensor; they are all equal).
     """
     # beta**t as exp(t log beta): the compiler recomputes these scalars in every element's loop,
-    # where exp is vectorized and pow is a scalar library call (a quarter of the mnist-lab step)
+    # where exp is vectorized and pow is a scalar library call per weight
     t = step + 1
     step_size = lr / (1 - torch.exp(t * math.log(beta1)))
     bias_correction2_sqrt = (1 - torch.exp(t * math.log(beta2))).sqrt()
@@ -140,30 +134,30 @@ def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs:
         p.sub_(step_size * m / (v.sqrt() / bias_correction2_sqrt + eps))
 
 
-class _Objective(nn.Module):
-    """The objective as a module's forward, so `torch.func.functional_call` can put the weights in."""
+class _Terms(nn.Module):
+    """terms(x, y, noise, kl_weight) as a module's forward, so `torch.func.functional_call` can put the weights in."""
 
-    def __init__(self, objective: Callable[..., ObjectiveTerms], model: nn.Module, samples: int) -> None:
+    def __init__(self, terms: Callable[..., ObjectiveTerms], model: nn.Module) -> None:
         super().__init__()
-        self.objective, self.model, self.samples = objective, model, samples
+        self.terms, self.model = terms, model  # `model`, registered here, is the one `terms` computes with
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None, noise: list[torch.Tensor],
                 kl_weight: torch.Tensor) -> ObjectiveTerms:
-        return self.objective(self.model, x, self.samples, NoisePlayback(noise), y, kl_weight)
+        return self.terms(x, y, NoisePlayback(noise), kl_weight)
 
 
-def adam_step(objective: Callable[..., ObjectiveTerms], model: nn.Module, samples: int,
-              optimizer: torch.optim.Adam, sums: Callable[[], torch.Tensor], eager: Callable[..., torch.Tensor],
-              network_dtype: torch.dtype | None, mode: str = "default") -> NoiseCompiled:
+def adam_step(terms: Callable[..., ObjectiveTerms], batch_loss: Callable[[ObjectiveTerms, int], torch.Tensor],
+              model: nn.Module, optimizer: torch.optim.Adam, sums: torch.Tensor,
+              eager: Callable[..., torch.Tensor], mode: str = "default") -> NoiseCompiled:
     """The whole optimizer step compiled: returns the step's loss after updating weights, Adam's state and `sums`.
 
-    eager(x, y, noise, kl_weight) -> loss must do the same step eagerly (for any call the graph
-    is not for). Adam's state is created as torch creates it, if no step has yet. The loss is the mean
-    of -objective over the batch; sums() (4,) gains the batch's summed elbo, reconstruction, KL
-    and objective. Adam's state stays in `optimizer.state`, so checkpoints, resumed runs and
-    eager steps see one optimizer.
+    terms(x, y, noise, kl_weight) computes the batch's terms with `model`; batch_loss(terms, batch size)
+    is what Adam minimizes; sums (4,) gains the batch's `terms.totals()`. eager(x, y, noise,
+    kl_weight) -> loss must do the same step eagerly (for any call the graph is not for). Adam's
+    state is created as torch creates it, if no step has yet, and stays in `optimizer.state`, so
+    checkpoints, resumed runs and eager steps see one optimizer.
     """
-    module = _Objective(objective, model, samples)
+    module = _Terms(terms, model)
     parameters = list(model.parameters())
     names = [f"model.{name}" for name, _ in model.named_parameters()]
     group = optimizer.param_groups[0]
@@ -174,9 +168,8 @@ def adam_step(objective: Callable[..., ObjectiveTerms], model: nn.Module, sample
 
     def loss_of(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor | None,
                 noise: list[torch.Tensor], kl_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with model.mixed_precision(network_dtype):
-            terms = torch.func.functional_call(module, weights, (x, y, noise, kl_weight), strict=False)
-        return terms.objective.sum() * (-1.0 / x.shape[0]), terms.totals()
+        batch_terms = torch.func.functional_call(module, weights, (x, y, noise, kl_weight), strict=False)
+        return batch_loss(batch_terms, x.shape[0]), batch_terms.totals()
 
     def traced(x: torch.Tensor, y: torch.Tensor | None, noise: list[torch.Tensor], kl_weight: torch.Tensor,
                lr: torch.Tensor, params: list[torch.Tensor], exp_avgs: list[torch.Tensor],
@@ -190,20 +183,20 @@ def adam_step(objective: Callable[..., ObjectiveTerms], model: nn.Module, sample
         sums.add_(totals)
         return loss
 
-    def record(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> None:
-        with model.mixed_precision(network_dtype):
-            objective(model, x, samples, noise, y, kl_weight)
-
     def inputs() -> tuple:
-        # Looked up every step: loading a checkpoint replaces Adam's state tensors and the sums.
-        for p in parameters:
-            if not optimizer.state[p]:  # as torch.optim.Adam's first step makes it (fused: a float32 step count)
-                optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
-                                      "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                                      "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        states = [optimizer.state[p] for p in parameters]
+        states = _adam_states(optimizer, parameters)  # every step: loading a checkpoint replaces them
         lr.fill_(group["lr"])
         return (lr, aliases, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states], sums())
+                [s["step"] for s in states], sums)
 
-    return NoiseCompiled(eager, record, traced, mode, inputs)
+    return NoiseCompiled(eager, terms, traced, mode, inputs)
+
+
+def _adam_states(optimizer: torch.optim.Adam, parameters: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Adam's state of each parameter; made as torch.optim.Adam's first step makes it, if no step has yet."""
+    for p in parameters:
+        if not optimizer.state[p]:  # fused Adam counts steps in a float32 tensor
+            optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                                  "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                  "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+    return [optimizer.state[p] for p in parameters]

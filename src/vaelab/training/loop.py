@@ -1,20 +1,21 @@
 """Training: the loop, early stopping, checkpoints that resume exactly.
 
-What it writes goes through the run folder's owner, `runs.RunFolder`. All randomness
-(shuffling, binarization, reparameterization noise) comes from one `torch.Generator` whose
-state is checkpointed, so a resumed run continues the same stream.
+The Trainer runs epochs of `step.TrainingStep`; `guard` decides what a NaN does and
+`checkpoint` what a checkpoint holds. What it writes goes through the run folder's owner,
+`runs.RunFolder`. All randomness (shuffling, binarization, reparameterization noise) comes
+from one `torch.Generator` whose state is checkpointed, so a resumed run continues the same
+stream.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,85 +23,19 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
 from ..data.views import ImageData, ImageSet
-from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
-from ..distributions import Noise
-from ..model import VAE
+from ..device import network_dtype, resolve_device
 from ..latents import temperature_at
-from ..objectives import OBJECTIVES, ObjectiveTerms, elbo
+from ..model import VAE
+from ..objectives import elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, CONFIG, RunFolder, RunLockedError  # noqa: F401  (RunLockedError re-exported)
-
-
-def resolve_device(name: str, key: str = "train.device") -> torch.device:
-    """The torch device `name` (auto: CUDA if torch sees one); a ConfigError naming `key` when unusable."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{key}: {name!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}: {name!r} asked for, but torch sees no CUDA device; use cpu") from None
-    if device.type not in ("cpu", "cuda") and not _available(device):
-        raise ConfigError(f"{key}: {name!r} asked for, but this torch build cannot use it; use cpu") from None
-    return device
-
-
-def _available(device: torch.device) -> bool:
-    """Whether a device of another kind than cpu/cuda (mps, xpu, ...) can hold a tensor here."""
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError):
-        return False
-    return True
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether `device` multiplies bfloat16 in hardware (AVX-512 BF16 or AMX on x86 CPUs)."""
-    if device.type != "cpu":
-        return False
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-# Compiling the step costs about 20 s on 2 CPU cores the first time (4-6 s once torch's cache
-# holds the kernels) and then saves 1-2 ms of a 3-9 ms step (MNIST MLPs, batch 20-128): it pays
-# from about 15,000 steps the first time and 3,000 after. Runs of 5,000 steps (MNIST: 11 epochs
-# at batch 128) and more compile by default.
-AUTO_COMPILE_STEPS = 5_000
-
-
-def compiles(setting: bool | str, device: torch.device, planned_steps: int, whole: bool) -> bool:
-    """Whether training compiles its step (train.compile: true, false or "auto").
-
-    "auto" compiles on a CPU where the whole step can be one graph (`whole`: Adam in one
-    process) and the run is long enough to earn the compile back. Not on a GPU: there it is a
-    choice (`train.compile = true`, `compile_mode = "reduce-overhead"` for CUDA graphs).
-    """
-    if setting == "auto":
-        return device.type == "cpu" and whole and planned_steps >= AUTO_COMPILE_STEPS
-    return bool(setting)
-
-
-def network_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype of the network products in training steps; None is float32.
-
-    "auto" picks bfloat16 on CPUs that multiply it natively: there the products, which are
-    most of a step, run about twice as fast, while the likelihood, KL and optimizer stay in
-    float32 (see `VAE.mixed_precision`). Elsewhere float32: a GPU trains these small
-    networks at a speed set by kernel launches, not by arithmetic.
-    """
-    if precision == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else None
-    return {"float32": None, "bfloat16": torch.bfloat16}[precision]
-
-
-class NonFiniteError(RuntimeError):
-    """A loss or gradient went NaN or infinite; the message says where, what and what to try."""
+from ..runs import CHECKPOINT, RunFolder
+from .checkpoint import Checkpoint, TrainState
+from .guard import NonFiniteGuard
+from .step import TrainingStep
 
 
 # ---------------------------------------------------------------- evaluation used during training
@@ -130,70 +65,14 @@ def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1
     return {"elbo": total[0].item(), "reconstruction": total[1].item(), "kl": total[2].item()}
 
 
-# ---------------------------------------------------------------- checkpoint state
-
-@dataclass
-class TrainState:
-    """Where training stands; with the tensors in the checkpoint, enough to resume exactly."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    step_in_epoch: int = 0  # batches of `epoch` already done
-    global_step: int = 0
-    best_val_elbo: float = -math.inf
-    best_epoch: int = -1
-    epochs_since_best: int = 0
-    finished: bool = False
-    stop_reason: str = ""
-    seconds: float = 0.0  # training time spent in `epoch` so far
-    train_seconds: float = 0.0  # wall time of the whole run so far, summed over every resume
-    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
-
-    def to_json(self) -> str:
-        values = dict(self.__dict__)
-        values["best_val_elbo"] = None if math.isinf(self.best_val_elbo) else self.best_val_elbo
-        return json.dumps(values)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainState:
-        values = json.loads(text)
-        if values["best_val_elbo"] is None:
-            values["best_val_elbo"] = -math.inf
-        return cls(**values)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    """Split an optimizer state_dict into tensors (for safetensors) and the rest (JSON); no pickle."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, Any]:
-    meta = json.loads(text)
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    # JSON turned tuples (Adam's betas) into lists; give optimizers back what they wrote.
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
-              for group in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
-
-
 # ---------------------------------------------------------------- the trainer
 
 @dataclass
 class Trainer:
+    """Trains one run into its folder: epochs of optimizer steps, each followed by validation,
+    early stopping and a checkpoint from which a resumed run ends bit for bit like an
+    uninterrupted one; at the end the best weights, scored on the test set."""
+
     config: RunConfig
     run_dir: Path
     data: ImageData
@@ -204,46 +83,40 @@ class Trainer:
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
         self.device = resolve_device(self.config.train.device)
-        with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
-            torch.manual_seed(self.config.train.seed)
-            self.model = VAE(self.config.model, self.data.image_shape).to(self.device)
-        if self.config.model.output_bias == "data_mean":
-            self.model.init_output_bias(self.data.train.mean_image())
-        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
-        self.parameters = list(self.model.parameters())
-        self.network_dtype = network_dtype(self.config.train.precision, self.device)
-        self.objective = OBJECTIVES[self.config.objective.name]
-        self.compiled: NoiseCompiled | None = None  # the step compiled (train.compile): whole, or its objective
-        whole = not self.parallel.active and self.config.train.nonfinite == "stop" and adam_supported(self.optimizer)
-        self.compiled_whole = False
-        if compiles(self.config.train.compile, self.device, self.planned_steps(), whole):
-            samples, mode = self.config.objective.samples, self.config.train.compile_mode
-            self.compiled_whole = whole
-            if whole:
-                def eager(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> torch.Tensor:
-                    return self._eager_step(x, y, len(x), noise, kl_weight)
-                self.compiled = adam_step(self.objective, self.model, samples, self.optimizer, lambda: self.sums,
-                                          eager, self.network_dtype, mode)
-            else:
-                self.compiled = objective_step(self.objective, self.model, samples, mode)
-        # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
-        # In one process they are one stream, which is what makes a resumed run exact.
-        self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
-        self.noise = self._rank_noise(0) if self.parallel.active else self.generator
-        self.epoch_start_rng = self.generator.get_state()
         if not self.parallel.is_main:
             self.log = lambda *args: None
             self.progress = False
-        self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
-        self.state = TrainState()
-        self.stop_requested = False
-        self._clock = time.perf_counter()  # when train_seconds was last brought up to date
-        self.fault = torch.zeros((), dtype=torch.long, device=self.device)  # 1 + the first bad step, 0 if none
-        self.fault_read_every = 1 if self.device.type == "cpu" else 50  # steps; reading a GPU's value syncs
-        self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
         if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
             self.progress = True
+        self.model = self._new_model()
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
+        # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
+        # In one process they are one stream, which is what makes a resumed run exact.
+        self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
+        self.noise = (torch.Generator(self.device).manual_seed(self._rank_seed(0)) if self.parallel.active
+                      else self.generator)
+        self.epoch_start_rng = self.generator.get_state()
+        self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
+        self.state = TrainState()
+        self.network_dtype = network_dtype(self.config.train.precision, self.device)
+        self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
+                                    self.folder, lambda: self.state)
+        self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
+                                 self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
+                                 lambda message: self.log(message))  # looked up each time: log may be replaced
+        self.stop_requested = False  # set by the first Ctrl-C: stop after this step
+        self._clock = time.perf_counter()  # when train_seconds was last brought up to date
+        self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
+
+    def _new_model(self) -> VAE:
+        """The model with its initial weights, drawn from train.seed."""
+        with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
+            torch.manual_seed(self.config.train.seed)
+            model = VAE(self.config.model, self.data.image_shape).to(self.device)
+        if self.config.model.output_bias == "data_mean":
+            model.init_output_bias(self.data.train.mean_image())
+        return model
 
     @property
     def folder(self) -> RunFolder:
@@ -255,43 +128,57 @@ class Trainer:
         """"bfloat16" or "float32": the dtype the networks multiply in during training steps."""
         return str(self.network_dtype or torch.float32).removeprefix("torch.")
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train) / self.config.train.batch_size)
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the whole run will take, if nothing stops it early."""
+        cfg = self.config.train
+        steps = cfg.epochs * self.steps_per_epoch
+        return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+    def kl_weight(self) -> float:
+        """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
+        objective = self.config.objective
+        if not objective.warmup_epochs:
+            return objective.beta
+        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
+
     # -- checkpoints
 
-    def _rank_noise(self, step: int) -> torch.Generator:
-        seed = (self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step
-        return torch.Generator(self.device).manual_seed(seed % 2**63)
+    def _rank_seed(self, step: int) -> int:
+        """The seed of this rank's noise from `step` on, under torchrun (where it is not checkpointed)."""
+        return ((self.config.train.seed * 1_000_003 + self.parallel.rank) * 1_000_003 + step) % 2**63
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint (rank 0), after making sure no NaN or infinity is in what it keeps."""
-        self._check_finite()
+        self.guard.check()
         now = time.perf_counter()
         self.state.train_seconds += now - self._clock
         self._clock = now
         if not self.parallel.is_main:
             return
-        optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors |= {f"best.{k}": v for k, v in self.best_weights.items()}
-        tensors |= optim_tensors
-        tensors |= {"rng.current": self.generator.get_state(), "rng.epoch_start": self.epoch_start_rng,
-                    "sums": self.sums}
-        self.folder.save_checkpoint(tensors, {"state": self.state.to_json(), "optimizer": optim_meta})
+        checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
+                                self.generator.get_state(), self.epoch_start_rng, self.sums)
+        self.folder.save_checkpoint(*checkpoint.contents())
 
     def load_checkpoint(self) -> None:
-        path = self.folder.file(CHECKPOINT)
-        tensors, meta = self.folder.load_checkpoint()
+        contents = self.folder.load_checkpoint()
         try:
-            model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-            self.model.load_state_dict(model)
-            self.best_weights = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
-            self.optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
-            self.generator.set_state(tensors["rng.current"])
+            saved = Checkpoint.from_contents(*contents)
+            self.model.load_state_dict(saved.weights)
+            self.best_weights = {k: v.to(self.device) for k, v in saved.best_weights.items()}
+            self.optimizer.load_state_dict(saved.optimizer)
+            self.generator.set_state(saved.rng)
+            self.epoch_start_rng = saved.epoch_start_rng
+            # noise and sums are restored in place: the step holds them
             if self.parallel.active:  # other ranks' noise is not saved: reseed it from the step
-                self.noise = self._rank_noise(int(json.loads(meta["state"])["global_step"]))
-            self.epoch_start_rng = tensors["rng.epoch_start"]
-            self.sums = tensors["sums"].to(self.device)
-            self.state = TrainState.from_json(meta["state"])
+                self.noise.manual_seed(self._rank_seed(saved.state.global_step))
+            self.sums.copy_(saved.sums)
+            self.state = saved.state
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            path = self.folder.file(CHECKPOINT)
             raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
         self.folder.drop_metrics_after(self.state.epoch)
 
@@ -333,6 +220,39 @@ class Trainer:
             self.save_checkpoint()
         return self.finish()
 
+    def train_epoch(self) -> bool:
+        """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
+        cfg, state = self.config.train, self.state
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config.optim, state.epoch)
+        if self.config.model.latent == "categorical":
+            self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
+        images = self._epoch_images()
+        n_batches = math.ceil(len(images) / cfg.batch_size)
+        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
+                           initial=state.step_in_epoch)
+        started = time.perf_counter() - state.seconds  # resumed mid-epoch, the epoch's clock goes on
+        while state.step_in_epoch < n_batches:
+            rows, batch_total = self._batch_rows(len(images))
+            labels = images.labels[rows] if self.model.n_labels else None
+            self.step(images.batch(rows), labels, batch_total)
+            state.step_in_epoch += 1
+            state.global_step += 1
+            state.seconds = time.perf_counter() - started
+            bar.update()
+            if self.stop_requested:
+                bar.close()
+                self.save_checkpoint()
+                self.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; checkpoint "
+                         f"saved. Continue with: vaelab train --resume {self.run_dir}")
+                raise KeyboardInterrupt
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if cfg.max_steps and state.global_step >= cfg.max_steps:
+                break
+        bar.close()
+        return state.step_in_epoch < n_batches
+
     def _epoch_images(self) -> ImageSet:
         """This epoch's training images in order, drawn once (binarized, for a dynamic view).
 
@@ -353,186 +273,53 @@ class Trainer:
             self.generator.set_state(current)
         return images
 
-    def train_epoch(self) -> bool:
-        """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
-        cfg, state = self.config.train, self.state
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config.optim, state.epoch)
-        if self.config.model.latent == "categorical":
-            self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
-        images = self._epoch_images()
-        n_batches = math.ceil(len(images) / cfg.batch_size)
-        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
-                           initial=state.step_in_epoch)
-        started = time.perf_counter() - state.seconds
-        while state.step_in_epoch < n_batches:
-            start = state.step_in_epoch * cfg.batch_size
-            rows = slice(start, min(start + cfg.batch_size, len(images)))
-            batch_total = rows.stop - rows.start
-            if self.parallel.active:
-                share = self.parallel.shard(batch_total)
-                rows = slice(start + share.start, start + share.stop)
-            labels = images.labels[rows] if self.model.n_labels else None
-            self._step(images.batch(rows), labels, batch_total)
-            state.step_in_epoch += 1
-            state.global_step += 1
-            state.seconds = time.perf_counter() - started
-            bar.update()
-            if self.stop_requested:
-                bar.close()
-                self.save_checkpoint()
-                self.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}; checkpoint "
-                         f"saved. Continue with: vaelab train --resume {self.run_dir}")
-                raise KeyboardInterrupt
-            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
-            if cfg.max_steps and state.global_step >= cfg.max_steps:
-                break
-        bar.close()
-        return state.step_in_epoch < n_batches
+    def _batch_rows(self, n_images: int) -> tuple[slice, int]:
+        """The rows of the epoch's images this rank steps on next, and the size of the whole batch."""
+        size = self.config.train.batch_size
+        start = self.state.step_in_epoch * size
+        rows = slice(start, min(start + size, n_images))
+        batch_total = rows.stop - rows.start
+        if self.parallel.active:  # each rank its contiguous share; the gradients are summed over ranks
+            share = self.parallel.shard(batch_total)
+            rows = slice(start + share.start, start + share.stop)
+        return rows, batch_total
 
     def restart_epoch(self) -> None:
         """Forget the epoch in progress without validating or checkpointing it (for benchmarks)."""
         self.state.step_in_epoch, self.state.seconds = 0, 0.0
         self.sums.zero_()
 
-    def kl_weight(self) -> float:
-        """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
-        objective = self.config.objective
-        if not objective.warmup_epochs:
-            return objective.beta
-        return objective.beta * min(1.0, self.state.global_step / (objective.warmup_epochs * self.steps_per_epoch))
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int) -> None:
-        """One optimizer step on x, this rank's share of a batch of `batch_total` images."""
-        if self.compiled is not None and batch_total == self.config.train.batch_size:  # the graph is for full batches
-            if self.compiled_whole:
-                # The update is done when the loss is read: a non-finite loss stops training as in
-                # eager steps, keeping the last good checkpoint; the weights in memory are not saved.
-                self._check_loss(self._compiled(x, y))
-                return
-            self._eager_step(x, y, batch_total, self.noise, self.kl_weight(), self._compiled)
-        else:
-            self._eager_step(x, y, batch_total, self.noise, self.kl_weight())
-
-    def _eager_step(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int, noise: Noise,
-                    kl_weight: float, objective: Callable[..., ObjectiveTerms] | None = None) -> torch.Tensor:
-        """The step through autograd and the optimizer; `objective(x, y)` if given, else the configured one."""
-        with self.model.mixed_precision(self.network_dtype):
-            if objective is None:
-                terms = self.objective(self.model, x, self.config.objective.samples, noise, y, kl_weight)
-            else:
-                terms = objective(x, y)
-        loss = terms.objective.sum() * (-1.0 / batch_total)  # summed over ranks: the mean over the whole batch
-        for parameter in self.parameters:
-            parameter.grad = None
-        loss.backward()
-        self.parallel.sum_gradients(self.parameters)
-        if self.config.train.nonfinite == "skip":
-            if self._nonfinite(loss).item():  # a host sync every step: the price of deciding before the update
-                self.state.skipped_steps += 1
-                return loss
-        else:
-            self._check_loss(loss)
-        self.optimizer.step()
-        with torch.no_grad():  # summed on the device; read once per epoch
-            self.sums += terms.totals()
-        return loss
-
-    def _check_loss(self, loss: torch.Tensor) -> None:
-        """Stop if the loss is not finite (train.nonfinite = "stop").
-
-        Only the loss is checked every step: a NaN or infinite gradient makes the weights it
-        updates non-finite, and with them the next step's loss; `save_checkpoint` checks the
-        weights themselves. A CPU reads the loss at no cost; a GPU notes the first fault's step
-        on the device and is read every 50 steps, so there is no host sync per step.
-        """
-        if self.fault_read_every == 1:
-            if not math.isfinite(loss.item()):
-                self.fault.fill_(self.state.global_step + 1)
-                self.raise_if_nonfinite()
-        else:
-            first = (self.fault == 0) & ~torch.isfinite(loss)
-            self.fault = torch.where(first, self.state.global_step + 1, self.fault)
-            if self.state.global_step % self.fault_read_every == 0:
-                self.raise_if_nonfinite()
-
-    def _compiled(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
-        """The compiled step's call (the objective's terms, or the loss after a whole update), logging the compile."""
-        compiled = self.compiled
-        compiling = not compiled.settled
-        if compiling:
-            self.log(f"compiling the training step (train.compile = {self.config.train.compile!r}; "
-                     "about 20 s on 2 CPU cores the first time, seconds once torch has cached it)")
-        out = compiled(x, y, self.noise, self.kl_weight())
-        if compiling and compiled.settled:
-            self.log(f"compiled the training step in {compiled.compile_seconds:.1f} s" if compiled.error is None
-                     else f"could not compile the training step ({compiled.error}); training without")
-        return out
-
-    def compile_status(self) -> dict[str, Any]:
-        """For summary.json: whether steps ran compiled (train.compile), and what compiling cost or why it failed."""
-        status: dict[str, Any] = {"compiled_step": bool(self.compiled and self.compiled.settled
-                                                        and self.compiled.error is None)}
-        if self.compiled is not None and self.compiled.settled:
-            if self.compiled.error is None:
-                status["compile_seconds"] = round(self.compiled.compile_seconds, 1)
-            else:
-                status["compile_error"] = self.compiled.error
-        return status
-
-    def planned_steps(self) -> int:
-        """Optimizer steps the whole run will take, if nothing stops it early."""
-        cfg = self.config.train
-        steps = cfg.epochs * self.steps_per_epoch
-        return min(steps, cfg.max_steps) if cfg.max_steps else steps
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.train) / self.config.train.batch_size)
-
-    def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
-        """0 if the loss and every gradient are finite, 1 if the loss is not, 2 if only a gradient is not."""
-        grads = [p.grad for p in self.parameters if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        return torch.where(~torch.isfinite(loss), 1, torch.where(~torch.isfinite(grad_norm), 2, 0))
-
-    def raise_if_nonfinite(self) -> None:
-        """Stop, keeping the last good checkpoint, if a step's loss or gradients went NaN or infinite.
-
-        The loss of step s is not finite either by itself or because the weights it was computed
-        with were not (most likely from the update of step s - 1); read at step s, the message says which.
-        """
-        value = int(self.fault.item())
-        if not value:
-            return
-        step = value - 1
-        weights_bad = step == self.state.global_step and not self._weights_finite()
-        self._raise_nonfinite(step, "loss", " (the weights it was computed with were already not finite: "
-                              "most likely the gradient of the step before)" if weights_bad else "")
-
-    def _check_finite(self) -> None:
-        """raise_if_nonfinite, and the weights too: the last step's loss was finite, its gradient may not be."""
-        self.raise_if_nonfinite()
-        if not self._weights_finite():
-            self._raise_nonfinite(self.state.global_step - 1, "gradient")
-
-    def _weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters)
-
-    def _raise_nonfinite(self, step: int, what: str, why: str = "") -> None:
-        steps_per_epoch, cfg = self.steps_per_epoch, self.config
-        raise NonFiniteError(
-            f"training stopped: the {what} became NaN or infinite at epoch {step // steps_per_epoch + 1}, step "
-            f"{step % steps_per_epoch + 1} (optimizer step {step + 1} in all){why}. The last good checkpoint is kept: "
-            f"{self.folder.file(CHECKPOINT)}. Likely causes: a learning rate too high (optim.lr = {cfg.optim.lr}); "
-            f"a variance collapsing to zero (model.min_sigma = {cfg.model.min_sigma} for a Gaussian likelihood); "
-            f"too strong a KL weight. Edit {self.folder.file(CONFIG)} and continue with --resume, or set "
-            "train.nonfinite = \"skip\" to skip such steps and count them.")
+    # -- the end of an epoch
 
     def _end_epoch(self, stopped_by_steps: bool) -> None:
+        """Record and log the epoch, keep the best weights, decide whether to stop, checkpoint."""
         cfg, state = self.config.train, self.state
-        self._check_finite()
+        self.guard.check()
+        record = self._epoch_record()
+        if self.parallel.is_main:
+            self.folder.append_metrics(record)
+        self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
+                 f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
+                 f"KL {record['val_kl']:7.3f})  {state.seconds:6.1f} s")
+        if record["val_elbo"] > state.best_val_elbo:
+            state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state.epochs_since_best += 1
+        state.epoch += 1
+        state.step_in_epoch, state.seconds = 0, 0.0
+        self.sums.zero_()
+        if stopped_by_steps:
+            state.finished, state.stop_reason = True, f"reached train.max_steps={cfg.max_steps}"
+        elif cfg.patience and state.epochs_since_best >= cfg.patience:
+            state.finished = True
+            state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
+        self.save_checkpoint()
+
+    def _epoch_record(self) -> dict[str, Any]:
+        """The epoch's line in metrics.jsonl: its training terms per image (as the weights moved), and
+        the validation ELBO of the weights it ended with."""
+        cfg, state = self.config.train, self.state
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
@@ -546,25 +333,7 @@ class Trainer:
         }
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
-        if self.parallel.is_main:
-            self.folder.append_metrics(record)
-        self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
-                 f"val ELBO {val['elbo']:9.3f} (rec {val['reconstruction']:9.3f}, KL {val['kl']:7.3f})  "
-                 f"{state.seconds:6.1f} s")
-        if val["elbo"] > state.best_val_elbo:
-            state.best_val_elbo, state.best_epoch, state.epochs_since_best = val["elbo"], state.epoch + 1, 0
-            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            state.epochs_since_best += 1
-        state.epoch += 1
-        state.step_in_epoch, state.seconds = 0, 0.0
-        self.sums.zero_()
-        if stopped_by_steps:
-            state.finished, state.stop_reason = True, f"reached train.max_steps={cfg.max_steps}"
-        elif cfg.patience and state.epochs_since_best >= cfg.patience:
-            state.finished = True
-            state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
-        self.save_checkpoint()
+        return record
 
     # -- the end
 
@@ -584,7 +353,7 @@ class Trainer:
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
-            "network_precision": self.precision_name, **self.compile_status(),
+            "network_precision": self.precision_name, **self.step.compile_status(),
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
         summary["processes"] = self.parallel.world

@@ -1,0 +1,112 @@
+"""What a checkpoint holds, and how it maps onto the file's tensors and metadata and back.
+
+The file is safetensors, written and read by `RunFolder.save_checkpoint` / `load_checkpoint`:
+tensors, and metadata that are strings (JSON here), so loading one runs no pickle.
+
+    model.<name>            the weights now
+    best.<name>             the weights of the best validation ELBO so far
+    optim.<index>.<key>     the optimizer's state tensors (Adam's moments, step counts)
+    rng.current             the run's generator now
+    rng.epoch_start         the generator when the epoch in progress began
+    sums                    the epoch's summed elbo, reconstruction, KL and objective so far
+    metadata "state"        `TrainState`, as JSON
+    metadata "optimizer"    the optimizer's param groups and non-tensor state, as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TrainState:
+    """Where training stands; with the tensors in the checkpoint, enough to resume exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step_in_epoch: int = 0  # batches of `epoch` already done
+    global_step: int = 0
+    best_val_elbo: float = -math.inf
+    best_epoch: int = -1
+    epochs_since_best: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+    seconds: float = 0.0  # training time spent in `epoch` so far
+    train_seconds: float = 0.0  # wall time of the whole run so far, summed over every resume
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
+
+    def to_json(self) -> str:
+        values = dict(self.__dict__)
+        values["best_val_elbo"] = None if math.isinf(self.best_val_elbo) else self.best_val_elbo
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        values = json.loads(text)
+        if values["best_val_elbo"] is None:
+            values["best_val_elbo"] = -math.inf
+        return cls(**values)
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run resumes from, as the trainer holds it."""
+
+    state: TrainState
+    weights: dict[str, torch.Tensor]
+    best_weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # the optimizer's state_dict
+    rng: torch.Tensor  # the generator's state now
+    epoch_start_rng: torch.Tensor  # its state when the epoch began: a resumed epoch redraws its order from it
+    sums: torch.Tensor
+
+    def contents(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The file's tensors and metadata."""
+        optim_tensors, optim_meta = _optimizer_tensors(self.optimizer)
+        tensors = {f"model.{k}": v for k, v in self.weights.items()}
+        tensors |= {f"best.{k}": v for k, v in self.best_weights.items()}
+        tensors |= optim_tensors
+        tensors |= {"rng.current": self.rng, "rng.epoch_start": self.epoch_start_rng, "sums": self.sums}
+        return tensors, {"state": self.state.to_json(), "optimizer": optim_meta}
+
+    @classmethod
+    def from_contents(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Checkpoint:
+        """Back from the file's tensors and metadata; KeyError or ValueError if something is missing."""
+        return cls(state=TrainState.from_json(meta["state"]),
+                   weights={k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
+                   best_weights={k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")},
+                   optimizer=_optimizer_state(tensors, meta["optimizer"]),
+                   rng=tensors["rng.current"], epoch_start_rng=tensors["rng.epoch_start"], sums=tensors["sums"])
+
+
+def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """Split an optimizer state_dict into tensors (for safetensors) and the rest (JSON); no pickle."""
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, Any]:
+    """The optimizer state_dict `_optimizer_tensors` split."""
+    meta = json.loads(text)
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    # JSON turned tuples (Adam's betas) into lists; give optimizers back what they wrote.
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+              for group in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
