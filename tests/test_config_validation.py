@@ -54,6 +54,14 @@ INVALID: dict[str, list] = {
     "data.val_size": [0, -1, 60_000],
     "data.static_seed": [-1, 2**32],
     "data.eval_seed": [-1, 2**32],
+    "data.image_size": [[64], [0, 4], [64, 64, 3]],
+    "data.resize_mode": ["stretch"],
+    "data.channels": [2, 4, -1],
+    "data.background": [[0, 0], [256, 0, 0], [-1, 0, 0]],
+    "data.val_fraction": [-0.1, 1.0],
+    "data.test_fraction": [1.5, 0.95],  # 0.95 with the default val_fraction of 0.1 leaves nothing to train on
+    "data.split_seed": [-1, 2**32],
+    "data.skip_bad": ["yes"],  # a bool: only a wrong type is invalid
     "model.latent_dim": [0, -3],
     "model.encoder_hidden": [[0], [64, -1]],
     "model.decoder_hidden": [[0]],
@@ -118,6 +126,7 @@ EXEMPT = {
     "description": "free text, shown by `vaelab presets`",
     "data.data_dir": "any folder (or none); whether it holds the data is checked when they are loaded, "
                      "by a DataError naming it",
+    "data.label_names": "any names: filled in from a user's images (their class folders) when they are loaded",
 }
 
 
@@ -225,9 +234,9 @@ def test_unknown_top_level_keys_and_non_table_configs(tmp_path):
     ("modle.latent_dim=3", "modle.latent_dim: unknown key; did you mean model.latent_dim? (known: data, "),
     ("modle=3", "modle: unknown key; did you mean model? (known: data, "),
     ("model.likelihood='bernouli'", "model.likelihood: 'bernouli' is not one of bernoulli, gaussian, "
-                                    "continuous_bernoulli, discretized_logistic; did you mean bernoulli?"),
+                                    "continuous_bernoulli, discretized_logistic, auto; did you mean bernoulli?"),
     ("figures.names=['sample']", "figures.names: 'sample' is not one of samples, "),
-    ("data.name='mnsit'", "data.name: 'mnsit' is not one of mnist, fashion-mnist, cifar10; did you mean mnist?"),
+    ("data.name='mnsit'", "data.name: 'mnsit' is not one of mnist, fashion-mnist, cifar10, images; did you mean mnist?"),
 ])
 def test_a_near_miss_says_what_was_meant(override, message):
     with pytest.raises(ConfigError) as info:

@@ -17,12 +17,13 @@ from vaelab.figures import context as figure_context
 from vaelab import training as train
 from vaelab.training import compiled
 from vaelab.config import REGISTRIES, ConfigError, RunConfig, choices, config_from_dict, registry
-from vaelab.data import catalog, views
+from vaelab.data import catalog, images, views
 
 # config key -> the registry that implements it, written out so a move of either side shows here
 IMPLEMENTED_BY = {
     "data.name": catalog.DATASETS,
     "data.binarization": views.VIEWS,
+    "data.resize_mode": images.RESIZE_MODES,
     "model.net": model.NETWORKS,
     "model.latent": latents.LATENT_FAMILIES,
     "model.prior": latents.PRIORS,
@@ -62,7 +63,8 @@ def test_every_one_of_check_uses_its_registry_names(monkeypatch):
     RunConfig().validate()
     assert set(seen) == set(REGISTRIES)
     for key, names in seen.items():
-        assert names == tuple(IMPLEMENTED_BY[key]) == choices(key), key
+        extra = config.EXTRA_CHOICES.get(key, ())  # "images", and "auto" chosen from them when loaded
+        assert names == tuple(IMPLEMENTED_BY[key]) + extra == choices(key), key
 
 
 def _with(key: str, value) -> dict:

@@ -41,7 +41,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
 
 # config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
 REGISTRIES: dict[str, tuple[str, str]] = {
-    "data.name": ("data.catalog", "DATA_NAMES"),
+    "data.name": ("data.catalog", "DATASETS"),
     "data.binarization": ("data.views", "VIEWS"),
     "data.resize_mode": ("data.images", "RESIZE_MODES"),
     "model.net": ("model", "NETWORKS"),
@@ -69,9 +69,16 @@ def registry(key: str) -> Any:
     return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
+# Values some keys accept beyond their registry's names: "images", a user's own images (data/load.py
+# reads them), and "auto", decided from those images when they are loaded (likelihoods.likelihood_for_data)
+# and written into the run's config.
+EXTRA_CHOICES: dict[str, tuple[str, ...]] = {"data.name": (IMAGES,), "data.binarization": (AUTO,),
+                                             "model.likelihood": (AUTO,)}
+
+
 def choices(key: str) -> tuple[str, ...]:
-    """The values config key `key` accepts: its registry's names."""
-    return tuple(registry(key))
+    """The values config key `key` accepts: its registry's names, then any EXTRA_CHOICES."""
+    return tuple(registry(key)) + EXTRA_CHOICES.get(key, ())
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -115,7 +122,7 @@ class DataConfig:
 
     def validate(self, prefix: str = "data") -> None:
         _one_of(self.name, choices("data.name"), f"{prefix}.name")
-        _one_of(self.binarization, (*choices("data.binarization"), AUTO), f"{prefix}.binarization")
+        _one_of(self.binarization, choices("data.binarization"), f"{prefix}.binarization")
         if self.name != IMAGES:
             size = DATASETS[self.name].train_size
             _check(0 < self.val_size < size, f"{prefix}.val_size", f"must be in 1..{size - 1}, got {self.val_size}")
@@ -185,7 +192,7 @@ class ModelConfig:
         _one_of(self.activation, choices("model.activation"), f"{prefix}.activation")
         _one_of(self.init, choices("model.init"), f"{prefix}.init")
         _check(self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}")
-        _one_of(self.likelihood, (*choices("model.likelihood"), AUTO), f"{prefix}.likelihood")
+        _one_of(self.likelihood, choices("model.likelihood"), f"{prefix}.likelihood")
         _one_of(self.gaussian_variance, choices("model.gaussian_variance"), f"{prefix}.gaussian_variance")
         _check(self.gaussian_sigma > 0, f"{prefix}.gaussian_sigma", f"must be > 0, got {self.gaussian_sigma}")
         _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",

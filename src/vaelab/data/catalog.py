@@ -47,9 +47,6 @@ IMAGES = "images"
 """data.name of a user's own images (a folder, an .npy/.npz file or arrays): their shape, size and
 labels are facts of the data, read when it is loaded and recorded in the run's config."""
 
-DATA_NAMES: tuple[str, ...] = (*DATASETS, IMAGES)
-"""The values of data.name."""
-
 AUTO = "auto"
 """data.binarization / model.likelihood chosen from the data when it is loaded (see
 `likelihoods.likelihood_for_data`), and recorded in the run's config."""
