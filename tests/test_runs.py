@@ -97,7 +97,6 @@ def test_resuming_a_finished_run_changes_nothing_and_says_how_to_train_longer(tm
     out = tmp_path / "a"
     vaelab.train(overrides=TINY | {"train.epochs": 2}, out=out, log=quiet)
     summary = RunFolder(out).raw_summary()
-    assert summary["train_seconds"] > 0
     said = []
     vaelab.resume(out, log=said.append)
     assert RunFolder(out).raw_summary() == summary  # not re-scored, seconds kept
@@ -106,7 +105,7 @@ def test_resuming_a_finished_run_changes_nothing_and_says_how_to_train_longer(tm
     vaelab.resume(out, epochs=4, log=quiet)
     extended = RunFolder(out).raw_summary()
     assert extended["epochs_run"] == 4 and len(RunFolder(out).metrics()) == 4
-    assert extended["train_seconds"] >= summary["train_seconds"]  # the seconds of both parts add up
+    assert extended["train_seconds"] > summary["train_seconds"]  # the seconds of both parts add up
     assert RunFolder(out).config().train.epochs == 4
     with pytest.raises(vaelab.config.ConfigError, match="model.latent_dim: cannot be changed when resuming"):
         vaelab.resume(out, latent_dim=5, log=quiet)

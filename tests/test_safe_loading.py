@@ -322,7 +322,7 @@ def test_planted_cache_file_is_refused_dropped_and_nothing_runs(tmp_path, no_oth
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "mnist.npz").write_bytes(PAYLOADS[kind](marker))
-    fault = f"cache {cache / 'mnist.npz'}: {cache / 'mnist.npz'}: (unreadable npz|npz lacks)"
+    fault = f"cache {cache / 'mnist.npz'}: (unreadable npz|npz lacks)"
     with pytest.warns(DataWarning, match=fault), pytest.raises(DataError, match=fault):
         load_dataset("mnist", cache_dir=cache, mirrors=[], use_pypi=False, progress=False)
     assert not (cache / "mnist.npz").exists()  # a bad cache file is removed

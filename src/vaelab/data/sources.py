@@ -209,9 +209,8 @@ def _verify(name: str, arrays: Arrays, where: str) -> dict[str, str]:
 
 
 def _failure_line(label: str, exc: DataError) -> str:
-    """'<source>: <fault>', without naming the source twice."""
-    text = str(exc)
-    return text if text.startswith(label) else f"{label}: {text}"
+    """'<source>: <fault>', without naming the source (or its path) twice."""
+    return f"{label}: {_fault(label, exc)}"
 
 
 def _fault(label: str, exc: DataError) -> str:

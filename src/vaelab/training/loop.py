@@ -349,7 +349,7 @@ class Trainer:
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
             "best_val_elbo": self.state.best_val_elbo, "best_epoch": self.state.best_epoch,
             "epochs_run": self.state.epoch, "steps": self.state.global_step, "stop_reason": self.state.stop_reason,
-            "train_seconds": round(self.state.train_seconds, 1), "weights_sha256": weights_sha256,
+            "train_seconds": round(self.state.train_seconds, 3), "weights_sha256": weights_sha256,
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
