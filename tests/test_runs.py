@@ -226,6 +226,9 @@ def test_long_work_prints_progress_lines_when_output_is_not_a_terminal(tmp_path,
         bar.update()
     lines = buffer.getvalue().splitlines()
     assert len(lines) == 10 and lines[-1].startswith("evaluating (K=5000): 10/10 images (")
+    batches = io.StringIO()
+    LineProgress(3, "epoch 1/20", "batch", every=0.0, file=batches).update()
+    assert batches.getvalue().startswith("epoch 1/20: 1/3 batches (")
     said = []
     vaelab.train(overrides=TINY | {"train.epochs": 1, "evaluate.samples": 2}, out=tmp_path / "a", log=said.append)
     assert "evaluating the test set: 60 images, K = 2 importance samples each" in said

@@ -15,6 +15,10 @@ from tqdm import tqdm
 LINE_EVERY = 5.0  # seconds between two lines when output is not a terminal
 
 
+def plural(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+
+
 class LineProgress:
     """tqdm's update/close/set_postfix interface, printed as a line every `every` seconds."""
 
@@ -35,7 +39,7 @@ class LineProgress:
     def _line(self, now: float) -> None:
         rate = (self.n - self.start_n) / max(now - self.started, 1e-9)
         left = (self.total - self.n) / rate if rate > 0 else float("nan")
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({rate:.1f}/s, about {left:.0f} s left)",
+        print(f"{self.desc}: {self.n}/{self.total} {plural(self.unit)} ({rate:.1f}/s, about {left:.0f} s left)",
               file=self.file, flush=True)
 
     def close(self) -> None:
