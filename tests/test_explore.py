@@ -121,7 +121,8 @@ def numpy_decode(spec: dict, z: np.ndarray, y: int | None = None) -> np.ndarray:
             c_in, c_out = layer["in_shape"][0], layer["out_shape"][0]
             weight = torch.from_numpy(take(layer["weight"]).reshape(c_in, c_out, *layer["kernel"]))
             x = F.conv_transpose2d(torch.from_numpy(x)[None], weight, torch.from_numpy(take(layer["bias"])),
-                                   stride=layer["stride"], padding=layer["padding"])[0].numpy()
+                                   stride=layer["stride"], padding=layer["padding"], dilation=layer["dilation"],
+                                   output_padding=layer["output_padding"])[0].numpy()
             assert list(x.shape) == layer["out_shape"]
         elif op == "relu":
             x = np.maximum(x, 0)
@@ -172,15 +173,20 @@ class OddHead(nn.Module):
         return torch.distributions.Bernoulli(logits=out)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: setattr(m, "decoder", OddDecoder()), "decodes vaelab's own MLP and ConvDecoder"),
-    (lambda m: setattr(m, "decoder", nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 784))), "GELU"),
-    (lambda m: setattr(m, "head", OddHead()), "likelihood head is a OddHead"),
-    (lambda m: setattr(m, "decoder", nn.Sequential(nn.Linear(2, 8))), "the decoder gives 8 outputs"),
-    (lambda m: setattr(m.decoder.deconvs[0], "output_padding", (1, 1)), "output padding"),
+CONV = ("model.net=conv",)
+
+
+@pytest.mark.parametrize("overrides, change, message", [
+    ((), lambda m: setattr(m, "decoder", OddDecoder()), "decodes vaelab's own MLP and ConvDecoder"),
+    ((), lambda m: setattr(m, "decoder", nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 784))), "GELU"),
+    ((), lambda m: setattr(m, "head", OddHead()), "likelihood head is a OddHead"),
+    ((), lambda m: setattr(m, "decoder", nn.Sequential(nn.Linear(2, 8))), "the decoder gives 8 outputs"),
+    (CONV, lambda m: setattr(m.decoder.deconvs[0], "padding_mode", "circular"), "padding mode other than zeros"),
+    (CONV, lambda m: setattr(m.decoder.deconvs[-1], "output_padding", (1, 1)), "gives 841 outputs"),  # 29 x 29
+    ((), lambda m: setattr(m, "image_shape", (2, 28, 14)), "the images have 2 channels"),
 ])
-def test_a_decoder_it_cannot_run_is_refused_with_the_reason(change, message):
-    model = tiny_model("model.net=conv") if "padding" in message else tiny_model()
+def test_a_decoder_it_cannot_run_is_refused_with_the_reason(overrides, change, message):
+    model = tiny_model(*overrides)
     change(model)
     with pytest.raises(ExplorerError, match=re.escape(message)):
         decoder_spec(model)
