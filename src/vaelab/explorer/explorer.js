@@ -68,7 +68,7 @@
       rows: taps(Ho, Hi, kh, spec.stride[0], spec.padding[0], spec.dilation[0], kw * step, Wi),
       cols: taps(Wo, Wi, kw, spec.stride[1], spec.padding[1], spec.dilation[1], step, 1),
       nnz: new Int32Array(Hi * Wi), idx: new Int32Array(Hi * Wi * Ci), val: new Float64Array(Hi * Wi * Ci),
-      out: new Float64Array(Ho * Wo * Cp),
+      out: { data: new Float64Array(Ho * Wo * Cp), C: Co, P: Ho * Wo, ps: Cp, cs: 1 },  // channel last
     };
   }
 
@@ -91,7 +91,7 @@
     // Gather: each output pixel sums, over the taps that reach it and the nonzero inputs there,
     // four output channels at a time; the output is written channel last.
     compact(l, t);
-    const { Ci, Cp, Ho, Wo, w, b, out, nnz, idx, val, rows, cols } = l;
+    const { Ci, Cp, Ho, Wo, w, b, nnz, idx, val, rows, cols } = l, out = l.out.data;
     for (let oy = 0; oy < Ho; oy++) {
       const rt = rows[oy];
       for (let ox = 0; ox < Wo; ox++) {
@@ -111,7 +111,7 @@
         }
       }
     }
-    return { data: out, C: l.Co, P: Ho * Wo, ps: Cp, cs: 1 };
+    return l.out;
   }
 
   function flatten(t, scratch) {  // t as torch lays it out, channel-major: (c, p) at c * P + p
@@ -122,9 +122,10 @@
     return scratch;
   }
 
-  function reshaped(t, C, P, scratch) {  // t read as C channels of P pixels, as torch's reshape would
+  function reshaped(t, C, P, scratch, view) {  // t read as C channels of P pixels, as torch's reshape would
     if (t.C === C && t.P === P) return t;
-    return { data: flatten(t, scratch), C, P, ps: 1, cs: P };
+    view.data = flatten(t, scratch); view.C = C; view.P = P; view.ps = 1; view.cs = P;
+    return view;
   }
 
   function activate(l, t) {  // in place; padding channels are never read, so their values do not matter
@@ -178,27 +179,29 @@
     const steps = spec.layers.map((l) => {
       if (!l.weight) return Object.assign({}, l);
       const plan = planConv(asConv(Object.assign({}, l, { w: view(l.weight), b: view(l.bias) })));
-      return Object.assign({ op: "conv" }, plan, { scratch: new Float64Array(plan.Ci * plan.Pi) });
+      return Object.assign({ op: "conv" }, plan, { scratch: new Float64Array(plan.Ci * plan.Pi), view: {} });
     });
-    const input = new Float64Array(spec.input), image = new Float32Array(N_PIX), mean = makeHead(spec.head);
+    const input = { data: new Float64Array(spec.input), C: spec.input, P: 1, ps: 1, cs: 1 };
+    const image = new Float32Array(N_PIX), mean = makeHead(spec.head);
     const outScratch = new Float64Array(spec.head.params_per_pixel * N_PIX);
 
-    function run() {
-      let t = { data: input, C: spec.input, P: 1, ps: 1, cs: 1 };
+    function run() {  // the decoder output, parameter-major (torch's flat order)
+      let t = input;
       for (const l of steps) {
-        if (l.op === "conv") t = convTranspose(l, reshaped(t, l.Ci, l.Pi, l.scratch));
+        if (l.op === "conv") t = convTranspose(l, reshaped(t, l.Ci, l.Pi, l.scratch, l.view));
         else if (l.op !== "reshape") t = activate(l, t);  // a reshape is how the next layer reads t
       }
-      return flatten(reshaped(t, outScratch.length, 1, outScratch), outScratch);
+      return flatten(t, outScratch);
     }
 
     // decode(z, y) -> the image mean (C*H*W float32, channel-major), in a buffer the next call reuses
     return function decode(z, y) {
       if (z.length !== spec.latent_size) throw new Error("z has " + z.length + " entries, the decoder takes " + spec.latent_size);
-      for (let i = 0; i < spec.latent_size; i++) input[i] = +z[i];
+      const x = input.data;
+      for (let i = 0; i < spec.latent_size; i++) x[i] = +z[i];
       if (spec.n_labels) {
         if (!(Number.isInteger(y) && y >= 0 && y < spec.n_labels)) throw new Error("a conditional model: pass a label y in 0.." + (spec.n_labels - 1));
-        for (let k = 0; k < spec.n_labels; k++) input[spec.latent_size + k] = (k === y) ? 1 : 0;
+        for (let k = 0; k < spec.n_labels; k++) x[spec.latent_size + k] = (k === y) ? 1 : 0;
       }
       return mean(run(), image);
     };

@@ -298,13 +298,13 @@ def _decoding(model: nn.Module, means: np.ndarray, view: dict[str, Any], latent:
         return result
     grid = precomputed_images(model, means, view, latent)
     nodes = f"{len(grid['a'])} \u00d7 {len(grid['b'])} grid" if grid["b"] else f"line of {len(grid['a'])} points"
+    off_plane = " (the sliders' coordinates off the map's plane do not change it)" if view["mode"] == "pca" else ""
     reason = (f"its decoder takes about {cost / 1e6:.3g} million multiply-adds a decode, more than the "
               f"{live_limit / 1e6:.3g} million the page decodes live")
     return result | {"spec": None, "precomputed": grid, "reason": reason,
                      "banner": f"<b>Too large to decode live:</b> {_text(reason)}. The images are precomputed "
                                f"instead: decoded by PyTorch when this page was written, on a {nodes} over the "
-                               "map; the pointer shows the nearest one, and the sliders' off-map coordinates "
-                               "do not change it."}
+                               f"map; the pointer shows the nearest one{off_plane}."}
 
 
 def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
