@@ -9,8 +9,9 @@ that makes of them, against ``LIVE_LIMIT``, the most the page decodes live.
     python benchmarks/explorer_speed.py [--seconds 2] [--rounds 3] [--models conv-64-2 ...]
 
 Random weights: the kernel skips zero inputs, and a ReLU after a random layer zeroes about half,
-as after a trained one; the discretized logistic's mean costs more the wider its scales, and a
-random decoder's are wide (a trained one's are narrower, so faster). The load average before
+as after a trained one (tanh zeroes none: the -tanh model shows that cost); the discretized
+logistic's mean costs more the wider its scales, and a random decoder's are wide (a trained
+one's are narrower, so faster). The load average before
 and after is printed, since other jobs share the machine.
 """
 
@@ -39,6 +40,7 @@ MODELS = {
     "mlp-28-grey": ((1, 28, 28), []),
     "conv-64-2": ((3, 64, 64), [*COLOUR, "model.conv_channels=[32, 64]"]),
     "conv-64-3": ((3, 64, 64), [*COLOUR, "model.conv_channels=[32, 64, 128]"]),
+    "conv-64-3-tanh": ((3, 64, 64), [*COLOUR, "model.conv_channels=[32, 64, 128]", "model.activation=tanh"]),
     "conv-64-2-logistic": ((3, 64, 64), [*COLOUR, "model.conv_channels=[32, 64]",
                                          "model.likelihood=discretized_logistic"]),
     "conv-128-3": ((3, 128, 128), [*COLOUR, "model.conv_channels=[32, 64, 128]"]),
