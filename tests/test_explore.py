@@ -293,7 +293,8 @@ def test_the_grid_images_are_the_decoder_means_at_the_grid_points(name):
     grid = precomputed_images(model, means, view, latent)
     a, b = np.array(grid["a"]), np.array(grid["b"] if grid["b"] is not None else [0.0])
     assert (grid["b"] is None) == (name == "one-dimensional") and len(a) >= 2
-    pixels = np.frombuffer(base64.b64decode(grid["pixels"]), np.uint8).reshape(max(model.n_labels, 1), len(b), len(a), -1)
+    pixels = np.frombuffer(base64.b64decode(grid["pixels"]), np.uint8)
+    pixels = pixels.reshape(max(model.n_labels, 1), len(b), len(a), -1)
     axes = np.array(view["axes"])
     for y, j, i in [(0, 0, 0), (max(model.n_labels - 1, 0), len(b) - 1, len(a) // 2)]:
         z = np.array(view["mean"]) + a[i] * axes[0] + b[j] * axes[1]
@@ -454,7 +455,8 @@ def test_the_page_decodes_and_draws_images_of_any_size_as_pytorch_does(browser, 
         assert size["shownWidth"] / w == pytest.approx(size["shownHeight"] / h, rel=0.02)
         assert 200 <= max(size["shownWidth"], size["shownHeight"]) <= 280
         current = page.evaluate("() => window.vaelab.current()")
-        assert np.abs(canvas_values(page, "#image")[0] - reference(model, [current["z"]], current["y"])[0]).max() < CANVAS_TOL
+        expected = reference(model, [current["z"]], current["y"])[0]
+        assert np.abs(canvas_values(page, "#image")[0] - expected).max() < CANVAS_TOL
         # the strip: ten frames at the image's own size, the decoder means along the line
         clicked = [click_at(page, means[3]), click_at(page, means[4])]
         line = np.linspace(0, 1, 10)[:, None] * (np.subtract(clicked[1], clicked[0])) + clicked[0]
@@ -510,7 +512,8 @@ def test_a_decoder_over_the_live_limit_shows_precomputed_images(browser, tmp_pat
         banner = page.locator("#precomputed")
         assert banner.is_visible() and banner.inner_text().startswith("Too large to decode live")
         assert page.evaluate("() => window.vaelab.mode") == "precomputed" and not page.locator("#measure").is_visible()
-        error = page.evaluate("() => { try { window.vaelab.decode([0, 0, 0, 0], 0); return ''; } catch (e) { return e.message; } }")
+        error = page.evaluate("() => { try { window.vaelab.decode([0, 0, 0, 0], 0); return ''; } "
+                              "catch (e) { return e.message; } }")
         assert error.startswith("this page does not decode live: its decoder takes about")
         grid, view = page.evaluate("() => window.vaelab.grid"), page.evaluate("() => window.vaelab.view")
         a, b, m, axes = np.array(grid["a"]), np.array(grid["b"]), np.array(view["mean"]), np.array(view["axes"])

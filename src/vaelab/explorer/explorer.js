@@ -165,10 +165,11 @@
 
     return function mean(out, image) {  // out: the decoder output, parameter-major; image: C*H*W
       const n = image.length;
-      if (head.type === "bernoulli" || head.type === "gaussian") for (let i = 0; i < n; i++) image[i] = sigmoid(out[i]);
-      else if (head.type === "continuous_bernoulli") for (let i = 0; i < n; i++) image[i] = cbMean(out[i]);
-      else if (head.type === "discretized_logistic") for (let i = 0; i < n; i++) image[i] = logisticMean(out[i], out[n + i]);
-      else throw new Error("unknown head " + head.type);
+      const type = head.type;
+      if (type === "bernoulli" || type === "gaussian") for (let i = 0; i < n; i++) image[i] = sigmoid(out[i]);
+      else if (type === "continuous_bernoulli") for (let i = 0; i < n; i++) image[i] = cbMean(out[i]);
+      else if (type === "discretized_logistic") for (let i = 0; i < n; i++) image[i] = logisticMean(out[i], out[n + i]);
+      else throw new Error("unknown head " + type);
       return image;
     };
   }
