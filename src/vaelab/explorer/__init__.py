@@ -15,8 +15,12 @@ written in plain JavaScript, so it works from disk with no server and no network
 
 `decoder_spec(model)` (decoder.py) turns the decoder into a list of layers and one blob of
 weights; it raises `ExplorerError` for a decoder or likelihood head the page cannot reproduce
-exactly, and the page is then written without a decoder and says why. page.py builds the page
-from the files explorer.html, explorer.css and explorer.js in this package.
+exactly, and the page is then written without a decoder and says why. Images are grey or colour
+(C = 1 or 3) of any H x W, from an MLP or a transposed-convolution decoder (any kernel, stride,
+padding, dilation and output padding). A decoder over `LIVE_LIMIT` multiply-adds a decode
+(`decode_cost`) is too slow to follow the pointer: its page says so and carries images PyTorch
+decoded on a grid over the map instead of the weights. page.py builds the page from the files
+explorer.html, explorer.css and explorer.js in this package.
 
 The page's decoder mean matches `model.decode_mean` up to float32 rounding (float32 weights,
 float64 sums): every head is exact, including the continuous Bernoulli's mean and the discretized logistic's
@@ -24,16 +28,19 @@ exact mean over its 256 levels. `window.vaelab` is a small API (decode, pointToL
 the tests drive; see explorer.js.
 """
 
-from .decoder import HEAD_MEANS, HEAD_TYPES, ExplorerError, decoder_spec
+from .decoder import HEAD_MEANS, HEAD_TYPES, ExplorerError, decode_cost, decoder_spec
 from .page import (
     CSP,
     LABEL_NAMES,
+    LIVE_LIMIT,
     latent_description,
     posterior_means,
+    precomputed_images,
     render_explorer,
     scatter_view,
     write_explorer,
 )
 
-__all__ = ["CSP", "HEAD_MEANS", "HEAD_TYPES", "LABEL_NAMES", "ExplorerError", "decoder_spec",
-           "latent_description", "posterior_means", "render_explorer", "scatter_view", "write_explorer"]
+__all__ = ["CSP", "HEAD_MEANS", "HEAD_TYPES", "LABEL_NAMES", "LIVE_LIMIT", "ExplorerError", "decode_cost",
+           "decoder_spec", "latent_description", "posterior_means", "precomputed_images", "render_explorer",
+           "scatter_view", "write_explorer"]

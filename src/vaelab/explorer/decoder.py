@@ -81,6 +81,47 @@ def _pair(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value), int(value)]
 
 
+def _conv_transpose(module: nn.ConvTranspose2d, shape: list[int], where: str) -> dict[str, Any]:
+    """A ConvTranspose2d as a layer of the spec (without its weights): the geometry read from the module.
+
+    Any kernel, stride, padding, dilation and output padding; the output size is torch's,
+    (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1 per side.
+    """
+    if module.groups != 1 or module.padding_mode != "zeros" or not isinstance(module.padding, tuple):
+        raise ExplorerError(f"{where}: a ConvTranspose2d with groups or a padding mode other than zeros, "
+                            "which the explorer does not implement")
+    if len(shape) != 3 or shape[0] != module.in_channels:
+        raise ExplorerError(f"{where}: a ConvTranspose2d of {module.in_channels} channels after an output "
+                            f"of shape {shape}")
+    kernel, stride, padding = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding)
+    dilation, extra = _pair(module.dilation), _pair(module.output_padding)
+    sides = [(n - 1) * s - 2 * p + d * (k - 1) + e + 1
+             for n, k, s, p, d, e in zip(shape[1:], kernel, stride, padding, dilation, extra)]
+    if min(sides) < 1:
+        raise ExplorerError(f"{where}: a ConvTranspose2d whose output of {shape[1:]} would be {sides}")
+    return {"op": "conv_transpose", "in_shape": shape, "out_shape": [module.out_channels, *sides],
+            "kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation, "output_padding": extra}
+
+
+def decode_cost(spec: dict[str, Any]) -> int:
+    """The multiply-adds of one decode of `spec`: every layer's, and the head's.
+
+    A Linear costs in * out, a ConvTranspose2d in_channels * out_channels * kernel area per input
+    pixel (each input pixel meets every tap; the taps that fall off the output are few). The
+    discretized logistic's mean sums up to 255 levels per pixel, counted in full; the other
+    heads one per pixel.
+    """
+    total = 0
+    for layer in spec["layers"]:
+        if layer["op"] == "linear":
+            total += layer["in"] * layer["out"]
+        elif layer["op"] == "conv_transpose":
+            (c_in, h, w), c_out = layer["in_shape"], layer["out_shape"][0]
+            total += c_in * h * w * c_out * math.prod(layer["kernel"])
+    levels = spec["head"].get("n_levels", 2) - 1
+    return total + math.prod(spec["image_shape"]) * levels
+
+
 def decoder_spec(model: nn.Module) -> dict[str, Any]:
     """The decoder of `model` as data the page's JavaScript runs; ExplorerError if it cannot.
 
@@ -88,13 +129,17 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
     "layers": [{"op": "linear" | "relu" | "tanh" | "softplus" | "reshape" | "conv_transpose", ...}],
     "head": {"type", "params_per_pixel", ...}, "weights": base64 little-endian float32, "n_weights"}.
     Layers hold [offset, count] references into the weights. The decoder output is
-    (params_per_pixel * C*H*W), parameter-major, as the likelihood heads read it.
+    (params_per_pixel * C*H*W), parameter-major, as the likelihood heads read it: the first C*H*W
+    values are the mean's parameter for every channel (C, H, W), then the next parameter's.
     """
     head_type = HEAD_TYPES.get(type(model.head))
     if head_type is None:
         raise ExplorerError(f"the likelihood head is a {type(model.head).__name__}; the explorer knows the decoder "
                             f"mean of {', '.join(HEAD_TYPES.values())} only")
     image_shape = [int(s) for s in model.image_shape]
+    if image_shape[0] not in (1, 3):
+        raise ExplorerError(f"the images have {image_shape[0]} channels; the page draws grey (1 channel) "
+                            "or colour (3 channels) images")
     n_pixels = math.prod(image_shape)
     params = int(type(model.head).params_per_pixel)
     n_in = int(model.latent.size + model.n_labels)
@@ -117,20 +162,11 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
                            "bias": blob.add(module.bias, module.out_features)})
             shape = [module.out_features]
         elif type(module) is nn.ConvTranspose2d:
-            if (module.groups != 1 or _pair(module.dilation) != [1, 1] or _pair(module.output_padding) != [0, 0]
-                    or module.padding_mode != "zeros" or not isinstance(module.padding, tuple)):
-                raise ExplorerError(f"{where}: a ConvTranspose2d with groups, dilation, output padding or a padding "
-                                    "mode other than the plain one, which the explorer does not implement")
-            if len(shape) != 3 or shape[0] != module.in_channels:
-                raise ExplorerError(f"{where}: a ConvTranspose2d of {module.in_channels} channels after an output "
-                                    f"of shape {shape}")
-            (kh, kw), (sh, sw), (ph, pw) = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding)
-            out_shape = [module.out_channels, (shape[1] - 1) * sh - 2 * ph + kh, (shape[2] - 1) * sw - 2 * pw + kw]
-            layers.append({"op": "conv_transpose", "in_shape": shape, "out_shape": out_shape,
-                           "kernel": [kh, kw], "stride": [sh, sw], "padding": [ph, pw],
-                           "weight": blob.add(module.weight, module.weight.numel()),
-                           "bias": blob.add(module.bias, module.out_channels)})
-            shape = out_shape
+            layer = _conv_transpose(module, shape, where)
+            layer |= {"weight": blob.add(module.weight, module.weight.numel()),
+                      "bias": blob.add(module.bias, module.out_channels)}
+            layers.append(layer)
+            shape = layer["out_shape"]
         elif type(module) in (nn.ReLU, nn.Tanh):
             layers.append({"op": type(module).__name__.lower()})
         elif type(module) is nn.Softplus:

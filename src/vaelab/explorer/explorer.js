@@ -8,14 +8,20 @@
   const N_PIX = C * H * W;
   const LAT = DATA.latent, D = LAT.size, VIEW = DATA.view;
 
-  function floatsFromBase64(text) {
+  function bytesFromBase64(text) {
     const bin = atob(text), bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    return new Float32Array(bytes.buffer);
+    return bytes;
   }
+  function floatsFromBase64(text) { return new Float32Array(bytesFromBase64(text).buffer); }
 
   // ------------------------------------------------------------ the decoder, layer by layer
-  // Weights are float32 (as trained); sums and activations are float64 JS numbers.
+  // Weights are float32 as trained, widened once to float64; sums and activations are float64.
+  // Every layer with weights runs as a transposed convolution: a Linear is one with a 1x1 kernel
+  // on a 1x1 input. A tensor between layers is {data, C, P, ps, cs}: C channels of P pixels, the
+  // value (c, p) at data[p * ps + c * cs], so that a layer can write the layout the next one
+  // reads fastest (channel last) and a reshape costs nothing when the layout already matches.
+  // Nothing is allocated per decode: every layer owns its buffers.
 
   function sigmoid(x) {
     if (x >= 0) return 1 / (1 + Math.exp(-x));
@@ -23,134 +29,182 @@
     return e / (1 + e);
   }
 
-  function makeDecoder(spec) {
-    const weights = floatsFromBase64(spec.weights);
-    const view = (ref) => weights.subarray(ref[0], ref[0] + ref[1]);
-    const layers = spec.layers.map((l) => Object.assign({}, l, l.weight ? { w: view(l.weight), b: view(l.bias) } : {}));
-    let size = spec.input;
-    for (const l of layers) {  // a reusable output buffer per layer that changes the size
-      if (l.op === "linear") { l.buf = new Float64Array(l.out); size = l.out; }
-      if (l.op === "conv_transpose") {
-        const [Ci, Hi, Wi] = l.in_shape, [Co, Ho, Wo] = l.out_shape, [kh, kw] = l.kernel;
-        size = Co * Ho * Wo;
-        l.buf = new Float64Array(size);
-        l.xt = new Float64Array(Ci * Hi * Wi);  // the input, channel last
-        l.rowTaps = taps(Ho, Hi, kh, l.stride[0], l.padding[0]);
-        l.colTaps = taps(Wo, Wi, kw, l.stride[1], l.padding[1]);
-        l.wt = new Float32Array(Ci * Co * kh * kw);  // torch's (Ci, Co, kh, kw) as (Co, kh, kw, Ci)
-        for (let c = 0; c < Ci; c++)
-          for (let o = 0; o < Co; o++)
-            for (let k = 0; k < kh * kw; k++) l.wt[(o * kh * kw + k) * Ci + c] = l.w[(c * Co + o) * kh * kw + k];
-      }
-    }
-    const input = new Float64Array(spec.input);
-    const head = spec.head;
+  const BLOCK = 4;  // output channels summed at once: one input read feeds four sums
 
-    function linear(l, x) {
-      const out = l.buf, w = l.w, b = l.b, n = l.in;
-      for (let j = 0, row = 0; j < l.out; j++, row += n) {
-        let s = b[j];
-        for (let i = 0; i < n; i++) s += w[row + i] * x[i];
-        out[j] = s;
+  function taps(nOut, nIn, k, stride, pad, dilation, weightStep, inputStep) {
+    // Per output index, the pairs [tap * weightStep, input index * inputStep] of the taps that
+    // reach it: out = in * stride - pad + tap * dilation, as torch's conv_transpose2d.
+    const all = [];
+    for (let o = 0; o < nOut; o++) {
+      const list = [];
+      for (let t = 0; t < k; t++) {
+        const u = o + pad - t * dilation;
+        if (u >= 0 && u % stride === 0 && u / stride < nIn) list.push(t * weightStep, (u / stride) * inputStep);
       }
-      return out;
+      all.push(Int32Array.from(list));
     }
+    return all;
+  }
 
-    function convTranspose(l, x) {
-      // out[o, oy, ox] = b[o] + sum over c and the taps (ky, kx) with oy = iy*s - p + ky, ox = ix*s - p + kx
-      // of x[c, iy, ix] w[c, o, ky, kx]; computed from channel-last copies so the sum over c is contiguous.
-      const [Ci, Hi, Wi] = l.in_shape, [Co, Ho, Wo] = l.out_shape, [kh, kw] = l.kernel;
-      const out = l.buf, w = l.wt, xt = l.xt, rows = l.rowTaps, cols = l.colTaps;
+  function asConv(l) {  // a Linear as a transposed convolution with a 1x1 kernel on a 1x1 input
+    if (l.op === "conv_transpose") return l;
+    return { op: "conv_transpose", in_shape: [l.in, 1, 1], out_shape: [l.out, 1, 1], kernel: [1, 1], stride: [1, 1],
+             padding: [0, 0], dilation: [1, 1], torchWeight: (c, o) => l.w[o * l.in + c], b: l.b };
+  }
+
+  function planConv(spec) {
+    const [Ci, Hi, Wi] = spec.in_shape, [Co, Ho, Wo] = spec.out_shape, [kh, kw] = spec.kernel;
+    const Cp = Math.ceil(Co / BLOCK) * BLOCK, taps2 = kh * kw;
+    const torchWeight = spec.torchWeight || ((c, o, t) => spec.w[(c * Co + o) * taps2 + t]);  // (Ci, Co, kh, kw)
+    const w = new Float64Array(taps2 * Ci * Cp);  // [tap][c][o], o padded to Cp with zeros
+    for (let t = 0; t < taps2; t++)
       for (let c = 0; c < Ci; c++)
-        for (let i = 0; i < Hi * Wi; i++) xt[i * Ci + c] = x[c * Hi * Wi + i];
-      for (let o = 0; o < Co; o++) {
-        const bias = l.b[o];
-        for (let oy = 0; oy < Ho; oy++) {
-          const rt = rows[oy];
-          for (let ox = 0; ox < Wo; ox++) {
-            const ct = cols[ox];
-            let s = bias;
-            for (let r = 0; r < rt.length; r += 2) {
-              const ky = rt[r], iy = rt[r + 1];
-              for (let q = 0; q < ct.length; q += 2) {
-                const wb = ((o * kh + ky) * kw + ct[q]) * Ci, xb = (iy * Wi + ct[q + 1]) * Ci;
-                for (let c = 0; c < Ci; c++) s += w[wb + c] * xt[xb + c];
+        for (let o = 0; o < Co; o++) w[(t * Ci + c) * Cp + o] = torchWeight(c, o, t);
+    const b = new Float64Array(Cp);
+    b.set(spec.b);
+    const step = Ci * Cp;
+    return {
+      Ci, Pi: Hi * Wi, Co, Cp, Ho, Wo, w, b,
+      rows: taps(Ho, Hi, kh, spec.stride[0], spec.padding[0], spec.dilation[0], kw * step, Wi),
+      cols: taps(Wo, Wi, kw, spec.stride[1], spec.padding[1], spec.dilation[1], step, 1),
+      nnz: new Int32Array(Hi * Wi), idx: new Int32Array(Hi * Wi * Ci), val: new Float64Array(Hi * Wi * Ci),
+      out: { data: new Float64Array(Ho * Wo * Cp), C: Co, P: Ho * Wo, ps: Cp, cs: 1 },  // channel last
+    };
+  }
+
+  function compact(l, t) {
+    // Per input pixel, its nonzero inputs (value, and where its weights start): a ReLU zeroes
+    // many, and a zero adds nothing to any sum.
+    const Ci = l.Ci, Cp = l.Cp, nnz = l.nnz, idx = l.idx, val = l.val, data = t.data, ps = t.ps, cs = t.cs;
+    for (let p = 0; p < l.Pi; p++) {
+      const base = p * Ci;
+      let n = 0;
+      for (let c = 0, at = p * ps; c < Ci; c++, at += cs) {
+        const v = data[at];
+        if (v !== 0) { idx[base + n] = c * Cp; val[base + n] = v; n++; }
+      }
+      nnz[p] = n;
+    }
+  }
+
+  function convTranspose(l, t) {
+    // Gather: each output pixel sums, over the taps that reach it and the nonzero inputs there,
+    // four output channels at a time; the output is written channel last.
+    compact(l, t);
+    const { Ci, Cp, Ho, Wo, w, b, nnz, idx, val, rows, cols } = l, out = l.out.data;
+    for (let oy = 0; oy < Ho; oy++) {
+      const rt = rows[oy];
+      for (let ox = 0; ox < Wo; ox++) {
+        const ct = cols[ox], ob = (oy * Wo + ox) * Cp;
+        for (let o = 0; o < Cp; o += BLOCK) {
+          let s0 = b[o], s1 = b[o + 1], s2 = b[o + 2], s3 = b[o + 3];
+          for (let r = 0; r < rt.length; r += 2) {
+            for (let q = 0; q < ct.length; q += 2) {
+              const wb = rt[r] + ct[q] + o, pix = rt[r + 1] + ct[q + 1], end = pix * Ci + nnz[pix];
+              for (let j = pix * Ci; j < end; j++) {
+                const v = val[j], i = wb + idx[j];
+                s0 += w[i] * v; s1 += w[i + 1] * v; s2 += w[i + 2] * v; s3 += w[i + 3] * v;
               }
             }
-            out[(o * Ho + oy) * Wo + ox] = s;
           }
+          out[ob + o] = s0; out[ob + o + 1] = s1; out[ob + o + 2] = s2; out[ob + o + 3] = s3;
         }
       }
-      return out;
     }
+    return l.out;
+  }
 
-    function taps(nOut, nIn, k, stride, pad) {  // per output index: [tap, input index, ...] that reach it
-      const all = [];
-      for (let o = 0; o < nOut; o++) {
-        const list = [];
-        for (let t = 0; t < k; t++) {
-          const u = o + pad - t;
-          if (u >= 0 && u % stride === 0 && u / stride < nIn) list.push(t, u / stride);
-        }
-        all.push(list);
-      }
-      return all;
+  function flatten(t, scratch) {  // t as torch lays it out, channel-major: (c, p) at c * P + p
+    if (t.cs === t.P && (t.ps === 1 || t.P === 1)) return t.data;
+    const { data, C, P, ps, cs } = t;
+    for (let c = 0; c < C; c++)
+      for (let p = 0; p < P; p++) scratch[c * P + p] = data[p * ps + c * cs];
+    return scratch;
+  }
+
+  function reshaped(t, C, P, scratch, view) {  // t read as C channels of P pixels, as torch's reshape would
+    if (t.C === C && t.P === P) return t;
+    view.data = flatten(t, scratch); view.C = C; view.P = P; view.ps = 1; view.cs = P;
+    return view;
+  }
+
+  function activate(l, t) {  // in place; padding channels are never read, so their values do not matter
+    const x = t.data, n = x.length;
+    if (l.op === "relu") for (let i = 0; i < n; i++) { if (x[i] < 0) x[i] = 0; }
+    else if (l.op === "tanh") for (let i = 0; i < n; i++) x[i] = Math.tanh(x[i]);
+    else if (l.op === "softplus") {  // torch: x where beta x > threshold, else log(1 + e^(beta x)) / beta
+      const beta = l.beta, th = l.threshold;
+      for (let i = 0; i < n; i++) { const bx = beta * x[i]; if (bx <= th) x[i] = Math.log1p(Math.exp(bx)) / beta; }
     }
+    return t;
+  }
 
-    function activate(l, x) {
-      const n = x.length;
-      if (l.op === "relu") for (let i = 0; i < n; i++) { if (x[i] < 0) x[i] = 0; }
-      else if (l.op === "tanh") for (let i = 0; i < n; i++) x[i] = Math.tanh(x[i]);
-      else if (l.op === "softplus") {  // torch: x where beta x > threshold, else log(1 + e^(beta x)) / beta
-        const beta = l.beta, t = l.threshold;
-        for (let i = 0; i < n; i++) { const bx = beta * x[i]; if (bx <= t) x[i] = Math.log1p(Math.exp(bx)) / beta; }
-      }
-      return x;
-    }
-
+  function makeHead(head) {
     function cbMean(eta) {  // the continuous Bernoulli's mean, as likelihoods.continuous_bernoulli_mean
       if (Math.abs(eta) < head.taylor_below) return 0.5 + eta / 12 - eta * eta * eta / 720;
       return 0.5 + 0.5 / Math.tanh(eta / 2) - 1 / eta;
     }
 
-    function mean(out) {
-      const x = new Float32Array(N_PIX);
-      if (head.type === "bernoulli" || head.type === "gaussian") {
-        for (let i = 0; i < N_PIX; i++) x[i] = sigmoid(out[i]);
-      } else if (head.type === "continuous_bernoulli") {
-        for (let i = 0; i < N_PIX; i++) x[i] = cbMean(out[i]);
-      } else if (head.type === "discretized_logistic") {
-        // E[x] = sum_{j=1}^{top} sigmoid((loc - (j - 1/2)) / s) / top, loc and s in bin units (exact)
-        const top = head.n_levels - 1;
-        for (let i = 0; i < N_PIX; i++) {
-          const loc = sigmoid(out[i]) * top;
-          const logS = Math.min(Math.max(out[N_PIX + i], head.log_scale_min), head.log_scale_max);
-          const invS = Math.exp(-logS) / top;
-          let total = 0;
-          for (let j = 1; j <= top; j++) total += sigmoid((loc - (j - 0.5)) * invS);
-          x[i] = total / top;
-        }
-      } else {
-        throw new Error("unknown head " + head.type);
+    function logisticMean(raw, logScale) {
+      // E[x] = sum_{j=1}^{top} sigmoid((loc - (j - 1/2)) / s) / top, loc and s in bin units (exact).
+      // sigmoid(...) = 1 / (1 + e_j) with e_j = exp((j - 1/2 - loc) / s) = e_j0 * r^(j - j0), so
+      // one exp serves every level: walk out from the level nearest loc, each e_j one product away,
+      // and stop where the terms have saturated to 0 (upwards) or 1 (downwards) beyond float64.
+      const top = head.n_levels - 1, loc = sigmoid(raw) * top;
+      const invS = Math.exp(-Math.min(Math.max(logScale, head.log_scale_min), head.log_scale_max)) / top;
+      const r = Math.exp(invS), rInv = 1 / r, j0 = Math.min(top, Math.max(1, Math.round(loc + 0.5)));
+      let total = 0, e = Math.exp((j0 - 0.5 - loc) * invS);
+      for (let j = j0; j <= top && e < 1e17; j++, e *= r) total += 1 / (1 + e);
+      e = Math.exp((j0 - 1.5 - loc) * invS);
+      for (let j = j0 - 1; j >= 1; j--, e *= rInv) {
+        if (e < 1e-17) { total += j; break; }
+        total += 1 / (1 + e);
       }
-      return x;
+      return total / top;
     }
 
+    return function mean(out, image) {  // out: the decoder output, parameter-major; image: C*H*W
+      const n = image.length;
+      const type = head.type;
+      if (type === "bernoulli" || type === "gaussian") for (let i = 0; i < n; i++) image[i] = sigmoid(out[i]);
+      else if (type === "continuous_bernoulli") for (let i = 0; i < n; i++) image[i] = cbMean(out[i]);
+      else if (type === "discretized_logistic") for (let i = 0; i < n; i++) image[i] = logisticMean(out[i], out[n + i]);
+      else throw new Error("unknown head " + type);
+      return image;
+    };
+  }
+
+  function makeDecoder(spec) {
+    const weights = floatsFromBase64(spec.weights);
+    const view = (ref) => weights.subarray(ref[0], ref[0] + ref[1]);
+    const steps = spec.layers.map((l) => {
+      if (!l.weight) return Object.assign({}, l);
+      const plan = planConv(asConv(Object.assign({}, l, { w: view(l.weight), b: view(l.bias) })));
+      return Object.assign({ op: "conv" }, plan, { scratch: new Float64Array(plan.Ci * plan.Pi), view: {} });
+    });
+    const input = { data: new Float64Array(spec.input), C: spec.input, P: 1, ps: 1, cs: 1 };
+    const image = new Float32Array(N_PIX), mean = makeHead(spec.head);
+    const outScratch = new Float64Array(spec.head.params_per_pixel * N_PIX);
+
+    function run() {  // the decoder output, parameter-major (torch's flat order)
+      let t = input;
+      for (const l of steps) {
+        if (l.op === "conv") t = convTranspose(l, reshaped(t, l.Ci, l.Pi, l.scratch, l.view));
+        else if (l.op !== "reshape") t = activate(l, t);  // a reshape is how the next layer reads t
+      }
+      return flatten(t, outScratch);
+    }
+
+    // decode(z, y) -> the image mean (C*H*W float32, channel-major), in a buffer the next call reuses
     return function decode(z, y) {
       if (z.length !== spec.latent_size) throw new Error("z has " + z.length + " entries, the decoder takes " + spec.latent_size);
-      for (let i = 0; i < spec.latent_size; i++) input[i] = +z[i];
+      const x = input.data;
+      for (let i = 0; i < spec.latent_size; i++) x[i] = +z[i];
       if (spec.n_labels) {
         if (!(Number.isInteger(y) && y >= 0 && y < spec.n_labels)) throw new Error("a conditional model: pass a label y in 0.." + (spec.n_labels - 1));
-        for (let k = 0; k < spec.n_labels; k++) input[spec.latent_size + k] = (k === y) ? 1 : 0;
+        for (let k = 0; k < spec.n_labels; k++) x[spec.latent_size + k] = (k === y) ? 1 : 0;
       }
-      let x = input;
-      for (const l of layers) {
-        if (l.op === "linear") x = linear(l, x);
-        else if (l.op === "conv_transpose") x = convTranspose(l, x);
-        else if (l.op === "reshape") continue;  // the buffers are flat, C-major, as torch's
-        else x = activate(l, x);
-      }
-      return mean(x);
+      return mean(run(), image);
     };
   }
 
@@ -161,7 +215,7 @@
   const POINTS = floatsFromBase64(DATA.points), LABELS = DATA.labels, N = LABELS.length;
   const M = VIEW.mean, U = VIEW.axes[0], V = VIEW.axes[1];
   const labelCount = Math.max(DATA.label_names.length, 1);
-  const state = { z: M.slice(), y: 0, a: null, b: null, pending: null, image: null, decodeMs: 0, frames: 0 };
+  const state = { z: M.slice(), y: 0, a: null, b: null, image: new Float32Array(N_PIX), decodeMs: 0, frames: 0 };
 
   function point(i) { return Array.from(POINTS.subarray(i * D, (i + 1) * D)); }
   function dot(a, b) { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; }
@@ -322,39 +376,84 @@
 
   // ------------------------------------------------------------ images
 
-  function paint(canvas, image) {
-    canvas.width = W; canvas.height = H;
-    const ctx = canvas.getContext("2d"), out = ctx.createImageData(W, H), px = out.data, plane = H * W;
-    for (let i = 0; i < plane; i++) {
-      const r = image[i], g = C === 3 ? image[plane + i] : r, b = C === 3 ? image[2 * plane + i] : r;
-      px[4 * i] = Math.round(r * 255); px[4 * i + 1] = Math.round(g * 255); px[4 * i + 2] = Math.round(b * 255);
-      px[4 * i + 3] = 255;
-    }
-    ctx.putImageData(out, 0, 0);
+  // A decoder too large to run live ships a grid of images PyTorch decoded when the page was
+  // written: (label, b, a) nodes over the map, 8-bit, each image C*H*W channel-major.
+  const GRID = DATA.precomputed;
+  const gridPixels = GRID ? bytesFromBase64(GRID.pixels) : null;
+  const gridImage = new Float32Array(N_PIX);
+
+  function nearestNode(values, v) {  // the index of the evenly spaced grid value nearest v
+    if (values.length < 2) return 0;
+    const step = (values[values.length - 1] - values[0]) / (values.length - 1);
+    return Math.min(values.length - 1, Math.max(0, Math.round((v - values[0]) / step)));
   }
 
-  function decode(z, y) {
-    if (!decoder) throw new Error("this page cannot decode this model: " + DATA.unsupported);
-    return decoder(z, y === undefined ? state.y : y);
+  function gridNode(z, y) {  // [a index, b index, label] of the grid node nearest z's place on the map
+    const [a, b] = toPlane(z);
+    return [nearestNode(GRID.a, a), GRID.b ? nearestNode(GRID.b, b) : 0, DATA.n_labels ? y : 0];
+  }
+
+  function precomputed(z, y) {
+    const [i, j, label] = gridNode(z, y), nb = GRID.b ? GRID.b.length : 1;
+    const start = ((label * nb + j) * GRID.a.length + i) * N_PIX;
+    for (let k = 0; k < N_PIX; k++) gridImage[k] = gridPixels[start + k] / 255;
+    return gridImage;
+  }
+
+  // The image mean at z: decoded live, else the nearest precomputed one; in a buffer the next call reuses.
+  function imageAt(z, y) {
+    if (decoder) return decoder(z, y);
+    if (GRID) return precomputed(z, y);
+    throw new Error("this page cannot decode this model: " + DATA.unsupported);
+  }
+
+  function decode(z, y) {  // the public decode: a copy, which the next decode leaves alone
+    if (!decoder) throw new Error((GRID ? "this page does not decode live: " : "this page cannot decode this model: ") +
+                                  DATA.unsupported);
+    return decoder(z, y === undefined ? state.y : y).slice();
+  }
+
+  const imageData = new WeakMap();  // canvas -> its ImageData, made once
+  function paint(canvas, image) {  // the image at its own size; CSS scales it up, pixelated
+    if (canvas.width !== W || canvas.height !== H || !imageData.has(canvas)) {
+      canvas.width = W; canvas.height = H;
+      const fresh = canvas.getContext("2d").createImageData(W, H);
+      fresh.data.fill(255);  // opaque
+      imageData.set(canvas, fresh);
+    }
+    const out = imageData.get(canvas), px = out.data, plane = H * W, g = C === 3 ? plane : 0, b = 2 * g;
+    for (let i = 0, q = 0; i < plane; i++, q += 4) {  // Uint8ClampedArray rounds and clamps
+      px[q] = image[i] * 255; px[q + 1] = image[g + i] * 255; px[q + 2] = image[b + i] * 255;
+    }
+    canvas.getContext("2d").putImageData(out, 0, 0);
   }
 
   const imageCanvas = $("image");
-  const scale = Math.max(1, Math.floor(280 / Math.max(H, W)));
+  // Up-scaled by a whole factor, every image pixel is the same number of screen pixels; an
+  // image larger than the box is shrunk to fit it.
+  const side = Math.max(H, W), scale = side <= 280 ? Math.floor(280 / side) : 280 / side;
   for (const el of [imageCanvas, imageCanvas.parentElement]) {
-    el.style.width = (W * scale) + "px"; el.style.height = (H * scale) + "px";
+    el.style.width = Math.round(W * scale) + "px"; el.style.height = Math.round(H * scale) + "px";
+  }
+
+  function timingText(ms) {
+    if (!decoder) return "precomputed image (the grid point nearest the pointer): not decoded in the page";
+    return "decoded in the page in " + ms.toFixed(2) + " ms: about " + Math.round(1000 / Math.max(ms, 1e-3)) +
+      " decodes a second";
   }
 
   function fmt(v) { return (v <= -0.005 ? "\u2212" : " ") + Math.abs(v).toFixed(2); }
 
   function redraw() {
     drawOverlay();
-    if (decoder) {
+    if (decoder || GRID) {
       const t0 = performance.now();
-      state.image = decode(state.z, state.y);
+      const image = imageAt(state.z, state.y);
       const ms = performance.now() - t0;
       state.decodeMs = state.decodeMs ? 0.8 * state.decodeMs + 0.2 * ms : ms;
-      paint(imageCanvas, state.image);
-      $("timing").textContent = "decoded in the page: " + state.decodeMs.toFixed(2) + " ms";
+      state.image.set(image);
+      paint(imageCanvas, image);
+      $("timing").textContent = timingText(state.decodeMs);
     }
     const z = state.z;
     let text;
@@ -487,9 +586,10 @@
     const where = (z) => VIEW.mode === "pca" ? "(" + toPlane(z).map(fmt).join(",") + ")" : "(" + z.map(fmt).join(",") + ")";
     $("strip-note").textContent = "from A " + where(state.a) + " to B " + where(state.b) + " in " + STEPS +
       " steps, linear in z" + (VIEW.mode === "pca" ? " (A and B in PC coordinates)" : "") +
-      (DATA.n_labels ? ", label " + (DATA.label_names[state.y] || state.y) : "");
-    if (!decoder) return;
-    stripImages = interpolate(state.a, state.b, STEPS).map((z) => decode(z, state.y));
+      (DATA.n_labels ? ", label " + (DATA.label_names[state.y] || state.y) : "") +
+      (GRID ? "; each image the precomputed one nearest its point" : "");
+    if (!decoder && !GRID) return;
+    stripImages = interpolate(state.a, state.b, STEPS).map((z) => imageAt(z, state.y).slice());
     for (const image of stripImages) {
       const canvas = document.createElement("canvas");
       canvas.className = "frame";
@@ -563,35 +663,49 @@
     pca: (LAT.kind === "categorical" ? "category probabilities" : D + "-D latent") +
          " on its first two principal axes; off-plane coordinates come from the sliders",
   }[VIEW.mode];
-  $("head-note").textContent = decoder ? "Pixel values are the decoder mean: " + DATA.head_mean + "." : "";
-  if (!decoder) {
+  $("head-note").textContent = decoder || GRID ? "Pixel values are the decoder mean: " + DATA.head_mean + "." : "";
+  if (!decoder && !GRID) {
     $("cannot").style.display = "block";
     $("cannot").textContent = "This page cannot decode this model: " + DATA.unsupported + ".";
   }
+  $("speed").hidden = !decoder;
   if (DATA.n_labels) setLabel(0);
   drawPoints();
   redraw();
 
-  function decodesPerSecond(ms, draw) {
-    ms = ms || 1000;
-    if (!decoder) return 0;
-    const canvas = document.createElement("canvas");
-    let n = 0;
-    const t0 = performance.now();
-    let t = t0;
-    while (t - t0 < ms) {
-      const z = N ? point(n % N) : M.map(() => Math.random() * 2 - 1);
-      const image = decode(z, state.y);
+  // ------------------------------------------------------------ speed
+
+  function randomLatent() {  // a z of the prior's bulk (a point of the simplices for categorical latents)
+    const z = M.map(() => (LAT.kind === "categorical" ? Math.random() : 4 * Math.random() - 2));
+    return LAT.kind === "categorical" ? projectCategorical(z) : z;
+  }
+
+  // Decodes of random z (each drawn too, when `draw`) for about `ms` milliseconds, shown on the
+  // page: {decodes, seconds, rate}; null where the page does not decode live.
+  function measureSpeed(ms, draw) {
+    if (!decoder) return null;
+    const canvas = document.createElement("canvas"), zs = Array.from({ length: 16 }, randomLatent);
+    let n = 0, t = performance.now();
+    const t0 = t;
+    do {
+      const image = decoder(zs[n % zs.length], state.y);
       if (draw) paint(canvas, image);
       n++;
       t = performance.now();
-    }
-    return n / ((t - t0) / 1000);
+    } while (t - t0 < ms);
+    const result = { decodes: n, seconds: (t - t0) / 1000, rate: n / ((t - t0) / 1000), draw: !!draw };
+    $("speed-text").textContent = "measured: " + Math.round(result.rate) + " decodes a second (" + n +
+      " random z decoded" + (draw ? " and drawn" : "") + " in " + result.seconds.toFixed(2) + " s)";
+    return result;
   }
+  $("measure").addEventListener("click", () => measureSpeed(1000, true));
 
   window.vaelab = {
     supported: !!decoder,
+    mode: decoder ? "live" : GRID ? "precomputed" : "none",
     reason: DATA.unsupported,
+    cost: DATA.cost, liveLimit: DATA.live_limit,
+    grid: GRID ? { a: GRID.a.slice(), b: GRID.b ? GRID.b.slice() : null } : null,
     latentSize: D, nLabels: DATA.n_labels, imageShape: DATA.image_shape, size: SIZE,
     view: { mode: VIEW.mode, mean: M.slice(), axes: [U.slice(), V.slice()] },
     decode: decode,
@@ -600,10 +714,11 @@
     setLatent: (z) => setLatent(z, true),
     setLabel: (k) => { setLabel(k); redraw(); },
     current: () => ({ z: state.z.slice(), y: state.y, a: state.a, b: state.b }),
-    lastImage: () => state.image,
+    lastImage: () => state.image.slice(),
     interpolation: () => (state.a && state.b ? { a: state.a.slice(), b: state.b.slice(), steps: STEPS, images: stripImages } : null),
     points: () => ({ z: Array.from(POINTS), labels: LABELS.slice() }),
-    decodesPerSecond: decodesPerSecond,
+    measureSpeed: measureSpeed,
+    decodesPerSecond: (ms, draw) => (decoder ? measureSpeed(ms || 1000, draw).rate : 0),
     settle: () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => resolve(state.frames)))),
   };
 })();

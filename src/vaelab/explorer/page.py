@@ -20,12 +20,22 @@ from .. import html
 from ..data.catalog import DATASETS
 from ..io import atomic_write_bytes
 from ..runs import RunFolder, load_run
-from .decoder import ExplorerError, decoder_spec
+from .decoder import ExplorerError, decode_cost, decoder_spec
 
 
 LABEL_NAMES: dict[str, tuple[str, ...]] = {name: info.label_names for name, info in DATASETS.items()}
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+
+# The most multiply-adds per decode (`decode_cost`) the page runs live, under the pointer; a larger
+# decoder gets images PyTorch decodes when the page is written. benchmarks/explorer_speed.py
+# measures the page's decodes a second; benchmarks/README.md has the numbers behind this limit.
+LIVE_LIMIT = 40_000_000
+
+# The precomputed images' budget in bytes (8-bit pixels, before base64), which sets the grid's size.
+GRID_BYTES = 8_000_000
+GRID_SIDE = (2, 32)  # nodes per side of the 2-D grid, at least and at most
+GRID_LINE = (2, 200)  # nodes of the 1-D grid of a 1-D latent
 
 
 # ---------------------------------------------------------------- the latent space and the scatter
@@ -107,6 +117,93 @@ def scatter_view(means: np.ndarray, latent: dict[str, Any]) -> dict[str, Any]:
             "xlabel": f"PC1 ({share[0]}% of the variance)", "ylabel": f"PC2 ({share[1]}% of the variance)"}
 
 
+# ---------------------------------------------------------------- precomputed images
+
+def _plane(means: np.ndarray, view: dict[str, Any]) -> np.ndarray:
+    """(n, 2) plane coordinates of the latent points: their projections on the view's axes."""
+    return (means.astype(np.float64) - np.asarray(view["mean"])) @ np.asarray(view["axes"]).T
+
+
+def _map_range(values: np.ndarray, pad: float) -> tuple[float, float]:
+    """[lo, hi] of values ([-3, 3] where they span nothing), widened by `pad` of its width each side."""
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+    if not hi > lo:
+        lo, hi = -3.0, 3.0
+    return lo - pad * (hi - lo), hi + pad * (hi - lo)
+
+
+def _grid_axes(plane: np.ndarray, mode: str, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The grid's a values and b values (None for a 1-D latent) over the square the page's map shows.
+
+    The map's square is the page's own: centred on the points, 1.12 times their larger extent
+    (explorer.js, `bounds`); a 1-D latent's line is their extent padded by 8 % each side.
+    """
+    if mode == "strip":
+        lo, hi = _map_range(plane[:, 0], 0.08)
+        return np.linspace(lo, hi, max(GRID_LINE[0], min(GRID_LINE[1], n))), None
+    (x0, x1), (y0, y1) = _map_range(plane[:, 0], 0.0), _map_range(plane[:, 1], 0.0)
+    half = 1.12 * max(x1 - x0, y1 - y0) / 2
+    side = int(max(GRID_SIDE[0], min(GRID_SIDE[1], math.isqrt(max(n, 1)))))
+    a = np.linspace((x0 + x1) / 2 - half, (x0 + x1) / 2 + half, side)
+    b = np.linspace((y0 + y1) / 2 - half, (y0 + y1) / 2 + half, side)
+    return a, b
+
+
+def _on_simplices(z: np.ndarray, latent: dict[str, Any]) -> np.ndarray:
+    """z clipped to >= 0 and renormalized per variable, as the page's projectCategorical."""
+    k = latent["categories"]
+    blocks = np.clip(z.reshape(len(z), latent["variables"], k), 0, None)
+    sums = blocks.sum(-1, keepdims=True)
+    blocks = np.where(sums > 0, blocks / np.where(sums > 0, sums, 1), 1.0 / k)
+    return blocks.reshape(len(z), -1)
+
+
+def _grid_latents(a: np.ndarray, b: np.ndarray | None, view: dict[str, Any], latent: dict[str, Any]) -> np.ndarray:
+    """The z of every grid node, b-major: mean + a * axis 1 + b * axis 2, on the simplices if categorical."""
+    bb, aa = np.meshgrid(b if b is not None else np.zeros(1), a, indexing="ij")
+    axes = np.asarray(view["axes"], dtype=np.float64)
+    z = np.asarray(view["mean"], dtype=np.float64) + aa.reshape(-1, 1) * axes[0] + bb.reshape(-1, 1) * axes[1]
+    return _on_simplices(z, latent) if latent["kind"] == "categorical" else z
+
+
+@torch.no_grad()
+def _decode_means(model: nn.Module, z: np.ndarray, y: int | None, batch_size: int = 64) -> np.ndarray:
+    """model.decode_mean at the page's z (n, latent size) and label y, as 8-bit pixels (n, C*H*W)."""
+    out = []
+    for start in range(0, len(z), batch_size):
+        part = torch.as_tensor(z[start:start + batch_size], dtype=torch.float32, device=model.device)
+        if getattr(model, "top", None) is not None:  # the decoder reads z1; z2 does not matter
+            part = torch.cat([part, part.new_zeros(len(part), model.config.latent_dim2)], -1)
+        if model.config.latent == "categorical":
+            part = part.unflatten(-1, (model.config.latent_dim, model.config.categories))
+        labels = torch.full((len(part),), y, device=model.device) if model.n_labels else None
+        mean = model.decode_mean(part, labels).float().cpu().numpy()
+        out.append(np.rint(np.clip(mean, 0, 1) * 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def precomputed_images(model: nn.Module, means: np.ndarray, view: dict[str, Any],
+                       latent: dict[str, Any]) -> dict[str, Any]:
+    """Images PyTorch decodes on a grid over the page's map, for a decoder too large to run live.
+
+    {"a": grid values along the map's x, "b": along its y (None for a 1-D latent), "pixels": base64
+    of uint8 (labels or 1, len(b) or 1, len(a), C*H*W)}, the grid as fine as GRID_BYTES allows.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        n_labels = max(int(model.n_labels), 1)
+        budget = GRID_BYTES // (n_labels * math.prod(model.image_shape))
+        a, b = _grid_axes(_plane(means, view), view["mode"], budget)
+        z = _grid_latents(a, b, view, latent)
+        labels = range(n_labels) if model.n_labels else [None]
+        pixels = np.concatenate([_decode_means(model, z, y) for y in labels])
+    finally:
+        model.train(was_training)
+    return {"a": a.tolist(), "b": None if b is None else b.tolist(),
+            "pixels": base64.b64encode(pixels.tobytes()).decode("ascii")}
+
+
 # ---------------------------------------------------------------- the page
 
 def _asset(name: str) -> str:
@@ -181,37 +278,66 @@ def _header(info: dict[str, Any], model: nn.Module, latent: dict[str, Any]) -> s
             f'<p class="chips">{"".join(f"<span class=chip>{c}</span>" for c in chips)}</p>{run_dir}</header>')
 
 
+def _decoding(model: nn.Module, means: np.ndarray, view: dict[str, Any], latent: dict[str, Any],
+              live_limit: int) -> dict[str, Any]:
+    """How the page gets its images: {"spec" (live) or "precomputed", "cost", "reason", "banner"}.
+
+    A decoder the page cannot run gets neither; one over `live_limit` multiply-adds a decode gets
+    precomputed images instead of its weights.
+    """
+    try:
+        spec = decoder_spec(model)
+    except ExplorerError as err:
+        return {"spec": None, "precomputed": None, "cost": None, "head_mean": "", "reason": str(err),
+                "banner": f"<b>This page cannot decode this model.</b> {_text(err)}. The scatter of posterior "
+                          "means is still shown, but no images."}
+    cost = decode_cost(spec)
+    result = {"spec": spec, "precomputed": None, "cost": cost, "head_mean": spec["head"]["mean"], "reason": "",
+              "banner": ""}
+    if cost <= live_limit:
+        return result
+    grid = precomputed_images(model, means, view, latent)
+    nodes = f"{len(grid['a'])} \u00d7 {len(grid['b'])} grid" if grid["b"] else f"line of {len(grid['a'])} points"
+    off_plane = " (the sliders' coordinates off the map's plane do not change it)" if view["mode"] == "pca" else ""
+    reason = (f"its decoder takes about {cost / 1e6:.3g} million multiply-adds a decode, more than the "
+              f"{live_limit / 1e6:.3g} million the page decodes live")
+    return result | {"spec": None, "precomputed": grid, "reason": reason,
+                     "banner": f"<b>Too large to decode live:</b> {_text(reason)}. The images are precomputed "
+                               f"instead: decoded by PyTorch when this page was written, on a {nodes} over the "
+                               f"map; the pointer shows the nearest one{off_plane}."}
+
+
 def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
-                    info: dict[str, Any] | None = None, label_names: list[str] | None = None) -> str:
+                    info: dict[str, Any] | None = None, label_names: list[str] | None = None,
+                    live_limit: int = LIVE_LIMIT) -> str:
     """The explorer page as text, for `model` and the posterior means (n, latent size) with their labels.
 
     `info` fills the header: name, data, source, binarization, best_epoch, epochs_run, test_elbo,
     evaluation (an eval-test-k*.json dict), evaluation_file, run_dir. A model the page cannot decode
-    still gets its page, which says why in place of the images.
+    still gets its page, which says why in place of the images; one whose decoder takes more than
+    `live_limit` multiply-adds a decode (`decode_cost`) gets images precomputed on a grid instead.
     """
     info = dict(info or {})
     latent = latent_description(model)
     means, labels = _checked_points(means, labels, latent["size"])
     if label_names is None:
         label_names = _default_label_names(info.get("data"), model.n_labels, labels)
-    try:
-        spec: dict | None = decoder_spec(model)
-        reason = ""
-    except ExplorerError as err:
-        spec, reason = None, str(err)
+    view = scatter_view(means, latent)
+    decoding = _decoding(model, means, view, latent, live_limit)
     info["n_points"] = len(means)
     payload = {
-        "spec": spec, "unsupported": reason, "latent": latent, "view": scatter_view(means, latent),
+        "spec": decoding["spec"], "precomputed": decoding["precomputed"], "unsupported": decoding["reason"],
+        "cost": decoding["cost"], "live_limit": int(live_limit), "latent": latent, "view": view,
         "n_labels": int(model.n_labels), "image_shape": [int(s) for s in model.image_shape],
         "label_names": [str(n) for n in label_names],
         "points": base64.b64encode(means.astype("<f4").tobytes()).decode("ascii"),
         "labels": labels.tolist(),
         "slider_range": _slider_range(means, latent),
-        "head_mean": spec["head"]["mean"] if spec else "",
+        "head_mean": decoding["head_mean"],
     }
     name = info.get("name") or "model"
-    banner = ("" if spec else f'<div class="banner" id="unsupported"><b>This page cannot decode this model.</b> '
-              f'{_text(reason)}. The scatter of posterior means is still shown, but no images.</div>')
+    banner_id = "unsupported" if decoding["cost"] is None else "precomputed"
+    banner = f'<div class="banner" id="{banner_id}">{decoding["banner"]}</div>' if decoding["banner"] else ""
     data = f'<script type="application/json" id="vaelab-data">{html.json_for_script(payload)}</script>'
     body = _header(info, model, latent) + banner + _asset("explorer.html") + data
     return html.page(f"vaelab explorer: {_without_url_scheme(name)}", body, CSP, css=_asset("explorer.css"),
@@ -267,12 +393,13 @@ def _run_info(run_dir: Path, config: Any, data: Any) -> dict[str, Any]:
 
 
 def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_points: int = 2000, seed: int = 0,
-                   data: Any = None, model: Any = None) -> Path:
+                   data: Any = None, model: Any = None, live_limit: int = LIVE_LIMIT) -> Path:
     """Write RUN_DIR/explorer.html (or `out`), one self-contained page, and return its path.
 
     `model` (as `load_run` returns it) and `data` (an ImageData) are loaded from the run folder
     unless given. The scatter shows the posterior means of `n_points` test images drawn with `seed`.
-    A model whose decoder the page cannot run gets a page that says so (see `decoder_spec`).
+    A model whose decoder the page cannot run gets a page that says so (see `decoder_spec`); one
+    too large to decode live (over `live_limit` multiply-adds) gets precomputed images.
     """
     run = RunFolder(run_dir).check()
     run_dir = run.path
@@ -287,7 +414,7 @@ def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_poin
         raw = load_data(config.data, progress=False)
         data = make_views(raw, config.data)
     means, labels = posterior_means(model, data.test, n_points, seed)
-    page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data))
+    page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data), live_limit=live_limit)
     path = Path(out) if out is not None else run.explorer_path
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
