@@ -113,3 +113,13 @@ def test_the_latent_scatter_of_unlabelled_images_has_no_label_legend(tmp_path, l
     figure = draw_latent_scatter(figure_context(run.path))
     legends = [ax.get_legend() for ax in figure.axes if ax.get_legend() is not None]
     assert not legends and run.figure("latent-scatter").path.is_file()
+
+
+def test_the_explorer_names_a_folders_classes(tmp_path):
+    images, labels = draw_shapes(90, size=(16, 16), seed=4)
+    folder = write_folder(tmp_path / "shapes", images, labels)
+    run = vaelab.train(data=folder, overrides={"train.max_steps": 2, "evaluate.samples": 0, "figures.names": []},
+                       out=tmp_path / "run", log=quiet)
+    page = run.explore(n_points=50).path.read_text(encoding="utf-8")
+    payload = page.split('<script type="application/json" id="vaelab-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(payload)["label_names"] == ["circle", "square", "triangle"]

@@ -414,7 +414,12 @@ def write_explorer(run_dir: str | Path, *, out: str | Path | None = None, n_poin
         raw = load_data(config.data, progress=False)
         data = make_views(raw, config.data)
     means, labels = posterior_means(model, data.test, n_points, seed)
-    page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data), live_limit=live_limit)
+    # The data's own label names (a user's class folders); images without labels are one group.
+    names = list(getattr(data, "label_names", ())) or None
+    if not getattr(data, "labelled", True):
+        names = ["all images"]
+    page = render_explorer(model, means, labels, info=_run_info(run_dir, config, data), label_names=names,
+                           live_limit=live_limit)
     path = Path(out) if out is not None else run.explorer_path
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
