@@ -123,3 +123,16 @@ def test_the_explorer_names_a_folders_classes(tmp_path):
     page = run.explore(n_points=50).path.read_text(encoding="utf-8")
     payload = page.split('<script type="application/json" id="vaelab-data">', 1)[1].split("</script>", 1)[0]
     assert json.loads(payload)["label_names"] == ["circle", "square", "triangle"]
+
+
+def test_a_validation_split_carved_from_class_ordered_files_holds_every_class(tmp_path):
+    from vaelab.data import load_image_arrays
+    from vaelab.data.views import make_views
+
+    images, labels = draw_shapes(300, size=(8, 8), seed=5)
+    order = np.argsort(labels, kind="stable")  # as a folder lists them: class by class
+    raw = load_image_arrays(images[order], labels[order], x_test=images[:30], y_test=labels[:30])
+    config = vaelab.make_config("images", overrides={"data.binarization": "grey"})
+    views = make_views(raw, config.data)
+    assert len(views.val) == 30 and set(views.val.labels.tolist()) == {0, 1, 2}
+    assert len(views.train) + len(views.val) == 300

@@ -162,8 +162,8 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
     """Split raw arrays into train/val/test in the configured view, on `device`.
 
     The validation split is the raw data's own (a user's images: their val/ folder or fraction),
-    else the last `config.val_size` training images (the last `val_fraction` of them for a user's
-    images). For `dynamic`, the validation images are binarized with seed `eval_seed + 1` and the
+    else the last `config.val_size` training images (for a user's images, a seeded `val_fraction`
+    of them). For `dynamic`, the validation images are binarized with seed `eval_seed + 1` and the
     test images with `eval_seed` (the fixed evaluation binarization); for `static`, train,
     validation and test are binarized once from `static_seed`, `static_seed + 1` and `static_seed + 2`.
     """
@@ -192,10 +192,16 @@ def _splits(raw: Any, config: DataConfig) -> dict[str, tuple[torch.Tensor, torch
     train, test = pair(raw.x_train, raw.y_train), pair(raw.x_test, raw.y_test)
     if len(getattr(raw, "x_val", ())):
         return {"train": train, "val": pair(raw.x_val, raw.y_val), "test": test}
-    n_val = config.val_size if not hasattr(raw, "x_val") else max(1, round(config.val_fraction * len(train[0])))
-    n_fit = len(train[0]) - n_val
+    if hasattr(raw, "x_val"):  # a user's images with train/ and test/ folders but no val/
+        n_val = max(1, round(config.val_fraction * len(train[0])))
+        # A seeded draw, not the tail: a folder's files come in class order, and the last ones
+        # would all be of one class.
+        order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(config.split_seed))
+        fit, val = order[n_val:].sort().values, order[:n_val].sort().values
+        return {"train": (train[0][fit], train[1][fit]), "val": (train[0][val], train[1][val]), "test": test}
+    n_fit = len(train[0]) - config.val_size
     if n_fit < 1:
-        raise ValueError(f"data.val_size={n_val} leaves no training images out of {len(train[0])}")
+        raise ValueError(f"data.val_size={config.val_size} leaves no training images out of {len(train[0])}")
     return {"train": (train[0][:n_fit], train[1][:n_fit]), "val": (train[0][n_fit:], train[1][n_fit:]),
             "test": test}
 
