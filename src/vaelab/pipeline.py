@@ -99,6 +99,9 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
     data |= {"image_size": [h, w], "channels": c, "label_names": list(raw.label_names),
              "data_dir": str(Path(where).expanduser().resolve()) if where else str(save_arrays(raw))}
     n = {split: len(getattr(raw, f"x_{split}")) for split in ("train", "val", "test")}
+    if not n["val"]:  # make_views draws it from the training images
+        n["val"] = max(1, round(data["val_fraction"] * n["train"]))
+        n["train"] -= n["val"]
     log(f"images: {n['train']} train, {n['val']} val, {n['test']} test, {h}x{w}, "
         f"{'grey' if c == 1 else 'RGB'}; " + (f"{len(raw.label_names)} labels ({', '.join(raw.label_names[:10])}"
                                               f"{', ...' if len(raw.label_names) > 10 else ''})"
