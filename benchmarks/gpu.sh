@@ -31,7 +31,7 @@ DRY=${VAELAB_GPU_DRY:-0}
 for arg in "$@"; do
     case $arg in
         --dry-run) DRY=1 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "gpu.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -56,11 +56,11 @@ START=$SECONDS
 if [ "$DRY" = 1 ]; then
     # Every section on the CPU, on sizes that take seconds: the plumbing, not the numbers.
     DEVICE=cpu
-    TRAIN_SECONDS=${GPU_TRAIN_SECONDS:-15}
+    TRAIN_SECONDS=${GPU_TRAIN_SECONDS:-25}  # a busy 2-core machine takes 15 s to start training
     SPEED_EAGER=(--device cpu --eager --images 1024 --epochs 1 --rounds 1)
     SPEED_COMPILED=(--device cpu --compile --compile-mode reduce-overhead --images 1024 --epochs 1 --rounds 1)
     # Batches of 50 over 500 images, 5 importance samples: epochs of 10 cheap steps, so some end
-    # (and leave metrics) in the 15 s.
+    # (and leave metrics) in the time left.
     PRESET_SETS=(--set train.device=cpu --set train.compile=false --set train.train_subset=500
                  --set train.batch_size=50 --set objective.samples=5 --set data.val_size=200 --set train.epochs=1000)
     EVAL_SPLIT=val  # the 200 validation images: the whole test set would take a CPU most of a minute
