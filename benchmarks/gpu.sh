@@ -140,10 +140,13 @@ fi
 
 summary_flags=()
 [ "$DRY" = 1 ] && summary_flags=(--dry-run)
-if ! timeout 60 "$PY" benchmarks/gpu_summary.py summary "$OUT" "${summary_flags[@]}"; then
+# (the ${a[@]+...} form: an empty array is an unbound variable to set -u in bash before 4.4)
+if ! timeout 60 "$PY" benchmarks/gpu_summary.py summary "$OUT" ${summary_flags[@]+"${summary_flags[@]}"}; then
     # The summary itself failed (no Python that runs?): a JSON of the statuses, written by the shell alone.
     {
-        printf '{"schema": 1, "dry_run": %s, "summary_failed": true, "sections": {' "$([ "$DRY" = 1 ] && echo true || echo false)"
+        dry_json=false
+        [ "$DRY" = 1 ] && dry_json=true
+        printf '{"schema": 1, "dry_run": %s, "summary_failed": true, "sections": {' "$dry_json"
         sep=""
         while IFS=$'\t' read -r name rc seconds limit; do
             printf '%s"%s": {"rc": "%s", "seconds": %s, "limit_s": %s}' "$sep" "$name" "$rc" "$seconds" "$limit"
