@@ -9,10 +9,12 @@ CPU that compiles its step (train.compile = "auto"), so the script times it eage
 prints what the compile cost, paid once before the timed epochs.
 
     python benchmarks/train_speed.py [--epochs 2] [--rounds 2] [--device cpu|cuda] [--compile]
+        [--compile-mode default|reduce-overhead|max-autotune] [--eager] [--images N] [--json PATH]
 
 It prints seconds per epoch for each, vaelab's achieved GFLOP/s against a matrix-product
 rate measured in the same run, and last `speedup <ratio>` (example s/epoch / vaelab s/epoch,
-vaelab as its defaults run it).
+vaelab as its defaults run it). --json also writes those numbers to PATH, for
+benchmarks/gpu.sh; --images times epochs over the first N training images only (a smoke run).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from vaelab.data import load_dataset
 from vaelab.data.views import make_views
 from vaelab.runs import RunFolder
 from vaelab.training import Trainer
+from vaelab.training.compiled import COMPILE_MODES
 
 HIDDEN, LATENT, BATCH = 400, 20, 128
 
@@ -104,17 +107,28 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true",
                         help="vaelab with train.compile = true (on a GPU; a CPU compiles long runs by default)")
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                        help="train.compile_mode of a compiled step (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--eager", action="store_true",
+                        help="vaelab with train.compile = false only (a CPU would otherwise compile, costing seconds)")
+    parser.add_argument("--images", type=int, default=0,
+                        help="time epochs over the first N training images (default 0: all 60,000)")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args()
+    if args.compile and args.eager:
+        parser.error("--compile and --eager exclude each other")
     device = torch.device(args.device)
 
     raw = load_dataset("mnist", progress=False)
     images = torch.from_numpy(raw.x_train).float().div(255).reshape(-1, 784)
+    if args.images:  # vaelab's trainers take the same first N (train.train_subset)
+        images = images[:args.images]
     loader = DataLoader(TensorDataset(images), batch_size=BATCH, shuffle=True)
     torch.manual_seed(0)
     example = ExampleVAE().to(device)
     example_opt = torch.optim.Adam(example.parameters(), lr=1e-3)
 
-    compile_setting = True if args.compile else "auto"
+    compile_setting = True if args.compile else False if args.eager else "auto"
     trainers = {"vaelab": _trainer(raw, args, "auto", compile_setting)}  # the default path
     if trainers["vaelab"].step.compiled is not None:  # compiled: show the eager step beside it
         trainers["vaelab eager"] = _trainer(raw, args, "auto", False)
@@ -128,9 +142,11 @@ def main() -> None:
     rate = matmul_rate(device)
     print(f"float32 matrix product: {rate:.0f} GFLOP/s")
     example_epoch(example, example_opt, loader, device)  # warm-up, all
+    compile_notes: dict[str, dict] = {}
     for name, trainer in trainers.items():
         seconds, _ = _timed_epoch(trainer)
         status = trainer.step.compile_status()
+        compile_notes[name] = status
         if "compile_seconds" in status:
             print(f"{name}: warm-up epoch {seconds:.1f} s, of which compiling {status['compile_seconds']:.1f} s")
         elif "compile_error" in status:
@@ -158,6 +174,19 @@ def main() -> None:
               f"matrix-product rate), {best['example'] / seconds:.2f}x the example")
     example_s, vaelab_s = best["example"], best["vaelab"]
     print(f"speedup {example_s / vaelab_s:.2f}")
+    if args.json:
+        result = {
+            "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "epochs": args.epochs, "rounds": args.rounds,
+            "train_images": len(images), "batch_size": BATCH, "compile_mode": args.compile_mode,
+            "matmul_gflops": rate, "seconds_per_epoch": best, "all_seconds": times,
+            "speedup_over_example": {name: best["example"] / seconds for name, seconds in best.items()},
+            "speedup": example_s / vaelab_s, "train_elbo": elbo, "example_loss": loss,
+            "contenders": {name: {"compiled": trainer.step.compiled is not None,
+                                  "network_dtype": str(trainer.network_dtype or torch.float32),
+                                  **compile_notes.get(name, {})} for name, trainer in trainers.items()},
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
 def _trainer(raw, args: argparse.Namespace, precision: str, compile_setting: bool | str) -> Trainer:
@@ -165,11 +194,12 @@ def _trainer(raw, args: argparse.Namespace, precision: str, compile_setting: boo
     overrides = [f"model.encoder_hidden=[{HIDDEN}]", f"model.decoder_hidden=[{HIDDEN}]",
                  f"model.latent_dim={LATENT}", f"train.batch_size={BATCH}", "data.val_size=1",
                  f"train.epochs={10**6}", f"train.device={args.device}", f"train.precision={precision}",
-                 f"train.compile={json.dumps(compile_setting)}"]
+                 f"train.compile={json.dumps(compile_setting)}", f"train.compile_mode={json.dumps(args.compile_mode)}",
+                 f"train.train_subset={args.images}"]
     config = resolve_config("mnist-lab", overrides=overrides)
     run_dir = Path(tempfile.mkdtemp(prefix="vaelab-speed-")) / "run"
     RunFolder(run_dir).create(config)
-    data = make_views(raw, config.data, torch.device(args.device))
+    data = make_views(raw, config.data, torch.device(args.device), config.train.train_subset)
     return Trainer(config, run_dir, data, progress=False, log=lambda *a: None)
 
 
