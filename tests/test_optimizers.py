@@ -38,4 +38,4 @@ def test_build_optimizer(name, cls):
 def test_train_re_exports_the_moved_names():
     assert train.OPTIMIZERS is OPTIMIZERS and train.build_optimizer is build_optimizer
     assert train.learning_rate is learning_rate and train.schedule_epochs is schedule_epochs
-    assert set(SCHEDULES) == {"constant", "burda"}
+    assert set(SCHEDULES) == {"constant", "burda", "warmup_cosine", "plateau"}
