@@ -122,7 +122,7 @@ def test_a_schedules_state_goes_through_json_and_continues_the_same(schedule):
     head = _lrs(schedule_1, first, 4, val_elbos)
     saved = json.loads(json.dumps(schedule_1.state_dict()))  # what a checkpoint keeps
     second = _dummy_optimizer(config.lr)
+    schedule_2 = build_schedule(second, config, lambda: 8)  # in the order the Trainer restores them
     second.load_state_dict(first.state_dict())
-    schedule_2 = build_schedule(second, config, lambda: 8)
     schedule_2.load_state_dict(saved)
     assert head + _lrs(schedule_2, second, 4, val_elbos[4:]) == whole
