@@ -284,8 +284,13 @@ class Trainer:
         return f"reached train.max_steps={cfg.max_steps}" if state.step_in_epoch < n_batches else ""
 
     def _elapsed(self) -> float:
-        """Seconds of training so far, summed over resumes."""
-        return self.state.train_seconds + time.perf_counter() - self._clock
+        """Seconds of training so far, summed over resumes; under torchrun the ranks' mean, so that
+        what they decide from it (stopping, the planned epochs) they decide together."""
+        seconds = self.state.train_seconds + time.perf_counter() - self._clock
+        if not self.parallel.active:
+            return seconds
+        total = self.parallel.sum_(torch.tensor([seconds], device=self.device))
+        return total.item() / self.parallel.world
 
     def _average(self) -> None:
         """After each update of the weights: fold them into the moving average (train.ema_decay)."""
@@ -359,6 +364,8 @@ class Trainer:
         state.step_in_epoch, state.seconds = 0, 0.0
         self.sums.zero_()
         self._plan_to_budget()
+        # Per epoch, not per step: plateau needs a validation ELBO and burda counts epochs, and with
+        # the lr fixed within an epoch a mid-epoch checkpoint holds no position inside the schedule.
         step_schedule(self.schedule, record["val_elbo"])
         if stop_reason:
             state.finished, state.stop_reason = True, stop_reason
