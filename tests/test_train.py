@@ -10,6 +10,7 @@ from vaelab.config import resolve_config
 from vaelab.data.views import make_views
 from vaelab.device import native_bfloat16, network_dtype
 from vaelab.io import load_tensors, read_jsonl
+from vaelab.pipeline import extended_config, finished_message
 from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
 from vaelab.training import Trainer, dataset_elbo, learning_rate
 
@@ -328,6 +329,9 @@ def test_a_time_budget_stops_the_run_and_a_larger_one_trains_on(tmp_path, tiny_r
     assert summary["stop_reason"] == "time budget of 0.002 min spent"
     assert 1 <= summary["epochs_run"] < 500
     assert trainer.state.planned_epochs <= 500 and not trainer.reopen()
+    message = finished_message(trainer.folder, trainer.config, trainer.state)
+    assert message.endswith("--set train.time_budget=0.004")
+    assert extended_config(trainer.config, ["train.time_budget=0.004"]).train.time_budget == 0.004
     more = tiny_config(f"train.epochs={summary['epochs_run'] + 1}", "train.time_budget=10",
                        "optim.schedule=warmup_cosine")
     second = Trainer(more, trainer.run_dir, trainer.data, progress=False, log=lambda *a: None)
