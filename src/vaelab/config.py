@@ -282,7 +282,8 @@ class TrainConfig:
                f"must be true, false or \"auto\", got {self.compile!r}")
         _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
         _check(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", f"must be in [0, 1) (0 = off), got {self.ema_decay}")
-        _check(self.time_budget >= 0, f"{prefix}.time_budget", f"must be >= 0 minutes (0 = none), got {self.time_budget}")
+        _check(self.time_budget >= 0, f"{prefix}.time_budget",
+               f"must be >= 0 minutes (0 = none), got {self.time_budget}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
