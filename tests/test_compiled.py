@@ -8,6 +8,7 @@ import torch
 from test_train import interrupted_and_reloaded, make_trainer
 from vaelab.training.compiled import adam_supported, adam_update
 from vaelab.distributions import NoisePlayback, NoiseRecorder, diagonal_normal, draw_ahead, rsample
+from vaelab.io import read_jsonl
 from vaelab.training import AUTO_COMPILE_STEPS, compiles
 
 
@@ -146,5 +147,36 @@ def test_a_compiled_run_resumed_ends_bit_for_bit_like_an_uninterrupted_one(tmp_p
     assert second.state.global_step == interrupt_at
     summary = second.fit()
     assert summary["compiled_step"] is True and second.step.whole
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_a_compiled_run_follows_the_schedule_and_averages_its_weights(tmp_path, tiny_raw):
+    settings = ("train.epochs=3", "train.precision=float32", "optim.schedule=warmup_cosine", "optim.warmup_epochs=1",
+                "optim.lr=0.003", "train.ema_decay=0.9")
+    eager = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=false", name="eager")
+    compiled = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=true", name="compiled")
+    start = _weights(eager)
+    eager.fit()
+    summary = compiled.fit()
+    assert summary["compiled_step"] is True and compiled.step.whole and summary["weights"] == "ema"
+    lrs = {name: [r["lr"] for r in read_jsonl(t.run_dir / "metrics.jsonl")] for name, t in
+           (("eager", eager), ("compiled", compiled))}
+    assert lrs["compiled"] == lrs["eager"] and len(set(lrs["eager"])) == 3
+    # a graph that kept the first lr would part from the eager run by far more than rounding
+    moved = (_weights(eager) - start).abs().mean()
+    assert (_weights(compiled) - _weights(eager)).abs().mean() < 0.02 * moved
+    assert int(compiled.ema.n_averaged) == int(eager.ema.n_averaged) == eager.state.global_step
+
+
+def test_a_compiled_run_with_a_schedule_and_averaged_weights_resumes_bit_for_bit(tmp_path, tiny_raw):
+    settings = ("train.epochs=3", "train.compile=true", "optim.schedule=warmup_cosine", "optim.warmup_epochs=1",
+                "train.ema_decay=0.9")
+    reference = make_trainer(tmp_path, tiny_raw, *settings, name="reference")
+    reference.fit()
+    second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, *settings, name="resumed"), 20)
+    assert second.fit()["compiled_step"] is True
+    for key, value in reference.ema.state_dict().items():
+        assert torch.equal(value, second.ema.state_dict()[key]), key
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, second.model.state_dict()[key]), key

@@ -98,6 +98,10 @@ INVALID: dict[str, list] = {
     "optim.beta2": [0.0, 1.0],
     "optim.schedule": ["cosine"],
     "optim.schedule_scale": [0.0, float("inf")],
+    "optim.warmup_epochs": [-1, 1.5],
+    "optim.min_lr_ratio": [-0.1, 1.5],
+    "optim.plateau_factor": [0.0, 1.0],
+    "optim.plateau_patience": [-1],
     "train.epochs": [0],
     "train.batch_size": [0, 50_001],  # mnist: 60000 - val_size 10000 training images
     "train.eval_batch_size": [0],
@@ -111,6 +115,8 @@ INVALID: dict[str, list] = {
     "train.compile": ["yes", 1, "true", 0.5],  # true, false or "auto"
     "train.compile_mode": ["fast"],
     "train.precision": ["bf16", "float16"],
+    "train.ema_decay": [-0.1, 1.0],
+    "train.time_budget": [-1.0, "10m"],
     "evaluate.samples": [-1],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],
     "figures.names": [["histogram"], "samples"],

@@ -10,8 +10,9 @@ from vaelab.config import resolve_config
 from vaelab.data.views import make_views
 from vaelab.device import native_bfloat16, network_dtype
 from vaelab.io import load_tensors, read_jsonl
+from vaelab.pipeline import extended_config, finished_message
 from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
-from vaelab.training import Trainer, dataset_elbo
+from vaelab.training import Trainer, dataset_elbo, learning_rate
 
 
 def tiny_config(*overrides):
@@ -263,3 +264,104 @@ def test_bfloat16_products_train_like_float32(tmp_path, tiny_raw):
     assert val["bfloat16"] != val["float32"]
     assert abs(val["bfloat16"] - val["float32"]) < 3.0, val
     assert runs["bfloat16"].model.network_dtype is None  # evaluation outside the steps stays float32
+
+
+# ---------------------------------------------------------------- schedules, weight averaging, time budgets
+
+def _strip_seconds(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.mark.parametrize("recipe", [
+    ("train.epochs=4", "optim.schedule=warmup_cosine", "optim.warmup_epochs=1", "train.ema_decay=0.9"),
+    # at this lr the validation ELBO of epoch 5 is worse than epoch 4's: epoch 6 runs at half the lr
+    ("train.epochs=6", "optim.schedule=plateau", "optim.plateau_patience=0", "train.ema_decay=0.5", "optim.lr=0.1"),
+])
+@pytest.mark.parametrize("interrupt_at", [7, 19, 45])  # mid-epoch, the end of the first epoch, later
+def test_a_resumed_run_with_a_schedule_and_averaged_weights_ends_bit_for_bit_the_same(tmp_path, tiny_raw, recipe,
+                                                                                       interrupt_at):
+    reference = make_trainer(tmp_path, tiny_raw, *recipe, name="reference")
+    summary = reference.fit()
+    second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, *recipe, name="resumed"), interrupt_at)
+    assert second.state.global_step == interrupt_at
+    assert second.fit()["test_elbo"] == summary["test_elbo"]
+    assert second.schedule.state_dict() == reference.schedule.state_dict()
+    for key, value in reference.ema.state_dict().items():
+        assert torch.equal(value, second.ema.state_dict()[key]), key
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    records = read_jsonl(reference.run_dir / "metrics.jsonl")
+    assert _strip_seconds(read_jsonl(second.run_dir / "metrics.jsonl")) == _strip_seconds(records)
+    assert len({r["lr"] for r in records}) > 1  # the schedule moved the lr
+
+
+def test_the_averaged_weights_are_a_moving_average_of_the_steps_weights(tmp_path, tiny_raw):
+    decay = 0.8
+    trainer = make_trainer(tmp_path, tiny_raw, "train.max_steps=5", f"train.ema_decay={decay}")
+    after_steps, average_in = [], trainer.step.after_update
+
+    def record_then_average():
+        after_steps.append([p.detach().clone() for p in trainer.model.parameters()])
+        average_in()
+
+    trainer.step.after_update = record_then_average
+    summary = trainer.fit()
+    assert len(after_steps) == 5 and summary["weights"] == "ema"
+    average = after_steps[0]  # torch's EMA starts at the first step's weights
+    for weights in after_steps[1:]:
+        average = [decay * a + (1 - decay) * w for a, w in zip(average, weights)]
+    for mine, expected in zip(trainer.ema.module.parameters(), average):
+        torch.testing.assert_close(mine, expected, rtol=1e-6, atol=1e-7)
+    assert int(trainer.ema.n_averaged) == 5
+    # validation, the kept weights and model.safetensors are the average's
+    saved, _ = load_tensors(trainer.run_dir / WEIGHTS)
+    for name, value in trainer.ema.module.named_parameters():
+        assert torch.equal(saved[name], value), name
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    val = dataset_elbo(trainer.ema.module, trainer.data.val, 50, seed=trainer.config.data.eval_seed)
+    assert records[-1]["val_elbo"] == pytest.approx(val["elbo"], abs=1e-4)
+
+
+def test_a_time_budget_stops_the_run_and_a_larger_one_trains_on(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=500", "train.time_budget=0.002",
+                           "optim.schedule=warmup_cosine")
+    summary = trainer.fit()
+    assert summary["stop_reason"] == "time budget of 0.002 min spent"
+    assert 1 <= summary["epochs_run"] < 500
+    assert trainer.state.planned_epochs <= 500 and not trainer.reopen()
+    message = finished_message(trainer.folder, trainer.config, trainer.state)
+    assert message.endswith("--set train.time_budget=0.004")
+    assert extended_config(trainer.config, ["train.time_budget=0.004"]).train.time_budget == 0.004
+    more = tiny_config(f"train.epochs={summary['epochs_run'] + 1}", "train.time_budget=10",
+                       "optim.schedule=warmup_cosine")
+    second = Trainer(more, trainer.run_dir, trainer.data, progress=False, log=lambda *a: None)
+    second.load_checkpoint()
+    assert second.reopen()
+    assert second.fit()["stop_reason"] == f"completed {summary['epochs_run'] + 1} epochs"
+
+
+def test_warmup_cosine_fits_its_cosine_to_the_time_budget(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=100", "train.time_budget=1",
+                           "optim.schedule=warmup_cosine", "optim.warmup_epochs=2", "optim.lr=0.002")
+    state, steps = trainer.state, trainer.steps_per_epoch
+    trainer._elapsed = lambda: 6.0 * (state.epoch + state.step_in_epoch / steps)  # six seconds an epoch
+    summary = trainer.fit()
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert trainer.state.planned_epochs == 10 and summary["stop_reason"] == "time budget of 1 min spent"
+    assert [r["lr"] for r in records] == [learning_rate(trainer.config.optim, e, 10) for e in range(10)]
+    assert records[-1]["lr"] == pytest.approx(0.002 * trainer.config.optim.min_lr_ratio)
+
+
+def test_a_checkpoint_from_before_schedules_were_kept_resumes_at_its_epochs_lr(tmp_path, tiny_raw):
+    settings = ("train.epochs=3", "optim.schedule=burda", "optim.schedule_scale=0.1")
+    trainer = make_trainer(tmp_path, tiny_raw, *settings, "train.epochs=2")
+    trainer.fit()
+    tensors, meta = trainer.folder.load_checkpoint()
+    state = json.loads(meta.pop("schedule") and meta["state"])
+    state.pop("planned_epochs")
+    meta["state"] = json.dumps(state)
+    trainer.folder.save_checkpoint(tensors, meta)
+    old = Trainer(tiny_config(*settings), trainer.run_dir, trainer.data, progress=False, log=lambda *a: None)
+    old.load_checkpoint()
+    assert old.reopen() and old.schedule.last_epoch == 2
+    assert old.optimizer.param_groups[0]["lr"] == learning_rate(old.config.optim, 2)

@@ -223,8 +223,12 @@ class OptimConfig:
     momentum: float = 0.0  # sgd and rmsprop only
     eps: float = 1e-8  # adam, rmsprop and adagrad (Burda et al. use 1e-4 with Adam)
     beta2: float = 0.999  # adam
-    schedule: str = "constant"  # constant | burda: stage i lasts 3^i epochs at lr * 10^(-i/7)
+    schedule: str = "constant"  # constant | burda | warmup_cosine | plateau (see optimizers.SCHEDULES)
     schedule_scale: float = 1.0  # burda: stage i lasts max(1, round(3^i * scale)) epochs, to shorten it on a CPU
+    warmup_epochs: int = 0  # warmup_cosine: epochs of linear warm-up before the cosine
+    min_lr_ratio: float = 0.01  # warmup_cosine ends at lr * min_lr_ratio; plateau goes no lower
+    plateau_factor: float = 0.5  # plateau: lr times this when the validation ELBO stops improving
+    plateau_patience: int = 5  # plateau: epochs without a better validation ELBO before that
 
     def validate(self, prefix: str = "optim") -> None:
         _one_of(self.name, choices("optim.name"), f"{prefix}.name")
@@ -235,6 +239,11 @@ class OptimConfig:
         _check(self.schedule_scale > 0, f"{prefix}.schedule_scale", f"must be > 0, got {self.schedule_scale}")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.momentum >= 0, f"{prefix}.momentum", f"must be >= 0, got {self.momentum}")
+        _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _check(0 < self.plateau_factor < 1, f"{prefix}.plateau_factor",
+               f"must be in (0, 1), got {self.plateau_factor}")
+        _check(self.plateau_patience >= 0, f"{prefix}.plateau_patience", f"must be >= 0, got {self.plateau_patience}")
 
 
 @dataclass
@@ -255,6 +264,8 @@ class TrainConfig:
     # whole Adam step, in runs of training.step.AUTO_COMPILE_STEPS (5,000) steps or more
     compile: bool | str = "auto"
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
+    ema_decay: float = 0.0  # > 0: validate, keep and evaluate an exponential moving average of the weights
+    time_budget: float = 0.0  # minutes of training (summed over resumes) after which it stops; 0 = no limit
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
@@ -270,6 +281,9 @@ class TrainConfig:
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
                f"must be true, false or \"auto\", got {self.compile!r}")
         _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
+        _check(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", f"must be in [0, 1) (0 = off), got {self.ema_decay}")
+        _check(self.time_budget >= 0, f"{prefix}.time_budget",
+               f"must be >= 0 minutes (0 = none), got {self.time_budget}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

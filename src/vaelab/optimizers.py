@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -30,26 +32,92 @@ def _stage_length(config: OptimConfig, stage: int) -> int:
     return max(1, round(3**stage * config.schedule_scale))
 
 
-def _burda(config: OptimConfig, epoch: int) -> float:
-    """Stage i lasts 3^i epochs (times schedule_scale) at lr * 10^(-i/7) (Burda et al., 2016)."""
+def _burda_stage(config: OptimConfig, epoch: int) -> int:
+    """Burda et al. (2016): stage i lasts 3^i epochs (times schedule_scale) at lr * 10^(-i/7)."""
     stage, end = 0, 0
     while True:
         end += _stage_length(config, stage)
         if epoch < end:
-            return config.lr * 10 ** (-stage / 7)
+            return stage
         stage += 1
 
 
-# name -> (config, epoch) -> the learning rate of that epoch
-SCHEDULES: dict[str, Callable[[OptimConfig, int], float]] = {
-    "constant": lambda config, epoch: config.lr,
-    "burda": _burda,
+def _burda_factor(config: OptimConfig, epoch: int, planned_epochs: int) -> float:
+    """Burda et al.'s factor on optim.lr: 10^(-stage/7); it ignores the run's length."""
+    return 10 ** (-_burda_stage(config, epoch) / 7)
+
+
+def _warmup_cosine(config: OptimConfig, epoch: int, planned_epochs: int) -> float:
+    """The factor on optim.lr: (e+1)/(W+1) over the W warm-up epochs (LinearLR with start_factor
+    1/(W+1)), then a cosine from 1 down to min_lr_ratio, reached in the last planned epoch and kept
+    after it (CosineAnnealingLR over planned - W - 1 epochs, which would rise again past its end)."""
+    warmup, ratio = config.warmup_epochs, config.min_lr_ratio
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    length = max(1, planned_epochs - warmup - 1)
+    progress = min(1.0, (epoch - warmup) / length)
+    return ratio + (1 - ratio) * (1 + math.cos(math.pi * progress)) / 2
+
+
+# name -> (config, epoch, planned epochs) -> the factor on optim.lr of that epoch, for the
+# schedules that depend on the epoch alone (run by a LambdaLR)
+LR_FACTORS: dict[str, Callable[[OptimConfig, int, int], float]] = {
+    "constant": lambda config, epoch, planned_epochs: 1.0,
+    "burda": _burda_factor,
+    "warmup_cosine": _warmup_cosine,
 }
 
 
-def learning_rate(config: OptimConfig, epoch: int) -> float:
-    """The learning rate of `epoch` (0-based) under `optim.schedule`."""
-    return SCHEDULES[config.schedule](config, epoch)
+def _plateau(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
+    """lr times plateau_factor after plateau_patience epochs without a better validation ELBO,
+    down to lr * min_lr_ratio; stepped with that ELBO."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience,
+        min_lr=config.lr * config.min_lr_ratio)
+
+
+def _by_epoch(name: str) -> Callable[[torch.optim.Optimizer, OptimConfig, Callable[[], int]], Any]:
+    """The LambdaLR of LR_FACTORS[name]; `planned_epochs()` is asked each epoch, as a time budget may set it late."""
+    def build(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
+        # a plain function (not a callable object): LambdaLR's state_dict then holds numbers only
+        def factor(epoch: int) -> float:
+            return LR_FACTORS[name](config, epoch, planned_epochs())
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return build
+
+
+# name -> (optimizer, config, planned_epochs) -> a torch.optim.lr_scheduler stepped once per epoch
+# (`step_schedule`); planned_epochs() is the run's length in epochs as known so far
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, OptimConfig, Callable[[], int]], Any]] = {
+    "constant": _by_epoch("constant"),
+    "burda": _by_epoch("burda"),
+    "warmup_cosine": _by_epoch("warmup_cosine"),
+    "plateau": _plateau,
+}
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
+    """The configured schedule, having set the lr of epoch 0."""
+    return SCHEDULES[config.schedule](optimizer, config, planned_epochs)
+
+
+def step_schedule(schedule: Any, val_elbo: float) -> None:
+    """Move the schedule on to the next epoch; a plateau schedule is told the epoch's validation ELBO."""
+    with warnings.catch_warnings():
+        # the compiled whole-Adam step updates the weights without optimizer.step(), which torch takes for a mistake
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule.step(val_elbo)
+        else:
+            schedule.step()
+
+
+def learning_rate(config: OptimConfig, epoch: int, planned_epochs: int = 0) -> float:
+    """The learning rate of `epoch` (0-based) under `optim.schedule`, in a run of `planned_epochs`
+    (for warmup_cosine); "plateau" has none: it follows the validation ELBO."""
+    if config.schedule not in LR_FACTORS:
+        raise ValueError(f"optim.schedule: {config.schedule!r} follows the validation ELBO, not the epoch")
+    return config.lr * LR_FACTORS[config.schedule](config, epoch, planned_epochs)
 
 
 def schedule_epochs(config: OptimConfig, stages: int = 8) -> int:

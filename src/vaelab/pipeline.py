@@ -13,8 +13,8 @@ from .runs import RunFolder, SweepFolder, member_configs
 
 # Keys a finished or interrupted run may change when it is resumed: how long it trains and what
 # is done at the end. Anything else would make the checkpoint describe another model.
-EXTENDABLE = ("train.epochs", "train.max_steps", "train.patience", "train.checkpoint_every", "evaluate.",
-              "figures.")
+EXTENDABLE = ("train.epochs", "train.max_steps", "train.patience", "train.checkpoint_every", "train.time_budget",
+              "evaluate.", "figures.")
 
 
 def extended_config(config: RunConfig, overrides: list[str]) -> RunConfig:
@@ -129,6 +129,8 @@ def finished_message(folder: RunFolder, config: RunConfig, state: Any) -> str:
         more = f"train.max_steps={2 * cfg.max_steps}"
     elif cfg.patience and state.epochs_since_best >= cfg.patience:
         more = f"train.patience={2 * cfg.patience}"
+    elif cfg.time_budget and state.train_seconds >= cfg.time_budget * 60:
+        more = f"train.time_budget={2 * cfg.time_budget:g}"
     else:
         more = f"train.epochs={max(2 * state.epoch, state.epoch + 1)}"
     return (f"{folder.path} has finished ({state.stop_reason}); nothing to train. To train it longer: "

@@ -9,8 +9,13 @@ tensors, and metadata that are strings (JSON here), so loading one runs no pickl
     rng.current             the run's generator now
     rng.epoch_start         the generator when the epoch in progress began
     sums                    the epoch's summed elbo, reconstruction, KL and objective so far
+    ema.<name>              the averaged weights and their count n_averaged (train.ema_decay > 0)
     metadata "state"        `TrainState`, as JSON
     metadata "optimizer"    the optimizer's param groups and non-tensor state, as JSON
+    metadata "schedule"     the learning-rate scheduler's state_dict (numbers only), as JSON
+
+Checkpoints written before schedules and averages were kept have neither: they load with
+`schedule` and `ema` None (the trainer then brings its schedule to the checkpoint's epoch).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class TrainState:
     seconds: float = 0.0  # training time spent in `epoch` so far
     train_seconds: float = 0.0  # wall time of the whole run so far, summed over every resume
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
+    planned_epochs: int = 0  # the run's length the schedule plans for; 0 = train.epochs (see Trainer.planned_epochs)
 
     def to_json(self) -> str:
         values = dict(self.__dict__)
@@ -63,6 +69,8 @@ class Checkpoint:
     rng: torch.Tensor  # the generator's state now
     epoch_start_rng: torch.Tensor  # its state when the epoch began: a resumed epoch redraws its order from it
     sums: torch.Tensor
+    schedule: dict[str, Any] | None = None  # the scheduler's state_dict
+    ema: dict[str, torch.Tensor] | None = None  # the AveragedModel's state_dict
 
     def contents(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The file's tensors and metadata."""
@@ -71,7 +79,11 @@ class Checkpoint:
         tensors |= {f"best.{k}": v for k, v in self.best_weights.items()}
         tensors |= optim_tensors
         tensors |= {"rng.current": self.rng, "rng.epoch_start": self.epoch_start_rng, "sums": self.sums}
-        return tensors, {"state": self.state.to_json(), "optimizer": optim_meta}
+        tensors |= {f"ema.{k}": v for k, v in (self.ema or {}).items()}
+        meta = {"state": self.state.to_json(), "optimizer": optim_meta}
+        if self.schedule is not None:
+            meta["schedule"] = json.dumps(self.schedule)
+        return tensors, meta
 
     @classmethod
     def from_contents(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Checkpoint:
@@ -80,7 +92,9 @@ class Checkpoint:
                    weights={k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
                    best_weights={k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")},
                    optimizer=_optimizer_state(tensors, meta["optimizer"]),
-                   rng=tensors["rng.current"], epoch_start_rng=tensors["rng.epoch_start"], sums=tensors["sums"])
+                   rng=tensors["rng.current"], epoch_start_rng=tensors["rng.epoch_start"], sums=tensors["sums"],
+                   schedule=json.loads(meta["schedule"]) if "schedule" in meta else None,
+                   ema={k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None)
 
 
 def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:

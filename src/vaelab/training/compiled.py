@@ -185,7 +185,7 @@ def adam_step(terms: Callable[..., ObjectiveTerms], batch_loss: Callable[[Object
 
     def inputs() -> tuple:
         states = _adam_states(optimizer, parameters)  # every step: loading a checkpoint replaces them
-        lr.fill_(group["lr"])
+        lr.fill_(optimizer.param_groups[0]["lr"])  # looked up: loading a checkpoint replaces the group
         return (lr, aliases, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [s["step"] for s in states], sums)
 

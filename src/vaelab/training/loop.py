@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import RunConfig
 from ..data.views import ImageData, ImageSet
@@ -30,6 +31,7 @@ from ..latents import temperature_at
 from ..model import VAE
 from ..objectives import elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
+from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
 from ..runs import CHECKPOINT, RunFolder
@@ -91,6 +93,9 @@ class Trainer:
         self.model = self._new_model()
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
+        # train.ema_decay: the weights validated, kept and evaluated are this average of the steps' weights
+        decay = self.config.train.ema_decay
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
         # `generator` orders the data (the same on every rank); `noise` binarizes and samples z.
         # In one process they are one stream, which is what makes a resumed run exact.
         self.generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
@@ -99,12 +104,14 @@ class Trainer:
         self.epoch_start_rng = self.generator.get_state()
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
         self.state = TrainState()
+        self.schedule = build_schedule(self.optimizer, self.config.optim, self.planned_epochs)  # asks the state
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
         self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
                                     self.folder, lambda: self.state)
         self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
                                  self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
-                                 lambda message: self.log(message))  # looked up each time: log may be replaced
+                                 lambda message: self.log(message),  # looked up each time: log may be replaced
+                                 after_update=self._average)
         self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
@@ -138,6 +145,13 @@ class Trainer:
         steps = cfg.epochs * self.steps_per_epoch
         return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
+    def planned_epochs(self) -> int:
+        """The run's length in epochs, as far as known: train.epochs, or fewer under max_steps; under a
+        time budget, what the budget holds of epochs as long as the first (`_plan_to_budget`)."""
+        cfg = self.config.train
+        limit = min(cfg.epochs, math.ceil(cfg.max_steps / self.steps_per_epoch)) if cfg.max_steps else cfg.epochs
+        return self.state.planned_epochs or limit
+
     def kl_weight(self) -> float:
         """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
         objective = self.config.objective
@@ -160,7 +174,8 @@ class Trainer:
         if not self.parallel.is_main:
             return
         checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
-                                self.generator.get_state(), self.epoch_start_rng, self.sums)
+                                self.generator.get_state(), self.epoch_start_rng, self.sums,
+                                self.schedule.state_dict(), self.ema.state_dict() if self.ema else None)
         self.folder.save_checkpoint(*checkpoint.contents())
 
     def load_checkpoint(self) -> None:
@@ -177,10 +192,22 @@ class Trainer:
                 self.noise.manual_seed(self._rank_seed(saved.state.global_step))
             self.sums.copy_(saved.sums)
             self.state = saved.state
+            self._restore_schedule(saved.schedule)
+            if self.ema is not None:
+                self.ema.load_state_dict(saved.ema if saved.ema is not None else {})
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             path = self.folder.file(CHECKPOINT)
             raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
         self.folder.drop_metrics_after(self.state.epoch)
+
+    def _restore_schedule(self, saved: dict[str, Any] | None) -> None:
+        """The scheduler as checkpointed; a checkpoint from before they were kept is brought to its
+        epoch by stepping (its schedules, constant and burda, depend on the epoch alone)."""
+        if saved is not None:
+            self.schedule.load_state_dict(saved)
+            return
+        for _ in range(self.state.epoch):
+            step_schedule(self.schedule, math.nan)
 
     def reopen(self) -> bool:
         """Let a finished run train on when its config now allows it (more epochs, steps or patience).
@@ -189,7 +216,8 @@ class Trainer:
         """
         state, cfg = self.state, self.config.train
         more = (state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
-                and not (cfg.patience and state.epochs_since_best >= cfg.patience))
+                and not (cfg.patience and state.epochs_since_best >= cfg.patience)
+                and not (cfg.time_budget and state.train_seconds >= cfg.time_budget * 60))
         if state.finished and more:
             state.finished, state.stop_reason = False, ""
         return not state.finished
@@ -214,17 +242,16 @@ class Trainer:
         self._clock = time.perf_counter()
         with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
             while not self.state.finished and self.state.epoch < cfg.epochs:
-                self._end_epoch(stopped_by_steps=self.train_epoch())
+                self._end_epoch(stop_reason=self.train_epoch())
         if not self.state.finished:
             self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
             self.save_checkpoint()
         return self.finish()
 
-    def train_epoch(self) -> bool:
-        """The optimizer steps of the current epoch (from where it stands); True if max_steps cut it short."""
+    def train_epoch(self) -> str:
+        """The optimizer steps of the current epoch (from where it stands), at the lr the schedule
+        set; why the run stops if max_steps cut the epoch short or the time budget is spent, else ""."""
         cfg, state = self.config.train, self.state
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config.optim, state.epoch)
         if self.config.model.latent == "categorical":
             self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
         images = self._epoch_images()
@@ -250,8 +277,34 @@ class Trainer:
                 self.save_checkpoint()
             if cfg.max_steps and state.global_step >= cfg.max_steps:
                 break
+            if cfg.time_budget and self._elapsed() >= cfg.time_budget * 60:
+                bar.close()
+                return f"time budget of {cfg.time_budget:g} min spent"
         bar.close()
-        return state.step_in_epoch < n_batches
+        return f"reached train.max_steps={cfg.max_steps}" if state.step_in_epoch < n_batches else ""
+
+    def _elapsed(self) -> float:
+        """Seconds of training so far, summed over resumes; under torchrun the ranks' mean, so that
+        what they decide from it (stopping, the planned epochs) they decide together."""
+        seconds = self.state.train_seconds + time.perf_counter() - self._clock
+        if not self.parallel.active:
+            return seconds
+        total = self.parallel.sum_(torch.tensor([seconds], device=self.device))
+        return total.item() / self.parallel.world
+
+    def _average(self) -> None:
+        """After each update of the weights: fold them into the moving average (train.ema_decay)."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def evaluated_model(self) -> VAE:
+        """The model whose weights are validated and kept: the moving average when train.ema_decay is on."""
+        if self.ema is None:
+            return self.model
+        with torch.no_grad():  # the average is of parameters; buffers (a temperature) are the model's
+            for mine, theirs in zip(self.ema.module.buffers(), self.model.buffers()):
+                mine.copy_(theirs)
+        return self.ema.module
 
     def _epoch_images(self) -> ImageSet:
         """This epoch's training images in order, drawn once (binarized, for a dynamic view).
@@ -291,8 +344,9 @@ class Trainer:
 
     # -- the end of an epoch
 
-    def _end_epoch(self, stopped_by_steps: bool) -> None:
-        """Record and log the epoch, keep the best weights, decide whether to stop, checkpoint."""
+    def _end_epoch(self, stop_reason: str) -> None:
+        """Record and log the epoch, keep the best weights, move the schedule on, decide whether to
+        stop (`stop_reason`: why train_epoch stopped the run, or ""), checkpoint."""
         cfg, state = self.config.train, self.state
         self.guard.check()
         record = self._epoch_record()
@@ -303,18 +357,31 @@ class Trainer:
                  f"KL {record['val_kl']:7.3f})  {state.seconds:6.1f} s")
         if record["val_elbo"] > state.best_val_elbo:
             state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
-            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_model().state_dict().items()}
         else:
             state.epochs_since_best += 1
         state.epoch += 1
         state.step_in_epoch, state.seconds = 0, 0.0
         self.sums.zero_()
-        if stopped_by_steps:
-            state.finished, state.stop_reason = True, f"reached train.max_steps={cfg.max_steps}"
+        self._plan_to_budget()
+        # Per epoch, not per step: plateau needs a validation ELBO and burda counts epochs, and with
+        # the lr fixed within an epoch a mid-epoch checkpoint holds no position inside the schedule.
+        step_schedule(self.schedule, record["val_elbo"])
+        if stop_reason:
+            state.finished, state.stop_reason = True, stop_reason
         elif cfg.patience and state.epochs_since_best >= cfg.patience:
             state.finished = True
             state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
         self.save_checkpoint()
+
+    def _plan_to_budget(self) -> None:
+        """Under a time budget, after the first epoch: plan for as many epochs as the budget holds
+        of epochs as long as the first (validation and any compiling included, so it errs short,
+        ending at the low rate), at most train.epochs; warmup_cosine fits its cosine to that."""
+        cfg, state = self.config.train, self.state
+        if cfg.time_budget and state.epoch == 1 and not state.planned_epochs:
+            fits = math.floor(cfg.time_budget * 60 / max(self._elapsed(), 1e-9))
+            state.planned_epochs = max(1, min(self.planned_epochs(), fits))
 
     def _epoch_record(self) -> dict[str, Any]:
         """The epoch's line in metrics.jsonl: its training terms per image (as the weights moved), and
@@ -322,14 +389,14 @@ class Trainer:
         cfg, state = self.config.train, self.state
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
-        val = dataset_elbo(self.model, self.data.val, cfg.eval_batch_size, self.config.objective.samples,
+        val = dataset_elbo(self.evaluated_model(), self.data.val, cfg.eval_batch_size, self.config.objective.samples,
                            seed=self.config.data.eval_seed, parallel=self.parallel)
         record = {
             "epoch": state.epoch + 1, "step": state.global_step,
             "train_elbo": elbo_sum / count, "train_reconstruction": rec_sum / count, "train_kl": kl_sum / count,
             "train_objective": objective_sum / count,
             "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"],
-            "seconds": round(state.seconds, 3),
+            "seconds": round(state.seconds, 3), "lr": self.optimizer.param_groups[0]["lr"],
         }
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
@@ -354,6 +421,7 @@ class Trainer:
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
             "network_precision": self.precision_name, **self.step.compile_status(),
+            "weights": "ema" if self.ema is not None else "trained",  # train.ema_decay: the moving average
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
         summary["processes"] = self.parallel.world

@@ -66,13 +66,16 @@ class TrainingStep:
     The run's state it works on is updated in place by whoever restores it: `noise` (the
     generator that binarizes and samples z), `sums` ((4,): the epoch's summed elbo,
     reconstruction, KL and objective) and the optimizer's state; `kl_weight()` is the KL weight
-    of the step in progress, `log` where the compile is reported.
+    of the step in progress, `log` where the compile is reported, `after_update()` what follows
+    every update of the weights (a skipped step has none), however the step ran.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: RunConfig,
                  parallel: Parallel, guard: NonFiniteGuard, noise: torch.Generator,
                  kl_weight: Callable[[], float], sums: torch.Tensor, network_dtype: torch.dtype | None,
-                 planned_steps: int, log: Callable[[str], None]) -> None:
+                 planned_steps: int, log: Callable[[str], None],
+                 after_update: Callable[[], None] = lambda: None) -> None:
+        self.after_update = after_update
         self.model, self.optimizer, self.parallel, self.guard = model, optimizer, parallel, guard
         self.noise, self.kl_weight, self.sums, self.network_dtype, self.log = noise, kl_weight, sums, network_dtype, log
         self.objective, self.samples = OBJECTIVES[config.objective.name], config.objective.samples
@@ -95,6 +98,7 @@ class TrainingStep:
         # eager steps, keeping the last good checkpoint; the weights in memory are not saved.
         loss = self._run_compiled(x, y)
         self.guard.check_loss(loss)
+        self.after_update()  # here for both the graph and its eager fallback (`_eager_whole`)
         return loss
 
     def terms(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise,
@@ -104,8 +108,9 @@ class TrainingStep:
             return self.objective(self.model, x, self.samples, noise, y, kl_weight)
 
     def eager(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int, noise: Noise, kl_weight: float,
-              compiled_terms: Callable[..., ObjectiveTerms] | None = None) -> torch.Tensor:
-        """The step through autograd and the optimizer; the terms from `compiled_terms(x, y)` if given."""
+              compiled_terms: Callable[..., ObjectiveTerms] | None = None, follow: bool = True) -> torch.Tensor:
+        """The step through autograd and the optimizer; the terms from `compiled_terms(x, y)` if given;
+        `after_update` follows it if `follow`."""
         terms = self.terms(x, y, noise, kl_weight) if compiled_terms is None else compiled_terms(x, y)
         loss = batch_loss(terms, batch_total)
         for parameter in self.parameters:
@@ -115,13 +120,15 @@ class TrainingStep:
         if self.guard.skips(loss):
             return loss
         self.optimizer.step()
+        if follow:
+            self.after_update()
         with torch.no_grad():  # summed on the device; read once per epoch
             self.sums += terms.totals()
         return loss
 
     def _eager_whole(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float) -> torch.Tensor:
         """The whole step eagerly, where its graph cannot run (one process: x is the whole batch)."""
-        return self.eager(x, y, len(x), noise, kl_weight)
+        return self.eager(x, y, len(x), noise, kl_weight, follow=False)
 
     def _run_compiled(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
         """The graph's call (the objective's terms, or the loss after a whole update), reporting the compile."""
