@@ -111,6 +111,7 @@ INVALID: dict[str, list] = {
     "train.compile": ["yes", 1, "true", 0.5],  # true, false or "auto"
     "train.compile_mode": ["fast"],
     "train.precision": ["bf16", "float16"],
+    "train.threads": [0, -1, "many", "2", "Auto"],  # "auto" or a count >= 1
     "evaluate.samples": [-1],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],
     "figures.names": [["histogram"], "samples"],
@@ -185,6 +186,8 @@ def wrong_types(hint) -> list:
         return [1, True, ["x"]]
     if hint == float | None:
         return ["0.1", True, [0.1]]
+    if hint == int | str:
+        return [None, 2.5, True, [1]]
     if hint == bool | str:
         return [1, None, 0.5, ["auto"]]
     raise AssertionError(f"no wrong types listed for {hint}")

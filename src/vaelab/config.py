@@ -255,6 +255,9 @@ class TrainConfig:
     # whole Adam step, in runs of training.step.AUTO_COMPILE_STEPS (5,000) steps or more
     compile: bool | str = "auto"
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
+    # CPU threads torch computes with: "auto" = the cores other processes leave free, re-decided
+    # every few seconds (see vaelab.threads; OMP_NUM_THREADS, if set, wins), or a count to pin
+    threads: int | str = "auto"
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
@@ -270,6 +273,8 @@ class TrainConfig:
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
                f"must be true, false or \"auto\", got {self.compile!r}")
         _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
+        _check(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1), f"{prefix}.threads",
+               f"must be \"auto\" or a thread count >= 1, got {self.threads!r}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
