@@ -8,10 +8,11 @@
 Each training is its own process (a fresh thread pool), training the default model (mnist-lab:
 784-512-2, batch 128, eager steps, the default precision) on generated MNIST-shaped images, for
 --seconds after one warm-up epoch, through Trainer.train_epoch (so the thread adapter ticks as
-in a run). The contenders alternate within each round; the best round counts. Other jobs on the
-machine change every number, so the load average is printed with each.
+in a run). Each round measures every contender, in alternating order, and gives its own ratios
+(the contenders of a round ran minutes apart at most, under about the same load from other
+jobs); the median round's ratio is the result. The load average is printed with each.
 
-    python benchmarks/shared_cpu.py [--seconds 8] [--rounds 2]
+    python benchmarks/shared_cpu.py [--seconds 6] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,12 +92,12 @@ def load() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def one_core_busy(seconds: float) -> dict[str, dict]:
+def one_core_busy(seconds: float, order: tuple[str, ...]) -> dict[str, dict]:
     """(a): each thread setting alone beside a busy loop."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(1.0)  # let the busy loop show in /proc/stat
-        return {threads: result(spawn(threads, seconds)) for threads in ("auto", "1", "2")}
+        return {threads: result(spawn(threads, seconds)) for threads in order}
     finally:
         busy.kill()
         busy.wait()
@@ -107,26 +109,46 @@ def two_at_once(threads: str, seconds: float) -> list[dict]:
     return [result(p) for p in procs]
 
 
-def run_round(seconds: float) -> dict:
-    solo = result(spawn("auto", seconds))
-    print(f"  solo (auto): {solo['steps_per_s']:.0f} steps/s, threads {solo['threads']}; {load()}", flush=True)
-    busy = one_core_busy(seconds)
+def alone_and_together(seconds: float, flip: bool) -> tuple[dict, list[dict]]:
+    """(b): one training alone and two started together (the pair first when `flip`)."""
+    def alone() -> dict:
+        solo = result(spawn("auto", seconds))
+        print(f"  alone (auto): {solo['steps_per_s']:.0f} steps/s, threads {solo['threads']}; {load()}", flush=True)
+        return solo
+
+    def together() -> list[dict]:
+        pair = two_at_once("auto", seconds)
+        print("  two at once (auto): " + ", ".join(f"{p['steps_per_s']:.0f}" for p in pair) + " steps/s, threads "
+              + ", ".join(str(p["threads"]) for p in pair) + f"; {load()}", flush=True)
+        return pair
+
+    if flip:
+        pair = together()
+        return alone(), pair
+    return alone(), together()
+
+
+def run_round(seconds: float, flip: bool) -> dict[str, float]:
+    """One round of (a) and (b), giving its ratios; `flip` reverses the order of the contenders."""
+    busy = one_core_busy(seconds, ("2", "1", "auto") if flip else ("auto", "1", "2"))
     print("  one core busy: " + ", ".join(f"{k}: {v['steps_per_s']:.0f} steps/s (threads {v['threads']})"
                                           for k, v in busy.items()) + f"; {load()}", flush=True)
-    pair = two_at_once("auto", seconds)
-    pinned = two_at_once("2", seconds)
-    print("  two at once, auto: " + ", ".join(f"{p['steps_per_s']:.0f}" for p in pair) + " steps/s (threads "
-          + ", ".join(str(p["threads"]) for p in pair) + "); pinned 2: "
-          + ", ".join(f"{p['steps_per_s']:.0f}" for p in pinned) + f" steps/s; {load()}", flush=True)
-    return {"solo": solo["steps_per_s"], "auto": busy["auto"]["steps_per_s"], "one": busy["1"]["steps_per_s"],
-            "two": busy["2"]["steps_per_s"], "pair": min(p["steps_per_s"] for p in pair),
-            "pinned_pair": min(p["steps_per_s"] for p in pinned)}
+    solo, pair = alone_and_together(seconds, flip)
+    pinned = two_at_once("2", seconds)  # as torch's default runs two trainings on two cores
+    print("  two at once (2 threads pinned): " + ", ".join(f"{p['steps_per_s']:.0f}" for p in pinned)
+          + f" steps/s; {load()}", flush=True)
+    one, alone = busy["1"]["steps_per_s"], solo["steps_per_s"]
+    ratios = {"auto/1": busy["auto"]["steps_per_s"] / one, "2/1": busy["2"]["steps_per_s"] / one,
+              "pair/solo": min(p["steps_per_s"] for p in pair) / alone,
+              "pinned/solo": min(p["steps_per_s"] for p in pinned) / alone}
+    print("  ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
+    return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed training per measurement")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=6.0, help="timed training per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -135,13 +157,13 @@ def main() -> None:
     rounds = []
     for i in range(args.rounds):
         print(f"round {i + 1}", flush=True)
-        rounds.append(run_round(args.seconds))
-    best = {key: max(r[key] for r in rounds) for key in rounds[0]}
-    print(f"(a) one core busy: auto / 1 thread = {best['auto'] / best['one']:.2f} (goal >= 0.90); "
-          f"2 threads / 1 thread = {best['two'] / best['one']:.2f}")
-    print(f"(b) two at once, the slower / alone: auto {best['pair'] / best['solo']:.2f} (goal >= 0.40); "
-          f"2 threads pinned {best['pinned_pair'] / best['solo']:.2f}")
-    print(load())
+        rounds.append(run_round(args.seconds, flip=i % 2 == 1))
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    print(f"(a) one core busy: auto / 1 thread = {median['auto/1']:.2f} (goal >= 0.90); "
+          f"2 threads / 1 thread = {median['2/1']:.2f}")
+    print(f"(b) two at once, the slower / alone: auto {median['pair/solo']:.2f} (goal >= 0.40); "
+          f"2 threads pinned {median['pinned/solo']:.2f}")
+    print(f"median of {len(rounds)} rounds; {load()}")
 
 
 if __name__ == "__main__":
