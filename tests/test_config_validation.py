@@ -117,6 +117,7 @@ INVALID: dict[str, list] = {
     "train.precision": ["bf16", "float16"],
     "train.ema_decay": [-0.1, 1.0],
     "train.time_budget": [-1.0, "10m"],
+    "train.threads": [0, -1, "many", "2", "Auto"],  # "fixed", "auto" or a count >= 1
     "evaluate.samples": [-1],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],
     "figures.names": [["histogram"], "samples"],
@@ -191,6 +192,8 @@ def wrong_types(hint) -> list:
         return [1, True, ["x"]]
     if hint == float | None:
         return ["0.1", True, [0.1]]
+    if hint == int | str:
+        return [None, 2.5, True, [1]]
     if hint == bool | str:
         return [1, None, 0.5, ["auto"]]
     raise AssertionError(f"no wrong types listed for {hint}")

@@ -38,6 +38,7 @@ class ConfigError(ValueError):
 OUTPUT_BIASES = ("zero", "data_mean")  # data_mean: the Trainer calls VAE.init_output_bias
 NONFINITE = ("stop", "skip")
 PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
+THREAD_SETTINGS = ("fixed", "auto")  # train.threads besides a count: see vaelab.threads
 
 # config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
 REGISTRIES: dict[str, tuple[str, str]] = {
@@ -266,6 +267,10 @@ class TrainConfig:
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     ema_decay: float = 0.0  # > 0: validate, keep and evaluate an exponential moving average of the weights
     time_budget: float = 0.0  # minutes of training (summed over resumes) after which it stops; 0 = no limit
+    # CPU threads torch computes with: "fixed" leaves torch's count (runs resume bit for bit);
+    # "auto" = the cores other processes leave free, re-decided every few seconds (vaelab.threads;
+    # results then agree to float rounding only); or a count to pin
+    threads: int | str = "fixed"
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
@@ -284,6 +289,8 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", f"must be in [0, 1) (0 = off), got {self.ema_decay}")
         _check(self.time_budget >= 0, f"{prefix}.time_budget",
                f"must be >= 0 minutes (0 = none), got {self.time_budget}")
+        _check(self.threads in THREAD_SETTINGS or (isinstance(self.threads, int) and self.threads >= 1),
+               f"{prefix}.threads", f"must be \"fixed\", \"auto\" or a thread count >= 1, got {self.threads!r}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -28,6 +28,7 @@ from .latents import ACTIVE_THRESHOLD, activity_from_sums, kl_terms
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .parallel import Parallel
 from .progress import progress as progress_bar
+from .threads import ThreadAdapter
 
 
 class EvaluationError(ValueError):
@@ -140,12 +141,14 @@ def check_scorable(config: Any) -> None:
 
 @torch.no_grad()
 def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, memory_mb: float | None = None,
-                    progress: bool = False, parallel: Parallel | None = None) -> dict[str, Any]:
+                    progress: bool = False, parallel: Parallel | None = None,
+                    threads: int | str | ThreadAdapter = "auto") -> dict[str, Any]:
     """ELBO and terms, NLL with its standard error, active units and KL per dimension over a split.
 
     Deterministic given `seed` and `memory_mb` (which sets how the work is chunked; unset, see
-    `chunk_memory_mb`; the result records it). Under torchrun each rank scores its share of the
-    images and the results are combined.
+    `chunk_memory_mb`; the result records it), up to float rounding where the thread count
+    changes (`threads`: train.threads, re-decided between chunks; see `vaelab.threads`). Under
+    torchrun each rank scores its share of the images and the results are combined.
     """
     parallel = parallel or Parallel()
     if k < 1:
@@ -163,24 +166,28 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # reconstruction, kl
     kl_dims, mean_sum, mean_sq_sum = None, None, None
     bar = progress_bar(len(log_px), f"evaluating (K={k})", "image", enabled=progress and parallel.is_main)
-    for start in range(share.start, share.stop, plan.points):
-        index = slice(start, min(start + plan.points, share.stop))
-        x = images.batch(index, generator).to(device)
-        y = images.labels[index].to(device) if getattr(model, "n_labels", 0) else None
-        posterior = _encode(model, x, y)
-        estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
-        log_px[start - share.start:start - share.start + len(x)] = estimate.double()
-        z = rsample(posterior, (min(k, 64),), generator) if not _has_closed_form_kl(posterior, model.prior()) else None
-        kl = model.kl(posterior, model.prior(), z) if hasattr(model, "kl") else kl_terms(posterior, model.prior(), z)
-        sums += torch.stack([reconstruction.sum(), kl.sum()]).double()
-        means = posterior.mean.double().flatten(1)
-        mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
-        mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
-        per_dim = kl_per_dimension(posterior, model.prior())
-        if per_dim is not None:
-            per_dim = per_dim.double().flatten(1).sum(0)
-            kl_dims = per_dim if kl_dims is None else kl_dims + per_dim
-        bar.update(len(x))
+    adapter = threads if isinstance(threads, ThreadAdapter) else ThreadAdapter(threads)
+    with adapter.active():
+        for start in range(share.start, share.stop, plan.points):
+            index = slice(start, min(start + plan.points, share.stop))
+            x = images.batch(index, generator).to(device)
+            y = images.labels[index].to(device) if getattr(model, "n_labels", 0) else None
+            posterior = _encode(model, x, y)
+            estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
+            log_px[start - share.start:start - share.start + len(x)] = estimate.double()
+            prior = model.prior()
+            z = rsample(posterior, (min(k, 64),), generator) if not _has_closed_form_kl(posterior, prior) else None
+            kl = model.kl(posterior, prior, z) if hasattr(model, "kl") else kl_terms(posterior, prior, z)
+            sums += torch.stack([reconstruction.sum(), kl.sum()]).double()
+            means = posterior.mean.double().flatten(1)
+            mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
+            mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
+            per_dim = kl_per_dimension(posterior, prior)
+            if per_dim is not None:
+                per_dim = per_dim.double().flatten(1).sum(0)
+                kl_dims = per_dim if kl_dims is None else kl_dims + per_dim
+            bar.update(len(x))
+            adapter.tick()  # between chunks: the thread count follows the other processes' load
     bar.close()
     nll = -parallel.gather(log_px)
     for total in (sums, mean_sum, mean_sq_sum) + ((kl_dims,) if kl_dims is not None else ()):
@@ -233,7 +240,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         raw = load_data(config.data, data_dir, progress=progress)
         data = make_views(raw, config.data, torch_device)
     started = time.perf_counter()
-    result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress, parallel)
+    result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress, parallel,
+                             config.train.threads)
     result |= {
         "split": split, "binarization": config.data.binarization, "data": config.data.name,
         "units": "nats per image (summed over pixels)", "seed": seed,

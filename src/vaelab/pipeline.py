@@ -11,9 +11,11 @@ from .config import _merge as merge_dicts
 from .data.catalog import AUTO, IMAGES
 from .runs import RunFolder, SweepFolder, member_configs
 
-# Keys a finished or interrupted run may change when it is resumed: how long it trains and what
-# is done at the end. Anything else would make the checkpoint describe another model.
+# Keys a finished or interrupted run may change when it is resumed: how long it trains, what is
+# done at the end, and how many CPU threads it computes with (the machine's business, not the
+# model's). Anything else would make the checkpoint describe another model.
 EXTENDABLE = ("train.epochs", "train.max_steps", "train.patience", "train.checkpoint_every", "train.time_budget",
+              "train.threads",
               "evaluate.", "figures.")
 
 

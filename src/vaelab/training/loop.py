@@ -35,6 +35,7 @@ from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
 from ..runs import CHECKPOINT, RunFolder
+from ..threads import ThreadAdapter
 from .checkpoint import Checkpoint, TrainState
 from .guard import NonFiniteGuard
 from .step import TrainingStep
@@ -44,11 +45,12 @@ from .step import TrainingStep
 
 @torch.no_grad()
 def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0,
-                 parallel: Parallel | None = None) -> dict[str, float]:
+                 parallel: Parallel | None = None, threads: ThreadAdapter | None = None) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL over a whole split, nats per image.
 
     The noise comes from a generator seeded with `seed`, so the same weights give the same number.
-    Under torchrun each rank scores its share and the sums are added up.
+    Under torchrun each rank scores its share and the sums are added up. `threads`, if given, is
+    ticked between batches.
     """
     parallel = parallel or Parallel()
     was_training = model.training
@@ -62,6 +64,8 @@ def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1
         x, y = images.batch(index, generator), images.labels[index] if model.n_labels else None
         terms = elbo(model, x, samples, generator, y)
         sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+        if threads is not None:
+            threads.tick()
     model.train(was_training)
     total = parallel.sum_(sums).cpu() / len(images)
     return {"elbo": total[0].item(), "reconstruction": total[1].item(), "kl": total[2].item()}
@@ -115,6 +119,7 @@ class Trainer:
         self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
+        self.threads = ThreadAdapter(self.config.train.threads)  # torch's CPU threads, re-decided between steps
 
     def _new_model(self) -> VAE:
         """The model with its initial weights, drawn from train.seed."""
@@ -240,13 +245,14 @@ class Trainer:
             self.folder.create(self.config)
         self.parallel.barrier()
         self._clock = time.perf_counter()
-        with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
-            while not self.state.finished and self.state.epoch < cfg.epochs:
-                self._end_epoch(stop_reason=self.train_epoch())
-        if not self.state.finished:
-            self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
-            self.save_checkpoint()
-        return self.finish()
+        with self.threads.active():  # scoring the test set in finish() too
+            with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
+                while not self.state.finished and self.state.epoch < cfg.epochs:
+                    self._end_epoch(stop_reason=self.train_epoch())
+            if not self.state.finished:
+                self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
+                self.save_checkpoint()
+            return self.finish()
 
     def train_epoch(self) -> str:
         """The optimizer steps of the current epoch (from where it stands), at the lr the schedule
@@ -266,6 +272,7 @@ class Trainer:
             state.step_in_epoch += 1
             state.global_step += 1
             state.seconds = time.perf_counter() - started
+            self.threads.tick()
             bar.update()
             if self.stop_requested:
                 bar.close()
@@ -390,7 +397,7 @@ class Trainer:
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
         val = dataset_elbo(self.evaluated_model(), self.data.val, cfg.eval_batch_size, self.config.objective.samples,
-                           seed=self.config.data.eval_seed, parallel=self.parallel)
+                           seed=self.config.data.eval_seed, parallel=self.parallel, threads=self.threads)
         record = {
             "epoch": state.epoch + 1, "step": state.global_step,
             "train_elbo": elbo_sum / count, "train_reconstruction": rec_sum / count, "train_kl": kl_sum / count,
@@ -411,7 +418,7 @@ class Trainer:
         weights_sha256 = self.folder.save_weights(self.model.state_dict()) if self.parallel.is_main else None
         cfg = self.config
         test = dataset_elbo(self.model, self.data.test, cfg.train.eval_batch_size, cfg.objective.samples,
-                            seed=cfg.data.eval_seed, parallel=self.parallel)
+                            seed=cfg.data.eval_seed, parallel=self.parallel, threads=self.threads)
         summary = {
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
             "best_val_elbo": self.state.best_val_elbo, "best_epoch": self.state.best_epoch,
