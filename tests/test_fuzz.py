@@ -64,7 +64,7 @@ def fails_small(read, *args, match: str):
 # ---------------------------------------------------------------- the fuzzer, short
 
 def test_short_fuzz_run_sees_only_clear_errors():
-    report = fuzz.run(300, seed=0, time_limit=5.0)
+    report = fuzz.run(300, seed=0, readers=fuzz.DATA_READERS, time_limit=5.0)
     assert report["inputs"] == 300
     bugs = "\n".join(f"{b['reader']} {b['kind']} [{b['mutation']}]: {b['error']}\n{b['traceback']}"
                      for b in report["bugs"])
@@ -117,7 +117,7 @@ def test_fuzzer_notices_each_kind_of_bug(monkeypatch, fault, kind):
         return np.zeros(3, np.float16)  # not an IDX dtype
 
     monkeypatch.setattr(fuzz, "read_idx", broken)
-    report = fuzz.run(30, seed=2, time_limit=0.2)
+    report = fuzz.run(30, seed=2, readers=fuzz.DATA_READERS, time_limit=0.2)
     row = report["readers"]["idx"]
     assert row["inputs"] > 0 and row[kind] == row["inputs"] == row["bugs"]
     assert report["bugs"] and report["bugs"][0]["input_b64"] is not None
