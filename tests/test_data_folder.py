@@ -246,6 +246,15 @@ def test_resize_crop_and_pad(tmp_path, cache):
     assert padded[:, 10:20, 15].tolist() == [[0] * 10, [255] * 10, [0] * 10]
 
 
+def test_crop_whose_kept_region_rounds_past_the_image(tmp_path, cache):
+    # A 1 x 7 (W x H) image scaled by 17/7 to cover 1 x 17 keeps 17 / (17/7) rows, which is
+    # 7.000000000000001 in floats: a crop box a hair outside the image, which Pillow refuses.
+    save(tmp_path / "a.png", grey(7, 1))
+    cropped = only_image(load(tmp_path, cache, image_size=(17, 1), resize_mode="crop"))
+    assert cropped.shape == (1, 17, 1)
+    assert np.array_equal(cropped, only_image(load(tmp_path, cache, image_size=(17, 1))))  # nothing cut
+
+
 def test_shrinking_averages_areas_and_enlarging_uses_lanczos(tmp_path, cache):
     blocks = np.kron(np.array([[0, 100], [200, 40]], np.uint8), np.ones((4, 4), np.uint8))
     blocks[0, 0] = 16  # one odd pixel: its block's mean becomes 1

@@ -292,7 +292,9 @@ def _filter(source: tuple[int, int], target: tuple[int, int]) -> Image.Resamplin
 def _scale_and_crop(im: Image.Image, width: int, height: int) -> Image.Image:
     """Scale so that the image covers width x height, keep the centre."""
     scale = max(width / im.width, height / im.height)
-    crop_w, crop_h = width / scale, height / scale  # the kept region, in source pixels
+    # The kept region, in source pixels. The side that fits exactly can come out a hair over the
+    # image's own (17 / (17 / 7) is 7.000000000000001), a box Pillow refuses: hence the min.
+    crop_w, crop_h = min(width / scale, im.width), min(height / scale, im.height)
     left, top = (im.width - crop_w) / 2, (im.height - crop_h) / 2
     box = (left, top, left + crop_w, top + crop_h)
     return im.resize((width, height), _filter((round(crop_w), round(crop_h)), (width, height)), box=box)
