@@ -189,7 +189,7 @@ def test_float_tiff_in_unit_range(tmp_path, cache):
     assert error_text(excinfo).endswith("a.tif: float images must lie in [0, 1]; found values from 0 to 2.5")
 
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
 def test_exif_orientation_is_applied(tmp_path, cache, suffix):
     pixels = np.kron(RNG.integers(0, 2, (4, 6), dtype=np.uint8) * 255, np.ones((8, 8), np.uint8))
     exif = Image.Exif()
@@ -200,6 +200,10 @@ def test_exif_orientation_is_applied(tmp_path, cache, suffix):
     upright = np.rot90(pixels, k=-1)
     assert decoded.shape == upright.shape == (48, 32)
     assert np.abs(decoded.astype(int) - upright).mean() < (1 if suffix != ".jpg" else 8)
+    # beside an image stored upright, the header pass must find the same size for both
+    save(tmp_path / "b.png", upright)
+    both = load(tmp_path, cache).x_train
+    assert len(both) == 2 and both.shape[2:] == (48, 32)
 
 
 def test_no_channels_given_all_grey_is_one_any_colour_is_three(tmp_path, cache):

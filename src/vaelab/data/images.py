@@ -51,6 +51,7 @@ GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 INTEGER_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 ORIENTATION_TAG = 0x0112
+IMAGE_WIDTH_TAG, IMAGE_LENGTH_TAG = 256, 257  # a TIFF's stored size
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # the ones that swap width and height
 DRAFT_GAP = 2  # a JPEG is decoded at no less than twice the size it is then resized to
 # What Pillow raises on a malformed file, besides its own UnidentifiedImageError.
@@ -110,7 +111,7 @@ def probe_image(path: str | os.PathLike, options: DecodeOptions) -> ImageInfo:
     that block rotates it, :func:`decode_image` then finds a size that differs.
     """
     with open_image(path, options.max_pixels) as im:
-        width, height = im.size
+        width, height = _stored_size(im)
         if _header_orientation(im) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         try:
@@ -192,6 +193,18 @@ def _bomb_text(exc: BaseException, max_pixels: int) -> str:
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0
+
+
+def _stored_size(im: Image.Image) -> tuple[int, int]:
+    """(W, H) as stored, before the EXIF orientation turns it.
+
+    Pillow 11 and later report a TIFF's size already turned by its Orientation tag (and turn
+    its pixels on load); earlier ones, like every other format, the size as stored. The TIFF's
+    own ImageWidth and ImageLength tags are the stored size either way.
+    """
+    if im.format == "TIFF":
+        return im.tag_v2.get(IMAGE_WIDTH_TAG, im.width), im.tag_v2.get(IMAGE_LENGTH_TAG, im.height)
+    return im.size
 
 
 def _header_orientation(im: Image.Image) -> int:
