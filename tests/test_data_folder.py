@@ -726,6 +726,18 @@ def test_array_files_never_unpickle(tmp_path):
         load_image_file(tmp_path / "other.npz")
 
 
+@pytest.mark.parametrize("header, fault", [
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3,", "malformed .npy header"),  # numpy: TokenError
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (-1, 28, 28), }", "bad shape"),  # numpy: OverflowError
+])
+def test_npy_headers_numpy_fails_on_with_other_errors(tmp_path, header, fault):
+    text = header + " " * (-(len(header) + 11) % 64) + "\n"
+    path = tmp_path / "x.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode() + bytes(64))
+    with pytest.raises(DataError, match=rf"x\.npy: unreadable \.npy: .*{fault}"):
+        load_image_file(path)
+
+
 # ---------------------------------------------------------------- real data
 
 @pytest.fixture(scope="module")

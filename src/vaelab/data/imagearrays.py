@@ -27,7 +27,7 @@ from PIL import Image
 from .errors import DataError
 from .imagedata import TEST, TRAIN, VAL, ImageDataset, assemble, split_by_rank
 from .images import WHITE, DecodeOptions, check_unit_range, convert_image
-from .npzfile import read_npz
+from .npzfile import read_npy_header, read_npz
 
 LAYOUTS: tuple[str, ...] = ("NHW", "NHWC", "NCHW")
 CHANNEL_COUNTS: tuple[int, ...] = (1, 3, 4)
@@ -92,9 +92,17 @@ def load_image_file(path: str | os.PathLike, **options: Any) -> ImageDataset:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """An .npy, memory-mapped (a header claiming more than the file holds fails, costing nothing)."""
+    """An .npy, memory-mapped (a header claiming more than the file holds fails, costing nothing).
+
+    The header is checked first by the parser the .npz members go through: numpy's own lets
+    some malformed headers out as tokenize.TokenError and negative sizes as OverflowError.
+    """
     try:
+        with open(path, "rb") as fh:
+            read_npy_header(fh, f"{path}: unreadable .npy")
         return np.load(path, mmap_mode="r", allow_pickle=False)
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: unreadable .npy: {' '.join(str(exc).split())}") from exc
 
