@@ -678,6 +678,14 @@ def test_array_faults_name_what_is_wrong():
         load_image_arrays(np.zeros((10, 4, 4), np.uint8), np.zeros(9, int))
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 4), (2, 4, 0, 3), (2, 3, 0, 0)])
+@pytest.mark.parametrize("options", [{}, {"image_size": (4, 4), "resize_mode": "crop"}])
+def test_arrays_of_images_without_pixels_are_refused(shape, options):
+    # kept as they were, they made a data set of 0-pixel images; resized, a ZeroDivisionError
+    with pytest.raises(DataError, match=r"arrays x_train: images of \d x \d pixels \(H x W\)"):
+        load_image_arrays(np.zeros(shape, np.uint8), **split_none(**options))
+
+
 def test_arrays_with_labels_split_by_fractions():
     x = RNG.integers(0, 256, (50, 4, 4), dtype=np.uint8)
     y = np.arange(50) % 4

@@ -147,6 +147,9 @@ def _nchw_uint8(array: Any, layout: str | None, where: str) -> np.ndarray:
         values = values.transpose(0, 3, 1, 2)
     if values.shape[1] not in CHANNEL_COUNTS:
         raise DataError(f"{where}: {values.shape[1]} channels; images must have 1, 3 or 4")
+    if 0 in values.shape[2:]:  # no image to train on, and nothing Pillow could resize
+        raise DataError(f"{where}: images of {values.shape[2]} x {values.shape[3]} pixels (H x W); "
+                        f"each side must be at least 1")
     return np.ascontiguousarray(_to_uint8(values, where))
 
 
