@@ -468,6 +468,25 @@ def test_the_bomb_header_costs_no_allocation(tmp_path, cache):
     assert peak < 20 * 2**20
 
 
+@pytest.mark.parametrize("length", [2**28, 2**32 - 1])
+def test_a_png_chunk_length_past_the_end_costs_no_allocation(tmp_path, cache, length):
+    # The pixels end before the IDAT chunk its length field claims does; Pillow skips the rest
+    # with one read(length), which a buffered file allocates in full before reading: 4 GB here.
+    save(tmp_path / "a.png", grey())
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    at = data.index(b"IDAT") - 4
+    data[at:at + 4] = struct.pack(">I", length)
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        pixels = only_image(load(tmp_path, cache, use_cache=False))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(pixels, chw(grey()))
+    assert peak < 16 * 2**20
+
+
 def test_max_pixels_refuses_large_images_before_decoding(tmp_path, cache):
     save(tmp_path / "big.png", grey(100, 100))
     with pytest.raises(DataError) as excinfo:

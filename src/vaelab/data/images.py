@@ -33,7 +33,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -153,14 +153,36 @@ def open_image(path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image
     except OSError as exc:  # gone since the folder was listed, or not readable
         raise DataError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
     with handle:
-        if os.fstat(handle.fileno()).st_size == 0:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
             raise DataError(f"{path}: empty file (0 bytes)")
-        with _opened(handle, path, max_pixels) as im:
+        with _opened(_ReadsWhatIsThere(handle, size), path, max_pixels) as im:
             yield im
 
 
+class _ReadsWhatIsThere:
+    """A binary file whose read(n) asks for no more than the bytes left in it.
+
+    A buffered file allocates all n bytes before it reads: Pillow skipping the rest of a PNG
+    chunk whose length field says 4 GB, with one read(length), cost 4 GB for a 100-byte file.
+    Everything else goes to the file itself.
+    """
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle, self._size = handle, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None and n > 0:
+            n = min(n, max(self._size - self._handle.tell(), 0))
+        return self._handle.read(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
 @contextmanager
-def _opened(handle: BinaryIO, path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
+def _opened(handle: BinaryIO | _ReadsWhatIsThere, path: str | os.PathLike,
+            max_pixels: int) -> Iterator[Image.Image]:
     """Pillow's image on an open file, after the header checks of :func:`open_image`."""
     try:
         im = Image.open(handle, formats=FORMATS)
