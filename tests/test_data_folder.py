@@ -705,6 +705,15 @@ def test_arrays_of_images_without_pixels_are_refused(shape, options):
         load_image_arrays(np.zeros(shape, np.uint8), **split_none(**options))
 
 
+@pytest.mark.parametrize("labels", [np.array([0, 2**40]), np.array([0, 2**64 - 1], np.uint64)])
+def test_labels_too_large_for_a_class_each_are_refused(labels):
+    # 2**40 made load_image_arrays build 10^12 default label names; a uint64 2**64 - 1 came out as -1
+    with pytest.raises(DataError, match=r"arrays y_train: labels must be below 65,536 \(a class each\), found"):
+        load_image_arrays(np.zeros((2, 4, 4), np.uint8), labels, label_names=["a", "b"], **split_none())
+    with pytest.raises(DataError, match=r"labels must be below 65,536"):
+        load_image_arrays(np.zeros((2, 4, 4), np.uint8), labels, **split_none())
+
+
 def test_arrays_with_labels_split_by_fractions():
     x = RNG.integers(0, 256, (50, 4, 4), dtype=np.uint8)
     y = np.arange(50) % 4

@@ -34,6 +34,9 @@ CHANNEL_COUNTS: tuple[int, ...] = (1, 3, 4)
 X_KEYS: tuple[str, ...] = ("x", "images", "X", "arr_0")
 Y_KEYS: tuple[str, ...] = ("y", "labels", "Y")
 SPLIT_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+# Labels are class indices, with a name each ("0", "1", ... by default): a label of 2**40 would
+# ask for 10^12 names. Far more classes than any labelled image set has.
+MAX_CLASSES = 2**16
 
 
 def load_image_arrays(
@@ -48,7 +51,7 @@ def load_image_arrays(
 
     Given only ``x`` (and ``y``), the images are split by ``val_fraction`` and
     ``test_fraction`` (seeded); given ``x_val`` or ``x_test`` too, those are the splits, as
-    they are. Labels are non-negative integers (N,); ``label_names`` defaults to "0", "1",
+    they are. Labels are integers (N,) in 0..MAX_CLASSES-1; ``label_names`` defaults to "0", "1",
     ... up to the largest label. image_size, resize_mode, channels and background act as
     for a folder (see :func:`vaelab.data.folder.load_image_folder`); channels None keeps 1
     and turns 3 or 4 into 3.
@@ -186,6 +189,8 @@ def _labels(array: Any, where: str) -> np.ndarray:
         raise DataError(f"{where}: labels must be integers of shape (N,), got {values.shape} {values.dtype}")
     if values.size and values.min() < 0:
         raise DataError(f"{where}: labels must be non-negative, found {values.min()}")
+    if values.size and values.max() >= MAX_CLASSES:  # checked before int64 could wrap a uint64
+        raise DataError(f"{where}: labels must be below {MAX_CLASSES:,} (a class each), found {values.max()}")
     return values.astype(np.int64)
 
 
