@@ -54,6 +54,7 @@ ORIENTATION_TAG = 0x0112
 IMAGE_WIDTH_TAG, IMAGE_LENGTH_TAG = 256, 257  # a TIFF's stored size
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # the ones that swap width and height
 DRAFT_GAP = 2  # a JPEG is decoded at no less than twice the size it is then resized to
+SMALL_READ = 2**16  # reads this small are not worth capping at the bytes left in the file
 # What Pillow raises on a malformed file, besides its own UnidentifiedImageError.
 PILLOW_FAULTS: tuple[type[BaseException], ...] = (
     OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, MemoryError,
@@ -172,7 +173,7 @@ class _ReadsWhatIsThere:
         self._handle, self._size = handle, size
 
     def read(self, n: int | None = -1) -> bytes:
-        if n is not None and n > 0:
+        if n is not None and n > SMALL_READ:  # PPM headers are read a byte at a time: keep those quick
             n = min(n, max(self._size - self._handle.tell(), 0))
         return self._handle.read(n)
 
