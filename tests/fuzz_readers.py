@@ -970,10 +970,13 @@ def make_picture(d: Draw, upright: tuple[int, int] | None = None, fmt: str | Non
     ``upright`` (H, W) is the size it must have once its EXIF orientation is applied: a quarter
     turn is stored W x H.
     """
-    fmt = fmt or d.choice(IMAGE_FORMATS)
+    # Now and then a large one, that JPEG decodes at a reduced scale or a resize shrinks a lot; in a
+    # format whose decoders are C (Pillow decodes PPM beyond 8 bits and BMP's RLE in Python, at
+    # seconds a megapixel, which is no hang but would read as one).
+    big = upright is None and fmt in (None, "PNG", "JPEG", "WEBP", "TIFF") and d.bool(0.02)
+    fmt = fmt or (d.choice(("PNG", "JPEG", "WEBP", "TIFF")) if big else d.choice(IMAGE_FORMATS))
     mode = d.choice(IMAGE_MODES)
     if upright is None:
-        big = d.bool(0.02)  # now and then one that JPEG decodes at a reduced scale, or a resize shrinks a lot
         upright = (d.choice((256, 600, 1023)), d.choice((256, 800, 1024))) if big else (_side(d), _side(d))
     h, w = upright
     orientation = d.int(1, 8) if fmt in EXIF_FORMATS and d.bool(0.3) else None
@@ -1576,7 +1579,7 @@ def mutate_ppm(d: Draw, data: bytes) -> tuple[bytes, str]:
         value = d.choice((b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7", b"P0", b"PF", b"Pf"))
         return value + data[2:], f"ppm:magic={value!r}"
     if kind == "comment":
-        return data[:2] + b"\n#" + b"c" * d.choice((0, 10, 100_000)) + b"\n" + data[2:], "ppm:comment"
+        return data[:2] + b"\n#" + b"c" * d.choice((0, 10, 10_000)) + b"\n" + data[2:], "ppm:comment"
     value = d.choice((b"99999999999999999999", b"1e5", b"0x10", b"", b" ", b"-5"))
     return data[:found.start(3)] + value + data[found.end(3):], f"ppm:width={value!r}"
 
