@@ -259,6 +259,34 @@ def test_crop_whose_kept_region_rounds_past_the_image(tmp_path, cache):
     assert np.array_equal(cropped, only_image(load(tmp_path, cache, image_size=(17, 1))))  # nothing cut
 
 
+def peak_rss_growth(call) -> int:
+    """How far call() raised this process's peak RSS, in bytes (Linux: /proc/self/clear_refs):
+    what Pillow allocates is C's malloc, which tracemalloc does not see."""
+    def status(key: str) -> int:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1]) * 1024
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("no /proc/self/clear_refs to reset the peak RSS with")
+    base = status("VmRSS")
+    call()
+    return status("VmHWM") - base
+
+
+def test_stretching_a_tall_strip_wide_filters_each_side_by_its_own_change(tmp_path, cache):
+    # LANCZOS on both sides, since the width grows, put a 250,000-row kernel along the height
+    # shrunk 1 / 41,667 times, weights Pillow holds per source row: 109 MB for a 4 kB PNG.
+    Image.new("L", (1, 2_000_000), 128).save(tmp_path / "strip.png")
+    images = []
+    grown = peak_rss_growth(lambda: images.append(load(tmp_path, cache, image_size=(48, 48), use_cache=False)))
+    assert (np.abs(only_image(images[0]).astype(int) - 128) <= 1).all()  # 41,667 weights, rounded
+    assert grown < 60 * 2**20, f"{grown / 2**20:.0f} MB"  # the decoded strip alone is 34 MB
+    small = grey(6, 30)  # widened 30 -> 40 (LANCZOS), shortened 6 -> 2 (BOX: the mean of 3 rows)
+    save(tmp_path / "small" / "a.png", small)
+    expected = Image.fromarray(small).resize((30, 2), Image.Resampling.BOX).resize((40, 2), Image.Resampling.LANCZOS)
+    assert np.array_equal(only_image(load(tmp_path / "small", cache, image_size=(2, 40)))[0], np.asarray(expected))
+
+
 def test_shrinking_averages_areas_and_enlarging_uses_lanczos(tmp_path, cache):
     blocks = np.kron(np.array([[0, 100], [200, 40]], np.uint8), np.ones((4, 4), np.uint8))
     blocks[0, 0] = 16  # one odd pixel: its block's mean becomes 1
