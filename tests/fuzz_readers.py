@@ -1041,19 +1041,23 @@ def _save_options(d: Draw, fmt: str, mode: str) -> dict[str, Any]:
 
 
 def _save(im: Image.Image, fmt: str, options: dict[str, Any]) -> tuple[bytes, str]:
-    """The image written as ``fmt``; in RGB when the format cannot hold its mode (JPEG: no alpha)."""
-    out = io.BytesIO()
-    try:
-        im.save(out, fmt, **options)
-        return out.getvalue(), im.mode
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    options = {k: v for k, v in options.items() if k != "compression"}
-    if "append_images" in options:
-        options["append_images"] = [_rgb(frame) for frame in options["append_images"]]
-    out = io.BytesIO()
-    _rgb(im).save(out, fmt, **options)
-    return out.getvalue(), f"{im.mode}>RGB"
+    """The image written as ``fmt``; in RGB when the format cannot hold its mode (JPEG: no alpha),
+    and then without the options that may not fit it either (TIFF's fax compression is 1-bit
+    only; an optimised or progressive JPEG of noise can outgrow the buffer Pillow gives libjpeg)."""
+    rgb = {k: v for k, v in options.items() if k != "compression"}
+    if "append_images" in rgb:
+        rgb["append_images"] = [_rgb(frame) for frame in rgb["append_images"]]
+    plain = {k: v for k, v in rgb.items() if k not in ("optimize", "progressive")}
+    attempts = ((im, options, im.mode), (_rgb(im), rgb, f"{im.mode}>RGB"), (_rgb(im), plain, f"{im.mode}>RGB"))
+    for i, (image, kwargs, saved) in enumerate(attempts):
+        out = io.BytesIO()
+        try:
+            image.save(out, fmt, **kwargs)
+            return out.getvalue(), saved
+        except (OSError, ValueError, KeyError, TypeError):
+            if i == len(attempts) - 1:
+                raise
+    raise AssertionError
 
 
 def _rgb(im: Image.Image) -> Image.Image:
