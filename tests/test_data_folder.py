@@ -206,6 +206,22 @@ def test_exif_orientation_is_applied(tmp_path, cache, suffix):
     assert len(both) == 2 and both.shape[2:] == (48, 32)
 
 
+@pytest.mark.parametrize("entry_type, count, value, turned", [
+    (2, 2, b"6\0", False),  # ASCII "6": Pillow's exif_transpose leaves it as stored
+    (11, 1, struct.pack(">f", 6.0), True),  # FLOAT 6.0: turned
+    (7, 1, b"\x06", False),  # UNDEFINED b"\x06": as stored
+])
+def test_an_oddly_typed_exif_orientation_is_read_as_decoding_reads_it(tmp_path, cache, entry_type, count, value,
+                                                                      turned):
+    # big-endian EXIF with one entry, Orientation, of the type given; the header pass took int("6")
+    # for a quarter turn that decoding never made, and refused the folder for it
+    ifd = struct.pack(">HHHI", 1, imagefile.ORIENTATION_TAG, entry_type, count) + value.ljust(4, b"\0")
+    exif = b"Exif\0\0MM\0*" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0)
+    save(tmp_path / "a.jpg", grey(4, 6), exif=exif)
+    save(tmp_path / "b.png", grey(6, 4) if turned else grey(4, 6))
+    assert load(tmp_path, cache).x_train.shape == ((2, 1, 6, 4) if turned else (2, 1, 4, 6))
+
+
 def test_no_channels_given_all_grey_is_one_any_colour_is_three(tmp_path, cache):
     save(tmp_path / "g" / "a.png", grey(seed=1))
     save(tmp_path / "g" / "b.bmp", grey(seed=2))

@@ -52,6 +52,7 @@ ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 INTEGER_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 ORIENTATION_TAG = 0x0112
 IMAGE_WIDTH_TAG, IMAGE_LENGTH_TAG = 256, 257  # a TIFF's stored size
+ORIENTATIONS = range(1, 9)  # 1: as stored
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # the ones that swap width and height
 DRAFT_GAP = 2  # a JPEG is decoded at no less than twice the size it is then resized to
 SMALL_READ = 2**16  # reads this small are not worth capping at the bytes left in the file
@@ -239,9 +240,13 @@ def _header_orientation(im: Image.Image) -> int:
     if im.format == "PNG" and "exif" not in im.info:
         return 1
     try:
-        return int(im.getexif().get(ORIENTATION_TAG, 1))
+        orientation = im.getexif().get(ORIENTATION_TAG, 1)
     except PILLOW_FAULTS:  # corrupt EXIF: the pixels are still good, take them as stored
         return 1
+    # As ImageOps.exif_transpose takes it, looking the value up as it is: 6, 6.0 and the rational
+    # 6/1 turn the image, the string "6" does not (int() would take it, and the header pass then
+    # expected a turned image that decoding never turned).
+    return int(orientation) if orientation in ORIENTATIONS else 1
 
 
 def _is_grey(im: Image.Image, background: tuple[int, int, int]) -> bool:
