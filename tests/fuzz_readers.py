@@ -1072,6 +1072,27 @@ def exif_bytes(orientation: int) -> bytes:
     return exif.tobytes()
 
 
+# How an Orientation entry may be typed, beyond the SHORT that Pillow always writes: (TIFF type,
+# count, value bytes). Readers disagree on "6" as ASCII, 6/1 as a RATIONAL, 6.0 as a FLOAT, ...
+ODD_ORIENTATIONS = {
+    "ascii": (2, 2, b"6\0"), "ascii-spaced": (2, 4, b" 6 \0"), "rational": (5, 1, None),
+    "float": (11, 1, struct.pack(">f", 6.0)),
+    "double": (12, 1, None), "byte": (1, 1, b"\x06"), "undefined": (7, 1, b"\x06"), "sshort": (8, 1, b"\x00\x06"),
+    "long": (4, 1, b"\x00\x00\x00\x06"), "short-pair": (3, 2, b"\x00\x06\x00\x01"), "none": (3, 0, b""),
+}
+
+
+def odd_exif(d: Draw) -> tuple[bytes, str]:
+    """An EXIF block (big-endian, after its Exif header) whose Orientation says 6 in an unusual type."""
+    kind = d.choice(ODD_ORIENTATIONS)
+    entry_type, count, value = ODD_ORIENTATIONS[kind]
+    offset = 8 + 2 + 12 + 4  # header, entry count, the entry, next-IFD offset: the data follow
+    data = {5: struct.pack(">II", 6, 1), 12: struct.pack(">d", 6.0)}.get(entry_type)  # 8 bytes: by offset
+    inline = struct.pack(">I", offset) if data else value.ljust(4, b"\0")
+    ifd = struct.pack(">HHHI", 1, ORIENTATION, entry_type, count) + inline + struct.pack(">I", 0)
+    return b"Exif\0\0MM\0*" + struct.pack(">I", 8) + ifd + (data or b""), f"orientation-{kind}"
+
+
 # ---------------------------------------------------------------- image headers: where each format keeps its size
 
 def _put(data: bytes, pos: int, width: int, value: int, big: bool) -> bytes:
@@ -1319,7 +1340,8 @@ def _png_extra(d: Draw) -> tuple[bytes, str]:
     elif kind in (b"IDAT", b"fdAT"):
         body = (b"\0\0\0\1" if kind == b"fdAT" else b"") + (zlib.compress(garbage(d)) if d.bool() else garbage(d))
     elif kind == b"eXIf":
-        body = exif_bytes(d.choice((0, 1, 6, 8, 9, 65_535))).removeprefix(b"Exif\0\0")
+        exif = exif_bytes(d.choice((0, 1, 6, 8, 9, 65_535))) if d.bool() else odd_exif(d)[0]
+        body = exif.removeprefix(b"Exif\0\0")
     elif kind == b"iCCP":
         body = b"icc\0\0" + (zlib_bomb() if d.bool() else garbage(d))
     elif kind == b"zTXt":
@@ -1373,8 +1395,8 @@ def mutate_jpeg(d: Draw, data: bytes) -> tuple[bytes, str]:
             body = b"Exif\0\0" + tiff
             if len(body) + 2 < 2**16:
                 return data[:p + 2] + struct.pack(">H", len(body) + 2) + body + data[p + 2 + n:], f"jpeg:exif:{note}"
-        segment = _jpeg_segment(0xE1, exif_bytes(d.choice((0, 2, 5, 6, 9, 65_535))))
-        return data[:2] + segment + data[2:], "jpeg:exif:insert"
+        exif, note = (exif_bytes(d.choice((0, 2, 5, 6, 9, 65_535))), "insert") if d.bool() else odd_exif(d)
+        return data[:2] + _jpeg_segment(0xE1, exif) + data[2:], f"jpeg:exif:{note}"
     if kind in ("cut-scan", "eoi") and sos < len(data):
         at = d.int(sos + 2, len(data) - 1) if d.bool() else max(sos + 2, len(data) - d.int(1, 16))
         if kind == "eoi":
@@ -1416,7 +1438,8 @@ def _jpeg_extra(d: Draw, data: bytes, segments: list[tuple[int, int, int]]) -> t
     if kind == "com":
         return _jpeg_segment(0xFE, b"x" * d.choice((0, 10, 65_000))), "com"
     if kind == "exif":
-        return _jpeg_segment(0xE1, exif_bytes(d.choice((0, 2, 5, 6, 9, 65_535)))), "exif"
+        exif, note = (exif_bytes(d.choice((0, 2, 5, 6, 9, 65_535))), "exif") if d.bool() else odd_exif(d)
+        return _jpeg_segment(0xE1, exif), note
     return _jpeg_segment(d.choice((0xC8, 0xCC, 0xDC, 0xDE, 0xF0, 0x02)), d.bytes(16)), "unknown"
 
 
