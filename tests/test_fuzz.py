@@ -1,10 +1,12 @@
 """The data readers under fuzzing, and files whose headers claim far more than they hold.
 
 A short run of tests/fuzz_readers.py (the full one is `python tests/fuzz_readers.py
---inputs 10000`) must see nothing but accepted inputs and DataErrors naming the file. The
-targeted tests give each reader a small file whose header claims 10^9 images (or a few GB):
-each must fail with a DataError before allocating anything of that size, which tracemalloc
-measures (numpy and the pickle/bytes machinery report their allocations to it).
+--inputs 10000`), of the data readers and of the image readers, must see nothing but accepted
+inputs and DataErrors naming the file. The targeted tests give each reader a small file whose
+header claims 10^9 images (or a few GB; for images, 10^10 pixels in each format): each must
+fail with a DataError before allocating anything of that size, which tracemalloc measures
+(numpy and the pickle/bytes machinery report their allocations to it) and, for images, whose
+codecs allocate with C's malloc, the peak RSS.
 """
 
 from __future__ import annotations
