@@ -189,7 +189,7 @@ def test_float_tiff_in_unit_range(tmp_path, cache):
     assert error_text(excinfo).endswith("a.tif: float images must lie in [0, 1]; found values from 0 to 2.5")
 
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
 def test_exif_orientation_is_applied(tmp_path, cache, suffix):
     pixels = np.kron(RNG.integers(0, 2, (4, 6), dtype=np.uint8) * 255, np.ones((8, 8), np.uint8))
     exif = Image.Exif()
@@ -200,6 +200,26 @@ def test_exif_orientation_is_applied(tmp_path, cache, suffix):
     upright = np.rot90(pixels, k=-1)
     assert decoded.shape == upright.shape == (48, 32)
     assert np.abs(decoded.astype(int) - upright).mean() < (1 if suffix != ".jpg" else 8)
+    # beside an image stored upright, the header pass must find the same size for both
+    save(tmp_path / "b.png", upright)
+    both = load(tmp_path, cache).x_train
+    assert len(both) == 2 and both.shape[2:] == (48, 32)
+
+
+@pytest.mark.parametrize("entry_type, count, value, turned", [
+    (2, 2, b"6\0", False),  # ASCII "6": Pillow's exif_transpose leaves it as stored
+    (11, 1, struct.pack(">f", 6.0), True),  # FLOAT 6.0: turned
+    (7, 1, b"\x06", False),  # UNDEFINED b"\x06": as stored
+])
+def test_an_oddly_typed_exif_orientation_is_read_as_decoding_reads_it(tmp_path, cache, entry_type, count, value,
+                                                                      turned):
+    # big-endian EXIF with one entry, Orientation, of the type given; the header pass took int("6")
+    # for a quarter turn that decoding never made, and refused the folder for it
+    ifd = struct.pack(">HHHI", 1, imagefile.ORIENTATION_TAG, entry_type, count) + value.ljust(4, b"\0")
+    exif = b"Exif\0\0MM\0*" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0)
+    save(tmp_path / "a.jpg", grey(4, 6), exif=exif)
+    save(tmp_path / "b.png", grey(6, 4) if turned else grey(4, 6))
+    assert load(tmp_path, cache).x_train.shape == ((2, 1, 6, 4) if turned else (2, 1, 4, 6))
 
 
 def test_no_channels_given_all_grey_is_one_any_colour_is_three(tmp_path, cache):
@@ -244,6 +264,43 @@ def test_resize_crop_and_pad(tmp_path, cache):
     assert (padded[:, :10] == np.array([7, 8, 9])[:, None, None]).all(), "bands above"
     assert (padded[:, 20:] == np.array([7, 8, 9])[:, None, None]).all(), "and below"
     assert padded[:, 10:20, 15].tolist() == [[0] * 10, [255] * 10, [0] * 10]
+
+
+def test_crop_whose_kept_region_rounds_past_the_image(tmp_path, cache):
+    # A 1 x 7 (W x H) image scaled by 17/7 to cover 1 x 17 keeps 17 / (17/7) rows, which is
+    # 7.000000000000001 in floats: a crop box a hair outside the image, which Pillow refuses.
+    save(tmp_path / "a.png", grey(7, 1))
+    cropped = only_image(load(tmp_path, cache, image_size=(17, 1), resize_mode="crop"))
+    assert cropped.shape == (1, 17, 1)
+    assert np.array_equal(cropped, only_image(load(tmp_path, cache, image_size=(17, 1))))  # nothing cut
+
+
+def peak_rss_growth(call) -> int:
+    """How far call() raised this process's peak RSS, in bytes (Linux: /proc/self/clear_refs):
+    what Pillow allocates is C's malloc, which tracemalloc does not see."""
+    def status(key: str) -> int:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1]) * 1024
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("no /proc/self/clear_refs to reset the peak RSS with")
+    base = status("VmRSS")
+    call()
+    return status("VmHWM") - base
+
+
+def test_stretching_a_tall_strip_wide_filters_each_side_by_its_own_change(tmp_path, cache):
+    # LANCZOS on both sides, since the width grows, put a 250,000-row kernel along the height
+    # shrunk 1 / 41,667 times, weights Pillow holds per source row: 109 MB for a 4 kB PNG.
+    Image.new("L", (1, 2_000_000), 128).save(tmp_path / "strip.png")
+    images = []
+    grown = peak_rss_growth(lambda: images.append(load(tmp_path, cache, image_size=(48, 48), use_cache=False)))
+    assert (np.abs(only_image(images[0]).astype(int) - 128) <= 1).all()  # 41,667 weights, rounded
+    assert grown < 60 * 2**20, f"{grown / 2**20:.0f} MB"  # the decoded strip alone is 34 MB
+    small = grey(6, 30)  # widened 30 -> 40 (LANCZOS), shortened 6 -> 2 (BOX: the mean of 3 rows)
+    save(tmp_path / "small" / "a.png", small)
+    expected = Image.fromarray(small).resize((30, 2), Image.Resampling.BOX).resize((40, 2), Image.Resampling.LANCZOS)
+    assert np.array_equal(only_image(load(tmp_path / "small", cache, image_size=(2, 40)))[0], np.asarray(expected))
 
 
 def test_shrinking_averages_areas_and_enlarging_uses_lanczos(tmp_path, cache):
@@ -453,6 +510,25 @@ def test_the_bomb_header_costs_no_allocation(tmp_path, cache):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 20 * 2**20
+
+
+@pytest.mark.parametrize("length", [2**28, 2**32 - 1])
+def test_a_png_chunk_length_past_the_end_costs_no_allocation(tmp_path, cache, length):
+    # The pixels end before the IDAT chunk its length field claims does; Pillow skips the rest
+    # with one read(length), which a buffered file allocates in full before reading: 4 GB here.
+    save(tmp_path / "a.png", grey())
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    at = data.index(b"IDAT") - 4
+    data[at:at + 4] = struct.pack(">I", length)
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        pixels = only_image(load(tmp_path, cache, use_cache=False))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(pixels, chw(grey()))
+    assert peak < 16 * 2**20
 
 
 def test_max_pixels_refuses_large_images_before_decoding(tmp_path, cache):
@@ -665,6 +741,23 @@ def test_array_faults_name_what_is_wrong():
         load_image_arrays(np.zeros((10, 4, 4), np.uint8), np.zeros(9, int))
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 4), (2, 4, 0, 3), (2, 3, 0, 0)])
+@pytest.mark.parametrize("options", [{}, {"image_size": (4, 4), "resize_mode": "crop"}])
+def test_arrays_of_images_without_pixels_are_refused(shape, options):
+    # kept as they were, they made a data set of 0-pixel images; resized, a ZeroDivisionError
+    with pytest.raises(DataError, match=r"arrays x_train: images of \d x \d pixels \(H x W\)"):
+        load_image_arrays(np.zeros(shape, np.uint8), **split_none(**options))
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 2**40]), np.array([0, 2**64 - 1], np.uint64)])
+def test_labels_too_large_for_a_class_each_are_refused(labels):
+    # 2**40 made load_image_arrays build 10^12 default label names; a uint64 2**64 - 1 came out as -1
+    with pytest.raises(DataError, match=r"arrays y_train: labels must be below 65,536 \(a class each\), found"):
+        load_image_arrays(np.zeros((2, 4, 4), np.uint8), labels, label_names=["a", "b"], **split_none())
+    with pytest.raises(DataError, match=r"labels must be below 65,536"):
+        load_image_arrays(np.zeros((2, 4, 4), np.uint8), labels, **split_none())
+
+
 def test_arrays_with_labels_split_by_fractions():
     x = RNG.integers(0, 256, (50, 4, 4), dtype=np.uint8)
     y = np.arange(50) % 4
@@ -711,6 +804,18 @@ def test_array_files_never_unpickle(tmp_path):
     np.savez(tmp_path / "other.npz", weights=np.zeros(3))
     with pytest.raises(DataError, match=r"no images: expected a member named x or images"):
         load_image_file(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize("header, fault", [
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3,", "malformed .npy header"),  # numpy: TokenError
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (-1, 28, 28), }", "bad shape"),  # numpy: OverflowError
+])
+def test_npy_headers_numpy_fails_on_with_other_errors(tmp_path, header, fault):
+    text = header + " " * (-(len(header) + 11) % 64) + "\n"
+    path = tmp_path / "x.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode() + bytes(64))
+    with pytest.raises(DataError, match=rf"x\.npy: unreadable \.npy: .*{fault}"):
+        load_image_file(path)
 
 
 # ---------------------------------------------------------------- real data

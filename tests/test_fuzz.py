@@ -1,10 +1,12 @@
 """The data readers under fuzzing, and files whose headers claim far more than they hold.
 
 A short run of tests/fuzz_readers.py (the full one is `python tests/fuzz_readers.py
---inputs 10000`) must see nothing but accepted inputs and DataErrors naming the file. The
-targeted tests give each reader a small file whose header claims 10^9 images (or a few GB):
-each must fail with a DataError before allocating anything of that size, which tracemalloc
-measures (numpy and the pickle/bytes machinery report their allocations to it).
+--inputs 10000`), of the data readers and of the image readers, must see nothing but accepted
+inputs and DataErrors naming the file. The targeted tests give each reader a small file whose
+header claims 10^9 images (or a few GB; for images, 10^10 pixels in each format): each must
+fail with a DataError before allocating anything of that size, which tracemalloc measures
+(numpy and the pickle/bytes machinery report their allocations to it) and, for images, whose
+codecs allocate with C's malloc, the peak RSS.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaelab.data import DataError, cifar, read_idx
+from vaelab.data import DataError, DataWarning, cifar, load_image_folder, read_idx
+from vaelab.data import images as imagefile
 from vaelab.data.arrays import check_layout
 from vaelab.data.npzfile import read_npz
 from vaelab.data.pypi import MEMBERS, read_mnist_wheel
@@ -64,7 +67,7 @@ def fails_small(read, *args, match: str):
 # ---------------------------------------------------------------- the fuzzer, short
 
 def test_short_fuzz_run_sees_only_clear_errors():
-    report = fuzz.run(300, seed=0, time_limit=5.0)
+    report = fuzz.run(300, seed=0, readers=fuzz.DATA_READERS, time_limit=5.0)
     assert report["inputs"] == 300
     bugs = "\n".join(f"{b['reader']} {b['kind']} [{b['mutation']}]: {b['error']}\n{b['traceback']}"
                      for b in report["bugs"])
@@ -72,6 +75,17 @@ def test_short_fuzz_run_sees_only_clear_errors():
     for reader, row in report["readers"].items():
         assert row["accepted"] > 0 and row["rejected"] > 0, (reader, row)  # both paths exercised
         assert row["max_peak_per_budget"] < 1.0
+
+
+def test_short_fuzz_run_of_the_image_readers_sees_only_clear_errors():
+    report = fuzz.run(300, seed=0, readers=fuzz.IMAGE_READERS, time_limit=5.0)
+    assert report["inputs"] == 300
+    bugs = "\n".join(f"{b['reader']} {b['kind']} [{b['mutation']}] {b.get('options')}: {b['error']}\n{b['traceback']}"
+                     for b in report["bugs"])
+    assert report["total_bugs"] == 0, bugs
+    for reader, row in report["readers"].items():
+        assert row["accepted"] > 0 and row["rejected"] > 0, (reader, row)
+        assert row["max_peak_per_budget"] < 1.0 and row["max_rss_per_budget"] < 1.0, (reader, row)
 
 
 def test_fuzz_report_table_and_json(tmp_path, capsys):
@@ -117,10 +131,54 @@ def test_fuzzer_notices_each_kind_of_bug(monkeypatch, fault, kind):
         return np.zeros(3, np.float16)  # not an IDX dtype
 
     monkeypatch.setattr(fuzz, "read_idx", broken)
-    report = fuzz.run(30, seed=2, time_limit=0.2)
+    report = fuzz.run(30, seed=2, readers=fuzz.DATA_READERS, time_limit=0.2)
     row = report["readers"]["idx"]
     assert row["inputs"] > 0 and row[kind] == row["inputs"] == row["bugs"]
     assert report["bugs"] and report["bugs"][0]["input_b64"] is not None
+
+
+# ---------------------------------------------------------------- image files
+
+def rss_growth(call) -> int:
+    """How far call() raised the peak RSS (Pillow's codecs allocate where tracemalloc cannot see)."""
+    base = fuzz._reset_peak_rss()
+    if base is None:
+        pytest.skip("no /proc/self/clear_refs to reset the peak RSS with")
+    call()
+    return fuzz._peak_rss() - base
+
+
+@pytest.mark.parametrize("fmt", sorted(fuzz.IMAGE_FORMATS))
+def test_image_header_claiming_ten_billion_pixels_is_refused_unread(tmp_path, fmt):
+    path = tmp_path / f"bomb{fuzz.IMAGE_FORMATS[fmt]}"
+    path.write_bytes(fuzz.image_bomb(fmt))  # 100,000 x 100,000 (JPEG, GIF: 34,464 x 34,464, 16 bits)
+    for read in (imagefile.probe_image, imagefile.decode_image):
+        grown = rss_growth(lambda: fails_small(read, path, imagefile.DecodeOptions(channels=3),
+                                               match=f"{path}: header claims .* refused before decoding"))
+        assert grown < SMALL, f"{read.__name__}: RSS grew {grown} bytes"
+
+
+@pytest.mark.parametrize("fmt", sorted(fuzz.IMAGE_FORMATS))
+def test_image_claim_within_pillows_limit_but_over_max_pixels_is_refused_unread(tmp_path, fmt):
+    path = tmp_path / f"claim{fuzz.IMAGE_FORMATS[fmt]}"
+    path.write_bytes(fuzz.image_bomb(fmt, 3_000, 2_000))  # 6,000,000 pixels: Pillow would decode them
+    options = imagefile.DecodeOptions(channels=3, max_pixels=1_000_000)
+    # libwebp itself refuses a canvas larger than the frame it holds, before anything is decoded
+    fault = "unreadable image header" if fmt == "WEBP" else "3000x2000 is 6,000,000 pixels, over the limit"
+    grown = rss_growth(lambda: fails_small(imagefile.decode_image, path, options, match=f"{path}: {fault}"))
+    assert grown < SMALL
+
+
+def test_a_folder_skips_the_bomb_beside_good_images(tmp_path):
+    for i in range(2):
+        (tmp_path / f"good{i}.png").write_bytes(fuzz.image_bomb("PNG", 8, 8))
+    (tmp_path / "bomb.gif").write_bytes(fuzz.image_bomb("GIF"))
+    with pytest.raises(DataError, match=r"bomb\.gif: header claims 1,187,767,296 pixels"):
+        load_image_folder(tmp_path, use_cache=False, progress=False)
+    with pytest.warns(DataWarning, match="skipped 1 unreadable image files"):
+        data = load_image_folder(tmp_path, use_cache=False, progress=False, skip_bad=True, val_fraction=0.0,
+                                 test_fraction=0.0)
+    assert data.x_train.shape == (2, 3, 8, 8) and len(data.skipped) == 1
 
 
 # ---------------------------------------------------------------- IDX

@@ -27,13 +27,16 @@ from PIL import Image
 from .errors import DataError
 from .imagedata import TEST, TRAIN, VAL, ImageDataset, assemble, split_by_rank
 from .images import WHITE, DecodeOptions, check_unit_range, convert_image
-from .npzfile import read_npz
+from .npzfile import read_npy_header, read_npz
 
 LAYOUTS: tuple[str, ...] = ("NHW", "NHWC", "NCHW")
 CHANNEL_COUNTS: tuple[int, ...] = (1, 3, 4)
 X_KEYS: tuple[str, ...] = ("x", "images", "X", "arr_0")
 Y_KEYS: tuple[str, ...] = ("y", "labels", "Y")
 SPLIT_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+# Labels are class indices, with a name each ("0", "1", ... by default): a label of 2**40 would
+# ask for 10^12 names. Far more classes than any labelled image set has.
+MAX_CLASSES = 2**16
 
 
 def load_image_arrays(
@@ -48,7 +51,7 @@ def load_image_arrays(
 
     Given only ``x`` (and ``y``), the images are split by ``val_fraction`` and
     ``test_fraction`` (seeded); given ``x_val`` or ``x_test`` too, those are the splits, as
-    they are. Labels are non-negative integers (N,); ``label_names`` defaults to "0", "1",
+    they are. Labels are integers (N,) in 0..MAX_CLASSES-1; ``label_names`` defaults to "0", "1",
     ... up to the largest label. image_size, resize_mode, channels and background act as
     for a folder (see :func:`vaelab.data.folder.load_image_folder`); channels None keeps 1
     and turns 3 or 4 into 3.
@@ -92,9 +95,17 @@ def load_image_file(path: str | os.PathLike, **options: Any) -> ImageDataset:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """An .npy, memory-mapped (a header claiming more than the file holds fails, costing nothing)."""
+    """An .npy, memory-mapped (a header claiming more than the file holds fails, costing nothing).
+
+    The header is checked first by the parser the .npz members go through: numpy's own lets
+    some malformed headers out as tokenize.TokenError and negative sizes as OverflowError.
+    """
     try:
+        with open(path, "rb") as fh:
+            read_npy_header(fh, f"{path}: unreadable .npy")
         return np.load(path, mmap_mode="r", allow_pickle=False)
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: unreadable .npy: {' '.join(str(exc).split())}") from exc
 
@@ -139,6 +150,9 @@ def _nchw_uint8(array: Any, layout: str | None, where: str) -> np.ndarray:
         values = values.transpose(0, 3, 1, 2)
     if values.shape[1] not in CHANNEL_COUNTS:
         raise DataError(f"{where}: {values.shape[1]} channels; images must have 1, 3 or 4")
+    if 0 in values.shape[2:]:  # no image to train on, and nothing Pillow could resize
+        raise DataError(f"{where}: images of {values.shape[2]} x {values.shape[3]} pixels (H x W); "
+                        f"each side must be at least 1")
     return np.ascontiguousarray(_to_uint8(values, where))
 
 
@@ -175,6 +189,8 @@ def _labels(array: Any, where: str) -> np.ndarray:
         raise DataError(f"{where}: labels must be integers of shape (N,), got {values.shape} {values.dtype}")
     if values.size and values.min() < 0:
         raise DataError(f"{where}: labels must be non-negative, found {values.min()}")
+    if values.size and values.max() >= MAX_CLASSES:  # checked before int64 could wrap a uint64
+        raise DataError(f"{where}: labels must be below {MAX_CLASSES:,} (a class each), found {values.max()}")
     return values.astype(np.int64)
 
 

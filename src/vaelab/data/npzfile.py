@@ -65,7 +65,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, where: str) -> np.ndarray:
     info = zf.getinfo(name)
     check_member(info, where)
     with zf.open(info) as fh:
-        shape, fortran, dtype = _read_npy_header(fh, where)
+        shape, fortran, dtype = read_npy_header(fh, where)
         size = math.prod(shape) * dtype.itemsize
         data = bytearray()
         while len(data) < size:
@@ -79,7 +79,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype, math.prod(shape)).reshape(shape, order="F" if fortran else "C")
 
 
-def _read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of an .npy stream, versions 1.0 and 2.0, plain dtypes only."""
     magic = fh.read(8)
     if len(magic) < 8 or magic[:6] != NPY_MAGIC:
