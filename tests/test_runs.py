@@ -125,13 +125,16 @@ def test_an_interrupted_sweep_is_finished_by_resume_or_by_running_it_again(tmp_p
     out = tmp_path / "sweep"
     members = {"sweep.members": ["model.latent_dim=2", "model.latent_dim=3", "model.latent_dim=4"],
                "train.epochs": 2}
+    said = []
+    press = ctrl_c_after("epoch   1", times=2)  # in member 2
     with pytest.raises(KeyboardInterrupt):
-        vaelab.train(overrides=TINY | members, out=out, log=ctrl_c_after("epoch   1", times=2))  # in member 2
+        vaelab.train(overrides=TINY | members, out=out, log=lambda text: (said.append(text), press(text)))
+    assert said[-1] == f"to finish the whole sweep and write its table: vaelab train --resume {out}"
     sweep = SweepFolder(out)
     assert [m.finished() for m in sweep.members()] == [True, False, False]
     assert not sweep.table_path("md").exists()
 
-    said = []
+    said.clear()
     result = vaelab.resume(out, log=said.append)
     assert isinstance(result, vaelab.Sweep) and [m.finished() for m in sweep.members()] == [True, True, True]
     assert "--- sweep member latent_dim=2: finished already" in said

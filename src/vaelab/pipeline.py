@@ -205,8 +205,12 @@ def sweep_run(config: RunConfig, sweep_dir: Path, *, data_dir: str | None = None
             log(f"--- sweep member {name}: finished already")
             continue
         log(f"--- sweep member {name}" + (": resuming" if member.exists else ""))
-        train_run(member.config() if member.exists else member_config, member.path, raw=raw, log=log,
-                  resume=member.exists)
+        try:
+            train_run(member.config() if member.exists else member_config, member.path, raw=raw, log=log,
+                      resume=member.exists)
+        except KeyboardInterrupt:
+            log(f"to finish the whole sweep and write its table: vaelab train --resume {sweep.path}")
+            raise
     table = compare_runs([m.path for m in members])
     sweep.write_table("md", table)
     sweep.write_table("csv", compare_runs([m.path for m in members], csv=True))
