@@ -214,7 +214,7 @@ def test_a_pinned_count_and_the_users_own_count_are_kept(monkeypatch):
 
 def test_no_proc_stat_gives_the_usable_cpus(monkeypatch):
     monkeypatch.setattr(threads.time, "sleep", lambda s: None)
-    adapter = ThreadAdapter(read_stat=lambda: None, cpus={0, 1}, quota=1.0)
+    adapter = ThreadAdapter("auto", read_stat=lambda: None, cpus={0, 1}, quota=1.0)
     with adapter.active():
         assert torch.get_num_threads() == 1
 

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch._inductor  # list_mode_options: a compile mode as options, to add cpp.dynamic_threads to
 from torch import nn
 
 from ..distributions import NoisePlayback, NoiseRecorder, draw_ahead
@@ -58,10 +57,10 @@ class NoiseCompiled:
         # trainer's graph apart (several in one process: sweeps, tests) and lets it go with it.
         own = types.FunctionType(traced.__code__.replace(), traced.__globals__, traced.__name__,
                                  traced.__defaults__, traced.__closure__)
-        # Inductor's CPU kernels fix their OpenMP thread count when compiled unless told to read it
-        # at run time: train.threads changes it as the other processes' load changes (vaelab.threads).
-        options = {**torch._inductor.list_mode_options(mode), "cpp.dynamic_threads": True}
-        self.compiled = torch.compile(own, fullgraph=True, dynamic=False, options=options)
+        # Not Inductor's cpp.dynamic_threads, which would let train.threads = "auto" reach the compiled
+        # kernels: with it, torch 2.13's CPU kernels computed wrong losses on two threads. The
+        # compiled step keeps the thread count it was compiled with.
+        self.compiled = torch.compile(own, fullgraph=True, dynamic=False, mode=mode)
         self.error: str | None = None
         self.compile_seconds = 0.0  # the first compiled call's time, compiling included
         self._key: tuple | None = None  # what the graph is for: input shape, labels or not, grad mode
