@@ -144,7 +144,9 @@ def run_title(name: str, data: ImageData, latent: int | str, metrics: list[dict[
               summary: dict[str, Any]) -> str:
     """'mnist-lab: mnist (dynamic), 2-D latent, epoch 20'; `latent` is a size or a `latent_text`."""
     latent = f"{latent}-D latent" if isinstance(latent, int) else latent
-    return f"{name}: {data.name} ({data.binarization}), {latent}, {_epoch_text(metrics, summary)}"
+    # The "grey" view is the pixels' own levels: for colour images, say colour.
+    view = "colour" if data.binarization == "grey" and data.image_shape[0] == 3 else data.binarization
+    return f"{name}: {data.name} ({view}), {latent}, {_epoch_text(metrics, summary)}"
 
 
 def current_kl(folder: Any, held: str | None) -> tuple[list[float] | None, str]:
