@@ -136,3 +136,13 @@ def test_a_validation_split_carved_from_class_ordered_files_holds_every_class(tm
     views = make_views(raw, config.data)
     assert len(views.val) == 30 and set(views.val.labels.tolist()) == {0, 1, 2}
     assert len(views.train) + len(views.val) == 300
+
+
+def test_a_sweep_over_a_folder_of_images_trains_each_member(tmp_path):
+    images, labels = draw_shapes(120, size=(12, 12), seed=6)
+    folder = write_folder(tmp_path / "shapes", images, labels)
+    sweep = vaelab.train(data=folder, out=tmp_path / "sweep", log=quiet,
+                         overrides={"train.max_steps": 2, "evaluate.samples": 0, "figures.names": [],
+                                    "sweep.members": ["model.latent_dim=2", "model.latent_dim=4"]})
+    assert [m.config.model.latent_dim for m in sweep.members] == [2, 4]
+    assert all(m.config.data.image_size == [12, 12] for m in sweep.members)

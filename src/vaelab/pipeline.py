@@ -190,13 +190,13 @@ def sweep_run(config: RunConfig, sweep_dir: Path, *, data_dir: str | None = None
     Run again on the same folder (or with --resume), it finishes what is missing: members already
     finished are kept, an interrupted one is resumed, the others are trained.
     """
-    from .data import load_dataset
+    from .data import load_data
     from .report import compare_runs
 
     sweep = SweepFolder(sweep_dir)
     sweep.start(config)
-    if raw is None:
-        raw = load_dataset(config.data.name, data_dir or config.data.data_dir)
+    if raw is None:  # the one loader, so a sweep over a user's images reads them as a single run does
+        raw = load_data(config.data, data_dir)
     members = []
     for name, member_config in member_configs(config):
         member = RunFolder(sweep.path / name)

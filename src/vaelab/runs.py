@@ -43,7 +43,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from .config import ConfigError, RunConfig, config_from_dict, parse_override
 from .config import _merge as merge_dicts
 from .io import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
-                 write_json)
+                 save_tensors, write_json)
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -166,8 +166,6 @@ class RunFolder:
         return self.file(CHECKPOINT).exists()
 
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-        from .io import save_tensors
-
         save_tensors(self.file(CHECKPOINT), tensors, metadata)
 
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
