@@ -116,7 +116,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="another vaelab config override (repeatable), after the race's own")
     parser.add_argument("--workdir", default="runs/race", help="where both sides' run folders go")
     parser.add_argument("--out", help="also write the results here as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.minutes > 0:  # vaelab reads a budget of 0 as none: it would train its 10,000 epochs
+        parser.error(f"--minutes must be > 0, got {args.minutes:g}")
+    for name in ("batch_size", "threads", "test_images", "eval_k"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
 
 
 def vaelab_overrides(args: argparse.Namespace) -> list[str]:
@@ -259,6 +265,7 @@ def finish_cut_epoch(trainer: Any, clock: BudgetClock) -> VAE:
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, ProgressBarCallback):
             callback.on_epoch_end(trainer.training_config)
+    # pythae holds the model it keeps as trainer._best_model until train() saves it at its end
     if loss < clock.best_eval_loss or not hasattr(trainer, "_best_model"):
         clock.best_eval_loss = loss
         return copy.deepcopy(trainer.model)
@@ -402,9 +409,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     work = Path(args.workdir) / time.strftime("%Y%m%d-%H%M%S")
     images = load_images(args, config)
     order = ["vaelab", "pythae"] if args.order == "vaelab-first" else ["pythae", "vaelab"]
-    trained = {}
-    for name in order:
-        trained[name] = train_vaelab(args, images["train_images"], work) if name == "vaelab" else train_pythae(args, images, config, work)
+    runs = {"vaelab": lambda: train_vaelab(args, images["train_images"], work),
+            "pythae": lambda: train_pythae(args, images, config, work)}
+    trained = {name: runs[name]() for name in order}
     sides = {}
     for name in ("vaelab", "pythae"):  # scored after both trained, so neither score slows a race
         side, model = trained[name]
