@@ -72,3 +72,23 @@ def test_every_file_the_package_reads_is_declared_as_package_data():
     assert {"report.css", "explorer.html", "explorer.css", "explorer.js"} <= {path.name for path in data_files}
     for path in data_files:
         assert declared_as_package_data(path, package_data), f"{path.relative_to(REPO)} is not in package-data"
+
+
+def test_pages_say_colour_or_grey_levels_where_nothing_binarized_the_pixels():
+    from vaelab.html import pixels_text
+
+    assert pixels_text("grey", 1) == "grey-level pixels (not binarized)"
+    assert pixels_text("grey", 3) == "colour pixels in their levels (not binarized)"
+    assert pixels_text("dynamic", 1) == "dynamic binarization"
+    assert pixels_text(None) == "binarization unknown"
+
+
+def test_the_report_reads_the_channels_from_the_runs_data_config():
+    from vaelab.config import resolve_config
+    from vaelab.report import _channels
+
+    colour = resolve_config(overrides=["data.name=cifar10", "data.binarization=grey",
+                                     "model.likelihood=discretized_logistic"]).to_dict()
+    assert _channels(colour) == 3
+    assert _channels(resolve_config().to_dict()) == 1
+    assert _channels({"data": {"name": 7}}) == 1  # a config it cannot read: grey, as runs before channels were

@@ -27,6 +27,16 @@ def json_for_script(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def pixels_text(binarization: Any, channels: int = 1) -> str:
+    """How a run's pixels were modelled, for pages: "<binarization> binarization", or the levels of
+    grey or colour pixels that nothing binarized (data.binarization "grey")."""
+    if binarization == "grey":
+        return "grey-level pixels (not binarized)" if channels == 1 else "colour pixels in their levels (not binarized)"
+    if binarization is None:
+        return "binarization unknown"
+    return f"{binarization} binarization"
+
+
 @functools.cache
 def read_asset(package: str, name: str) -> str:
     """The text of the file `name` shipped inside `package`, read once per process."""

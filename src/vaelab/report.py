@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import html
+from .config import ConfigError, config_from_dict
 from .io import atomic_write_bytes
 from .runs import REPORT, SUMMARY, NotARunError, RunFolder, SweepFolder, open_folder, run_folders
 
@@ -114,12 +115,14 @@ def _plus_minus(value: Any, stderr: Any) -> str:
     return _number(value)
 
 
-def _binarization_text(binarization: Any) -> str:
-    if binarization == "grey":
-        return "grey-level pixels (not binarized)"
-    if binarization is None:
-        return "binarization unknown"
-    return f"{binarization} binarization"
+def _channels(config: dict[str, Any]) -> int:
+    """The image channels the run's data config gives (1 where the config cannot say: an old run's)."""
+    from .data.catalog import image_shape
+
+    try:
+        return image_shape(config_from_dict(config).data)[0]
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return 1
 
 
 _e = html.escape  # short: it wraps nearly every value in this module's f-strings
@@ -145,7 +148,7 @@ def _header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], bina
     name = config.get("name") or run_dir.name
     data = _get(config, "data.name") or "unknown data"
     facts = [f"Run folder <code>{_e(run_dir.resolve())}</code>",
-             f"Data: {_e(data)}, {_e(_binarization_text(binarization))}"
+             f"Data: {_e(data)}, {_e(binarization)}"
              + (f", from {_e(summary['data_source'])}" if summary.get("data_source") else "")]
     trained = [f"on {_e(summary['device'])}" if summary.get("device") else "",
                f"torch {_e(summary['torch'])}" if summary.get("torch") else "",
@@ -164,7 +167,7 @@ def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: 
         parts.append(f'<p class="warn">{_e(eval_note or "No evaluation in this run folder.")}</p>')
         if "test_elbo" in summary:
             samples = summary.get("elbo_samples", "?")
-            where = f"{_binarization_text(binarization)}, {samples} sample(s) of z"
+            where = f"{binarization}, {samples} sample(s) of z"
             parts.append(_table(["quantity", "value", "units", "measured with"], [
                 ["ELBO (from training)", _number(summary.get("test_elbo")), "nats per image", where],
                 ["reconstruction", _number(summary.get("test_reconstruction")), "nats per image", where],
@@ -173,7 +176,7 @@ def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: 
         return "".join(parts)
     path, result = evaluation
     k, n = result.get("k", "?"), result.get("n", "?")
-    where = f"{_binarization_text(binarization)}, K = {k} importance samples"
+    where = f"{binarization}, K = {k} importance samples"
     latent = result.get("latent_dim")
     rows = [
         ["ELBO", _number(result.get("elbo")), "nats per image", where],
@@ -284,7 +287,8 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
                   evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str = "",
                   figure_notes: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
     """The report page as text, from what was read out of the run folder."""
-    binarization = _binarization(evaluation[1] if evaluation else None, summary, config)
+    binarization = html.pixels_text(_binarization(evaluation[1] if evaluation else None, summary, config),
+                                    _channels(config))
     name = config.get("name") or run_dir.name
     body = "".join([
         _header(run_dir, config, summary, binarization),

@@ -235,8 +235,7 @@ def _header(info: dict[str, Any], model: nn.Module, latent: dict[str, Any]) -> s
     config = model.config
     name = info.get("name") or "model"
     binarization = info.get("binarization")
-    binarization_text = {"grey": "grey levels (not binarized)", None: "binarization unknown"}.get(
-        binarization, f"{binarization} binarization")
+    binarization_text = html.pixels_text(binarization, model.image_shape[0])
     data = info.get("data") or "unknown data"
     if latent["kind"] == "categorical":
         latent_text = (f"{latent['variables']} categorical variables \u00d7 {latent['categories']} classes "
