@@ -88,6 +88,7 @@ def _weights(trainer):
     (("optim.name=rmsprop",), False),  # another optimizer: the objective compiled, autograd and the optimizer as usual
     (("model.latent_dim2=3", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]"), True),  # Monte-Carlo KL
     (("objective.name=iwae", "objective.samples=4"), True),  # the IWAE bound, four z's an image
+    (("model.pseudo_inputs=6",), True),  # a VampPrior: a mixture prior, pseudo-inputs among the weights
 ])
 def test_compiled_step_trains_like_the_eager_step(tmp_path, tiny_raw, extra, whole):
     warmup = () if "objective.name=iwae" in extra else ("objective.warmup_epochs=1",)  # a changing KL weight

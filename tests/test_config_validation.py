@@ -86,6 +86,7 @@ INVALID: dict[str, list] = {
     "model.encoder_hidden2": [[0]],
     "model.decoder_hidden2": [[-4]],
     "model.output_bias": ["mean"],
+    "model.pseudo_inputs": [-1, 2.5],
     "objective.name": ["vae"],
     "objective.samples": [0, -1],
     "objective.beta": [-0.5],
@@ -284,6 +285,9 @@ def test_batch_as_large_as_the_data_is_fine():
     (["model.net=conv", "model.conv_channels=[8, 8, 8, 8, 8]"], "model.conv_channels"),  # 28 halves to 0
     (["model.latent_dim2=2", "model.latent=laplace"], "model.latent_dim2"),
     (["objective.name=iwae", "objective.beta=0.5"], "objective.beta"),
+    (["model.pseudo_inputs=10", "model.latent=laplace"], "model.pseudo_inputs"),
+    (["model.pseudo_inputs=10", "model.prior=laplace"], "model.pseudo_inputs"),
+    (["model.pseudo_inputs=10", "model.conditional=true"], "model.pseudo_inputs"),
     (["model.conditional=true", "model.n_classes=5"], "model.n_classes"),  # mnist labels go up to 9
 ])
 def test_settings_valid_alone_but_not_together(overrides, key):

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Normal, kl_divergence
+from torch.distributions import Bernoulli, MixtureSameFamily, Normal, kl_divergence
 
 from vaelab.config import ModelConfig
-from vaelab.distributions import diagonal_normal, rsample, standard_normal
+from vaelab.distributions import diagonal_normal, rsample, standard_normal, uniform_mixture
 from vaelab.likelihoods import BernoulliHead, GaussianHead
 
 
@@ -95,3 +95,56 @@ def test_rsample_is_reproducible_from_the_generator():
 def test_rsample_refuses_unknown_distribution():
     with pytest.raises(TypeError, match="Gamma"):
         rsample(torch.distributions.Gamma(torch.ones(1), torch.ones(1)))
+
+
+def _mixture_case(seed=0, c=7, d=5, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    loc = torch.randn(c, d, generator=gen, dtype=dtype) * 2
+    scale = torch.rand(c, d, generator=gen, dtype=dtype) * 1.5 + 0.05
+    return uniform_mixture(diagonal_normal(loc, scale))
+
+
+def test_normal_mixture_log_prob_equals_torchs_mixture_same_family():
+    mixture = _mixture_case()
+    reference = MixtureSameFamily(mixture.mixture_distribution, mixture.component_distribution)
+    z = torch.randn(3, 4, 5, dtype=torch.float64) * 3
+    ours = mixture.log_prob(z)
+    assert ours.shape == (3, 4)
+    torch.testing.assert_close(ours, reference.log_prob(z))
+    # by hand: log (1/C) sum_c prod_j N(z_j; m_cj, s_cj)
+    normal = mixture.component_distribution.base_dist
+    by_hand = torch.logsumexp(Normal(normal.loc, normal.scale).log_prob(z[..., None, :]).sum(-1), -1) - math.log(7)
+    torch.testing.assert_close(ours, by_hand)
+
+
+def test_normal_mixture_gradients_equal_torchs():
+    loc = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    log_scale = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for make in (lambda m: m, lambda m: MixtureSameFamily(m.mixture_distribution, m.component_distribution)):
+        mixture = make(uniform_mixture(diagonal_normal(loc, log_scale.exp())))
+        grads.append(torch.autograd.grad(mixture.log_prob(z).sum(), (loc, log_scale, z)))
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_normal_mixture_float32_stays_close_to_float64():
+    mixture64 = _mixture_case(c=500, d=50)
+    mixture32 = uniform_mixture(diagonal_normal(mixture64.component_distribution.base_dist.loc.float(),
+                                                mixture64.component_distribution.base_dist.scale.float()))
+    z = mixture64.sample((200,))
+    torch.testing.assert_close(mixture32.log_prob(z.float()).double(), mixture64.log_prob(z), atol=2e-2, rtol=1e-4)
+
+
+def test_mixture_samples_come_from_the_components_in_their_proportions():
+    loc = torch.tensor([[-6.0, 0.0], [6.0, 10.0]])
+    mixture = uniform_mixture(diagonal_normal(loc, torch.full((2, 2), 0.5)))
+    z = rsample(mixture, (4000,), torch.Generator().manual_seed(3))
+    assert z.shape == (4000, 2) and rsample(mixture, (), torch.Generator()).shape == (2,)
+    right = z[:, 0] > 0
+    assert abs(right.double().mean().item() - 0.5) < 0.04  # fair mixture weights, +- 2.5 standard errors
+    torch.testing.assert_close(z[right].mean(0), loc[1], atol=0.05, rtol=0)
+    torch.testing.assert_close(z[~right].std(0), torch.full((2,), 0.5), atol=0.03, rtol=0)
+    again = rsample(mixture, (4000,), torch.Generator().manual_seed(3))
+    assert torch.equal(z, again)

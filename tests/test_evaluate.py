@@ -137,3 +137,19 @@ def test_chunk_memory_defaults_by_device_and_is_recorded(tiny_data):
     model = VAE(ModelConfig(latent_dim=2, encoder_hidden=[16], decoder_hidden=[16]))
     assert evaluate_images(model, tiny_data.test, k=20, seed=0)["memory_mb"] == 64.0
     assert evaluate_images(model, tiny_data.test, k=20, seed=0, memory_mb=1)["memory_mb"] == 1
+
+
+def test_a_vampprior_model_is_scored_through_its_mixture_prior(tiny_data):
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[32], decoder_hidden=[32], pseudo_inputs=5)).eval()
+    result = evaluate_images(model, tiny_data.test, k=50, seed=0, memory_mb=1)
+    assert result["kl_per_dim"] is None  # a mixture prior does not split over dimensions
+    assert result["kl"] > 0 and result["nll"] <= -result["elbo"] + 0.5
+    # the estimator against a direct one: log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), all K at once
+    x = tiny_data.test.batch(slice(0, 100), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        q = model.posterior(x)
+        z = q.sample((2000,))
+        log_w = model.likelihood(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+        direct = -(torch.logsumexp(log_w, 0) - math.log(2000)).mean().item()
+    assert result["nll"] == pytest.approx(direct, abs=0.5)

@@ -1,5 +1,7 @@
 """The model's public API: torch distributions with the documented shapes."""
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Distribution
@@ -72,3 +74,29 @@ def test_mixed_precision_rounds_only_the_network_products(net):
     assert not torch.equal(q16.mean, q32.mean)  # the products were rounded...
     torch.testing.assert_close(q16.mean, q32.mean, atol=0.05, rtol=0.05)  # ...to bfloat16's 8 bits
     torch.testing.assert_close(log_px, p32.log_prob(x), atol=2.0, rtol=0.01)
+
+
+@pytest.mark.parametrize("two_layers", [False, True])
+def test_vampprior_is_the_mixture_of_the_pseudo_inputs_posteriors(two_layers):
+    torch.manual_seed(0)
+    extra = {"latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8]} if two_layers else {}
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[16], decoder_hidden=[16], pseudo_inputs=4, **extra))
+    pseudo = torch.rand(4, 784)
+    model.init_pseudo_inputs(pseudo)
+    torch.testing.assert_close(torch.sigmoid(model.pseudo_logits), pseudo.clamp(0.02, 0.98))
+    prior = model.prior()
+    assert prior.event_shape == (model.latent_dim,) and prior.batch_shape == ()
+    z = prior.sample((6,))
+    q = model.posterior(pseudo.clamp(0.02, 0.98))  # the pseudo-inputs' own posteriors
+    if two_layers:  # p(z1, z2) = (1/C) sum_c q(z2 | E[z1|u_c]) p(z1|z2)
+        z1, z2 = z.split([3, 2], -1)
+        upper = model.top.upper_posterior(q.first.mean)
+        log_p2 = torch.logsumexp(upper.log_prob(z2[:, None, :]), -1) - math.log(4)
+        by_hand = log_p2 + model.top._normal(model.top.down(z2)).log_prob(z1)
+    else:
+        by_hand = torch.logsumexp(q.log_prob(z[:, None, :]), -1) - math.log(4)
+    torch.testing.assert_close(prior.log_prob(z), by_hand, atol=1e-4, rtol=1e-5)
+    # gradients reach the pseudo-inputs through the prior
+    prior.log_prob(z).sum().backward()
+    assert model.pseudo_logits.grad.abs().sum() > 0
+

@@ -352,6 +352,43 @@ def test_warmup_cosine_fits_its_cosine_to_the_time_budget(tmp_path, tiny_raw):
     assert records[-1]["lr"] == pytest.approx(0.002 * trainer.config.optim.min_lr_ratio)
 
 
+def test_the_budget_plan_leaves_out_the_first_epochs_compiling_and_follows_the_pace(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1000", "train.time_budget=1",
+                           "optim.schedule=warmup_cosine", "optim.lr=0.002")
+    state, steps = trainer.state, trainer.steps_per_epoch
+    # the first epoch takes 20 s (compiling), then 2 s an epoch, then from epoch 11 on 4 s (a busy machine)
+    def elapsed():
+        e = state.epoch + state.step_in_epoch / steps
+        return 20 * min(e, 1) + 2 * min(max(e - 1, 0), 9) + 4 * max(e - 10, 0)
+    trainer._elapsed = elapsed
+    plans = []
+    plan = trainer._plan_to_budget
+    trainer._plan_to_budget = lambda: (plan(), plans.append(state.planned_epochs))
+    summary = trainer.fit()
+    assert plans[0] == 3  # after the first epoch: 60 s / 20 s, short, as compiling was in it
+    assert plans[1] == 2 + 19  # then 38 s left at 2 s an epoch (the first epoch's 20 s left out of the pace)
+    assert plans[8] == 9 + 12  # 24 s left after nine epochs: twelve more at 2 s an epoch
+    assert plans[10] == 11 + 8  # after one 4 s epoch the pace is 2.2 s: 18 s left hold eight
+    assert summary["stop_reason"] == "time budget of 1 min spent"
+    assert plans[-1] == summary["epochs_run"] < 19  # slower epochs shortened the plan, to the budget's end
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert records[-1]["lr"] == pytest.approx(0.002 * trainer.config.optim.min_lr_ratio)  # the cosine ran out
+
+
+def test_training_flushes_denormals_and_gives_the_setting_back(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1")
+    seen = []
+    check = trainer.guard.check_loss
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    trainer.guard.check_loss = lambda loss: (seen.append((tiny * 1.0).item()), check(loss))[1]
+    torch.set_flush_denormal(False)
+    trainer.fit()
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal returned False)")
+    assert seen and set(seen) == {0.0}  # inside training, 1e-40 * 1 rounds to zero
+    assert (tiny * 1.0).item() != 0.0  # and after it, not
+
+
 def test_a_checkpoint_from_before_schedules_were_kept_resumes_at_its_epochs_lr(tmp_path, tiny_raw):
     settings = ("train.epochs=3", "optim.schedule=burda", "optim.schedule_scale=0.1")
     trainer = make_trainer(tmp_path, tiny_raw, *settings, "train.epochs=2")

@@ -169,6 +169,7 @@ class ModelConfig:
     encoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z -> z2 network
     decoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z2 -> z network
     output_bias: str = "zero"  # data_mean: decoder output bias = logit of the training mean (Burda et al.)
+    pseudo_inputs: int = 0  # > 0: the VampPrior, a mixture of the posteriors of this many learned images
 
     def validate(self, prefix: str = "model") -> None:
         _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
@@ -185,6 +186,13 @@ class ModelConfig:
         _check(self.latent_dim2 >= 0, f"{prefix}.latent_dim2", f"must be >= 0, got {self.latent_dim2}")
         _check(not (self.latent_dim2 and self.latent != "normal"), f"{prefix}.latent_dim2",
                "a second stochastic layer is built for Gaussian latents only (model.latent = normal)")
+        _check(self.pseudo_inputs >= 0, f"{prefix}.pseudo_inputs", f"must be >= 0, got {self.pseudo_inputs}")
+        _check(not (self.pseudo_inputs and self.latent != "normal"), f"{prefix}.pseudo_inputs",
+               "the VampPrior mixes Gaussian posteriors: it needs model.latent = normal")
+        _check(not (self.pseudo_inputs and self.prior != "normal"), f"{prefix}.pseudo_inputs",
+               f"the VampPrior replaces the standard prior: leave model.prior = normal, not {self.prior!r}")
+        _check(not (self.pseudo_inputs and self.conditional), f"{prefix}.pseudo_inputs",
+               "the VampPrior is built for unconditional models: the pseudo-inputs carry no label")
         _check(all(c >= 1 for c in self.conv_channels) and len(self.conv_channels) >= 1,
                f"{prefix}.conv_channels", f"need at least one layer, sizes >= 1, got {self.conv_channels}")
         for key in ("encoder_hidden", "decoder_hidden", "encoder_hidden2", "decoder_hidden2"):

@@ -8,12 +8,13 @@ resumed exactly), and noise that can be drawn ahead of a compiled function (`Noi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.distributions import (Bernoulli, Distribution, Independent, Laplace, Normal, OneHotCategorical,
-                                 RelaxedOneHotCategorical, constraints)
+from torch.distributions import (Bernoulli, Categorical, Distribution, Independent, Laplace, MixtureSameFamily,
+                                 Normal, OneHotCategorical, RelaxedOneHotCategorical, constraints)
 
 
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -22,6 +23,33 @@ def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
     Argument checks are off: they would synchronise with the device on every step.
     """
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+class NormalMixture(MixtureSameFamily):
+    """A mixture of C diagonal Gaussians over d dimensions (batch_shape (), event_shape (d,)).
+
+    torch's `MixtureSameFamily.log_prob` broadcasts z against every component, (..., C, d) numbers
+    and as many again for their gradient; expanding the square, sum_j (z_j - m_cj)^2 / s_cj^2 =
+    z^2 . (1/s_c^2) - 2 z . (m_c/s_c^2) + sum_j m_cj^2/s_cj^2, turns it into two matrix products
+    of (..., d) by (d, C), what a VampPrior needs at every training step. Same value otherwise.
+    """
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (..., d) -> (...,)."""
+        normal = self.component_distribution.base_dist  # loc, scale: (C, d)
+        precision = normal.scale.reciprocal().square()
+        weighted_loc = normal.loc * precision
+        square = (z * z) @ precision.T - 2 * (z @ weighted_loc.T) + (normal.loc * weighted_loc).sum(-1)
+        log_norm = normal.scale.log().sum(-1) + 0.5 * normal.loc.shape[-1] * math.log(2 * math.pi)
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1)
+        return torch.logsumexp(log_weights - log_norm - 0.5 * square, -1)
+
+
+def uniform_mixture(components: Independent) -> NormalMixture:
+    """(1/C) sum_c components[c]: diagonal Gaussians with batch_shape (C,), event (d,) -> batch_shape ()."""
+    loc = components.base_dist.loc
+    weights = torch.zeros(loc.shape[0], device=loc.device, dtype=loc.dtype)
+    return NormalMixture(Categorical(logits=weights, validate_args=False), components, validate_args=False)
 
 
 def standard_normal(dim: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Independent:
@@ -136,12 +164,27 @@ def _gumbel_max(dist: OneHotCategorical, shape: torch.Size, generator: Noise) ->
     return nn.functional.one_hot(index, logits.shape[-1]).to(logits.dtype)
 
 
+def _mixture(dist: MixtureSameFamily, shape: torch.Size, generator: Noise) -> torch.Tensor:
+    """A component drawn by Gumbel-max over the mixture's logits, then a draw of that component:
+    reparameterized in the components' parameters (not in the mixture weights)."""
+    logits = dist.mixture_distribution.logits  # (*batch, C)
+    sample_shape = shape[:len(shape) - len(dist.batch_shape) - len(dist.event_shape)]
+    index = (logits + _gumbel(sample_shape + logits.shape, logits, generator)).argmax(-1)  # (*sample, *batch)
+    components = rsample(dist.component_distribution, sample_shape, generator)  # (*sample, *batch, C, *event)
+    event_dims = len(dist.event_shape)
+    index = index.reshape(*index.shape, 1, *([1] * event_dims))
+    index = index.expand(*index.shape[:-event_dims - 1], 1, *components.shape[index.dim() - event_dims:])
+    return components.gather(index.dim() - event_dims - 1, index).squeeze(index.dim() - event_dims - 1)
+
+
 SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, Noise], torch.Tensor]] = {
     Normal: _reparameterized_normal,
     Bernoulli: _bernoulli,
     Laplace: _laplace_inverse_cdf,
     RelaxedOneHotCategorical: _gumbel_softmax,
     OneHotCategorical: _gumbel_max,
+    MixtureSameFamily: _mixture,
+    NormalMixture: _mixture,
 }
 
 

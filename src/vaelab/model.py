@@ -22,7 +22,7 @@ from torch.distributions import Distribution, Independent, RelaxedOneHotCategori
 
 from .config import ModelConfig
 from .data.catalog import IMAGE_SHAPES  # noqa: F401  (re-exported)
-from .distributions import TwoStep, diagonal_normal
+from .distributions import TwoStep, diagonal_normal, uniform_mixture
 from .latents import LATENT_FAMILIES, standard_prior
 from .likelihoods import LIKELIHOOD_HEADS
 from .nets import MLP, ConvDecoder, ConvEncoder
@@ -80,6 +80,8 @@ class VAE(nn.Module):
                                      head_cls.params_per_pixel)
         self.head = head_cls(config, self.n_pixels)
         self.top = TopLayer(config) if config.latent_dim2 else None
+        # model.pseudo_inputs: the VampPrior's learned images, as logits so that their pixels stay in (0, 1)
+        self.pseudo_logits = nn.Parameter(torch.zeros(config.pseudo_inputs, self.n_pixels)) if config.pseudo_inputs else None
         self.latent_dim = self.latent.size + (config.latent_dim2 if self.top else 0)
         self.network_dtype: torch.dtype | None = None  # set by `mixed_precision`, during training steps
 
@@ -118,10 +120,28 @@ class VAE(nn.Module):
 
     def prior(self) -> Distribution:
         """p(z); event_shape (z_size,) (or (variables, categories) for categorical latents)."""
+        if self.pseudo_logits is not None:
+            return self._vamp_prior()
         weight = next(self.decoder.parameters())
         if self.top:
             return self.top.prior(standard_prior(self.config.prior, self.config.latent_dim2, weight.device, weight.dtype))
         return self.latent.prior(weight.device, weight.dtype)
+
+    def _vamp_prior(self) -> Distribution:
+        """The VampPrior (Tomczak & Welling, 2018): p(z) = (1/C) sum_c q(z | u_c), the posteriors of C
+        learned pseudo-inputs u_c, a `MixtureSameFamily`. With two layers it is the prior of z2:
+        p(z2) = (1/C) sum_c q(z2 | z1 = E[z1 | u_c]), then p(z1|z2) as before."""
+        pseudo = torch.sigmoid(self.pseudo_logits)  # (C, n_pixels), pixels in (0, 1) like the data
+        components = self.latent.posterior(self._run(self.encoder, pseudo, None))  # batch_shape (C,)
+        if self.top:
+            return self.top.prior(uniform_mixture(self.top.upper_posterior(components.mean)))
+        return uniform_mixture(components)
+
+    @torch.no_grad()
+    def init_pseudo_inputs(self, images: torch.Tensor) -> None:
+        """Start the VampPrior's pseudo-inputs at `images`: (pseudo_inputs, n_pixels) in [0, 1], e.g.
+        random training images (pixels kept off 0 and 1, whose logits are infinite)."""
+        self.pseudo_logits.copy_(torch.logit(images.clamp(0.02, 0.98)).to(self.pseudo_logits))
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x[, y]); x: (batch, n_pixels), y: (batch,) labels -> batch_shape (batch,)."""
@@ -195,9 +215,13 @@ class TopLayer(nn.Module):
         mu, log_var = params.chunk(2, dim=-1)
         return diagonal_normal(mu, torch.exp(0.5 * log_var))
 
+    def upper_posterior(self, z1: torch.Tensor) -> Distribution:
+        """q(z2|z1): z1 (..., latent_dim) -> batch_shape (...,), event (latent_dim2,)."""
+        return self._normal(self.up(z1))
+
     def posterior(self, q1: Distribution) -> Distribution:
         """q(z1, z2 | x) = q(z1|x) q(z2|z1)."""
-        return TwoStep(q1, lambda z1: self._normal(self.up(z1)), *self.dims, first_is_a=True)
+        return TwoStep(q1, self.upper_posterior, *self.dims, first_is_a=True)
 
     def prior(self, p2: Distribution) -> Distribution:
         """p(z1, z2) = p(z2) p(z1|z2); p2 is the standard prior of z2's size."""

@@ -56,6 +56,11 @@ class ImageSet:
         u = torch.rand(grey.shape, generator=generator, device=grey.device)
         return (u < grey).float()
 
+    def probabilities(self, index: torch.Tensor) -> torch.Tensor:
+        """(len(index), n_pixels) in [0, 1]: each pixel's probability of being on, not binarized (grey / 255)."""
+        pixels = self.pixels.index_select(0, index).float()
+        return pixels if self.binary else pixels.div_(255.0)
+
     def draw(self, index: torch.Tensor, generator: torch.Generator | None = None,
              out: torch.Tensor | None = None) -> ImageSet:
         """The images at `index` (1-d, any order) as one draw, in that order.

@@ -44,6 +44,7 @@ class TrainState:
     train_seconds: float = 0.0  # wall time of the whole run so far, summed over every resume
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
     planned_epochs: int = 0  # the run's length the schedule plans for; 0 = train.epochs (see Trainer.planned_epochs)
+    first_epoch_seconds: float = 0.0  # under a time budget: the training seconds the first epoch took
 
     def to_json(self) -> str:
         values = dict(self.__dict__)

@@ -126,6 +126,10 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
             torch.manual_seed(self.config.train.seed)
             model = VAE(self.config.model, self.data.image_shape).to(self.device)
+            if self.config.model.pseudo_inputs:  # the VampPrior starts at random training images
+                train = self.data.train
+                index = torch.randint(len(train), (self.config.model.pseudo_inputs,))
+                model.init_pseudo_inputs(train.probabilities(index).to(self.device))
         if self.config.model.output_bias == "data_mean":
             model.init_output_bias(self.data.train.mean_image())
         return model
@@ -150,12 +154,15 @@ class Trainer:
         steps = cfg.epochs * self.steps_per_epoch
         return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
-    def planned_epochs(self) -> int:
-        """The run's length in epochs, as far as known: train.epochs, or fewer under max_steps; under a
-        time budget, what the budget holds of epochs as long as the first (`_plan_to_budget`)."""
+    def epoch_limit(self) -> int:
+        """The epochs train.epochs allows, or fewer under train.max_steps."""
         cfg = self.config.train
-        limit = min(cfg.epochs, math.ceil(cfg.max_steps / self.steps_per_epoch)) if cfg.max_steps else cfg.epochs
-        return self.state.planned_epochs or limit
+        return min(cfg.epochs, math.ceil(cfg.max_steps / self.steps_per_epoch)) if cfg.max_steps else cfg.epochs
+
+    def planned_epochs(self) -> int:
+        """The run's length in epochs, as far as known: `epoch_limit`, or under a time budget what
+        is left of the budget holds of epochs at the pace so far (`_plan_to_budget`)."""
+        return self.state.planned_epochs or self.epoch_limit()
 
     def kl_weight(self) -> float:
         """beta, reached linearly over the warm-up epochs (counted in steps, so it resumes exactly)."""
@@ -245,7 +252,7 @@ class Trainer:
             self.folder.create(self.config)
         self.parallel.barrier()
         self._clock = time.perf_counter()
-        with self.threads.active():  # scoring the test set in finish() too
+        with self.threads.active(), _flush_denormals():  # scoring the test set in finish() too
             with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
                 while not self.state.finished and self.state.epoch < cfg.epochs:
                     self._end_epoch(stop_reason=self.train_epoch())
@@ -382,13 +389,22 @@ class Trainer:
         self.save_checkpoint()
 
     def _plan_to_budget(self) -> None:
-        """Under a time budget, after the first epoch: plan for as many epochs as the budget holds
-        of epochs as long as the first (validation and any compiling included, so it errs short,
-        ending at the low rate), at most train.epochs; warmup_cosine fits its cosine to that."""
+        """Under a time budget, after each epoch: plan for the epochs done plus as many as the rest
+        of the budget holds at the pace so far, at most `epoch_limit`; warmup_cosine fits its cosine
+        to that plan, so it ends at the low rate when the budget ends. The pace after the first
+        epoch leaves that epoch out (it carries compiling), and averages over every later one, so a
+        moment of load moves the plan, and the learning rate, only a little."""
         cfg, state = self.config.train, self.state
-        if cfg.time_budget and state.epoch == 1 and not state.planned_epochs:
-            fits = math.floor(cfg.time_budget * 60 / max(self._elapsed(), 1e-9))
-            state.planned_epochs = max(1, min(self.planned_epochs(), fits))
+        if not cfg.time_budget or state.epoch < 1:
+            return
+        budget, elapsed = cfg.time_budget * 60, self._elapsed()
+        if state.epoch == 1 or not state.first_epoch_seconds:
+            state.first_epoch_seconds = elapsed / state.epoch
+            fits = math.floor(budget / max(state.first_epoch_seconds, 1e-9))  # errs short: compiling inside
+        else:
+            pace = (elapsed - state.first_epoch_seconds) / (state.epoch - 1)
+            fits = state.epoch + math.floor(max(0.0, budget - elapsed) / max(pace, 1e-9))
+        state.planned_epochs = max(state.epoch, min(self.epoch_limit(), fits))
 
     def _epoch_record(self) -> dict[str, Any]:
         """The epoch's line in metrics.jsonl: its training terms per image (as the weights moved), and
@@ -435,6 +451,22 @@ class Trainer:
         if self.parallel.is_main:
             self.folder.write_summary(summary)
         return summary
+
+
+@contextlib.contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """Within the block, a CPU rounds numbers below float32's normal range (~1e-38) to zero.
+
+    Gradients through a softmax over many options (a VampPrior's 500 components, most of them
+    far from a given z) are full of such numbers, and CPUs compute with them many times slower;
+    as zeros they change nothing that a float32 sum of normal numbers would keep.
+    """
+    saved = torch.set_flush_denormal(True)  # returns whether this CPU can; then it is set
+    try:
+        yield
+    finally:
+        if saved:
+            torch.set_flush_denormal(False)
 
 
 @contextlib.contextmanager
