@@ -19,6 +19,7 @@ import argparse
 import os
 
 import vaelab
+from vaelab.runs import NotARunError
 
 
 def row(run: vaelab.Run, minutes: float) -> str:
@@ -47,7 +48,10 @@ def main() -> None:
 
     rows = []
     for path in args.runs_from:
-        run = vaelab.open_run(path)
+        try:
+            run = vaelab.open_run(path)
+        except NotARunError as err:
+            parser.error(f"--runs-from: {err}")
         rows.append((run.config.train.time_budget, row(run, run.config.train.time_budget)))
     for minutes in args.minutes:
         out = os.path.join(args.runs, f"{args.preset}-{minutes:g}min")
