@@ -454,3 +454,17 @@ def test_conv_sides_too_small_for_the_layers_raise_naming_conv_channels(shape):
     with pytest.raises(ValueError, match=r"model\.conv_channels"):
         VAE(ModelConfig(net="conv", conv_channels=channels), shape)
     VAE(ModelConfig(net="conv", conv_channels=[4, 8, 16]), shape)  # 28 and 20 are not divisible by 8: fine now
+
+
+@pytest.mark.parametrize("extra, text", [
+    ({}, "the VampPrior of 4 pseudo-inputs"),
+    ({"latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8]},
+     "p(z2) p(z1|z2) with p(z2) = the VampPrior of 4 pseudo-inputs"),
+])
+def test_figure_titles_name_the_vampprior(extra, text):
+    from vaelab.config import ModelConfig
+    from vaelab.figures.variants import prior_text
+    from vaelab.model import VAE
+
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[8], decoder_hidden=[8], pseudo_inputs=4, **extra))
+    assert prior_text(model) == text

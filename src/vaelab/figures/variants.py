@@ -43,9 +43,11 @@ def prior_text(model: VAE) -> str:
     config = model.config
     if is_categorical(model):
         return f"uniform over the {config.categories} classes of each of {config.latent_dim} variables"
+    top = (f"the VampPrior of {config.pseudo_inputs} pseudo-inputs" if config.pseudo_inputs
+           else PRIOR_NAMES[config.prior])
     if is_two_layer(model):
-        return f"p(z2) p(z1|z2) with p(z2) = {PRIOR_NAMES[config.prior]}"
-    return PRIOR_NAMES[config.prior]
+        return f"p(z2) p(z1|z2) with p(z2) = {top}"
+    return top
 
 
 def latent_text(model: VAE) -> str:
