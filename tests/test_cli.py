@@ -11,7 +11,7 @@ import torch
 from matplotlib.image import imread
 
 import vaelab
-from vaelab.io import read_jsonl
+from vaelab.storage import read_jsonl
 
 
 def vaelab_cli(*args, cwd=None):

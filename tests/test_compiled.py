@@ -8,7 +8,7 @@ import torch
 from test_train import interrupted_and_reloaded, make_trainer
 from vaelab.training.compiled import adam_supported, adam_update
 from vaelab.distributions import NoisePlayback, NoiseRecorder, diagonal_normal, draw_ahead, rsample
-from vaelab.io import read_jsonl
+from vaelab.storage import read_jsonl
 from vaelab.training import AUTO_COMPILE_STEPS, compiles
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from vaelab.io import load_tensors, read_jsonl
+from vaelab.storage import load_tensors, read_jsonl
 
 KILLS = 20
 CONFIG = ["--set", "train.train_subset=5000", "--set", "train.batch_size=50", "--set", "train.epochs=40",

@@ -185,12 +185,12 @@ def finished(tmp_path):
 
 
 def test_a_full_disk_loses_no_evaluation_and_names_the_file(finished, monkeypatch, capsys):
-    import vaelab.io
+    import vaelab.storage
 
     def disk_full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(vaelab.io.os, "replace", disk_full)
+    monkeypatch.setattr(vaelab.storage.os, "replace", disk_full)
     assert cli.main(["evaluate", str(finished), "--samples", "3", "--json"]) == 2
     out, err = capsys.readouterr()
     assert json.loads(out)["k"] == 3  # the numbers were printed before the write failed

@@ -23,7 +23,7 @@ import vaelab
 from vaelab import cli, report
 from vaelab.config import ConfigError, resolve_config
 from vaelab.data import DataError, DataWarning, cifar, load_dataset
-from vaelab.io import read_json, read_jsonl
+from vaelab.storage import read_json, read_jsonl
 from vaelab.runs import load_run
 from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
 

@@ -9,7 +9,7 @@ import torch
 from vaelab.config import resolve_config
 from vaelab.data.views import make_views
 from vaelab.device import native_bfloat16, network_dtype
-from vaelab.io import load_tensors, read_jsonl
+from vaelab.storage import load_tensors, read_jsonl
 from vaelab.pipeline import extended_config, finished_message
 from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
 from vaelab.training import Trainer, dataset_elbo, learning_rate

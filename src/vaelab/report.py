@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import html
+from . import webpage
 from .config import ConfigError, config_from_dict
-from .io import atomic_write_bytes
+from .storage import atomic_write_bytes
 from .runs import REPORT, SUMMARY, NotARunError, RunFolder, SweepFolder, open_folder, run_folders
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -125,7 +125,7 @@ def _channels(config: dict[str, Any]) -> int:
         return 1
 
 
-_e = html.escape  # short: it wraps nearly every value in this module's f-strings
+_e = webpage.escape  # short: it wraps nearly every value in this module's f-strings
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] = (),
@@ -287,7 +287,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
                   evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str = "",
                   figure_notes: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
     """The report page as text, from what was read out of the run folder."""
-    binarization = html.pixels_text(_binarization(evaluation[1] if evaluation else None, summary, config),
+    binarization = webpage.pixels_text(_binarization(evaluation[1] if evaluation else None, summary, config),
                                     _channels(config))
     name = config.get("name") or run_dir.name
     body = "".join([
@@ -302,7 +302,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
 
 
 def _page(name: str, body: str) -> str:
-    return html.page(f"vaelab report: {name}", body, CSP, css=html.read_asset(__package__, "report.css"))
+    return webpage.page(f"vaelab report: {name}", body, CSP, css=webpage.read_asset(__package__, "report.css"))
 
 
 # ---------------------------------------------------------------- the two entry points

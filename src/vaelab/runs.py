@@ -42,7 +42,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from .config import ConfigError, RunConfig, config_from_dict, parse_override
 from .config import _merge as merge_dicts
-from .io import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
+from .storage import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
                  save_tensors, write_json)
 
 CONFIG = "config.json"

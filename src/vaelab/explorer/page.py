@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import html
+from .. import webpage
 from ..data.catalog import DATASETS
-from ..io import atomic_write_bytes
+from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
 from .decoder import ExplorerError, decode_cost, decoder_spec
 
@@ -208,7 +208,7 @@ def precomputed_images(model: nn.Module, means: np.ndarray, view: dict[str, Any]
 
 def _asset(name: str) -> str:
     """A file of the page (explorer.html, .css, .js) shipped next to this module."""
-    return html.read_asset(__package__, name)
+    return webpage.read_asset(__package__, name)
 
 
 def _without_url_scheme(value: Any) -> str:
@@ -219,7 +219,7 @@ def _without_url_scheme(value: Any) -> str:
 
 def _text(value: Any) -> str:
     """Escaped text for the page, with no URL scheme left in it."""
-    return html.escape(_without_url_scheme(value))
+    return webpage.escape(_without_url_scheme(value))
 
 
 def _fmt(value: Any, digits: int = 2) -> str | None:
@@ -235,7 +235,7 @@ def _header(info: dict[str, Any], model: nn.Module, latent: dict[str, Any]) -> s
     config = model.config
     name = info.get("name") or "model"
     binarization = info.get("binarization")
-    binarization_text = html.pixels_text(binarization, model.image_shape[0])
+    binarization_text = webpage.pixels_text(binarization, model.image_shape[0])
     data = info.get("data") or "unknown data"
     if latent["kind"] == "categorical":
         latent_text = (f"{latent['variables']} categorical variables \u00d7 {latent['categories']} classes "
@@ -337,9 +337,9 @@ def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
     name = info.get("name") or "model"
     banner_id = "unsupported" if decoding["cost"] is None else "precomputed"
     banner = f'<div class="banner" id="{banner_id}">{decoding["banner"]}</div>' if decoding["banner"] else ""
-    data = f'<script type="application/json" id="vaelab-data">{html.json_for_script(payload)}</script>'
+    data = f'<script type="application/json" id="vaelab-data">{webpage.json_for_script(payload)}</script>'
     body = _header(info, model, latent) + banner + _asset("explorer.html") + data
-    return html.page(f"vaelab explorer: {_without_url_scheme(name)}", body, CSP, css=_asset("explorer.css"),
+    return webpage.page(f"vaelab explorer: {_without_url_scheme(name)}", body, CSP, css=_asset("explorer.css"),
                      scripts=[_asset("explorer.js")])
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..data.views import ImageData
-from ..io import atomic_write_bytes
+from ..storage import atomic_write_bytes
 from ..model import VAE
 from .context import OPTIONS, FigureContext, FigureSkipped, current_kl, figure_context, run_title
 from .curves import draw_curves

@@ -9,27 +9,27 @@ from pathlib import Path
 
 import pytest
 
-from vaelab import html
+from vaelab import webpage
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_escape_makes_markup_and_both_quotes_plain_text():
-    assert html.escape("<b>&\"'</b>") == "&lt;b&gt;&amp;&quot;&#x27;&lt;/b&gt;"
-    assert html.escape(3.5) == "3.5"
+    assert webpage.escape("<b>&\"'</b>") == "&lt;b&gt;&amp;&quot;&#x27;&lt;/b&gt;"
+    assert webpage.escape(3.5) == "3.5"
 
 
 def test_json_for_script_cannot_end_its_element_and_reads_back():
     value = {"name": "</script><!-- & -->", "x": [1, 2.5]}
-    text = html.json_for_script(value)
+    text = webpage.json_for_script(value)
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == value
     with pytest.raises(ValueError):
-        html.json_for_script(float("nan"))  # JSON.parse in the page would reject it
+        webpage.json_for_script(float("nan"))  # JSON.parse in the page would reject it
 
 
 def test_page_puts_title_css_body_and_scripts_in_place():
-    page = html.page("a <title>", "<p>body</p>", "default-src 'none'", css="p { color: red; }",
+    page = webpage.page("a <title>", "<p>body</p>", "default-src 'none'", css="p { color: red; }",
                      scripts=["var a = 1;", "var b = 2;"])
     assert page.startswith("<!DOCTYPE html>\n<html lang=\"en\">") and page.endswith("</html>\n")
     assert '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'">' in page
@@ -42,14 +42,14 @@ def test_page_refuses_text_that_would_break_out_of_its_element(where):
     given = {"css": {"css": "a {} </STYLE><b>"}, "script": {"scripts": ["x = '</script>';"]},
              "csp": {"csp": 'default-src "none"'}}[where]
     with pytest.raises(ValueError):
-        html.page(**{"title": "t", "body": "", "csp": "default-src 'none'"} | given)
+        webpage.page(**{"title": "t", "body": "", "csp": "default-src 'none'"} | given)
 
 
 def test_read_asset_reads_a_file_of_the_package_once():
-    first = html.read_asset("vaelab.presets", "mnist-2d.toml")
-    assert first and html.read_asset("vaelab.presets", "mnist-2d.toml") is first
+    first = webpage.read_asset("vaelab.presets", "mnist-2d.toml")
+    assert first and webpage.read_asset("vaelab.presets", "mnist-2d.toml") is first
     with pytest.raises(FileNotFoundError):  # a missing asset fails loudly, not as an empty page part
-        html.read_asset("vaelab.presets", "no-such-asset.css")
+        webpage.read_asset("vaelab.presets", "no-such-asset.css")
 
 
 
@@ -75,7 +75,7 @@ def test_every_file_the_package_reads_is_declared_as_package_data():
 
 
 def test_pages_say_colour_or_grey_levels_where_nothing_binarized_the_pixels():
-    from vaelab.html import pixels_text
+    from vaelab.webpage import pixels_text
 
     assert pixels_text("grey", 1) == "grey-level pixels (not binarized)"
     assert pixels_text("grey", 3) == "colour pixels in their levels (not binarized)"
@@ -92,3 +92,21 @@ def test_the_report_reads_the_channels_from_the_runs_data_config():
     assert _channels(colour) == 3
     assert _channels(resolve_config().to_dict()) == 1
     assert _channels({"data": {"name": 7}}) == 1  # a config it cannot read: grey, as runs before channels were
+
+
+def test_no_module_of_the_package_shadows_the_standard_library():
+    """A module named like a standard one (io.py, html.py) is imported in its place by any script run
+    from inside the package folder, and Python's own startup (which imports io) breaks there."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import vaelab
+
+    package_dir = vaelab.__path__[0]
+    names = {m.name for m in pkgutil.walk_packages([package_dir])}
+    assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
+    # and so a script run from inside the package folder imports vaelab and the standard library alike
+    done = subprocess.run([sys.executable, "-c", "import html, io, json; print('ok')"], cwd=package_dir,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
