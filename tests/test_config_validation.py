@@ -9,6 +9,7 @@ the evaluation, and a run whose config.json no longer matches its weights.
 from __future__ import annotations
 
 import copy
+from typing import Any
 import dataclasses
 import json
 import typing
@@ -128,6 +129,13 @@ INVALID: dict[str, list] = {
     "figures.manifold_n": [0],
     "figures.manifold_range": ["full"],
     "sweep.members": [["model.latent_dim"], ["model.latent_dim=0"], ["nonsense=1"], [""]],
+    "model.custom": ["my_vae.py", "my_vae.py:1x", "my_vae.py:"],
+    "model.encoder": ["nets.py"],
+    "model.decoder": [":Decoder"],
+    "model.args": [{"bad": {1, 2}}, {"nan": float("nan")}],
+    "objective.args": [{"bad": object()}],
+    "plugins.modules": [["no_such_vaelab_plugin_module"], ["/no/such/plugin.py"]],
+    "code": [{"/a/model.py": "not-a-digest"}],
 }
 # Fields no value of the right type can make invalid.
 EXEMPT = {
@@ -152,7 +160,7 @@ def assert_names(path: str, values: dict) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         config_from_dict(values)
     message = str(info.value)
-    assert message.startswith((f"{path}:", f"{path}[")), message
+    assert message.startswith((f"{path}:", f"{path}[", f"{path}.")), message
     return info.value
 
 
@@ -197,6 +205,10 @@ def wrong_types(hint) -> list:
         return [None, 2.5, True, [1]]
     if hint == bool | str:
         return [1, None, 0.5, ["auto"]]
+    if hint == dict[str, Any]:
+        return [1, "x", [1], None]
+    if hint == dict[str, str]:
+        return [1, "x", {"/a.py": 3}, None]
     raise AssertionError(f"no wrong types listed for {hint}")
 
 
@@ -241,8 +253,8 @@ def test_unknown_top_level_keys_and_non_table_configs(tmp_path):
     ("train.weight_decai=0.1", "train.weight_decai: unknown key; did you mean optim.weight_decay? (known in train: "),
     ("model.latnt_dim=3", "model.latnt_dim: unknown key; did you mean model.latent_dim? (known in model: "),
     ("data.nmae='mnist'", "data.nmae: unknown key; did you mean data.name? (known in data: "),
-    ("modle.latent_dim=3", "modle.latent_dim: unknown key; did you mean model.latent_dim? (known: data, "),
-    ("modle=3", "modle: unknown key; did you mean model? (known: data, "),
+    ("modle.latent_dim=3", "modle.latent_dim: unknown key; did you mean model.latent_dim? (known: code, data, "),
+    ("modle=3", "modle: unknown key; did you mean model? (known: code, data, "),
     ("model.likelihood='bernouli'", "model.likelihood: 'bernouli' is not one of bernoulli, gaussian, "
                                     "continuous_bernoulli, discretized_logistic, auto; did you mean bernoulli?"),
     ("figures.names=['sample']", "figures.names: 'sample' is not one of samples, "),

@@ -170,8 +170,23 @@ class ModelConfig:
     decoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z2 -> z network
     output_bias: str = "zero"  # data_mean: decoder output bias = logit of the training mean (Burda et al.)
     pseudo_inputs: int = 0  # > 0: the VampPrior, a mixture of the posteriors of this many learned images
+    # Your own code (see docs/extending.md), each "FILE.py:CLASS" or "package.module:CLASS", built with
+    # image_shape=(C, H, W) and the keywords of `args` it takes: a whole model (the vaelab.Model contract),
+    # or an encoder and/or decoder network inside vaelab's VAE
+    custom: str = ""
+    encoder: str = ""
+    decoder: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str = "model") -> None:
+        for key in ("custom", "encoder", "decoder"):
+            ref = getattr(self, key)
+            _check(not ref or re.fullmatch(r".+:[A-Za-z_][A-Za-z0-9_]*", ref) is not None, f"{prefix}.{key}",
+                   f"{ref!r} is not FILE.py:CLASS or package.module:CLASS")
+        _check(not (self.decoder and self.output_bias == "data_mean"), f"{prefix}.output_bias",
+               "data_mean sets the last bias of vaelab's own decoder; a decoder of your own (model.decoder) sets its own")
+        _check(not (self.custom and (self.encoder or self.decoder)), f"{prefix}.custom",
+               "a whole model of your own brings its own networks: set model.custom, or model.encoder/decoder, not both")
         _check(self.latent_dim >= 1, f"{prefix}.latent_dim", f"must be >= 1, got {self.latent_dim}")
         _one_of(self.net, choices("model.net"), f"{prefix}.net")
         _one_of(self.latent, choices("model.latent"), f"{prefix}.latent")
@@ -214,14 +229,16 @@ class ObjectiveConfig:
     samples: int = 1  # r Monte-Carlo samples (elbo) or k importance samples (iwae) per data point
     beta: float = 1.0  # weight of the KL term (elbo only; 1 = the true ELBO)
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
+    args: dict[str, Any] = field(default_factory=dict)  # keywords of a registered objective of your own
 
     def validate(self, prefix: str = "objective") -> None:
         _one_of(self.name, choices("objective.name"), f"{prefix}.name")
         _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
         _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
         _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _check(self.name == "elbo" or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
-               "beta and KL warm-up apply to the elbo objective; the iwae bound has no separate KL term")
+        weighted = getattr(registry("objective.name")[self.name], "takes_kl_weight", True)
+        _check(weighted or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
+               f"beta and KL warm-up do not apply to the {self.name} objective: it has no separate KL term")
 
 
 @dataclass
@@ -354,6 +371,17 @@ class SweepConfig:
 
 
 @dataclass
+class PluginsConfig:
+    """Your own objectives, priors, likelihood heads and latent families, registered when these load."""
+
+    modules: list[str] = field(default_factory=list)  # FILE.py or package.module, imported before validation
+
+    def validate(self, prefix: str = "plugins") -> None:
+        for i, module in enumerate(self.modules):
+            _check(bool(module.strip()), f"{prefix}.modules[{i}]", "empty: give FILE.py or package.module")
+
+
+@dataclass
 class RunConfig:
     name: str = "mnist-lab"
     description: str = ""
@@ -365,8 +393,14 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    # filled when training starts: SHA-256 of every source file of your own the model came from
+    # (model.custom/encoder/decoder, plugins.modules), which later commands check before rebuilding it
+    code: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        for path, sha in self.code.items():
+            _check(re.fullmatch(r"[0-9a-f]{64}", sha) is not None, f"code.{path}", f"not a SHA-256 digest: {sha!r}")
         _check(self.name not in ("", ".", "..") and not set(self.name) & set("/\\\0"), "name",
                f"must be usable as a folder name (no '/', not empty, '.' or '..'), got {self.name!r}")
         for f in dataclasses.fields(self):
@@ -438,6 +472,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError:
                 pass
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        return _coerce_table(value, key, typing.get_args(hint)[1])
     if origin is list:
         _check(isinstance(value, list), key, f"expected a list, got {value!r}")
         (item,) = typing.get_args(hint)
@@ -459,6 +495,22 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")
 
 
+def _coerce_table(value: Any, key: str, item: Any) -> dict[str, Any]:
+    """A free-form table (model.args, code): string keys, JSON values, so config.json records it as it is."""
+    _check(isinstance(value, dict), key, f"expected a table, got {value!r}")
+    for name, entry in value.items():
+        _check(isinstance(name, str), f"{key}", f"keys must be strings, got {name!r}")
+        if item is str:
+            _check(isinstance(entry, str), f"{key}.{name}", f"expected a string, got {entry!r}")
+            continue
+        try:
+            json.dumps(entry, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}.{name}: expected a JSON value (number, string, boolean, list or table), "
+                              f"got {entry!r}") from None
+    return dict(value)
+
+
 def _known_keys(cls: type, prefix: str = "") -> list[str]:
     """Every key of the config tree, dotted: sections and their fields (`model`, `model.latent_dim`, ...)."""
     keys, hints = [], typing.get_type_hints(cls)
@@ -478,7 +530,8 @@ def _meant(where: str) -> str:
     keys_by_name: dict[str, list[str]] = {}
     for key in _known_keys(RunConfig):
         keys_by_name.setdefault(key.rpartition(".")[2], []).append(key)
-    close = difflib.get_close_matches(name, list(keys_by_name), n=1)
+    here = [n for n, keys in keys_by_name.items() if any(k.rpartition(".")[0] == section for k in keys)]
+    close = difflib.get_close_matches(name, here, n=1) or difflib.get_close_matches(name, list(keys_by_name), n=1)
     keys = keys_by_name[close[0]] if close else []
     same_section = [key for key in keys if key.rpartition(".")[0] == section]
     meant = same_section or (keys if len(keys) == 1 else [])
@@ -524,9 +577,17 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """Build and validate a RunConfig; missing keys take their defaults."""
+    """Build and validate a RunConfig; missing keys take their defaults.
+
+    Plugins load first (the `vaelab.plugins` entry points, then `plugins.modules`), so the names
+    they register are valid choices.
+    """
     if not isinstance(values, dict):
         raise ConfigError(f"expected a table of config sections, got {type(values).__name__}")
+    from .plugins import load_plugins  # here: plugins import the registries, which import this module
+
+    load_plugins(_build(PluginsConfig, values.get("plugins") or {}, "plugins").modules
+                 if isinstance(values.get("plugins", {}), dict) else [])
     config = _build(RunConfig, values, "")
     config.validate()
     return config

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
+from .contract import Model, device_of, kl, latent_size, likelihood, n_labels, posterior
 from .data.views import ImageSet
 from .distributions import rsample
-from .latents import ACTIVE_THRESHOLD, activity_from_sums, kl_terms
+from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .parallel import Parallel
 from .progress import progress as progress_bar
@@ -77,28 +78,28 @@ def kl_per_dimension(posterior: Distribution, prior: Distribution) -> torch.Tens
 
 
 @torch.no_grad()
-def importance_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+def importance_log_likelihood(model: Model, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
                               samples_per_chunk: int | None = None, y: torch.Tensor | None = None
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(x) estimate, mean over the K samples of log p(x|z_k)), each (batch,), for x: (batch, n_pixels).
 
     y: (batch,) labels, for a conditional model (then it is log p(x|y)).
     """
-    posterior, prior = _encode(model, x, y), model.prior()
+    q, prior = posterior(model, x, y), model.prior()
     chunk = samples_per_chunk or k
     log_sum = torch.full((len(x),), -math.inf, device=x.device)
     reconstruction = torch.zeros(len(x), device=x.device)
     for start in range(0, k, chunk):
-        z = rsample(posterior, (min(chunk, k - start),), generator)  # (s, batch, latent)
-        log_px_z = _decode(model, z, y).log_prob(x)
-        log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
+        z = rsample(q, (min(chunk, k - start),), generator)  # (s, batch, latent)
+        log_px_z = likelihood(model, z, y).log_prob(x)
+        log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
         reconstruction += log_px_z.sum(0)
     return log_sum - math.log(k), reconstruction / k
 
 
 @torch.no_grad()
-def reference_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+def reference_log_likelihood(model: Model, x: torch.Tensor, k: int, generator: torch.Generator | None = None
                              ) -> torch.Tensor:
     """The same estimate, one data point and one sample at a time: slow, plain, for checking."""
     estimates = []
@@ -113,14 +114,6 @@ def reference_log_likelihood(model: Any, x: torch.Tensor, k: int, generator: tor
     return torch.stack(estimates)
 
 
-def _encode(model: Any, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
-    return model.posterior(x) if y is None else model.posterior(x, y)
-
-
-def _decode(model: Any, z: torch.Tensor, y: torch.Tensor | None) -> Distribution:
-    return model.likelihood(z) if y is None else model.likelihood(z, y)
-
-
 def _has_closed_form_kl(posterior: Distribution, prior: Distribution) -> bool:
     try:
         kl_divergence(posterior, prior)
@@ -129,9 +122,21 @@ def _has_closed_form_kl(posterior: Distribution, prior: Distribution) -> bool:
     return True
 
 
-def check_scorable(config: Any) -> None:
+def _bernoulli_pixels(model: Model) -> bool:
+    """Does the model's p(x|z) treat pixels as Bernoulli variables? (For a model of the user's own.)"""
+    with torch.no_grad():
+        px = likelihood(model, model.prior().sample((1,)),
+                        torch.zeros(1, dtype=torch.long, device=device_of(model)) if n_labels(model) else None)
+    while isinstance(px, Independent):
+        px = px.base_dist
+    return isinstance(px, Bernoulli)
+
+
+def check_scorable(config: Any, model: Model | None = None) -> None:
     """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL."""
-    if config.model.likelihood == "bernoulli" and config.data.binarization == "grey":
+    bernoulli = (_bernoulli_pixels(model) if config.model.custom and model is not None
+                 else config.model.likelihood == "bernoulli")
+    if bernoulli and config.data.binarization == "grey":
         raise EvaluationError(
             "this model scores grey-level pixels with a Bernoulli: a Bernoulli is a distribution over {0, 1}, "
             "so its 'log-likelihood' of x in (0, 1) is not normalized (it is a cross-entropy, not log p(x)) and "
@@ -140,7 +145,7 @@ def check_scorable(config: Any) -> None:
 
 
 @torch.no_grad()
-def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, memory_mb: float | None = None,
+def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0, memory_mb: float | None = None,
                     progress: bool = False, parallel: Parallel | None = None,
                     threads: int | str | ThreadAdapter = "auto") -> dict[str, Any]:
     """ELBO and terms, NLL with its standard error, active units and KL per dimension over a split.
@@ -155,8 +160,9 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
         raise EvaluationError(f"K (importance samples) must be >= 1, got {k}")
     if memory_mb is not None and not memory_mb > 0:
         raise EvaluationError(f"the memory bound (--memory-mb, evaluate.memory_mb) must be > 0 MB, got {memory_mb}")
-    device = model.prior().mean.device
-    hidden = max([*model.config.decoder_hidden, 1]) if hasattr(model, "config") else 1024
+    device = device_of(model)
+    config = getattr(model, "config", None)  # vaelab's VAE sizes the chunks by its widest decoder layer
+    hidden = max([*config.decoder_hidden, 1]) if hasattr(config, "decoder_hidden") else 1024
     memory_mb = chunk_memory_mb(memory_mb, device)
     plan = plan_chunks(k, images.pixels.shape[1], hidden, memory_mb)
     generator = torch.Generator(device).manual_seed(seed + parallel.rank)
@@ -171,18 +177,18 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
         for start in range(share.start, share.stop, plan.points):
             index = slice(start, min(start + plan.points, share.stop))
             x = images.batch(index, generator).to(device)
-            y = images.labels[index].to(device) if getattr(model, "n_labels", 0) else None
-            posterior = _encode(model, x, y)
+            y = images.labels[index].to(device) if n_labels(model) else None
+            q = posterior(model, x, y)
             estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
             log_px[start - share.start:start - share.start + len(x)] = estimate.double()
             prior = model.prior()
-            z = rsample(posterior, (min(k, 64),), generator) if not _has_closed_form_kl(posterior, prior) else None
-            kl = model.kl(posterior, prior, z) if hasattr(model, "kl") else kl_terms(posterior, prior, z)
-            sums += torch.stack([reconstruction.sum(), kl.sum()]).double()
-            means = posterior.mean.double().flatten(1)
+            z = rsample(q, (min(k, 64),), generator) if not _has_closed_form_kl(q, prior) else None
+            kl_term = kl(model, q, prior, z)
+            sums += torch.stack([reconstruction.sum(), kl_term.sum()]).double()
+            means = q.mean.double().flatten(1)
             mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
             mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
-            per_dim = kl_per_dimension(posterior, prior)
+            per_dim = kl_per_dimension(q, prior)
             if per_dim is not None:
                 per_dim = per_dim.double().flatten(1).sum(0)
                 kl_dims = per_dim if kl_dims is None else kl_dims + per_dim
@@ -192,10 +198,10 @@ def evaluate_images(model: Any, images: ImageSet, k: int = 5000, seed: int = 0, 
     nll = -parallel.gather(log_px)
     for total in (sums, mean_sum, mean_sq_sum) + ((kl_dims,) if kl_dims is not None else ()):
         parallel.sum_(total)
-    reconstruction, kl = (sums / n).tolist()
+    reconstruction, mean_kl = (sums / n).tolist()
     activity = activity_from_sums(mean_sum, mean_sq_sum, n)
     return {
-        "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl,
+        "elbo": reconstruction - mean_kl, "reconstruction": reconstruction, "kl": mean_kl,
         "nll": nll.mean().item(), "nll_stderr": (nll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
         "k": k, "n": n, "memory_mb": memory_mb,
         "active_units": int((activity > ACTIVE_THRESHOLD).sum().item()),
@@ -235,7 +241,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     torch_device = resolve_device(device or "auto", "--device")
     model = model if model is not None else load_run(folder.path, torch_device)
     config = model.run_config
-    check_scorable(config)
+    check_scorable(config, model)
     if data is None:
         raw = load_data(config.data, data_dir, progress=progress)
         data = make_views(raw, config.data, torch_device)
@@ -246,13 +252,40 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         "split": split, "binarization": config.data.binarization, "data": config.data.name,
         "units": "nats per image (summed over pixels)", "seed": seed,
         "binarization_seed": binarization_seed(config.data, split),
-        "likelihood": config.model.likelihood, "latent_dim": config.model.latent_dim,
-        "weights_sha256": getattr(model, "weights_sha256", None),
+        "likelihood": _likelihood_name(config, model), "latent_dim": _latent_dim(config, model),
+        "weights_sha256": getattr(model, "weights_sha256", None), **code_provenance(model),
         "seconds": round(time.perf_counter() - started, 2), "device": str(torch_device),
     }
-    head = LIKELIHOOD_HEADS[config.model.likelihood]
-    if head.discrete:  # a probability of the data as stored: comparable in bits per dimension
+    if _discrete(config, model):  # a probability of the data as stored: comparable in bits per dimension
         result["bits_per_dim"] = bits_per_dim(result["nll"], getattr(data, split).pixels.shape[1])
     if save and (parallel is None or parallel.is_main):
         folder.save_evaluation(result)
     return result
+
+
+def _likelihood_name(config: Any, model: Model) -> str:
+    """The likelihood's name: the config's head, or for a model of the user's own its distribution's class."""
+    if not config.model.custom:
+        return config.model.likelihood
+    return getattr(model, "likelihood_name", None) or f"{type(model).__name__} (own model)"
+
+
+def _latent_dim(config: Any, model: Model) -> int:
+    return latent_size(model) if config.model.custom else config.model.latent_dim
+
+
+def _discrete(config: Any, model: Model) -> bool:
+    """Is log p(x|z) a log probability mass (so the NLL also reads in bits per dimension)? A model of the
+    user's own says so with `discrete_likelihood = True`."""
+    if config.model.custom:
+        return bool(getattr(model, "discrete_likelihood", False))
+    return LIKELIHOOD_HEADS[config.model.likelihood].discrete
+
+
+def code_provenance(model: Any) -> dict[str, Any]:
+    """What a result records of the user's code it came from: the files' digests, and any allowed change."""
+    record = getattr(model, "code_sha256", None)
+    out: dict[str, Any] = {"code_sha256": record} if record else {}
+    if getattr(model, "code_changed", None):
+        out["code_changed"] = model.code_changed
+    return out

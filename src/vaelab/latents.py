@@ -18,17 +18,8 @@ from torch import nn
 from torch.distributions import Distribution, Independent, OneHotCategorical, RelaxedOneHotCategorical, kl_divergence
 
 from .config import ModelConfig
+from .contract import kl_terms  # noqa: F401  (re-exported: the families' KL)
 from .distributions import diagonal_laplace, diagonal_normal
-
-
-def kl_terms(posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per data point, (batch,): analytic where torch has it, else Monte-Carlo over z (S, batch, ...)."""
-    try:
-        return kl_divergence(posterior, prior)
-    except NotImplementedError:
-        if z is None:
-            raise
-        return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
 
 
 # model.prior -> (loc, scale) -> the standard prior of continuous latents
@@ -46,6 +37,8 @@ def standard_prior(name: str, dim: int, device: torch.device, dtype: torch.dtype
 
 class GaussianLatent(nn.Module):
     """q(z|x) = N(mu, diag sigma^2) from (mu, log sigma^2); prior N(0, I) or Laplace(0, 1)."""
+
+    params_text = "mean and log-variance"  # what the encoder's outputs are, for error messages
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -73,6 +66,8 @@ class GaussianLatent(nn.Module):
 class LaplaceLatent(GaussianLatent):
     """q(z|x) = Laplace(loc, scale) from (loc, log scale), sampled by the inverse CDF (Stanford §4a)."""
 
+    params_text = "location and log-scale"
+
     def posterior(self, params: torch.Tensor) -> Distribution:
         loc, log_scale = params.chunk(2, dim=-1)
         return diagonal_laplace(loc, torch.exp(log_scale))
@@ -86,11 +81,18 @@ class CategoricalLatent(nn.Module):
     KL(Cat(q) || Uniform) in both modes (Jang et al., 2017).
     """
 
+    params_text = "the logits of each variable's categories"
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.config = config
         self.variables, self.categories = config.latent_dim, config.categories
         self.n_params = self.size = config.latent_dim * config.categories
         self.register_buffer("temperature", torch.tensor(config.temperature))
+
+    def start_epoch(self, epoch: int) -> None:
+        """The Gumbel-softmax temperature of this epoch (annealed: `temperature_at`)."""
+        self.temperature.fill_(temperature_at(self.config, epoch))
 
     def _logits(self, params: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(params.unflatten(-1, (self.variables, self.categories)), -1)

@@ -13,14 +13,14 @@ Variants are chosen by config and looked up in registries: the latent family
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, RelaxedOneHotCategorical
 
 from .config import ModelConfig
+from .contract import Model, ModelError, check_model
 from .data.catalog import IMAGE_SHAPES  # noqa: F401  (re-exported)
 from .distributions import TwoStep, diagonal_normal, uniform_mixture
 from .latents import LATENT_FAMILIES, standard_prior
@@ -56,6 +56,41 @@ def _conv_decoder(config: ModelConfig, image_shape: tuple[int, int, int], n_in: 
     return ConvDecoder(n_in, image_shape, config.conv_channels, params, config.activation)
 
 
+class UserEncoder(nn.Module):
+    """A user's encoder (model.encoder) inside vaelab's VAE: it sees images as (batch, C, H, W) (and, for a
+    conditional model, the one-hot labels as a second argument) and returns (batch, the latent's parameters)."""
+
+    def __init__(self, net: nn.Module, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.net, self.image_shape = net, image_shape
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        lead = x.shape[:-1]
+        images = x.reshape(-1, *self.image_shape)
+        out = self.net(images) if extra is None else self.net(images, extra.reshape(-1, extra.shape[-1]))
+        return out.reshape(*lead, -1)
+
+
+class UserDecoder(nn.Module):
+    """A user's decoder (model.decoder): z as (batch, latent [+ labels]) -> the likelihood head's parameters,
+    any shape that flattens parameter-major to params_per_pixel * C*H*W per z (e.g. (batch, params*C, H, W))."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]  # several samples per image in IWAE and evaluation: one batch for the network
+        return self.net(z.reshape(-1, z.shape[-1])).reshape(*lead, -1)
+
+
+def _user_network(ref: str, key: str, image_shape: tuple[int, int, int], args: dict) -> nn.Module:
+    from .usercode import build, load_ref
+
+    cls = load_ref(ref, key)[0]
+    return build(cls, key, {"image_shape": tuple(image_shape), **args})
+
+
 # name -> (encoder builder, decoder builder)
 NETWORKS: dict[str, tuple[Callable[..., nn.Module], Callable[..., nn.Module]]] = {
     "mlp": (MLPEncoder, _mlp_decoder),
@@ -63,52 +98,59 @@ NETWORKS: dict[str, tuple[Callable[..., nn.Module], Callable[..., nn.Module]]] =
 }
 
 
-class VAE(nn.Module):
+class VAE(Model):
     """x: (batch, n_pixels) -> q(z|x) with batch_shape (batch,); z: (..., z_size) -> p(x|z)."""
 
     def __init__(self, config: ModelConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> None:
-        super().__init__()
+        super().__init__(image_shape)
         self.config = config
-        self.image_shape = tuple(image_shape)
         self.n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
         self.latent = LATENT_FAMILIES[config.latent](config)
         self.n_labels = config.n_classes if config.conditional else 0
         head_cls = LIKELIHOOD_HEADS[config.likelihood]
         build_encoder, build_decoder = NETWORKS[config.net]
-        self.encoder = build_encoder(config, self.image_shape, self.latent.n_params, self.n_labels)
-        self.decoder = build_decoder(config, self.image_shape, self.latent.size + self.n_labels,
-                                     head_cls.params_per_pixel)
+        if config.encoder:
+            self.encoder = UserEncoder(_user_network(config.encoder, "model.encoder", self.image_shape, config.args),
+                                       self.image_shape)
+        else:
+            self.encoder = build_encoder(config, self.image_shape, self.latent.n_params, self.n_labels)
+        if config.decoder:
+            self.decoder = UserDecoder(_user_network(config.decoder, "model.decoder", self.image_shape, config.args))
+        else:
+            self.decoder = build_decoder(config, self.image_shape, self.latent.size + self.n_labels,
+                                         head_cls.params_per_pixel)
         self.head = head_cls(config, self.n_pixels)
         self.top = TopLayer(config) if config.latent_dim2 else None
         # model.pseudo_inputs: the VampPrior's learned images, as logits so that their pixels stay in (0, 1)
         self.pseudo_logits = nn.Parameter(torch.zeros(config.pseudo_inputs, self.n_pixels)) if config.pseudo_inputs else None
         self.latent_dim = self.latent.size + (config.latent_dim2 if self.top else 0)
-        self.network_dtype: torch.dtype | None = None  # set by `mixed_precision`, during training steps
+        if config.encoder or config.decoder:
+            self._check_networks()
 
-    @contextmanager
-    def mixed_precision(self, dtype: torch.dtype | None) -> Iterator[None]:
-        """Within the block, the encoder and decoder multiply in `dtype` (autocast; None: float32).
+    def _check_networks(self) -> None:
+        """One line naming the user's network whose output does not fit the latent family or the likelihood head."""
+        cfg, x = self.config, torch.rand(2, self.n_pixels, device=self.device)
+        with torch.no_grad():
+            if cfg.encoder:
+                out = self.encoder(x, self._one_hot(torch.zeros(2), x))
+                if out.shape != (2, self.latent.n_params):
+                    raise ModelError(f"model.encoder: returned (batch, {out[0].numel()}); a {cfg.latent} latent of "
+                                     f"size {cfg.latent_dim} needs (batch, {self.latent.n_params}) "
+                                     f"({self.latent.params_text})")
+            if cfg.decoder:
+                z = torch.zeros(2, self.latent.size + self.n_labels, device=self.device)
+                out, head = self.decoder(z), LIKELIHOOD_HEADS[cfg.likelihood]
+                need = head.params_per_pixel * self.n_pixels
+                if out.shape != (2, need):
+                    c, h, w = self.image_shape
+                    raise ModelError(f"model.decoder: returned {out[0].numel()} values per z; the {cfg.likelihood} "
+                                     f"likelihood of {c}x{h}x{w} images needs {need} ({head.params_per_pixel} per "
+                                     f"pixel, parameter-major, e.g. (batch, {head.params_per_pixel * c}, {h}, {w}))")
 
-        Their outputs come back as float32, so distributions, log-probabilities and KLs are
-        always computed in float32; only the network products (and the activations between
-        them) are rounded. Training steps use it; evaluation never does.
-        """
-        saved, self.network_dtype = self.network_dtype, dtype
-        try:
-            yield
-        finally:
-            self.network_dtype = saved
-
-    def _run(self, net: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor:
-        if self.network_dtype is None:
-            return net(*inputs)
-        with torch.autocast(inputs[0].device.type, dtype=self.network_dtype):
-            out = net(*inputs)
-        return out.float()
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (0-based): the latent family's schedule, if it has one."""
+        if hasattr(self.latent, "start_epoch"):
+            self.latent.start_epoch(epoch)
 
     def _one_hot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
         if not self.n_labels:
@@ -132,7 +174,7 @@ class VAE(nn.Module):
         learned pseudo-inputs u_c, a `MixtureSameFamily`. With two layers it is the prior of z2:
         p(z2) = (1/C) sum_c q(z2 | z1 = E[z1 | u_c]), then p(z1|z2) as before."""
         pseudo = torch.sigmoid(self.pseudo_logits)  # (C, n_pixels), pixels in (0, 1) like the data
-        components = self.latent.posterior(self._run(self.encoder, pseudo, None))  # batch_shape (C,)
+        components = self.latent.posterior(self.network(self.encoder, pseudo, None))  # batch_shape (C,)
         if self.top:
             return self.top.prior(uniform_mixture(self.top.upper_posterior(components.mean)))
         return uniform_mixture(components)
@@ -145,7 +187,7 @@ class VAE(nn.Module):
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x[, y]); x: (batch, n_pixels), y: (batch,) labels -> batch_shape (batch,)."""
-        posterior = self.latent.posterior(self._run(self.encoder, x, self._one_hot(y, x)))
+        posterior = self.latent.posterior(self.network(self.encoder, x, self._one_hot(y, x)))
         return self.top.posterior(posterior) if self.top else posterior
 
     def likelihood(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -157,7 +199,7 @@ class VAE(nn.Module):
             z = z[..., :self.latent.size]
         z = self.latent.flatten(z)
         extra = self._one_hot(y, z)
-        return self.head(self._run(self.decoder, z if extra is None else torch.cat([z, extra], -1)))
+        return self.head(self.network(self.decoder, z if extra is None else torch.cat([z, extra], -1)))
 
     def kl(self, posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
         """KL(q || p) per data point: analytic where there is a closed form, Monte-Carlo over z otherwise."""
@@ -188,7 +230,9 @@ class VAE(nn.Module):
         mean of every head) is set; an MLP decoder has one bias per output, a conv decoder one per channel.
         """
         logit = torch.logit(train_mean.clamp(1e-3, 1 - 1e-3))
-        last = self.decoder.last
+        last = getattr(self.decoder, "last", None)
+        if last is None:  # a user's decoder (model.decoder) sets its own output bias
+            return
         if isinstance(last, nn.Linear):
             last.bias[:self.n_pixels] = logit.to(last.bias)
         else:
@@ -226,3 +270,17 @@ class TopLayer(nn.Module):
     def prior(self, p2: Distribution) -> Distribution:
         """p(z1, z2) = p(z2) p(z1|z2); p2 is the standard prior of z2's size."""
         return TwoStep(p2, lambda z2: self._normal(self.down(z2)), *self.dims, first_is_a=False)
+
+
+def build_model(config: ModelConfig, image_shape: tuple[int, int, int]) -> Model:
+    """The model a config describes: the user's own (model.custom), checked against the contract, or a VAE."""
+    if not config.custom:
+        return VAE(config, image_shape)
+    from .usercode import build, load_ref
+
+    cls = load_ref(config.custom, "model.custom")[0]
+    model = build(cls, "model.custom", {"image_shape": tuple(image_shape), **config.args})
+    if not hasattr(model, "image_shape"):
+        model.image_shape = tuple(image_shape)  # the figures and the explorer read it
+    check_model(model, tuple(image_shape), f"model.custom ({config.custom.rpartition('/')[2]})")
+    return model

@@ -9,13 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
 import torch
-from torch.distributions import Distribution
 
+from .contract import Model, kl, likelihood, posterior
 from .distributions import Noise, rsample
-from .latents import kl_terms
 
 
 @dataclass
@@ -36,38 +33,26 @@ class ObjectiveTerms(ElboTerms):
         return torch.stack([self.elbo, self.reconstruction, self.kl, self.objective]).sum(1)
 
 
-def _encode(model: Any, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
-    return model.posterior(x) if y is None else model.posterior(x, y)
-
-
-def _decode(model: Any, z: torch.Tensor, y: torch.Tensor | None) -> Distribution:
-    return model.likelihood(z) if y is None else model.likelihood(z, y)
-
-
-def _kl(model: Any, posterior: Distribution, prior: Distribution, z: torch.Tensor) -> torch.Tensor:
-    return model.kl(posterior, prior, z) if hasattr(model, "kl") else kl_terms(posterior, prior, z)
-
-
-def elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: Noise = None,
+def elbo(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None,
          y: torch.Tensor | None = None) -> ElboTerms:
     """The reparameterized ELBO estimate with `samples` (r) draws of z per data point.
 
     x: (batch, n_pixels); y: (batch,) labels for a conditional model. The KL term is analytic
     for Gaussian q and prior, so then only the reconstruction term carries Monte-Carlo noise.
     """
-    posterior = _encode(model, x, y)
+    q = posterior(model, x, y)
     if samples == 1:  # the usual case, without a sample dimension to add and average away
-        z = rsample(posterior, (), generator)  # (batch, latent): the same draws as shape (1, batch, latent)
-        reconstruction = _decode(model, z, y).log_prob(x)
+        z = rsample(q, (), generator)  # (batch, latent): the same draws as shape (1, batch, latent)
+        reconstruction = likelihood(model, z, y).log_prob(x)
         z = z.unsqueeze(0)
     else:
-        z = rsample(posterior, (samples,), generator)  # (r, batch, latent)
-        reconstruction = _decode(model, z, y).log_prob(x).mean(0)
-    kl = _kl(model, posterior, model.prior(), z)
-    return ElboTerms(reconstruction - kl, reconstruction, kl)
+        z = rsample(q, (samples,), generator)  # (r, batch, latent)
+        reconstruction = likelihood(model, z, y).log_prob(x).mean(0)
+    kl_term = kl(model, q, model.prior(), z)
+    return ElboTerms(reconstruction - kl_term, reconstruction, kl_term)
 
 
-def weighted_elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: Noise = None,
+def weighted_elbo(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None,
                   y: torch.Tensor | None = None, kl_weight: float | torch.Tensor = 1.0) -> ObjectiveTerms:
     """reconstruction - kl_weight * KL: the ELBO at weight 1, beta-VAE and KL warm-up otherwise.
 
@@ -79,17 +64,17 @@ def weighted_elbo(model: Any, x: torch.Tensor, samples: int = 1, generator: Nois
     return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl, objective)
 
 
-def log_weights(model: Any, x: torch.Tensor, k: int, generator: Noise = None,
+def log_weights(model: Model, x: torch.Tensor, k: int, generator: Noise = None,
                 y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log w, log p(x|z), log q(z|x) - log p(z)) for k samples z ~ q(z|x), each (k, batch)."""
-    posterior = _encode(model, x, y)
-    z = rsample(posterior, (k,), generator)
-    log_px_z = _decode(model, z, y).log_prob(x)
-    log_ratio = posterior.log_prob(z) - model.prior().log_prob(z)
+    q = posterior(model, x, y)
+    z = rsample(q, (k,), generator)
+    log_px_z = likelihood(model, z, y).log_prob(x)
+    log_ratio = q.log_prob(z) - model.prior().log_prob(z)
     return log_px_z - log_ratio, log_px_z, log_ratio
 
 
-def iwae_bound(model: Any, x: torch.Tensor, k: int = 50, generator: Noise = None,
+def iwae_bound(model: Model, x: torch.Tensor, k: int = 50, generator: Noise = None,
                y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
     """The importance-weighted bound log (1/k) sum_k w_k (Burda et al., 2016); k = 1 is the ELBO.
 
@@ -97,8 +82,11 @@ def iwae_bound(model: Any, x: torch.Tensor, k: int = 50, generator: Noise = None
     """
     log_w, log_px_z, log_ratio = log_weights(model, x, k, generator, y)
     bound = torch.logsumexp(log_w, 0) - math.log(k)
-    reconstruction, kl = log_px_z.mean(0), log_ratio.mean(0)
-    return ObjectiveTerms(reconstruction - kl, reconstruction, kl, bound)
+    reconstruction, kl_term = log_px_z.mean(0), log_ratio.mean(0)
+    return ObjectiveTerms(reconstruction - kl_term, reconstruction, kl_term, bound)
+
+
+iwae_bound.takes_kl_weight = False  # beta and KL warm-up mean nothing for it (config checks this)
 
 
 OBJECTIVES: dict[str, Callable[..., ObjectiveTerms]] = {

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import socket
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ REPORT = "report.html"
 EXPLORER = "explorer.html"
 LOCK = ".lock"
 SWEEP = "sweep.json"
+CODE_CHANGES = "code-changes.jsonl"  # each time a command went on with model code that changed since training
 TABLES = {"md": "table.md", "csv": "table.csv"}
 EVALUATION = re.compile(r"eval-(test|val)-k(\d+)\.json")
 WEIGHTS_FORMAT = {"format": "vaelab-weights"}
@@ -287,6 +289,18 @@ class RunFolder:
     def log_figures(self, drawn: dict[str, dict[str, Any]]) -> None:
         write_json(self.figures_dir / FIGURE_LOG, self.figure_log() | drawn)
 
+    # -- the user's code
+
+    def note_code_change(self, changed: dict[str, dict[str, str | None]]) -> None:
+        """Record that a command went on (--allow-code-change) with code that differs from the training's."""
+        for path, digests in changed.items():
+            append_jsonl(self.file(CODE_CHANGES), {"file": path, **digests, "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+                                                   "command": " ".join(sys.argv[:2])})
+
+    def code_changes(self) -> list[dict[str, Any]]:
+        path = self.file(CODE_CHANGES)
+        return read_jsonl(path) if path.is_file() else []
+
     @property
     def report_path(self) -> Path:
         return self.file(REPORT)
@@ -475,14 +489,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
     weights' fingerprint `model.weights_sha256`.
 
     Reads model.safetensors (the best weights), or for a run that has not finished, the best
-    weights in its checkpoint. Nothing is unpickled.
+    weights in its checkpoint. Nothing is unpickled. A model of the user's own is rebuilt from the
+    code the run recorded: a file that is gone or changed stops here (`usercode.check_recorded`),
+    unless changes are allowed, and then the folder records the change.
     """
     from .data.catalog import image_shape
-    from .model import VAE
+    from .model import build_model
+    from .usercode import check_recorded
 
     folder = RunFolder(run_dir).check()
     config = folder.config()
-    model = VAE(config.model, image_shape(config.data))
+    changed = check_recorded(config.code, str(folder.path))
+    if changed:
+        folder.note_code_change(changed)
+    model = build_model(config.model, image_shape(config.data))
     weights, digest, path = folder.weights()
     try:
         model.load_state_dict(weights)
@@ -490,4 +510,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
         raise ValueError(f"{path}: weights do not match the run's {folder.file(CONFIG)} ({err})") from None
     model.run_config = config
     model.weights_sha256 = digest
+    model.code_sha256 = {path: changed[path]["now"] if path in changed else sha
+                         for path, sha in config.code.items()} or None
+    model.code_changed = changed or None
     return model.to(device).eval()

@@ -27,8 +27,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
-from ..latents import temperature_at
-from ..model import VAE
+from ..contract import Model, device_of, n_labels
+from ..model import VAE, build_model
 from ..objectives import elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..optimizers import build_schedule, step_schedule
@@ -44,7 +44,7 @@ from .step import TrainingStep
 # ---------------------------------------------------------------- evaluation used during training
 
 @torch.no_grad()
-def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0,
+def dataset_elbo(model: Model, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0,
                  parallel: Parallel | None = None, threads: ThreadAdapter | None = None) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL over a whole split, nats per image.
 
@@ -55,13 +55,13 @@ def dataset_elbo(model: VAE, images: ImageSet, batch_size: int, samples: int = 1
     parallel = parallel or Parallel()
     was_training = model.training
     model.eval()
-    generator = torch.Generator(model.device).manual_seed(seed + parallel.rank)
-    sums = torch.zeros(3, device=model.device)
+    generator = torch.Generator(device_of(model)).manual_seed(seed + parallel.rank)
+    sums = torch.zeros(3, device=device_of(model))
     share = parallel.shard(len(images))
     for start in range(share.start, share.stop, batch_size):
         stop = min(start + batch_size, share.stop)
         index = slice(start, stop)
-        x, y = images.batch(index, generator), images.labels[index] if model.n_labels else None
+        x, y = images.batch(index, generator), images.labels[index] if n_labels(model) else None
         terms = elbo(model, x, samples, generator, y)
         sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
         if threads is not None:
@@ -121,11 +121,13 @@ class Trainer:
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
         self.threads = ThreadAdapter(self.config.train.threads)  # torch's CPU threads, re-decided between steps
 
-    def _new_model(self) -> VAE:
+    def _new_model(self) -> Model:
         """The model with its initial weights, drawn from train.seed."""
         with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
             torch.manual_seed(self.config.train.seed)
-            model = VAE(self.config.model, self.data.image_shape).to(self.device)
+            model = build_model(self.config.model, self.data.image_shape).to(self.device)
+            if not isinstance(model, VAE):  # the user's own model: nothing of the VAE's set-up applies
+                return model
             if self.config.model.pseudo_inputs:  # the VampPrior starts at random training images
                 train = self.data.train
                 index = torch.randint(len(train), (self.config.model.pseudo_inputs,))
@@ -265,8 +267,8 @@ class Trainer:
         """The optimizer steps of the current epoch (from where it stands), at the lr the schedule
         set; why the run stops if max_steps cut the epoch short or the time budget is spent, else ""."""
         cfg, state = self.config.train, self.state
-        if self.config.model.latent == "categorical":
-            self.model.latent.temperature.fill_(temperature_at(self.config.model, state.epoch))
+        if hasattr(self.model, "start_epoch"):  # a schedule of the model's own (e.g. a Gumbel-softmax temperature)
+            self.model.start_epoch(state.epoch)
         images = self._epoch_images()
         n_batches = math.ceil(len(images) / cfg.batch_size)
         bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
@@ -274,7 +276,7 @@ class Trainer:
         started = time.perf_counter() - state.seconds  # resumed mid-epoch, the epoch's clock goes on
         while state.step_in_epoch < n_batches:
             rows, batch_total = self._batch_rows(len(images))
-            labels = images.labels[rows] if self.model.n_labels else None
+            labels = images.labels[rows] if n_labels(self.model) else None
             self.step(images.batch(rows), labels, batch_total)
             state.step_in_epoch += 1
             state.global_step += 1
@@ -311,7 +313,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
-    def evaluated_model(self) -> VAE:
+    def evaluated_model(self) -> Model:
         """The model whose weights are validated and kept: the moving average when train.ema_decay is on."""
         if self.ema is None:
             return self.model

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
+from ..contract import device_of, mixed_precision
 from ..distributions import Noise
 from ..objectives import OBJECTIVES, ObjectiveTerms
 from ..parallel import Parallel
@@ -79,12 +80,13 @@ class TrainingStep:
         self.model, self.optimizer, self.parallel, self.guard = model, optimizer, parallel, guard
         self.noise, self.kl_weight, self.sums, self.network_dtype, self.log = noise, kl_weight, sums, network_dtype, log
         self.objective, self.samples = OBJECTIVES[config.objective.name], config.objective.samples
+        self.objective_args = config.objective.args  # a registered objective's own keywords
         self.parameters = list(model.parameters())
         self.batch_size, self.compile_setting = config.train.batch_size, config.train.compile
         self.compiled: NoiseCompiled | None = None
         self.whole = False
         whole = whole_step_fits(optimizer, config, parallel)
-        if compiles(config.train.compile, model.device, planned_steps, whole):
+        if compiles(config.train.compile, device_of(model), planned_steps, whole):
             mode, self.whole = config.train.compile_mode, whole
             self.compiled = (adam_step(self.terms, batch_loss, model, optimizer, sums, self._eager_whole, mode)
                              if whole else objective_step(self.terms, mode))
@@ -104,8 +106,8 @@ class TrainingStep:
     def terms(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise,
               kl_weight: float | torch.Tensor) -> ObjectiveTerms:
         """The objective's terms for the batch, the networks multiplying in the training precision."""
-        with self.model.mixed_precision(self.network_dtype):
-            return self.objective(self.model, x, self.samples, noise, y, kl_weight)
+        with mixed_precision(self.model, self.network_dtype):
+            return self.objective(self.model, x, self.samples, noise, y, kl_weight, **self.objective_args)
 
     def eager(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int, noise: Noise, kl_weight: float,
               compiled_terms: Callable[..., ObjectiveTerms] | None = None, follow: bool = True) -> torch.Tensor:
