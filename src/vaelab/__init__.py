@@ -4,12 +4,18 @@
     run = vaelab.train("mnist-lab", epochs=5)
     run.evaluate(samples=1000); run.figure("manifold"); run.report()
     model = vaelab.load_run("runs/x")      # the trained model: prior(), posterior(x), likelihood(z)
+    vaelab.train(model="my_vae.py:MyVAE")  # your own model (vaelab.Model), every command works on it
 """
 
 __version__ = "0.1.0"
 
 from .api import Figure, Page, Run, Sweep, compare, make_config, open_run, resume, train  # noqa: E402
+from .contract import Model, ModelError, check_model  # noqa: E402
+from .objectives import ElboTerms, ObjectiveTerms  # noqa: E402
+from .plugins import register, register_latent, register_likelihood, register_objective, register_prior  # noqa: E402
 from .runs import load_run  # noqa: E402
+from .usercode import allow_code_changes  # noqa: E402
 
-__all__ = ["Figure", "Page", "Run", "Sweep", "__version__", "compare", "load_run", "make_config", "open_run",
-           "resume", "train"]
+__all__ = ["ElboTerms", "Figure", "Model", "ModelError", "ObjectiveTerms", "Page", "Run", "Sweep", "__version__",
+           "allow_code_changes", "check_model", "compare", "load_run", "make_config", "open_run", "register",
+           "register_latent", "register_likelihood", "register_objective", "register_prior", "resume", "train"]

@@ -39,7 +39,10 @@ def keyword_overrides(keywords: Mapping[str, Any]) -> list[str]:
                          + ", ".join(f"{h}.{key}" for h in homes))
                 raise ConfigError(f"{key}: {which}; pass the dotted key, e.g. overrides={{'section.{key}': value}}")
             key = f"{homes[0]}.{key}" if homes[0] else key
-        overrides.append(f"{key}={json.dumps(value)}")  # JSON scalars and lists read back as TOML
+        if isinstance(value, Mapping) and value:  # a table (model.args): one override per entry
+            overrides += keyword_overrides({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            overrides.append(f"{key}={json.dumps(value)}")  # JSON scalars and lists read back as TOML
     return overrides
 
 
@@ -66,23 +69,38 @@ def make_config(preset: str | None = None, config: str | Path | None = None,
     return resolve_config(preset, config, texts + keyword_overrides(keywords))
 
 
+def _code_overrides(model: Any, model_args: Mapping[str, Any] | None, encoder: Any, decoder: Any) -> list[str]:
+    """model=, encoder=, decoder= (a class, an object or "FILE.py:CLASS") and model_args= as config overrides."""
+    from .usercode import ref_for
+
+    given = {"model.custom": model, "model.encoder": encoder, "model.decoder": decoder}
+    texts = [f"{key}={json.dumps(ref_for(obj, key))}" for key, obj in given.items() if obj is not None]
+    return texts + keyword_overrides({"model.args": dict(model_args)} if model_args else {})
+
+
 def train(preset: str | None = None, *, config: str | Path | None = None,
           overrides: Mapping[str, Any] | list[str] | None = None, out: str | Path | None = None,
           data: Any = None, data_dir: str | None = None, log: Callable[[str], None] = print,
-          **keywords: Any) -> Run | Sweep:
+          model: Any = None, model_args: Mapping[str, Any] | None = None, encoder: Any = None,
+          decoder: Any = None, **keywords: Any) -> Run | Sweep:
     """Train a preset (default mnist-lab; "images" when `data` is given) into a new run folder and
     return it; a sweep preset trains all its members. Evaluation and figures follow as the config
     says, as with `vaelab train`.
 
     data: your own images: a folder, an .npy/.npz file, or in memory an array or tensor of images
     ((N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or floats in [0, 1]) or a pair (images, labels).
+    model: your own model (the vaelab.Model contract): a class, "FILE.py:CLASS", or an object (which
+    only this Python process can rebuild); encoder, decoder: your networks inside vaelab's VAE. Each
+    class is built with image_shape=(C, H, W) and the keywords of model_args it takes.
     """
     from .data import load_images
     from .data.load import image_options
     from .pipeline import sweep_run, train_run
     from .device import resolve_device
+    from .usercode import record_code
 
     raw, texts = None, list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
+    texts = _code_overrides(model, model_args, encoder, decoder) + texts
     if data is not None:
         preset = preset or "images"
         texts = ['data.name="images"'] + texts
@@ -90,7 +108,7 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
             texts.insert(1, f"data.data_dir={json.dumps(str(data))}")
         else:
             raw = load_images(data, **image_options(make_config(preset, config, texts, **keywords).data))
-    run_config = make_config(preset, config, texts, **keywords)
+    run_config = record_code(make_config(preset, config, texts, **keywords))
     run_dir = Path(out) if out is not None else new_run_dir(run_config)
     resolve_device(run_config.train.device)  # fail before any work
     log(f"vaelab train: preset {run_config.name!r}, run folder {run_dir}")
@@ -103,10 +121,17 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
 
 
 def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None = None, data_dir: str | None = None,
-           log: Callable[[str], None] = print, **keywords: Any) -> Run | Sweep:
-    """Continue an interrupted run or sweep; overrides of its length (epochs=40) train a finished run longer."""
-    from .pipeline import extended_config, sweep_run, train_run
+           log: Callable[[str], None] = print, allow_code_change: bool = False, **keywords: Any) -> Run | Sweep:
+    """Continue an interrupted run or sweep; overrides of its length (epochs=40) train a finished run longer.
 
+    A run of your own model code resumes only with the code it was trained with, unless
+    `allow_code_change` (then the run records the change and the new digests).
+    """
+    from .pipeline import extended_config, sweep_run, train_run
+    from .usercode import allow_code_changes
+
+    if allow_code_change:
+        allow_code_changes()
     folder = open_folder(path)
     texts = list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
     texts += keyword_overrides(keywords)
@@ -117,7 +142,7 @@ def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None 
                               "vaelab train --resume SWEEP_DIR/MEMBER --set ...")
         sweep_run(folder.config(), folder.path, data_dir=data_dir, log=log)
         return Sweep(folder.path)
-    config = folder.config()
+    config = _checked_code(folder, folder.config())
     if texts:
         config = extended_config(config, texts)
         folder.write_config(config)
@@ -125,8 +150,30 @@ def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None 
     return Run(folder.path)
 
 
-def open_run(path: str | Path) -> Run | Sweep:
-    """The run (or sweep of runs) in a folder made by `vaelab train` or `vaelab.train`."""
+def _checked_code(folder: RunFolder, config: RunConfig) -> RunConfig:
+    """The run's config, once its model code is found unchanged (or the change allowed, recorded and adopted)."""
+    from .usercode import check_recorded
+
+    changed = check_recorded(config.code, str(folder.path))
+    if not changed:
+        return config
+    folder.note_code_change(changed)
+    code = {path: changed[path]["now"] if path in changed else sha for path, sha in config.code.items()}
+    config = dataclasses.replace(config, code={path: sha for path, sha in code.items() if sha})  # gone: dropped
+    folder.write_config(config)
+    return config
+
+
+def open_run(path: str | Path, *, allow_code_change: bool = False) -> Run | Sweep:
+    """The run (or sweep of runs) in a folder made by `vaelab train` or `vaelab.train`.
+
+    allow_code_change: rebuild a model of your own from its code as it is now, though it changed
+    since training (for this whole Python process; results record the change).
+    """
+    from .usercode import allow_code_changes
+
+    if allow_code_change:
+        allow_code_changes()
     folder = open_folder(path)
     return Sweep(folder.path) if isinstance(folder, SweepFolder) else Run(folder.path)
 

@@ -23,13 +23,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            if args.preset or args.config or args.out or args.images:
-                raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config, --images "
-                                  "and --out (--set may raise train.epochs to train a finished run longer)")
+            if args.preset or args.config or args.out or args.images or args.model:
+                raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config, --images, "
+                                  "--model and --out (--set may raise train.epochs to train a finished run longer)")
             result = api.resume(args.resume, overrides=args.set, data_dir=args.data_dir, log=_rank0_print)
         else:
             result = api.train(args.preset, config=args.config, overrides=args.set, out=args.out,
-                               data=args.images, data_dir=args.data_dir, log=_rank0_print)
+                               data=args.images, data_dir=args.data_dir, log=_rank0_print, model=args.model)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -211,6 +211,12 @@ def _positive_mb(text: str) -> float:
     return value
 
 
+def _add_code_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="rebuild a model of your own from its code as it is now, though it changed since training "
+                             "(the run folder records it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -226,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="folder with the IDX files or an .npz (else $VAELAB_DATA, cache, download)")
     train.add_argument("--images", metavar="PATH", help="train on your own images: a folder (class sub-folders give "
                        "labels; train/ val/ test/ give splits), an .npy or an .npz (preset default: images)")
+    train.add_argument("--model", metavar="FILE.py:CLASS", help="your own model (the vaelab.Model contract; "
+                       "package.module:CLASS works too), built with image_shape and [model.args]; see docs/extending.md")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run or sweep where it stopped")
+    _add_code_flag(train)
     train.set_defaults(func=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
@@ -239,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="memory bound of one chunk of work (default 64 on a CPU, 1024 on a GPU)")
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     evaluate.add_argument("--data-dir")
+    _add_code_flag(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures")
@@ -246,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("names", nargs="*", help="samples, reconstructions, interpolations, latent-scatter, "
                                                   "manifold, curves, kl-per-dim (default: all)")
     _add_figure_flags(figures)
+    _add_code_flag(figures)
     figures.set_defaults(func=_cmd_figures)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html, one self-contained page")
@@ -254,16 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-evaluate", action="store_true", help="use only evaluations already made")
     report.add_argument("--no-figures", action="store_true", help="use the figures already drawn")
     _add_figure_flags(report)
+    _add_code_flag(report)
     report.set_defaults(func=_cmd_report)
 
     explore = commands.add_parser("explore", help="write RUN_DIR/explorer.html: decode the latent space live")
     explore.add_argument("run_dir")
     explore.add_argument("--open", action="store_true", help="open the page in the default browser")
+    _add_code_flag(explore)
     explore.set_defaults(func=_cmd_explore)
 
     compare = commands.add_parser("compare", help="one table of several runs' metrics and settings")
     compare.add_argument("run_dirs", nargs="+")
     compare.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
+    _add_code_flag(compare)
     compare.set_defaults(func=_cmd_compare)
 
     data = commands.add_parser("data", help="fetch and inspect data sets")
@@ -289,6 +303,10 @@ def _one_line_warning(message: Any, category: type, filename: str, lineno: int, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
+    if getattr(args, "allow_code_change", False):
+        from .usercode import allow_code_changes
+
+        allow_code_changes()
     try:
         return args.func(args)
     except BrokenPipeError:  # `vaelab presets | head -1`: the reader has all it wants

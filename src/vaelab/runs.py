@@ -295,7 +295,7 @@ class RunFolder:
         """Record that a command went on (--allow-code-change) with code that differs from the training's."""
         for path, digests in changed.items():
             append_jsonl(self.file(CODE_CHANGES), {"file": path, **digests, "time": datetime.now().astimezone().isoformat(timespec="seconds"),
-                                                   "command": " ".join(sys.argv[:2])})
+                                                   "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])})
 
     def code_changes(self) -> list[dict[str, Any]]:
         path = self.file(CODE_CHANGES)

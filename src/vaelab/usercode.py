@@ -12,6 +12,8 @@ recorded keywords, then its weights are read from safetensors.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -21,9 +23,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .config import ConfigError
+import torch
+
+from .config import ConfigError, RunConfig
 
 _LOADED: dict[tuple[str, str], ModuleType] = {}  # (path, sha256) -> module: a file runs once per process
+_OBJECTS: dict[str, Any] = {}  # "<object-N>" -> a model or network object passed to vaelab.train in this process
 _allow_changes = False
 
 
@@ -98,9 +103,40 @@ def _import_module(where: str, key: str) -> ModuleType:
         raise ConfigError(f"{key}: cannot import module {where!r} ({err})") from None
 
 
+def ref_for(obj: Any, key: str) -> str:
+    """The reference a config records for a class or object given in Python.
+
+    A class from a file is named by that file (so any later process finds it); a class from an installed
+    package or from __main__ (a notebook, a script) by its module; an object by a token that only this
+    process can resolve, since the arguments it was built with are unknown.
+    """
+    if isinstance(obj, str):
+        return obj
+    if inspect.isclass(obj):
+        file = getattr(sys.modules.get(obj.__module__), "__file__", None)
+        if obj.__module__ != "__main__" and file and "site-packages" not in Path(file).parts:
+            return f"{Path(file).resolve()}:{obj.__name__}"
+        return f"{obj.__module__}:{obj.__name__}"
+    token = f"<object-{len(_OBJECTS) + 1}>"
+    _OBJECTS[token] = obj
+    return f"{token}:{type(obj).__name__}"
+
+
+def _object(where: str, name: str, key: str) -> Any:
+    if where not in _OBJECTS:
+        keyword = {"model.encoder": "encoder", "model.decoder": "decoder"}.get(key, "model")
+        raise ConfigError(f"{key}: this run was trained from a {name} object passed to vaelab.train in another "
+                          "Python process, which a new process cannot rebuild (the arguments it was built with are "
+                          f"unknown): train with the class instead ({keyword}={name}, model_args={{...}}), "
+                          "defined in a .py file")
+    return _OBJECTS[where]
+
+
 def load_ref(ref: str, key: str) -> tuple[Any, str | None, str | None]:
     """(the object named by `ref`, its source file or None, that file's SHA-256 or None)."""
     where, name = split_ref(ref, key)
+    if where.startswith("<object-"):
+        return _object(where, name, key), None, None
     if is_file_ref(where):
         module, sha = _run_file(Path(where).expanduser().resolve(), key)
         path: str | None = str(Path(where).expanduser().resolve())
@@ -108,6 +144,10 @@ def load_ref(ref: str, key: str) -> tuple[Any, str | None, str | None]:
         module = _import_module(where, key)
         path = getattr(module, "__file__", None)
         sha = digest(Path(path).read_bytes()) if path and Path(path).is_file() else None
+    if not hasattr(module, name) and where == "__main__":
+        raise ConfigError(f"{key}: {name} was defined in __main__ (a notebook or a script run directly), which a new "
+                          f"process cannot import: put the class in a .py file and train with "
+                          f"model='my_model.py:{name}' (vaelab train --model my_model.py:{name})")
     if not hasattr(module, name):
         known = sorted(n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__)
         raise ConfigError(f"{key}: {where} has no {name!r}" + (f" (it defines {', '.join(known)})" if known else ""))
@@ -160,7 +200,10 @@ def check_recorded(recorded: dict[str, str], where: str = "") -> dict[str, dict[
 
 
 def build(cls: Any, key: str, keywords: dict[str, Any]) -> Any:
-    """cls(**keywords), keeping only the keywords its constructor takes (all, if it takes **kwargs)."""
+    """cls(**keywords), keeping only the keywords its constructor takes (all, if it takes **kwargs); an object
+    given in Python (not a class) is copied, so training it leaves the caller's object as it was."""
+    if isinstance(cls, torch.nn.Module):
+        return copy.deepcopy(cls)
     if not callable(cls):
         raise ConfigError(f"{key}: {cls!r} is not a class")
     try:
@@ -185,3 +228,14 @@ def accepted_keywords(cls: Any) -> set[str] | None:
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
     return {p.name for p in params}
+
+
+def record_code(config: RunConfig) -> RunConfig:
+    """The config a new run records: file references made absolute, and `code`, the SHA-256 of each of
+    the user's source files the model comes from (model.custom/encoder/decoder, plugins.modules)."""
+    refs = {f"model.{key}": absolute_ref(getattr(config.model, key), f"model.{key}") if getattr(config.model, key)
+            else "" for key in ("custom", "encoder", "decoder")}
+    modules = [str(Path(m).expanduser().resolve()) if is_file_ref(m) else m for m in config.plugins.modules]
+    model = dataclasses.replace(config.model, **{key.split(".")[1]: ref for key, ref in refs.items()})
+    return dataclasses.replace(config, model=model, plugins=dataclasses.replace(config.plugins, modules=modules),
+                               code=code_record(refs, modules))
