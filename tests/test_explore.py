@@ -587,7 +587,7 @@ def test_a_model_of_the_users_own_opens_with_images_decoded_ahead(browser, tmp_p
     model = OwnModel().eval()
     means = np.random.default_rng(1).normal(size=(60, 3)).astype(np.float32)
     page = render_explorer(model, means, np.arange(60) % 10, info={"name": "own", "data": "mnist"})
-    assert "own model OwnModel" in page and "OwnModel, 3-D latent" in page
+    assert "own model OwnModel" in page and "latent: 3-D normal latent" in page
     path = tmp_path / "own.html"
     path.write_text(page, encoding="utf-8")
     with explorer_page(browser, path) as (page_, _, _):

@@ -21,7 +21,7 @@ from ..contract import device_of, n_labels
 from ..data.catalog import DATASETS
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
-from ..figures.variants import decode, decoded_size, encode, is_builtin, latent_text, prior_family
+from ..figures.variants import decode, decoded_size, encode, is_builtin, prior_family
 from .decoder import ExplorerError, decode_cost, decoder_spec
 
 
@@ -45,8 +45,9 @@ GRID_LINE = (2, 200)  # nodes of the 1-D grid of a 1-D latent
 def latent_description(model: nn.Module) -> dict[str, Any]:
     """What the page's z is: the decoder's latent input (z1 of a two-layer model), flattened."""
     if not is_builtin(model):  # a model of the user's own: z as its prior's event, flattened
-        return {"kind": "continuous", "family": prior_family(model) or "own", "size": decoded_size(model),
-                "two_layer": False, "latent_dim2": 0, "text": latent_text(model)}
+        family, size = prior_family(model), decoded_size(model)
+        return {"kind": "continuous", "family": family or "own", "size": size, "two_layer": False, "latent_dim2": 0,
+                "text": f"{size}-D {family + ' ' if family else ''}latent"}
     config = model.config
     kind = "categorical" if config.latent == "categorical" else "continuous"
     info: dict[str, Any] = {"kind": kind, "family": config.latent, "size": int(model.latent.size),
