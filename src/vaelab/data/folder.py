@@ -25,7 +25,6 @@ import hashlib
 import multiprocessing
 import os
 import sys
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,8 +37,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from ..progress import progress as progress_bar
 from . import images as imagefile
 from .errors import DataError, DataWarning
 from .imagecache import (
@@ -66,7 +65,6 @@ SKIPPED_DIRS = frozenset({"__MACOSX"})
 CHUNK_FILES = 256  # files per task handed to a worker process, at most
 CHUNK_BYTES = 16 * 2**20  # and at most this many decoded bytes, so large images come in fewer
 PARALLEL_MIN_FILES = 4096  # fewer are decoded in this process: starting workers costs more
-PROGRESS_EVERY_S = 5.0  # how often a line is written when stderr is not a terminal
 SHOWN = 3  # how many file names a warning lists
 
 
@@ -343,7 +341,7 @@ def _probe_all(root: Path, plan: FolderPlan, options: DecodeOptions, skip_bad: b
     failures: list[tuple[int, str]] = []
     paths = [str(root / rel) for rel in plan.files]
     task = partial(_probe_chunk, options=options, stop_early=not skip_bad)
-    with _Progress(len(paths), "reading image headers", progress) as bar:
+    with progress_bar(len(paths), "reading image headers", "image", enabled=progress) as bar:
         for start, (chunk_infos, chunk_failures) in runner.run(task, paths):
             _raise_first(chunk_failures, skip_bad)
             infos += chunk_infos
@@ -385,7 +383,7 @@ def _decode_rows(root: Path, plan: FolderPlan, options: DecodeOptions, expected_
     failures: list[tuple[int, str]] = []
     written = 0
     task = partial(_decode_chunk, options=options, expected_hw=expected_hw, stop_early=not skip_bad)
-    with _Progress(len(paths), "decoding images", progress) as bar:
+    with progress_bar(len(paths), "decoding images", "image", enabled=progress) as bar:
         chunk = max(1, min(CHUNK_FILES, CHUNK_BYTES // pixels[0].nbytes))
         for start, (block, chunk_failures) in runner.run(task, paths, chunk):
             _raise_first(chunk_failures, skip_bad)
@@ -507,35 +505,6 @@ def _channels(infos: Sequence[ImageInfo]) -> int:
 
 
 # ---------------------------------------------------------------- reporting
-
-class _Progress:
-    """A tqdm bar on a terminal; elsewhere a line every PROGRESS_EVERY_S seconds; or nothing."""
-
-    def __init__(self, total: int, what: str, enabled: bool) -> None:
-        self.total, self.what, self.done = total, what, 0
-        self.start = self.last = time.monotonic()
-        terminal = enabled and sys.stderr.isatty()
-        self.lines = enabled and not terminal
-        self.bar = tqdm(total=total, desc=what, unit="img", leave=False) if terminal else None
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        now = time.monotonic()
-        if self.lines and now - self.last >= PROGRESS_EVERY_S:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            print(f"vaelab: {self.what}: {self.done}/{self.total} ({rate:.0f}/s)",
-                  file=sys.stderr, flush=True)
-
 
 def _report_ignored(root: Path, ignored: Sequence[str], progress: bool) -> None:
     """One line on stderr saying how many files were not taken as images."""
