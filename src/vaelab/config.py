@@ -388,16 +388,8 @@ class RunConfig:
                f"{self.train.batch_size} is larger than the {n_train} training images")
 
     def _check_sweep_members(self) -> None:
-        """Each sweep member's overrides must give a valid config (as pipeline.member_configs builds it)."""
-        for i, member in enumerate(self.sweep.members):
-            values = self.to_dict()
-            values["sweep"] = {"members": []}
-            try:
-                for text in member.split(";"):
-                    values = _merge(values, parse_override(text.strip()))
-                config_from_dict(values)
-            except ConfigError as err:
-                raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
+        """Each sweep member's overrides must give a valid config."""
+        member_configs(self)
 
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
@@ -530,6 +522,25 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     config = _build(RunConfig, values, "")
     config.validate()
     return config
+
+
+def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(folder name, config) of each sweep member: the sweep's config with the member's overrides,
+    named by their keys' last parts (`model.latent_dim=2` -> `latent_dim=2`). A member whose
+    overrides give no valid config is a ConfigError naming it."""
+    base = config.to_dict()
+    base["sweep"] = {"members": []}
+    members = []
+    for i, member in enumerate(config.sweep.members):
+        texts = [text.strip() for text in member.split(";")]
+        values = base
+        try:
+            for text in texts:
+                values = _merge(values, parse_override(text))
+            members.append(("_".join(text.split(".")[-1] for text in texts), config_from_dict(values)))
+        except ConfigError as err:
+            raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
+    return members
 
 
 def parse_override(text: str) -> dict[str, Any]:

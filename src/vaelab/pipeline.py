@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, config_from_dict, parse_override
+from .config import ConfigError, RunConfig, config_from_dict, member_configs, parse_override
 from .config import _merge as merge_dicts
 from .data.catalog import AUTO, IMAGES
 from .data.views import binarization_seed
-from .runs import RunFolder, SweepFolder, member_configs
+from .runs import RunFolder, SweepFolder
 
 # Keys a finished or interrupted run may change when it is resumed: how long it trains, what is
 # done at the end, and how many CPU threads it computes with (the machine's business, not the
