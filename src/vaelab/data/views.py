@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .catalog import DATASETS
+from .catalog import known_label_names
 
 if TYPE_CHECKING:
     from .sources import RawDataset
@@ -176,7 +176,7 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
     sets = {name: _view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
     shape = tuple(raw.x_train.shape[1:]) if raw.x_train.ndim == 4 else (1, *raw.x_train.shape[1:3])
     labelled = getattr(raw, "y_train", None) is not None
-    names = tuple(getattr(raw, "label_names", ()) or (DATASETS[raw.name].label_names if raw.name in DATASETS else ()))
+    names = tuple(getattr(raw, "label_names", ()) or known_label_names(raw.name))
     return ImageData(raw.name, config.binarization, raw.source, shape,
                      **{name: s.to(device) for name, s in sets.items()}, label_names=names, labelled=labelled)
 

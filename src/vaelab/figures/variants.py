@@ -12,12 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Distribution
 
-from ..data.catalog import DATASETS
+from ..data.catalog import known_label_names
 from ..distributions import rsample
 from ..model import VAE
 
 PRIOR_NAMES = {"normal": "N(0, I)", "laplace": "Laplace(0, 1)"}
-LABEL_NAMES = {name: info.label_names for name, info in DATASETS.items()}
 
 
 def is_conditional(model: VAE) -> bool:
@@ -68,7 +67,7 @@ def latent_text(model: VAE) -> str:
 
 def class_names(data_name: str | None, classes: Sequence[int]) -> list[str]:
     """Display names of integer labels: the data set's names where known, else the numbers."""
-    names = LABEL_NAMES.get(data_name or "")
+    names = known_label_names(data_name)
     return [names[k] if names and k < len(names) else str(k) for k in classes]
 
 
