@@ -15,8 +15,9 @@ import torch
 
 import vaelab
 from vaelab import cli
+from vaelab.comparison import run_row
 from vaelab.data.views import make_views
-from vaelab.report import run_row, write_report
+from vaelab.report import write_report
 from vaelab.runs import CONFIG, WEIGHTS, RunFolder, SweepFolder, fingerprint
 from vaelab.training import Trainer
 

@@ -191,7 +191,7 @@ def sweep_run(config: RunConfig, sweep_dir: Path, *, data_dir: str | None = None
     finished are kept, an interrupted one is resumed, the others are trained.
     """
     from .data import load_data
-    from .report import compare_runs
+    from .comparison import compare_runs
 
     sweep = SweepFolder(sweep_dir)
     sweep.start(config)
