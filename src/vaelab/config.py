@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .conv_shapes import conv_misfit
 from .data.catalog import AUTO, DATASETS, IMAGES, image_shape, label_names
 
 
@@ -406,10 +407,9 @@ class RunConfig:
                f"{self.model.n_classes} classes, but {self.data.name} labels go up to {n_classes - 1}")
         h, w = image_shape(self.data)[1:] if self.data.name != IMAGES else self.data.image_size
         if self.model.net == "conv":
-            from .nets import check_conv_fits  # here, not at the top: nets imports this module
-
-            # any size whose sides survive the halvings, odd ones included (the rule: nets.conv_sides)
-            check_conv_fits(h, w, len(self.model.conv_channels), f"{self.data.name} is")
+            # any size whose sides survive the halvings, odd ones included (the rule: conv_shapes.conv_sides)
+            misfit = conv_misfit(h, w, len(self.model.conv_channels), f"{self.data.name} is")
+            _check(misfit is None, "model.conv_channels", misfit)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
