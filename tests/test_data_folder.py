@@ -29,9 +29,9 @@ from vaelab.data import (
     load_image_folder,
     load_images,
 )
-from vaelab.data import folder as folder_module
-from vaelab.data import imagecache
-from vaelab.data import images as imagefile
+from vaelab.data.own import cache as imagecache
+from vaelab.data.own import decode as imagefile
+from vaelab.data.own import folder as folder_module
 from vaelab.data.arrays import sha256_array
 
 RNG = np.random.default_rng(0)

@@ -45,7 +45,7 @@ THREAD_SETTINGS = ("fixed", "auto")  # train.threads besides a count: see vaelab
 REGISTRIES: dict[str, tuple[str, str]] = {
     "data.name": ("data.catalog", "DATASETS"),
     "data.binarization": ("data.views", "VIEWS"),
-    "data.resize_mode": ("data.images", "RESIZE_MODES"),
+    "data.resize_mode": ("data.own.decode", "RESIZE_MODES"),
     "model.net": ("model", "NETWORKS"),
     "model.latent": ("latents", "LATENT_FAMILIES"),
     "model.prior": ("latents", "PRIORS"),

@@ -42,8 +42,8 @@ def image_options(data: Any) -> dict[str, Any]:
 
 
 def _load_images(path: Path, data: Any, progress: bool) -> Any:
-    from .folder import load_image_folder
-    from .imagearrays import load_image_file
+    from .own.arrays import load_image_file
+    from .own.folder import load_image_folder
 
     shared = image_options(data)
     if path.is_dir():

@@ -5,7 +5,7 @@ naming a file that breaks it):
 
 - ``train/``, ``val/``, ``test/`` at the top are the splits, as they are (a missing one is
   empty); every image must then lie in one of them. Without them the images are split by
-  ``val_fraction`` and ``test_fraction``, seeded (see :func:`.imagedata.split_by_rank`).
+  ``val_fraction`` and ``test_fraction``, seeded (see :func:`.dataset.split_by_rank`).
 - Within the folder (or within each split folder), images in sub-folders take the
   sub-folder's name as their class: label i is the i-th of the sorted names, over all
   splits. Images directly in the folder are unlabelled; both at once is refused.
@@ -13,9 +13,9 @@ naming a file that breaks it):
   labels and splits never depend on the file system's listing order.
 - Files with a suffix in :data:`IGNORED_SUFFIXES`, hidden files (".DS_Store") and
   Thumbs.db / desktop.ini are ignored and counted; hidden folders and ``__MACOSX`` are not
-  entered. Every other file must be an image (see :mod:`.images` for the formats).
+  entered. Every other file must be an image (see :mod:`.decode` for the formats).
 
-Decoding happens once: the result is cached (see :mod:`.imagecache`) and read back from
+Decoding happens once: the result is cached (see :mod:`.cache`) and read back from
 the cache until a file is added, removed or changed, or an option changes.
 """
 
@@ -38,10 +38,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..progress import progress as progress_bar
-from . import images as imagefile
-from .errors import DataError, DataWarning
-from .imagecache import (
+from ...progress import progress as progress_bar
+from ..errors import DataError, DataWarning
+from ..sources import default_cache_dir
+from . import decode as imagefile
+from .arrays import load_image_arrays, load_image_file
+from .cache import (
     CachedImages,
     FileStamp,
     PixelWriter,
@@ -51,10 +53,8 @@ from .imagecache import (
     meta_arrays,
     read_cache,
 )
-from .imagearrays import load_image_arrays, load_image_file
-from .imagedata import SPLITS, ImageDataset, assemble, check_fractions, split_by_rank
-from .images import DEFAULT_MAX_PIXELS, WHITE, DecodeOptions, ImageInfo
-from .sources import default_cache_dir
+from .dataset import SPLITS, ImageDataset, assemble, check_fractions, split_by_rank
+from .decode import DEFAULT_MAX_PIXELS, WHITE, DecodeOptions, ImageInfo
 
 IGNORED_SUFFIXES = frozenset({
     ".txt", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".xml",
@@ -138,8 +138,8 @@ def load_images(source: Any, **options: Any) -> ImageDataset:
     """Your own images from wherever they are, as an :class:`ImageDataset`.
 
     ``source``: a folder (:func:`load_image_folder`), an .npy or .npz file
-    (:func:`.imagearrays.load_image_file`), an array or tensor of images, or a pair
-    (images, labels) of them (:func:`.imagearrays.load_image_arrays`). ``options`` go to
+    (:func:`.arrays.load_image_file`), an array or tensor of images, or a pair
+    (images, labels) of them (:func:`.arrays.load_image_arrays`). ``options`` go to
     the function that reads it.
     """
     if isinstance(source, str | os.PathLike):
