@@ -7,8 +7,9 @@ The names a choice accepts (``model.likelihood``, ``optim.name``, ...) are not l
 are the keys of the registry that implements the choice (``likelihoods.LIKELIHOOD_HEADS``,
 ``optimizers.OPTIMIZERS``, ...), named in `REGISTRIES`, so adding a variant is adding one registry
 entry. Those modules import this one (for `ModelConfig` and friends), so `choices` imports them
-when a config is validated, not at the top of this module. Only the few choices that train.py
-implements with if-statements have their names listed here (once).
+when a config is validated, not at the top of this module. Only the few choices that the training
+code (`training/`, `device.py`, `threads.py`) implements with if-statements have their names listed
+here (once).
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ class ConfigError(ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
 
 
-# Choices that train.py implements with if-statements rather than a registry; they are listed here, once.
+# Choices that training/, device.py and threads.py implement with if-statements, not a registry; listed here, once.
 OUTPUT_BIASES = ("zero", "data_mean")  # data_mean: the Trainer calls VAE.init_output_bias
 NONFINITE = ("stop", "skip")
-PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
+PRECISIONS = ("auto", "float32", "bfloat16")  # see device.network_dtype
 THREAD_SETTINGS = ("fixed", "auto")  # train.threads besides a count: see vaelab.threads
 
 # config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
