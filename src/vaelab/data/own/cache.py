@@ -18,8 +18,9 @@ One entry per folder and set of options, under ``<cache dir>/images/`` (the cach
 Decoding writes the pixels straight into a temp .npy (so a folder larger than memory never
 has to fit in it); the entry is committed only when the temp file has been flushed, fsynced
 and re-read to the same digests: the .npy is renamed to its fresh token name, then the .npz
-is written by :func:`..npzfile.write_npz_atomic` (temp, fsync, re-read, rename), and only
-that last rename makes the entry visible. A failure or an interruption at any point leaves
+is written by :func:`vaelab.data.npzfile.write_npz_atomic` (temp, fsync, re-read, rename),
+and only that last rename makes the entry visible (both temp files are made by
+:class:`vaelab.storage.StagedFile`). A failure or an interruption at any point leaves
 the previous entry as it was, and no half-written file under a name a reader opens.
 """
 
