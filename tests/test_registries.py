@@ -17,13 +17,14 @@ from vaelab.figures import context as figure_context
 from vaelab import training as train
 from vaelab.training import compiled
 from vaelab.config import REGISTRIES, ConfigError, RunConfig, choices, config_from_dict, registry
-from vaelab.data import catalog, images, views
+from vaelab.data import catalog, views
+from vaelab.data.own import decode
 
 # config key -> the registry that implements it, written out so a move of either side shows here
 IMPLEMENTED_BY = {
     "data.name": catalog.DATASETS,
     "data.binarization": views.VIEWS,
-    "data.resize_mode": images.RESIZE_MODES,
+    "data.resize_mode": decode.RESIZE_MODES,
     "model.net": model.NETWORKS,
     "model.latent": latents.LATENT_FAMILIES,
     "model.prior": latents.PRIORS,

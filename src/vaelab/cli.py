@@ -130,7 +130,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .report import compare_runs
+    from .comparison import compare_runs
 
     print(compare_runs(args.run_dirs, csv=args.csv), end="")
     return 0

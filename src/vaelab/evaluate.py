@@ -23,7 +23,7 @@ import torch
 from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
 from .contract import Model, device_of, kl, latent_size, likelihood, n_labels, posterior
-from .data.views import ImageSet
+from .data.views import ImageSet, binarization_seed
 from .distributions import rsample
 from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
@@ -208,15 +208,6 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
         "unit_activity": activity.tolist(),
         "kl_per_dim": None if kl_dims is None else (kl_dims / n).tolist(),
     }
-
-
-def binarization_seed(data_config: Any, split: str) -> int | None:
-    """The seed the split's images were binarized with once (see data.views.make_views)."""
-    if data_config.binarization == "dynamic":
-        return data_config.eval_seed + {"test": 0, "val": 1}[split]
-    if data_config.binarization == "static":
-        return data_config.static_seed + {"train": 0, "val": 1, "test": 2}[split]
-    return None
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: int = 0,

@@ -41,8 +41,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
-from .config import ConfigError, RunConfig, config_from_dict, parse_override
-from .config import _merge as merge_dicts
+from .config import ConfigError, RunConfig, config_from_dict, member_configs
 from .storage import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
                  save_tensors, write_json)
 
@@ -452,20 +451,6 @@ class SweepFolder:
         path = self.table_path(kind)
         atomic_write_bytes(path, text.encode())
         return path
-
-
-def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
-    """(folder name, config) of each sweep member: the sweep's config with the member's overrides."""
-    members = []
-    base = config.to_dict()
-    base["sweep"] = {"members": []}
-    for member in config.sweep.members:
-        values = base
-        for text in member.split(";"):
-            values = merge_dicts(values, parse_override(text.strip()))
-        name = "_".join(text.strip().split(".")[-1] for text in member.split(";"))
-        members.append((name, config_from_dict(values)))
-    return members
 
 
 def open_folder(path: str | Path) -> RunFolder | SweepFolder:

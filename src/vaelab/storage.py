@@ -1,6 +1,8 @@
 """Files a run writes and later reads: written to a temporary file, flushed, renamed into place.
 
-A process killed mid-write leaves the old file or the new one, never a torn one.
+A process killed mid-write leaves the old file or the new one, never a torn one. `StagedFile` is
+that rule, the one place vaelab makes such a temporary file; `atomic_path` and
+`atomic_write_bytes` are its common uses (the data caches write through them too).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +33,50 @@ class WriteError(OSError):
         return self.strerror
 
 
+class StagedFile:
+    """A hidden temporary file beside `path` (in its folder, so the rename is atomic): write `tmp`,
+    then `publish()` renames it onto `path`; `discard()`, or leaving a with-block unpublished,
+    removes it. The writer flushes and syncs what it writes before publishing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+
+    def publish(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)  # after publish() there is nothing left to remove
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write; renamed onto `path` when the block
+    ends, removed when it raises (see `StagedFile`)."""
+    with StagedFile(path) as staged:
+        yield staged.tmp
+        staged.publish()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise WriteError(path, err) from None
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; reports and figures are meant to be shared
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it private; reports and figures are meant to be shared
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:  # a full disk, a read-only folder: say which file could not be written
-        Path(tmp).unlink(missing_ok=True)
         raise WriteError(path, err) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | Path, value: Any) -> None:

@@ -31,7 +31,6 @@ the tests drive; see explorer.js.
 from .decoder import HEAD_MEANS, HEAD_TYPES, ExplorerError, decode_cost, decoder_spec
 from .page import (
     CSP,
-    LABEL_NAMES,
     LIVE_LIMIT,
     latent_description,
     posterior_means,
@@ -41,6 +40,6 @@ from .page import (
     write_explorer,
 )
 
-__all__ = ["CSP", "HEAD_MEANS", "HEAD_TYPES", "LABEL_NAMES", "LIVE_LIMIT", "ExplorerError", "decode_cost",
+__all__ = ["CSP", "HEAD_MEANS", "HEAD_TYPES", "LIVE_LIMIT", "ExplorerError", "decode_cost",
            "decoder_spec", "latent_description", "posterior_means", "precomputed_images", "render_explorer",
            "scatter_view", "write_explorer"]

@@ -18,14 +18,12 @@ from torch import nn
 
 from .. import webpage
 from ..contract import device_of, n_labels
-from ..data.catalog import DATASETS
+from ..data.catalog import known_label_names
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
 from ..figures.variants import decode, decoded_size, encode, is_builtin, prior_family
 from .decoder import ExplorerError, decode_cost, decoder_spec
 
-
-LABEL_NAMES: dict[str, tuple[str, ...]] = {name: info.label_names for name, info in DATASETS.items()}
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
@@ -389,9 +387,9 @@ def _checked_points(means: Any, labels: Any, size: int) -> tuple[np.ndarray, np.
 
 
 def _default_label_names(data: str | None, n_labels: int, labels: np.ndarray) -> list[str]:
-    """A name per class: the data set's own where LABEL_NAMES knows them, else the class number."""
+    """A name per class: the data set's own where the catalog knows them, else the class number."""
     n_classes = int(max(n_labels, int(labels.max()) + 1 if len(labels) else 0, 1))
-    known = LABEL_NAMES.get(data or "", ())
+    known = known_label_names(data)
     return [known[k] if k < len(known) else str(k) for k in range(n_classes)]
 
 

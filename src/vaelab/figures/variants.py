@@ -17,12 +17,11 @@ from torch.distributions import Distribution
 from torch.distributions import Independent
 
 from ..contract import Model, decode_mean, device_of, encode_mean, latent_shape, latent_size, n_labels
-from ..data.catalog import DATASETS
+from ..data.catalog import known_label_names
 from ..distributions import rsample
 from ..latents import prior_display_name
 from ..model import VAE
 
-LABEL_NAMES = {name: info.label_names for name, info in DATASETS.items()}
 
 
 def is_conditional(model: Model) -> bool:
@@ -98,7 +97,7 @@ def latent_text(model: Model) -> str:
 
 def class_names(data_name: str | None, classes: Sequence[int]) -> list[str]:
     """Display names of integer labels: the data set's names where known, else the numbers."""
-    names = LABEL_NAMES.get(data_name or "")
+    names = known_label_names(data_name)
     return [names[k] if names and k < len(names) else str(k) for k in classes]
 
 
