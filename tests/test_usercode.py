@@ -152,6 +152,9 @@ def test_a_model_file_trains_evaluates_and_draws_and_its_run_records_the_code(tm
     drawn = {f.name: f for f in run.figures("samples", "reconstructions", "manifold", "latent-scatter", "kl-per-dim")}
     assert all(f.path and f.path.is_file() for f in drawn.values()), drawn
     assert run.explore().path.is_file()
+    table = vaelab.compare(run)
+    assert "TinyVAE (my_vae.py)" in table and "| 2 |" in table  # its class and latent size, not the VAE defaults
+    assert "TinyVAE" in run.report(samples=20, progress=False).path.read_text()
 
 
 def test_an_edited_model_file_stops_later_commands_unless_the_change_is_allowed(tmp_path, model_file, tiny_data,

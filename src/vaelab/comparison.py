@@ -78,7 +78,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "activation": dotted_get(config, "model.activation"), "likelihood": dotted_get(config, "model.likelihood"),
         "binarization": binarization_of(evaluation, summary, config), "optimizer": optimizer or None,
         "epochs": epochs,
-    }
+    } | _own_code_cells(config, summary, evaluation)
     if found:
         row |= {key: evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
                                                       "active_units")}
@@ -88,6 +88,29 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
                 "kl": summary.get("test_kl"), "nll": None, "nll_stderr": None, "k": None, "active_units": None,
                 "elbo_from": SUMMARY if "test_elbo" in summary else None}
     return row
+
+
+def _class_of(ref: Any) -> str | None:
+    """'/home/u/my_vae.py:MyVAE' -> 'MyVAE (my_vae.py)'; None for no reference."""
+    if not isinstance(ref, str) or not ref:
+        return None
+    where, _, name = ref.rpartition(":")
+    return f"{name} ({Path(where).name})" if where.endswith(".py") else f"{name} ({where})"
+
+
+def _own_code_cells(config: dict[str, Any], summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The cells a model of the user's own fills instead of the VAE config's: its class, its latent size."""
+    custom = _class_of(dotted_get(config, "model.custom"))
+    cells: dict[str, Any] = {}
+    if custom:
+        cells = {"latent_dim": evaluation.get("latent_dim") or summary.get("latent_size"), "encoder_hidden": custom,
+                 "decoder_hidden": custom, "activation": None,
+                 "likelihood": evaluation.get("likelihood") or "own"}
+    for side in ("encoder", "decoder"):
+        own = _class_of(dotted_get(config, f"model.{side}"))
+        if own:
+            cells[f"{side}_hidden"] = own
+    return cells
 
 
 # ---------------------------------------------------------------- formatting

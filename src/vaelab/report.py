@@ -113,9 +113,24 @@ def _header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], bina
                f"finished {_e(summary['finished_at'])}" if summary.get("finished_at") else ""]
     if any(trained):
         facts.append("Trained " + ", ".join(t for t in trained if t))
+    facts += _own_code_facts(config)
     facts.append(f"Report written {_e(datetime.now().isoformat(timespec='seconds'))}")
     description = f"<p>{_e(config['description'])}</p>" if config.get("description") else ""
     return (f"<h1>{_e(name)}</h1>" + "".join(f'<p class="facts">{f}</p>' for f in facts) + description)
+
+
+def _own_code_facts(config: dict[str, Any]) -> list[str]:
+    """A line per reference to the user's own code (model.custom/encoder/decoder) with its file's digest."""
+    code = config.get("code") or {}
+    facts = []
+    for key, what in (("custom", "Own model"), ("encoder", "Own encoder"), ("decoder", "Own decoder")):
+        ref = dotted_get(config, f"model.{key}")
+        if ref:
+            file, _, name = ref.rpartition(":")
+            sha = code.get(file)
+            facts.append(f"{what}: <code>{_e(name)}</code> from <code>{_e(file)}</code>"
+                         + (f" (sha256 {_e(sha[:12])}...)" if sha else ""))
+    return facts
 
 
 def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str,

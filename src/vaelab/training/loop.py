@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
-from ..contract import Model, device_of, n_labels
+from ..contract import Model, device_of, latent_size, n_labels
 from ..model import VAE, build_model
 from ..objectives import elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
@@ -448,6 +448,9 @@ class Trainer:
             "network_precision": self.precision_name, **self.step.compile_status(),
             "weights": "ema" if self.ema is not None else "trained",  # train.ema_decay: the moving average
             "finished_at": datetime.now().isoformat(timespec="seconds"),
+            # what a table of runs shows of a model it cannot read from the config (one of the user's own)
+            "model": type(self.model).__name__, "latent_size": latent_size(self.model),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
         }
         summary["processes"] = self.parallel.world
         if self.parallel.is_main:
