@@ -6,15 +6,19 @@ import argparse
 import dataclasses
 import os
 import sys
+import sysconfig
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import ConfigError, preset_dict, preset_names
+from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD
-from .parallel import ParallelError
-from .training import NonFiniteError
+
+USER_ERROR = 2  # an error vaelab recognised (a config, a command, a file, the data): one line says what
+UNEXPECTED_ERROR = 3  # any other exception: a bug in vaelab, or in a model or plugin of the user's
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -312,12 +316,50 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vaelab presets | head -1`: the reader has all it wants
         _silence_stdout()
         return 0
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError, NonFiniteError,
-            ParallelError) as err:
+    except (VaelabError, OSError) as err:  # OSError: the user's paths, a full disk, a read-only folder
         if os.environ.get("VAELAB_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR
+    except Exception as err:  # not one vaelab raised for the user to fix: its traceback is needed to fix it
+        if os.environ.get("VAELAB_DEBUG"):
+            raise
+        traceback.print_exception(err, file=sys.stderr)
+        print(_unexpected_error_line(err), file=sys.stderr)
+        return UNEXPECTED_ERROR
+
+
+def _unexpected_error_line(err: BaseException) -> str:
+    """The last line under an unexpected exception's traceback: whose code raised it, and what to do."""
+    frame = _raising_frame(err)
+    if frame is not None and not _in_vaelab(frame.filename):
+        return (f"error: {type(err).__name__} raised in your code ({frame.filename}, line {frame.lineno}); "
+                "the traceback above shows how vaelab got there")
+    return (f"internal error: {type(err).__name__}: {err}\n"
+            f"  this is a bug in vaelab {__version__}, not a mistake of yours; please report it with the command "
+            "you ran and the traceback above (VAELAB_DEBUG=1 lets the exception through to a debugger)")
+
+
+def _raising_frame(err: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of vaelab's or the user's own code in the traceback of `err`, passing over
+    the standard library's and installed packages' (torch's, say); None if there is none."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if _in_vaelab(frame.filename) or not _in_library(frame.filename):
+            return frame
+    return None
+
+
+def _in_library(filename: str) -> bool:
+    """Is it the standard library's or an installed package's file?"""
+    if filename.startswith("<"):  # <frozen runpy>, <string>
+        return True
+    path = Path(filename).resolve()
+    stdlib = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib")}
+    return bool({"site-packages", "dist-packages"} & set(path.parts)) or any(path.is_relative_to(s) for s in stdlib)
+
+
+def _in_vaelab(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 def _silence_stdout() -> None:

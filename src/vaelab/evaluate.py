@@ -25,6 +25,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, kl_diverge
 from .contract import Model, device_of, kl, latent_size, likelihood, n_labels, posterior
 from .data.views import ImageSet
 from .distributions import rsample
+from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .parallel import Parallel
@@ -32,7 +33,7 @@ from .progress import progress as progress_bar
 from .threads import ThreadAdapter
 
 
-class EvaluationError(ValueError):
+class EvaluationError(VaelabError, ValueError):
     """An evaluation that would report a meaningless number; the message says why and what to do."""
 
 

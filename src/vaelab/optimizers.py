@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .config import OptimConfig
+from .config import ConfigError, OptimConfig
 
 # name -> (parameters, config, fused) -> optimizer; `fused` is only Adam's to use
 OPTIMIZERS: dict[str, Callable[[Any, OptimConfig, bool], torch.optim.Optimizer]] = {
@@ -116,7 +116,7 @@ def learning_rate(config: OptimConfig, epoch: int, planned_epochs: int = 0) -> f
     """The learning rate of `epoch` (0-based) under `optim.schedule`, in a run of `planned_epochs`
     (for warmup_cosine); "plateau" has none: it follows the validation ELBO."""
     if config.schedule not in LR_FACTORS:
-        raise ValueError(f"optim.schedule: {config.schedule!r} follows the validation ELBO, not the epoch")
+        raise ConfigError(f"optim.schedule: {config.schedule!r} follows the validation ELBO, not the epoch")
     return config.lr * LR_FACTORS[config.schedule](config, epoch, planned_epochs)
 
 

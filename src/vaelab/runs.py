@@ -43,6 +43,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from .config import ConfigError, RunConfig, config_from_dict, parse_override
 from .config import _merge as merge_dicts
+from .errors import VaelabError
 from .storage import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
                  save_tensors, write_json)
 
@@ -66,7 +67,11 @@ WEIGHTS_FORMAT = {"format": "vaelab-weights"}
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> fingerprint of its weights
 
 
-class NotARunError(ValueError):
+class RunFolderError(VaelabError, ValueError):
+    """A run folder whose files cannot be read or do not fit together; the message names the file."""
+
+
+class NotARunError(RunFolderError):
     """A folder that is neither a run nor a sweep of runs; the message names it."""
 
 
@@ -181,7 +186,7 @@ class RunFolder:
         try:
             return json.loads(metadata["state"])
         except (KeyError, json.JSONDecodeError) as err:
-            raise ValueError(f"{self.file(CHECKPOINT)}: no readable training state ({err})") from None
+            raise RunFolderError(f"{self.file(CHECKPOINT)}: no readable training state ({err})") from None
 
     def finished(self) -> bool:
         """Whether training has ended here (and not been reopened to train longer)."""
@@ -343,7 +348,7 @@ class RunFolder:
         return holder[0] if holder and holder[1] == socket.gethostname() and _alive(holder[0]) else None
 
 
-class RunLockedError(FileExistsError):
+class RunLockedError(VaelabError, FileExistsError):
     """Another live process is training in this run folder."""
 
 
@@ -507,7 +512,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the run's {folder.file(CONFIG)} ({err})") from None
+        raise RunFolderError(f"{path}: weights do not match the run's {folder.file(CONFIG)} ({err})") from None
     model.run_config = config
     model.weights_sha256 = digest
     model.code_sha256 = {path: changed[path]["now"] if path in changed else sha

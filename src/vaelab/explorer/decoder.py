@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import VaelabError
 from ..likelihoods import (
     _CB_TAYLOR_BELOW,
     LOG_SCALE_MAX,
@@ -41,7 +42,7 @@ HEAD_MEANS = {
 }
 
 
-class ExplorerError(ValueError):
+class ExplorerError(VaelabError, ValueError):
     """The page cannot decode this model; the message says what it cannot reproduce."""
 
 
