@@ -134,9 +134,9 @@ def _bernoulli_pixels(model: Model) -> bool:
 
 
 def check_scorable(config: Any, model: Model | None = None) -> None:
-    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL."""
+    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL (a head whose data_range is binary)."""
     bernoulli = (_bernoulli_pixels(model) if config.model.custom and model is not None
-                 else config.model.likelihood == "bernoulli")
+                 else LIKELIHOOD_HEADS[config.model.likelihood].data_range == "binary")
     if bernoulli and config.data.binarization == "grey":
         raise EvaluationError(
             "this model scores grey-level pixels with a Bernoulli: a Bernoulli is a distribution over {0, 1}, "

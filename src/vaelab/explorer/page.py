@@ -19,6 +19,7 @@ from torch import nn
 from .. import webpage
 from ..contract import device_of, n_labels
 from ..data.catalog import DATASETS
+from ..latents import latent_kind
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
 from ..figures.variants import decode, decoded_size, encode, is_builtin, latent_text, prior_family
@@ -48,7 +49,7 @@ def latent_description(model: nn.Module) -> dict[str, Any]:
         return {"kind": "continuous", "family": prior_family(model) or "own", "size": decoded_size(model),
                 "two_layer": False, "latent_dim2": 0, "text": latent_text(model)}
     config = model.config
-    kind = "categorical" if config.latent == "categorical" else "continuous"
+    kind = latent_kind(model.latent)
     info: dict[str, Any] = {"kind": kind, "family": config.latent, "size": int(model.latent.size),
                             "two_layer": bool(getattr(model, "top", None)), "latent_dim2": int(config.latent_dim2)}
     if kind == "categorical":
