@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 import sysconfig
+import textwrap
 import traceback
 import warnings
 from pathlib import Path
@@ -221,7 +222,20 @@ def _add_code_flag(parser: argparse.ArgumentParser) -> None:
                              "(the run folder records it)")
 
 
+class _WholeWordsFormatter(argparse.HelpFormatter):
+    """argparse's help wrapped between words only, so that a name such as kl-per-dim stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # every list of choices is its registry's names, so a name added there is offered here
+    from .data.catalog import DATASETS
+    from .data.sources import NAME_ALIASES
+    from .figures import FIGURES
+    from .runs import EVALUATION_SPLITS
+
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -244,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--split", choices=["test", "val"], default="test")
+    evaluate.add_argument("--split", choices=EVALUATION_SPLITS, default=EVALUATION_SPLITS[0])
     evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -255,10 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_code_flag(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures")
+    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures",
+                                  formatter_class=_WholeWordsFormatter)
     figures.add_argument("run_dir")
-    figures.add_argument("names", nargs="*", help="samples, reconstructions, interpolations, latent-scatter, "
-                                                  "manifold, curves, kl-per-dim (default: all)")
+    figures.add_argument("names", nargs="*", help=f"{', '.join(FIGURES)} (default: all)")
     _add_figure_flags(figures)
     _add_code_flag(figures)
     figures.set_defaults(func=_cmd_figures)
@@ -287,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="fetch and inspect data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     fetch = data_commands.add_parser("fetch", help="fetch, verify and cache a data set")
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10", "cifar-10"])
+    fetch.add_argument("name", choices=[*DATASETS, *NAME_ALIASES])
     fetch.add_argument("--data-dir")
     fetch.set_defaults(func=_cmd_data_fetch)
     info = data_commands.add_parser("info", help="show what is cached")

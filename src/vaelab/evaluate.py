@@ -231,11 +231,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     """
     from .data import load_data
     from .data.views import make_views
-    from .runs import RunFolder, load_run
+    from .runs import EVALUATION_SPLITS, RunFolder, load_run
     from .device import resolve_device
 
-    if split not in ("test", "val"):
-        raise EvaluationError(f"split must be test or val, got {split!r}")
+    if split not in EVALUATION_SPLITS:
+        raise EvaluationError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got {split!r}")
     if k < 1:
         raise EvaluationError(f"K (importance samples, --samples) must be >= 1, got {k}")
     folder = RunFolder(run_dir).check()

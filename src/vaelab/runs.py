@@ -60,7 +60,8 @@ LOCK = ".lock"
 SWEEP = "sweep.json"
 CODE_CHANGES = "code-changes.jsonl"  # each time a command went on with model code that changed since training
 TABLES = {"md": "table.md", "csv": "table.csv"}
-EVALUATION = re.compile(r"eval-(test|val)-k(\d+)\.json")
+EVALUATION_SPLITS = ("test", "val")  # the splits an evaluation scores, each into its own file:
+EVALUATION = re.compile(rf"eval-({'|'.join(EVALUATION_SPLITS)})-k(\d+)\.json")  # eval-<split>-k<K>.json
 WEIGHTS_FORMAT = {"format": "vaelab-weights"}
 
 
