@@ -30,9 +30,10 @@ from typing import Any
 
 from .conv_shapes import conv_misfit
 from .data.catalog import AUTO, DATASETS, IMAGES, image_shape, label_names
+from .errors import VaelabError
 
 
-class ConfigError(ValueError):
+class ConfigError(VaelabError, ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
 
 

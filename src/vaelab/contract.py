@@ -23,8 +23,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
+from .errors import VaelabError
 
-class ModelError(ValueError):
+
+class ModelError(VaelabError, ValueError):
     """A model that does not meet the contract; the message says what it returned and what is needed."""
 
 

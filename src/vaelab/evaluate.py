@@ -25,6 +25,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, kl_diverge
 from .contract import Model, device_of, kl, latent_size, likelihood, n_labels, posterior
 from .data.views import ImageSet, binarization_seed
 from .distributions import rsample
+from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .parallel import Parallel
@@ -32,7 +33,7 @@ from .progress import progress as progress_bar
 from .threads import ThreadAdapter
 
 
-class EvaluationError(ValueError):
+class EvaluationError(VaelabError, ValueError):
     """An evaluation that would report a meaningless number; the message says why and what to do."""
 
 
@@ -133,9 +134,9 @@ def _bernoulli_pixels(model: Model) -> bool:
 
 
 def check_scorable(config: Any, model: Model | None = None) -> None:
-    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL."""
+    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL (a head whose data_range is binary)."""
     bernoulli = (_bernoulli_pixels(model) if config.model.custom and model is not None
-                 else config.model.likelihood == "bernoulli")
+                 else LIKELIHOOD_HEADS[config.model.likelihood].data_range == "binary")
     if bernoulli and config.data.binarization == "grey":
         raise EvaluationError(
             "this model scores grey-level pixels with a Bernoulli: a Bernoulli is a distribution over {0, 1}, "
@@ -221,11 +222,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     """
     from .data import load_data
     from .data.views import make_views
-    from .runs import RunFolder, load_run
+    from .runs import EVALUATION_SPLITS, RunFolder, load_run
     from .device import resolve_device
 
-    if split not in ("test", "val"):
-        raise EvaluationError(f"split must be test or val, got {split!r}")
+    if split not in EVALUATION_SPLITS:
+        raise EvaluationError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got {split!r}")
     if k < 1:
         raise EvaluationError(f"K (importance samples, --samples) must be >= 1, got {k}")
     folder = RunFolder(run_dir).check()

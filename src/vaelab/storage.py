@@ -21,8 +21,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from .errors import VaelabError
 
-class WriteError(OSError):
+
+class ReadError(VaelabError, ValueError):
+    """A file is not in the format vaelab wrote it in (damaged, or another file in its place); the message names it."""
+
+
+class WriteError(VaelabError, OSError):
     """A file could not be written; the message names it and says why."""
 
     def __init__(self, path: Path, err: OSError) -> None:
@@ -84,16 +90,16 @@ def write_json(path: str | Path, value: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """A JSON file's value; a file that is not UTF-8 JSON (a pickle, say) is a ValueError naming it."""
+    """A JSON file's value; a file that is not UTF-8 JSON (a pickle, say) is a ReadError naming it."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
+        raise ReadError(f"{path}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise ReadError(f"{path}: not valid JSON ({err})") from None
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -113,7 +119,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not JSON lines (not UTF-8 text: {err.reason} at byte {err.start})") from None
+        raise ReadError(f"{path}: not JSON lines (not UTF-8 text: {err.reason} at byte {err.start})") from None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -124,7 +130,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if number == len(lines):
                 warnings.warn(f"{path}: skipped a torn last line {number} (a crash while writing)", stacklevel=2)
                 continue
-            raise ValueError(f"{path}: line {number} is not valid JSON") from None
+            raise ReadError(f"{path}: line {number} is not valid JSON") from None
     return records
 
 
@@ -135,7 +141,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; a damaged file is a ValueError naming it."""
+    """(tensors, metadata) of a safetensors file; a damaged file is a ReadError naming it."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -150,7 +156,7 @@ def load_tensors_bytes(data: bytes, path: str | Path) -> tuple[dict[str, torch.T
         tensors = load_safetensors_bytes(data)
         metadata = _safetensors_metadata(data)
     except (SafetensorError, ValueError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
+        raise ReadError(f"{path}: not a valid safetensors file ({err})") from None
     return tensors, metadata
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from .catalog import known_label_names
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _splits(raw: Any, config: DataConfig) -> dict[str, tuple[torch.Tensor, torch
         return {"train": (train[0][fit], train[1][fit]), "val": (train[0][val], train[1][val]), "test": test}
     n_fit = len(train[0]) - config.val_size
     if n_fit < 1:
-        raise ValueError(f"data.val_size={config.val_size} leaves no training images out of {len(train[0])}")
+        raise ConfigError(f"data.val_size={config.val_size} leaves no training images out of {len(train[0])}")
     return {"train": (train[0][:n_fit], train[1][:n_fit]), "val": (train[0][n_fit:], train[1][n_fit:]),
             "test": test}
 

@@ -18,7 +18,7 @@ from torch.distributions import Distribution, Independent, Laplace, Normal
 
 from ..distributions import TwoStep
 from ..contract import Model, device_of, n_labels
-from .context import MANIFOLD_RANGES, FigureContext, FigureSkipped
+from .context import MANIFOLD_RANGES, FigureContext, FigureError, FigureSkipped
 from .grids import as_images, image_grid_figure, tile
 from .variants import decode, decoded_size, is_categorical, is_two_layer, latent_dim, prior_family
 
@@ -83,7 +83,7 @@ def _manifold_dims(ctx: FigureContext) -> tuple[int, int]:
                             "(latent-scatter shows the 1-D codes)")
     dims = ctx.manifold_dims or (0, 1)
     if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < size for d in dims):
-        raise ValueError(f"manifold_dims: {dims} are not two different dims in 0..{size - 1}")
+        raise FigureError(f"manifold_dims: {dims} are not two different dims in 0..{size - 1}")
     return int(dims[0]), int(dims[1])
 
 
@@ -93,7 +93,7 @@ def _manifold_label(ctx: FigureContext) -> torch.Tensor | None:
         return None
     label, classes = ctx.manifold_label, n_labels(ctx.model)
     if not 0 <= label < classes:
-        raise ValueError(f"manifold_label: {label} is not a label in 0..{classes - 1}")
+        raise FigureError(f"manifold_label: {label} is not a label in 0..{classes - 1}")
     return torch.full((ctx.manifold_n ** 2,), label, device=device_of(ctx.model))
 
 

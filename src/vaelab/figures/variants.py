@@ -19,7 +19,7 @@ from torch.distributions import Independent
 from ..contract import Model, decode_mean, device_of, encode_mean, latent_shape, latent_size, n_labels
 from ..data.catalog import known_label_names
 from ..distributions import rsample
-from ..latents import prior_display_name
+from ..latents import latent_kind, prior_display_name
 from ..model import VAE
 
 
@@ -35,7 +35,7 @@ def is_builtin(model: Model) -> bool:
 
 
 def is_categorical(model: Model) -> bool:
-    return is_builtin(model) and model.config.latent == "categorical"
+    return is_builtin(model) and latent_kind(model.latent) == "categorical"
 
 
 def is_two_layer(model: Model) -> bool:

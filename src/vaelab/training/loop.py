@@ -34,7 +34,7 @@ from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_ep
 from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, RunFolder
+from ..runs import CHECKPOINT, RunFolder, RunFolderError
 from ..threads import ThreadAdapter
 from .checkpoint import Checkpoint, TrainState
 from .guard import NonFiniteGuard
@@ -211,7 +211,7 @@ class Trainer:
                 self.ema.load_state_dict(saved.ema if saved.ema is not None else {})
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             path = self.folder.file(CHECKPOINT)
-            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
+            raise RunFolderError(f"{path}: checkpoint does not match the run's config ({err})") from None
         self.folder.drop_metrics_after(self.state.epoch)
 
     def _restore_schedule(self, saved: dict[str, Any] | None) -> None:
