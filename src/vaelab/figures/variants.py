@@ -54,8 +54,6 @@ def decoded_size(model: Model) -> int:
 
 def prior_family(model: Model) -> str | None:
     """"normal" or "laplace" where p(z) factorizes into those (its quantiles have names), else None."""
-    if is_builtin(model):
-        return None if is_categorical(model) or model.config.pseudo_inputs else model.config.prior
     prior = model.prior()
     base = type(prior.base_dist if isinstance(prior, Independent) else prior).__name__
     return {"Normal": "normal", "Laplace": "laplace"}.get(base)
