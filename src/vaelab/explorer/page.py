@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import webpage
-from ..data.catalog import DATASETS
+from ..data.catalog import DATASETS, drawn_inverted
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
 from .decoder import ExplorerError, decode_cost, decoder_spec
@@ -333,6 +333,7 @@ def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
         "labels": labels.tolist(),
         "slider_range": _slider_range(means, latent),
         "head_mean": decoding["head_mean"],
+        "inverted": drawn_inverted(info.get("data")),  # grey drawn dark on white, as the figures draw it
     }
     name = info.get("name") or "model"
     banner_id = "unsupported" if decoding["cost"] is None else "precomputed"

@@ -73,6 +73,11 @@ class FigureContext:
         return self.data.image_shape
 
     @property
+    def inverted(self) -> bool:
+        """Whether grey images are drawn dark on white (MNIST-like data), not in their own levels."""
+        return self.data.drawn_inverted
+
+    @property
     def conditional(self) -> bool:
         return is_conditional(self.model)
 
