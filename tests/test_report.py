@@ -293,3 +293,11 @@ def test_report_of_a_trained_run_end_to_end(tmp_path, tiny_raw):
     with open_page(path) as (browser_page, _):
         images = image_states(browser_page)
     assert len(images) == len(drawn) and all(image["loaded"] for image in images), images
+
+
+def test_the_report_says_it_starts_an_evaluation_and_how_to_shorten_it():
+    from vaelab.report import SHORTER_CLI, evaluating_line
+
+    assert evaluating_line(5000, SHORTER_CLI).endswith("shorter: --samples 1000, or --no-evaluate to skip it)")
+    assert "K = 5000" in evaluating_line(5000) and "shorter: samples=1000, or evaluate=False" in evaluating_line(5000)
+    assert "shorter: --samples 100," in evaluating_line(500, SHORTER_CLI)

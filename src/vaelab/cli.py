@@ -33,8 +33,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     if isinstance(result, api.Sweep):
         _rank0_print(result.table().rstrip("\n"))
     return 0
@@ -108,10 +106,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import SHORTER_CLI, write_report
 
     path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate, figures=not args.no_figures,
-                        **_figure_options(args))
+                        shorter=SHORTER_CLI, **_figure_options(args))
     print(f"report: {path}")
     return 0
 
@@ -294,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vaelab presets | head -1`: the reader has all it wants
         _silence_stdout()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: the user knows why it stopped; a traceback tells them nothing
+        print(("\n" if sys.stderr.isatty() else "") + f"interrupted (vaelab {args.command})", file=sys.stderr)
+        return 130
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError, NonFiniteError,
             ParallelError) as err:
         if os.environ.get("VAELAB_DEBUG"):

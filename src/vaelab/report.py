@@ -344,8 +344,22 @@ def _stale_note(run: RunFolder) -> str:
             "while it was training) or does not say which weights it scored.")
 
 
+# How a caller asks for a shorter evaluation, by where the report was asked for: the API's keywords
+# or the command line's flags (`vaelab report` passes SHORTER_CLI).
+SHORTER_API = ("samples={k}", "evaluate=False")
+SHORTER_CLI = ("--samples {k}", "--no-evaluate")
+
+
+def evaluating_line(k: int, shorter: tuple[str, str] = SHORTER_API) -> str:
+    """That the report starts an evaluation of K samples (minutes at K = 5000), and how to make it shorter."""
+    fewer = 1000 if k > 1000 else max(1, k // 5)
+    hint = f"; shorter: {shorter[0].format(k=fewer)}, or {shorter[1]} to skip it" if k > 1 else ""
+    return (f"evaluating the test set with K = {k} importance samples per image (the run's weights have "
+            f"no evaluation yet{hint})")
+
+
 def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say: Any,
-                     given: dict[str, Any]) -> tuple[tuple[Path, dict[str, Any]] | None, str]:
+                     given: dict[str, Any], shorter: tuple[str, str] = SHORTER_API) -> tuple[tuple[Path, dict[str, Any]] | None, str]:
     """The current weights' evaluation (run one if there is none and `evaluate`) and a note on it."""
     evaluation, eval_note = run.current_evaluation(), ""
     if evaluation is not None:
@@ -357,7 +371,7 @@ def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say
             say(f"  note: it has K = {found_k}, fewer than the K = {k} asked for; evaluate with K = {k} first "
                 "to report that")
     elif evaluate:
-        say(f"evaluating the test set with K = {k} importance samples per image")
+        say(evaluating_line(k, shorter))
         evaluation, eval_note = _evaluate(run.path, k, progress, **given)
         if eval_note:
             say(f"  {eval_note}")
@@ -369,23 +383,25 @@ def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say
 
 
 def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
-                 progress: bool = True, data: Any = None, model: Any = None, **figure_options: Any) -> Path:
+                 progress: bool = True, data: Any = None, model: Any = None,
+                 shorter: tuple[str, str] = SHORTER_API, **figure_options: Any) -> Path:
     """Write RUN_DIR/report.html (a sweep: SWEEP_DIR/report.html over its members) and return its path.
 
     Uses the test evaluation of the run's current weights with the largest K; with none and
-    `evaluate`, runs one with `k` importance samples. With `figures`, draws every figure first, with
+    `evaluate`, runs one with `k` importance samples, saying so and how to ask for a shorter one
+    (`shorter`: SHORTER_API or SHORTER_CLI). With `figures`, draws every figure first, with
     the run's [figures] settings overridden by `figure_options`. `data` (an ImageData) and `model`
     (as `load_run` returns it), when given, are used instead of loading them.
     """
     folder = open_folder(run_dir)
     if isinstance(folder, SweepFolder):
         return write_sweep_report(folder, k=k, evaluate=evaluate, figures=figures, progress=progress,
-                                  **figure_options)
+                                  shorter=shorter, **figure_options)
     run = folder
     given = {key: value for key, value in (("data", data), ("model", model)) if value is not None}
     say = print if progress else (lambda *args: None)
     say(f"writing the report of {run.path}")
-    evaluation, eval_note = _find_evaluation(run, k, evaluate, progress, say, given)
+    evaluation, eval_note = _find_evaluation(run, k, evaluate, progress, say, given, shorter)
     figure_notes: dict[str, str] = {}
     skipped: dict[str, str] = {}
     if figures:
@@ -399,7 +415,7 @@ def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, f
 
 
 def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
-                       progress: bool = True, **figure_options: Any) -> Path:
+                       progress: bool = True, shorter: tuple[str, str] = SHORTER_API, **figure_options: Any) -> Path:
     """SWEEP_DIR/report.html: the members compared in one table, then each member's figures.
 
     Each member also gets its own report.html, linked from the sweep's page.
@@ -408,7 +424,8 @@ def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = Tr
     if not members:
         raise NotARunError(f"{sweep.path}: the sweep has no member runs yet; train it first")
     for member in members:
-        write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, **figure_options)
+        write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, shorter=shorter,
+                     **figure_options)
     config = sweep.config().to_dict()
     rows = [run_row(m.path) for m in members]
     columns = [c for c in COMPARE_COLUMNS if c != "nll_stderr"]
