@@ -47,6 +47,8 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     from .training import Trainer
 
     folder = RunFolder(run_dir)
+    if resume:  # before anything is loaded or said about resuming
+        folder.refuse_if_locked()
     parallel, device = from_environment(resolve_device(config.train.device))
     if not parallel.is_main:
         log = _quiet
