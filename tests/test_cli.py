@@ -133,3 +133,14 @@ def test_ctrl_c_exits_130_with_one_line_not_a_traceback(tmp_path, command):
     if command == "report":  # it said what it was starting, and how to make it shorter
         assert ("evaluating the test set with K = 5000 importance samples per image (the run's weights have no "
                 "evaluation yet; shorter: --samples 1000, or --no-evaluate to skip it)") in result.stdout
+
+
+def test_figures_help_lists_every_figure_of_the_registry_with_its_whole_description():
+    from vaelab.figures import FIGURES, describe
+
+    result = vaelab_cli("figures", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # as read, whatever the wrapping
+    for name in FIGURES:
+        assert f"{name} {describe(name)}" in text, name
+    assert "--manifold-range RANGE manifold: minmax (of the test posterior means) or quantile (of the prior)" in text

@@ -172,10 +172,24 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-# Figure options a command line may set, each overriding the run's [figures] config for one call.
-FIGURE_FLAGS = ("samples_n", "class_samples_n", "reconstructions_n", "reconstructions_random", "interpolation_pairs",
-                "interpolation_steps", "interpolations_random", "manifold_n", "manifold_range", "manifold_dims",
-                "manifold_label", "scatter_method", "tsne_points", "seed")
+# Figure options a command line may set, each overriding the run's [figures] config for one call,
+# with what each sets (--help shows it).
+FIGURE_FLAGS = {
+    "samples_n": "samples: an N x N grid",
+    "class_samples_n": "class-samples: N samples of each class",
+    "reconstructions_n": "reconstructions: N test images",
+    "reconstructions_random": "reconstructions: random test images (seeded by --seed), not the first ones",
+    "interpolation_pairs": "interpolations: PAIRS pairs of test images, a row each",
+    "interpolation_steps": "interpolations: STEPS images along each row",
+    "interpolations_random": "interpolations: random test images (seeded by --seed), not the first ones",
+    "manifold_n": "manifold: an N x N grid",
+    "manifold_range": "manifold: minmax (of the test posterior means) or quantile (of the prior)",
+    "manifold_dims": "manifold: the two latent dimensions it sweeps (default 0 1)",
+    "manifold_label": "manifold: the label a conditional model decodes with",
+    "scatter_method": "latent-scatter beyond 2-D: pca or tsne",
+    "tsne_points": "latent-scatter with tsne: the test images it embeds",
+    "seed": "the seed of samples and random test images",
+}
 
 
 def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
@@ -184,15 +198,29 @@ def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("figure options (default: the run's [figures] config, then built-in)")
     fields = {f.name: f for f in dataclasses.fields(FigureContext)}
-    for name in FIGURE_FLAGS:
+    for name, text in FIGURE_FLAGS.items():
         flag, kind = "--" + name.replace("_", "-"), fields[name].type
         if kind == "bool":
-            group.add_argument(flag, dest=f"fig_{name}", action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=f"fig_{name}", action=argparse.BooleanOptionalAction, default=None,
+                               help=text)
         elif kind.startswith("tuple"):
-            group.add_argument(flag, dest=f"fig_{name}", type=int, nargs=2, metavar=("I", "J"))
+            group.add_argument(flag, dest=f"fig_{name}", type=int, nargs=2, metavar=("I", "J"), help=text)
         else:
             group.add_argument(flag, dest=f"fig_{name}", type={"int": int, "str": str}[kind],
-                               metavar=name.split("_")[-1].upper())
+                               metavar=name.split("_")[-1].upper(), help=text)
+
+
+def _figure_list(width: int = 79) -> str:
+    """Every figure of the registry with what it shows, whole sentences wrapped under its name."""
+    import textwrap
+
+    from .figures import FIGURES, describe
+
+    lines = ["figures:"]
+    for name in FIGURES:
+        lines += textwrap.wrap(describe(name), width, initial_indent=f"  {name:17s}", subsequent_indent=" " * 19,
+                               break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -239,10 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures")
+    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures",
+                                  epilog=_figure_list(), formatter_class=argparse.RawDescriptionHelpFormatter)
     figures.add_argument("run_dir")
-    figures.add_argument("names", nargs="*", help="samples, reconstructions, interpolations, latent-scatter, "
-                                                  "manifold, curves, kl-per-dim (default: all)")
+    figures.add_argument("names", nargs="*", metavar="NAME",
+                         help="figures to draw, named below (default: all that apply to the run)")
     _add_figure_flags(figures)
     figures.set_defaults(func=_cmd_figures)
 
