@@ -41,7 +41,6 @@ def test_config_file_layers_over_the_preset(tmp_path):
     ("data.binarization=otsu", "data.binarization"),
     ("objective.samples=0", "objective.samples"),
     ("train.batch_size=0", "train.batch_size"),
-    ("train.batch_size=100000", "train.batch_size"),
     ("train.device=tpu", "train.device"),
     ("nonsense=1", "nonsense"),
 ])

@@ -264,6 +264,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit (for tests)
+    # at least this many optimizer steps: a small data set's epochs are raised to reach it, and early
+    # stopping waits for it (the `images` presets: 2000; 0 = train.epochs decides alone)
+    min_steps: int = 0
     train_subset: int = 0  # use only the first N training images; 0 = all (for tests)
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
     nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
@@ -287,6 +290,7 @@ class TrainConfig:
         _check(self.patience >= 0, f"{prefix}.patience", f"must be >= 0, got {self.patience}")
         _seed(self.seed, f"{prefix}.seed")
         _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
+        _check(self.min_steps >= 0, f"{prefix}.min_steps", f"must be >= 0, got {self.min_steps}")
         _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
         _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _one_of(self.nonfinite, choices("train.nonfinite"), f"{prefix}.nonfinite")
@@ -379,13 +383,12 @@ class RunConfig:
         self._check_sweep_members()
 
     def _check_sizes(self) -> None:
+        # A batch larger than the training images is not an error: training takes every image in
+        # each step then (pipeline.fit_batch_to_data), as it does for a small folder of images.
         subset = self.train.train_subset
         available = DATASETS[self.data.name].train_size - self.data.val_size
         _check(subset <= available, "train.train_subset",
                f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
-        n_train = subset if subset else available
-        _check(self.train.batch_size <= n_train, "train.batch_size",
-               f"{self.train.batch_size} is larger than the {n_train} training images")
 
     def _check_sweep_members(self) -> None:
         """Each sweep member's overrides must give a valid config (as pipeline.member_configs builds it)."""

@@ -20,7 +20,14 @@ WARMUP_UPDATES = 2
 
 
 def plural(unit: str) -> str:
-    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+    """'batch' -> 'batches', 'image' -> 'images'; 'epoch' (a hard ch) -> 'epochs'."""
+    soft = unit.endswith(("ch", "sh", "s", "x")) and not unit.endswith("epoch")
+    return unit + ("es" if soft else "s")
+
+
+def count(n: int, unit: str) -> str:
+    """'1 epoch', '3 epochs': a number with its unit in the right number."""
+    return f"{n} {unit if n == 1 else plural(unit)}"
 
 
 class LineProgress:
