@@ -144,3 +144,16 @@ def test_figures_help_lists_every_figure_of_the_registry_with_its_whole_descript
     for name in FIGURES:
         assert f"{name} {describe(name)}" in text, name
     assert "--manifold-range RANGE manifold: minmax (of the test posterior means) or quantile (of the prior)" in text
+
+
+def test_the_evaluation_of_colour_photos_does_not_call_them_grey():
+    from vaelab.cli import format_evaluation
+
+    result = {"data": "images", "split": "test", "n": 20, "binarization": "grey", "channels": 3,
+              "binarization_seed": None, "elbo": -10.0, "reconstruction": -8.0, "kl": 2.0, "nll": 9.5,
+              "nll_stderr": 0.1, "k": 10, "active_units": 3, "latent_dim": 4, "seconds": 1.0, "device": "cpu"}
+    first = format_evaluation(result).splitlines()[0]
+    assert first == "images test split, 20 images, colour pixels in their levels (not binarized); nats per image, " \
+                    "summed over pixels"
+    grey = format_evaluation(result | {"channels": 1}).splitlines()[0]
+    assert "grey-level pixels (not binarized)" in grey and "grey binarization" not in grey

@@ -244,10 +244,10 @@ def test_unknown_top_level_keys_and_non_table_configs(tmp_path):
     ("data.nmae='mnist'", "data.nmae: unknown key; did you mean data.name? (known in data: "),
     ("modle.latent_dim=3", "modle.latent_dim: unknown key; did you mean model.latent_dim? (known: data, "),
     ("modle=3", "modle: unknown key; did you mean model? (known: data, "),
-    ("model.likelihood='bernouli'", "model.likelihood: 'bernouli' is not one of bernoulli, gaussian, "
+    ("model.likelihood='bernouli'", 'model.likelihood: "bernouli" is not one of bernoulli, gaussian, '
                                     "continuous_bernoulli, discretized_logistic, auto; did you mean bernoulli?"),
-    ("figures.names=['sample']", "figures.names: 'sample' is not one of samples, "),
-    ("data.name='mnsit'", "data.name: 'mnsit' is not one of mnist, fashion-mnist, cifar10, images; did you mean mnist?"),
+    ("figures.names=['sample']", 'figures.names: "sample" is not one of samples, '),
+    ("data.name='mnsit'", 'data.name: "mnsit" is not one of mnist, fashion-mnist, cifar10, images; did you mean mnist?'),
 ])
 def test_a_near_miss_says_what_was_meant(override, message):
     with pytest.raises(ConfigError) as info:

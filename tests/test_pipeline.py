@@ -78,3 +78,20 @@ def test_a_run_too_short_to_learn_is_one_warning_line_saying_what_to_do(summary,
 def test_a_run_cut_by_max_steps_is_told_to_raise_it():
     warned = learned_little({"steps": 20, "test_kl": 3.0}, resolve_config(overrides=["train.max_steps=20"]), "RUN")
     assert warned.endswith("--set train.max_steps=2000")
+
+
+def test_the_end_of_training_line_calls_colour_pixels_colour():
+    from vaelab.pipeline import describe_elbo
+
+    summary = {"test_elbo": -10.0, "test_reconstruction": -8.0, "test_kl": 2.0}
+    colour = describe_elbo(summary, resolve_config(overrides=["data.name=cifar10", "data.binarization=grey",
+                                                              "model.likelihood=gaussian"]))
+    assert "colour pixels in their levels" in colour and "grey" not in colour
+    assert "dynamic binarization" in describe_elbo(summary, resolve_config())
+
+
+def test_the_likelihood_chosen_for_a_folder_is_said_in_toml(small_run):
+    _, said = small_run
+    assert ('model.likelihood = "discretized_logistic", data.binarization = "grey" (the pixels kept in their '
+            "levels, not binarized): ") in "\n".join(said)
+    assert any(line.endswith('(train.precision = "auto")') for line in said)

@@ -88,7 +88,7 @@ def _add_fake_entry(key: str, monkeypatch) -> None:
 
 @pytest.mark.parametrize("key", sorted(REGISTRIES))
 def test_a_new_registry_entry_is_a_valid_choice(key, monkeypatch):
-    with pytest.raises(ConfigError, match=rf"^{key}: '{FAKE}' is not one of "):
+    with pytest.raises(ConfigError, match=rf'^{key}: "{FAKE}" is not one of '):
         config_from_dict(_with(key, FAKE))
     _add_fake_entry(key, monkeypatch)
     assert FAKE in choices(key)

@@ -314,3 +314,16 @@ def test_the_curve_table_shows_small_numbers_and_names_every_column(tmp_path):
     assert "train_objective" not in curve and "<th>lr</th>" not in curve
     assert ">0.001<" in curve and ">0.0005<" in curve and ">0.000333<" in curve  # not 0.00
     assert ">0.004<" in curve and ">-190.25<" in curve
+
+
+def test_the_summary_table_says_how_colour_pixels_were_modelled(tmp_path):
+    run = make_run(tmp_path / "run", evaluations=())
+    config = json.loads((run / "config.json").read_text())
+    config["data"] |= {"name": "cifar10", "binarization": "grey"}
+    (run / "config.json").write_text(json.dumps(config))
+    summary = json.loads((run / "summary.json").read_text()) | {"binarization": "grey"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
+    training = page[page.index("<h2>Training</h2>"):page.index("<h2>Training curve</h2>")]
+    assert "<td>pixels</td><td>colour pixels in their levels (not binarized)</td>" in training
+    assert ">grey<" not in training

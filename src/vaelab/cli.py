@@ -72,11 +72,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def format_evaluation(r: dict) -> str:
     """The evaluation as a short human-readable block; every number in nats per image."""
-    seed = r.get("binarization_seed")
-    how = f"{r['binarization']} binarization" + (f"; {r['split']} images binarized once with seed {seed}"
-                                                  if seed is not None else "")
+    from .webpage import pixels_text
+
+    seed = r.get("binarization_seed")  # colour photos are "colour pixels in their levels", not "grey binarization"
+    how = pixels_text(r["binarization"], r.get("channels", 1)) + (
+        f"; {r['split']} images binarized once with seed {seed}" if seed is not None else "")
     lines = [
-        f"{r['data']} {r['split']} split, {r['n']} images ({how}); nats per image, summed over pixels",
+        f"{r['data']} {r['split']} split, {r['n']} images, {how}; nats per image, summed over pixels",
         f"  ELBO              {r['elbo']:10.2f}",
         f"    reconstruction  {r['reconstruction']:10.2f}   E_q[log p(x|z)], mean over the K samples",
         f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), analytic",

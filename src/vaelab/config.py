@@ -87,6 +87,22 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def toml_value(value: Any) -> str:
+    """A value as TOML writes it, for messages a user answers with --set or a config file: true,
+    "text", [16, 32], {a = 1}; not Python's True, 'text' or None."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string escapes as JSON does
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return "(unset)" if value is None else str(value)
+
+
 def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
     """'; did you mean X?' for the candidate closest in spelling to `word`, or '' if none is close."""
     close = difflib.get_close_matches(word, candidates, n=1)
@@ -94,7 +110,7 @@ def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
 
 
 def _one_of(value: str, names: tuple[str, ...], key: str) -> None:
-    _check(value in names, key, f"{value!r} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
+    _check(value in names, key, f"{toml_value(value)} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
 
 
 def _seed(value: int, key: str) -> None:
@@ -190,7 +206,8 @@ class ModelConfig:
         _check(not (self.pseudo_inputs and self.latent != "normal"), f"{prefix}.pseudo_inputs",
                "the VampPrior mixes Gaussian posteriors: it needs model.latent = normal")
         _check(not (self.pseudo_inputs and self.prior != "normal"), f"{prefix}.pseudo_inputs",
-               f"the VampPrior replaces the standard prior: leave model.prior = normal, not {self.prior!r}")
+               "the VampPrior replaces the standard prior: leave model.prior = \"normal\", "
+               f"not {toml_value(self.prior)}")
         _check(not (self.pseudo_inputs and self.conditional), f"{prefix}.pseudo_inputs",
                "the VampPrior is built for unconditional models: the pseudo-inputs carry no label")
         _check(all(c >= 1 for c in self.conv_channels) and len(self.conv_channels) >= 1,
@@ -296,15 +313,15 @@ class TrainConfig:
         _one_of(self.nonfinite, choices("train.nonfinite"), f"{prefix}.nonfinite")
         _one_of(self.precision, choices("train.precision"), f"{prefix}.precision")
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
-               f"must be true, false or \"auto\", got {self.compile!r}")
+               f"must be true, false or \"auto\", got {toml_value(self.compile)}")
         _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
         _check(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", f"must be in [0, 1) (0 = off), got {self.ema_decay}")
         _check(self.time_budget >= 0, f"{prefix}.time_budget",
                f"must be >= 0 minutes (0 = none), got {self.time_budget}")
         _check(self.threads in THREAD_SETTINGS or (isinstance(self.threads, int) and self.threads >= 1),
-               f"{prefix}.threads", f"must be \"fixed\", \"auto\" or a thread count >= 1, got {self.threads!r}")
+               f"{prefix}.threads", f"must be \"fixed\", \"auto\" or a thread count >= 1, got {toml_value(self.threads)}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
-               f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+               f"{prefix}.device", f"must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {toml_value(self.device)}")
 
 
 @dataclass
@@ -372,7 +389,7 @@ class RunConfig:
 
     def validate(self) -> None:
         _check(self.name not in ("", ".", "..") and not set(self.name) & set("/\\\0"), "name",
-               f"must be usable as a folder name (no '/', not empty, '.' or '..'), got {self.name!r}")
+               f"must be usable as a folder name (no '/', not empty, '.' or '..'), got {toml_value(self.name)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
@@ -400,7 +417,7 @@ class RunConfig:
                     values = _merge(values, parse_override(text.strip()))
                 config_from_dict(values)
             except ConfigError as err:
-                raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
+                raise ConfigError(f"sweep.members[{i}]: {toml_value(member)}: {err}") from None
 
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
@@ -408,7 +425,7 @@ class RunConfig:
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
             _check(binary or view == "grey", "model.likelihood",
-                   f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
+                   f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {toml_value(view)} gives "
                    "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
         if self.data.name == IMAGES and not self.data.image_size:
             return  # the images' size and labels are read from them when training starts
@@ -442,22 +459,22 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         return _coerce(value, inner[0], key)
     if origin is list:
-        _check(isinstance(value, list), key, f"expected a list, got {value!r}")
+        _check(isinstance(value, list), key, f"expected a list, got {toml_value(value)}")
         (item,) = typing.get_args(hint)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
-        _check(math.isfinite(value), key, f"expected a finite number, got {value!r}")
+               f"expected a number, got {toml_value(value)}")
+        _check(math.isfinite(value), key, f"expected a finite number, got {toml_value(value)}")
         return float(value)
     if hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {toml_value(value)}")
         return value
     if hint is bool:
-        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        _check(isinstance(value, bool), key, f"expected true or false, got {toml_value(value)}")
         return value
     if hint is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        _check(isinstance(value, str), key, f"expected a string, got {toml_value(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {hint}")
 
@@ -509,7 +526,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            _check(isinstance(value, dict), key, f"expected a table, got {value!r}")
+            _check(isinstance(value, dict), key, f"expected a table, got {toml_value(value)}")
             kwargs[name] = _build(hint, value, key)
         else:
             kwargs[name] = _coerce(value, hint, key)

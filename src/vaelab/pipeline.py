@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, config_from_dict, parse_override
+from .config import ConfigError, RunConfig, config_from_dict, parse_override, toml_value
 from .config import _merge as merge_dicts
-from .data.catalog import AUTO, IMAGES
+from .data.catalog import AUTO, IMAGES, image_shape
 from .progress import count
+from .webpage import pixels_text
 from .runs import RunFolder, SweepFolder, member_configs
 
 # What a run must reach not to be warned about (`learned_little`): optimizer steps, and a test KL in
@@ -74,7 +75,7 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     parallel.barrier()
     trainer = Trainer(config, folder.path, data, log=log, parallel=parallel)
     log(f"training on {device}, network products in {trainer.precision_name} "
-        f"(train.precision = {config.train.precision!r})")
+        f"(train.precision = {toml_value(config.train.precision)})")
     if trainer.epochs > config.train.epochs:
         log(f"train.epochs = {trainer.epochs}: {count(len(data.train), 'training image')} make "
             f"{count(trainer.steps_per_epoch, 'step')} an epoch, and train.min_steps = {config.train.min_steps} "
@@ -132,7 +133,9 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
         binarization, likelihood, reason = likelihood_for_data(raw.x_train)
         data["binarization"] = binarization if data["binarization"] == AUTO else data["binarization"]
         model["likelihood"] = likelihood if model["likelihood"] == AUTO else model["likelihood"]
-        log(f"model.likelihood = {model['likelihood']!r}, data.binarization = {data['binarization']!r}: {reason}")
+        kept = " (the pixels kept in their levels, not binarized)" if data["binarization"] == "grey" else ""
+        log(f"model.likelihood = {toml_value(model['likelihood'])}, data.binarization = "
+            f"{toml_value(data['binarization'])}{kept}: {reason}")
     values["train"]["batch_size"] = _batch_for_images(values["train"]["batch_size"], n["train"], log)
     if model["conditional"]:
         if not raw.labelled:
@@ -236,7 +239,7 @@ def describe_elbo(summary: dict[str, Any], config: RunConfig) -> str:
     view = config.data.binarization
     how = (f"{view} binarization, test images binarized once with seed "
            f"{config.data.eval_seed if view == 'dynamic' else config.data.static_seed + 2}"
-           if view != "grey" else "grey-level pixels")
+           if view != "grey" else pixels_text(view, image_shape(config.data)[0]))
     return (f"test ELBO {summary['test_elbo']:.2f} nats per image (reconstruction "
             f"{summary['test_reconstruction']:.2f}, KL {summary['test_kl']:.2f}; {how}; "
             f"{config.objective.samples} sample(s) of z)")

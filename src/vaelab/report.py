@@ -57,7 +57,7 @@ SUMMARY_LABELS = {
     "test_kl": "test KL at the end of training",
     "elbo_samples": "samples of z in those ELBOs",
     "data_source": "data source",
-    "binarization": "binarization",
+    "binarization": "pixels",
     "units": "units",
     "device": "device",
     "network_precision": "network products in training steps",
@@ -217,11 +217,14 @@ def _kl_per_dim(values: Any) -> str:
             f"<tbody>{rows}</tbody></table></details>")
 
 
-def _summary_section(summary: dict[str, Any]) -> str:
+def _summary_section(summary: dict[str, Any], pixels: str = "") -> str:
+    """summary.json as a table; `pixels` says how the pixels were modelled (colour photos' "grey"
+    view is "colour pixels in their levels", not "grey")."""
     if not summary:
         return '<h2>Training</h2><p class="warn">No summary.json: training has not finished.</p>'
     keys = [k for k in SUMMARY_LABELS if k in summary] + [k for k in summary if k not in SUMMARY_LABELS]
-    rows = [[SUMMARY_LABELS.get(k, k), _number(summary[k])] for k in keys]
+    rows = [[SUMMARY_LABELS.get(k, k), pixels if k == "binarization" and pixels else _number(summary[k])]
+            for k in keys]
     return "<h2>Training</h2>" + _table(["fact", "value"], rows)
 
 
@@ -298,7 +301,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
     body = "".join([
         _header(run_dir, config, summary, binarization),
         _metrics_section(evaluation, eval_note, summary, binarization),
-        _summary_section(summary),
+        _summary_section(summary, binarization),
         _curve_section(records, summary.get("best_epoch")),
         _figures_section(run_dir, figure_notes or {}, skipped or {}),
         _config_section(config),
