@@ -296,7 +296,7 @@ def test_settings_valid_alone_but_not_together(overrides, key):
 
 
 def test_sweep_members_are_validated_naming_the_member():
-    with pytest.raises(ConfigError, match=r"^sweep.members\[1\]: 'model.latent_dim=0': model.latent_dim: "):
+    with pytest.raises(ConfigError, match=r'^sweep.members\[1\]: "model.latent_dim=0": model.latent_dim: '):
         resolve_config(overrides=['sweep.members=["model.latent_dim=3", "model.latent_dim=0"]'])
     with pytest.raises(ConfigError, match=r"^sweep.members\[0\]: .*model.nope: unknown key"):
         resolve_config(overrides=['sweep.members=["model.latent_dim=3;model.nope=1"]'])
