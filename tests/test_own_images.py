@@ -37,7 +37,7 @@ def test_a_folder_of_digits_trains_evaluates_and_explores_from_the_command_line(
     assert cli.main(["train", "--images", str(folder), *SHORT, "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "images: " in out and "8x8, grey; 10 labels (0, 1, 2" in out
-    assert "model.likelihood = 'discretized_logistic'" in out and "256 levels" in out
+    assert 'model.likelihood = "discretized_logistic"' in out and "256 levels" in out
     config = RunFolder(run).config()
     assert config.data.image_size == [8, 8] and config.data.channels == 1
     assert config.data.label_names == [str(d) for d in range(10)] and config.data.data_dir == str(folder)
