@@ -11,7 +11,7 @@ from vaelab.figures import variants as plots
 from vaelab.config import ConfigError, resolve_config
 from vaelab.data import DATASET_NAMES, cifar, pypi
 from vaelab.data.arrays import IMAGE_SHAPE
-from vaelab.data.catalog import DATASETS, IMAGE_SHAPES
+from vaelab.data.catalog import DATASETS, IMAGE_SHAPES, drawn_inverted
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
@@ -32,6 +32,13 @@ def test_the_readers_and_the_model_read_the_catalog():
     assert cifar.ROW_LENGTH == math.prod(DATASETS["cifar10"].image_shape)
     assert IMAGE_SHAPE == DATASETS["mnist"].image_shape[1:] == DATASETS["fashion-mnist"].image_shape[1:]
     assert pypi.ROWS == {"train": DATASETS["mnist"].train_size, "test": DATASETS["mnist"].test_size}
+
+
+def test_only_sets_stored_white_on_black_are_drawn_inverted():
+    """MNIST and Fashion-MNIST (white strokes on black) are drawn dark on white; a user's images
+    (data.name "images") and colour sets are drawn in their own levels."""
+    assert [name for name in DATASETS if drawn_inverted(name)] == ["mnist", "fashion-mnist"]
+    assert not drawn_inverted("images") and not drawn_inverted(None) and not drawn_inverted("tiny")
 
 
 def test_figures_name_the_classes_from_the_catalog():

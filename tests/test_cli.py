@@ -108,3 +108,52 @@ def test_presets_and_data_fetch(mnist_dir):
     assert fetch.returncode == 0, fetch.stderr
     assert "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757" in fetch.stdout
     assert str(mnist_dir) in fetch.stdout
+
+
+# Runs `vaelab COMMAND ...` with the evaluation replaced by a Ctrl-C, as a user's press lands in it.
+CTRL_C_IN_EVALUATION = """
+import sys
+import vaelab.cli, vaelab.evaluate
+def ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+vaelab.evaluate.evaluate_run = ctrl_c
+sys.exit(vaelab.cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_ctrl_c_exits_130_with_one_line_not_a_traceback(tmp_path, command):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(vaelab.make_config().to_dict()))
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_EVALUATION, command, str(run_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130
+    assert result.stderr.splitlines() == [f"interrupted (vaelab {command})"]
+    if command == "report":  # it said what it was starting, and how to make it shorter
+        assert ("evaluating the test set with K = 5000 importance samples per image (the run's weights have no "
+                "evaluation yet; shorter: --samples 1000, or --no-evaluate to skip it)") in result.stdout
+
+
+def test_figures_help_lists_every_figure_of_the_registry_with_its_whole_description():
+    from vaelab.figures import FIGURES, describe
+
+    result = vaelab_cli("figures", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # as read, whatever the wrapping
+    for name in FIGURES:
+        assert f"{name} {describe(name)}" in text, name
+    assert "--manifold-range RANGE manifold: minmax (of the test posterior means) or quantile (of the prior)" in text
+
+
+def test_the_evaluation_of_colour_photos_does_not_call_them_grey():
+    from vaelab.cli import format_evaluation
+
+    result = {"data": "images", "split": "test", "n": 20, "binarization": "grey", "channels": 3,
+              "binarization_seed": None, "elbo": -10.0, "reconstruction": -8.0, "kl": 2.0, "nll": 9.5,
+              "nll_stderr": 0.1, "k": 10, "active_units": 3, "latent_dim": 4, "seconds": 1.0, "device": "cpu"}
+    first = format_evaluation(result).splitlines()[0]
+    assert first == "images test split, 20 images, colour pixels in their levels (not binarized); nats per image, " \
+                    "summed over pixels"
+    grey = format_evaluation(result | {"channels": 1}).splitlines()[0]
+    assert "grey-level pixels (not binarized)" in grey and "grey binarization" not in grey

@@ -41,7 +41,6 @@ def test_config_file_layers_over_the_preset(tmp_path):
     ("data.binarization=otsu", "data.binarization"),
     ("objective.samples=0", "objective.samples"),
     ("train.batch_size=0", "train.batch_size"),
-    ("train.batch_size=100000", "train.batch_size"),
     ("train.device=tpu", "train.device"),
     ("nonsense=1", "nonsense"),
 ])
@@ -61,3 +60,24 @@ def test_round_trip_through_dict():
     config = resolve_config(overrides=["model.latent_dim=7"])
     assert config_from_dict(config.to_dict()) == config
     assert isinstance(config, RunConfig)
+
+
+def test_values_in_messages_are_written_as_toml():
+    from vaelab.config import toml_value
+
+    assert [toml_value(v) for v in (True, False, "grey", 3, 0.001, [16, 32], None)] == [
+        "true", "false", '"grey"', "3", "0.001", "[16, 32]", "(unset)"]
+    assert toml_value({"a": [True, "x"]}) == '{a = [true, "x"]}' and toml_value(float("inf")) == "inf"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=true", "train.epochs: expected an integer, got true"),
+    ("data.binarization=false", "data.binarization: expected a string, got false"),
+    ("model.conditional='yes'", 'model.conditional: expected true or false, got "yes"'),
+    ("train.compile='sometimes'", 'train.compile: must be true, false or "auto", got "sometimes"'),
+    ("model.encoder_hidden=[true]", "model.encoder_hidden[0]: expected an integer, got true"),
+])
+def test_config_errors_write_values_as_toml_not_python(override, message):
+    with pytest.raises(ConfigError) as error:
+        resolve_config(overrides=[override])
+    assert str(error.value) == message

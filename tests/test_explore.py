@@ -374,6 +374,8 @@ def canvas_values(page, selector: str) -> np.ndarray:
     rgba = np.array(values, dtype=np.float64).reshape(len(values), -1, 4) / 255
     if channels == 1:
         assert (rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 0] == rgba[..., 2]).all()  # grey
+    if page.evaluate("() => window.vaelab.inverted"):  # MNIST drawn dark on white: back to the decoder's levels
+        rgba = 1.0 - rgba
     return rgba[..., :channels].transpose(0, 2, 1).reshape(len(values), -1)
 
 
@@ -394,10 +396,11 @@ def pixel_size(page) -> float:
     return float(np.abs(np.subtract(a, b)).max())
 
 
-def write_page(tmp_path: Path, model: VAE, n: int = 60, name: str = "page") -> tuple[Path, np.ndarray, np.ndarray]:
+def write_page(tmp_path: Path, model: VAE, n: int = 60, name: str = "page",
+               data: str = "mnist") -> tuple[Path, np.ndarray, np.ndarray]:
     means = latent_points(model, n, seed=1) * (0.5 if model.config.latent != "categorical" else 1.0)
     labels = np.arange(n) % 10
-    page = render_explorer(model, means, labels, info={"name": name, "data": "mnist", "binarization": "dynamic"})
+    page = render_explorer(model, means, labels, info={"name": name, "data": data, "binarization": "dynamic"})
     assert_self_contained(page)
     path = tmp_path / f"{name}.html"
     path.write_text(page, encoding="utf-8")
@@ -421,6 +424,21 @@ def test_the_page_decodes_as_pytorch_does(browser, tmp_path, name):
         current = page.evaluate("() => window.vaelab.current()")
         expected = reference(model, [current["z"]], current["y"])[0]
         assert np.abs(canvas_values(page, "#image")[0] - expected).max() < CANVAS_TOL
+
+
+@pytest.mark.parametrize("data, inverted", [("mnist", True), ("fashion-mnist", True), ("images", False)])
+def test_grey_images_are_drawn_as_the_figures_draw_them(browser, tmp_path, data, inverted):
+    """MNIST-like sets dark on white (catalog.drawn_inverted), a user's images in their own levels."""
+    model = tiny_model()
+    path, _, _ = write_page(tmp_path, model, name=data, data=data)
+    with explorer_page(browser, path) as (page, _, _):
+        assert page.evaluate("() => window.vaelab.inverted") is inverted
+        values = page.evaluate("""() => { const c = document.querySelector('#image');
+            return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }""")
+        drawn = np.array(values, dtype=np.float64).reshape(-1, 4)[:, 0] / 255
+        current = page.evaluate("() => window.vaelab.current()")
+        mean = reference(model, [current["z"]], current["y"])[0]
+        assert np.abs(drawn - (1.0 - mean if inverted else mean)).max() < CANVAS_TOL
 
 
 def drawn_size(page, selector: str) -> dict:

@@ -150,3 +150,12 @@ def test_titles_name_the_latent_variant(tmp_path, tiny_raw):
     assert texts["categorical"] == "3 x 4-class categorical latent"
     assert texts["two-layer"] == "two-layer 3-D + 2-D latent"
     assert texts["cvae"] == "2-D latent, conditioned on the label"
+
+
+def test_each_figure_is_described_in_one_whole_sentence():
+    from vaelab.figures import describe
+
+    for name in FIGURES:
+        text = describe(name)
+        assert text.endswith(".") and "\n" not in text and "  " not in text, (name, text)
+    assert describe("latent-scatter").endswith("2-D directly, more dims through PCA or t-SNE.")

@@ -7,6 +7,8 @@ from matplotlib.image import imread
 
 from figure_cases import tiny_data  # noqa: F401  (fixture)
 from figure_cases import make_ctx, png_size, tiny_model, variant_ctx
+from vaelab.config import DataConfig
+from vaelab.data.views import make_views
 from vaelab.figures import FIGURES
 from vaelab.figures.grids import (as_images, class_samples_grid, draw_class_samples, draw_interpolations,
                                   draw_reconstructions, draw_samples, reconstruction_grid, samples_grid)
@@ -146,3 +148,16 @@ def test_colour_grids_are_rgb(tmp_path, tiny_raw):
     assert png.shape[-1] in (3, 4)
     rgb = png[..., :3]
     assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 0.05  # not grey: the channels differ
+
+
+@pytest.mark.parametrize("name, inverted", [("mnist", True), ("fashion-mnist", True), ("images", False)])
+def test_grey_images_are_drawn_inverted_only_for_mnist_like_data(tmp_path, tiny_raw, name, inverted):
+    """A user's dark-on-light images must come out dark on light: only MNIST-like sets are inverted."""
+    data = make_views(tiny_raw, DataConfig(name=name, val_size=100, binarization="grey"))
+    assert data.drawn_inverted is inverted
+    ctx = make_ctx(tmp_path, data, reconstructions_n=3)
+    (shown,) = draw_reconstructions(ctx).axes[0].get_images()
+    drawn = np.asarray(shown.get_array())
+    first = ctx.test_images(1, random=False)[0].reshape(28, 28).numpy()
+    np.testing.assert_allclose(drawn[2:30, 2:30], 1.0 - first if inverted else first, atol=1e-6)
+    assert drawn[0, 0] == pytest.approx(0.88)  # the gutter is drawn light grey either way

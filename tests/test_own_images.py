@@ -13,7 +13,7 @@ import vaelab
 from vaelab import cli
 from vaelab.runs import RunFolder
 
-SHORT = ["--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "evaluate.samples=4",
+SHORT = ["--set", "train.epochs=2", "--set", "train.min_steps=0", "--set", "train.batch_size=32", "--set", "evaluate.samples=4",
          "--set", "train.eval_batch_size=64"]
 
 
@@ -37,7 +37,7 @@ def test_a_folder_of_digits_trains_evaluates_and_explores_from_the_command_line(
     assert cli.main(["train", "--images", str(folder), *SHORT, "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "images: " in out and "8x8, grey; 10 labels (0, 1, 2" in out
-    assert "model.likelihood = 'discretized_logistic'" in out and "256 levels" in out
+    assert 'model.likelihood = "discretized_logistic"' in out and "256 levels" in out
     config = RunFolder(run).config()
     assert config.data.image_size == [8, 8] and config.data.channels == 1
     assert config.data.label_names == [str(d) for d in range(10)] and config.data.data_dir == str(folder)
@@ -58,8 +58,8 @@ def test_black_and_white_images_get_a_bernoulli_and_the_reason(tmp_path):
     rng = np.random.default_rng(0)
     images = (rng.random((300, 12, 10)) > 0.6).astype(np.uint8) * 255
     said = []
-    run = vaelab.train(data=images, overrides={"train.epochs": 1, "evaluate.samples": 2}, out=tmp_path / "bw",
-                       log=said.append)
+    run = vaelab.train(data=images, overrides={"train.epochs": 1, "train.min_steps": 0, "evaluate.samples": 2},
+                       out=tmp_path / "bw", log=said.append)
     config = run.config
     assert config.model.likelihood == "bernoulli" and config.data.binarization == "static"
     assert any("black and white (every pixel is 0 or 255)" in line for line in said)
@@ -68,7 +68,7 @@ def test_black_and_white_images_get_a_bernoulli_and_the_reason(tmp_path):
 
 def test_arrays_from_python_are_kept_so_the_shell_can_score_the_run_later(tmp_path, capsys):
     images, labels = draw_shapes(160, size=(20, 24), seed=1)
-    run = vaelab.train(data=(images, labels), overrides={"train.epochs": 1, "evaluate.samples": 0},
+    run = vaelab.train(data=(images, labels), overrides={"train.epochs": 1, "train.min_steps": 0, "evaluate.samples": 0},
                        out=tmp_path / "arrays", log=quiet)
     assert run.config.data.label_names == ["0", "1", "2"] and run.config.data.channels == 3
     assert cli.main(["evaluate", str(run.path), "--samples", "2", "--json"]) == 0

@@ -294,3 +294,37 @@ def test_report_of_a_trained_run_end_to_end(tmp_path, tiny_raw):
     with open_page(path) as (browser_page, _):
         images = image_states(browser_page)
     assert len(images) == len(drawn) and all(image["loaded"] for image in images), images
+
+
+def test_the_report_says_it_starts_an_evaluation_and_how_to_shorten_it():
+    from vaelab.report import SHORTER_CLI, evaluating_line
+
+    assert evaluating_line(5000, SHORTER_CLI).endswith("shorter: --samples 1000, or --no-evaluate to skip it)")
+    assert "K = 5000" in evaluating_line(5000) and "shorter: samples=1000, or evaluate=False" in evaluating_line(5000)
+    assert "shorter: --samples 100," in evaluating_line(500, SHORTER_CLI)
+
+
+def test_the_curve_table_shows_small_numbers_and_names_every_column(tmp_path):
+    run = make_run(tmp_path / "run")
+    records = [json.loads(line) | {"lr": 0.001 / e, "train_objective": -190.25, "val_kl": 0.004}
+               for e, line in enumerate((run / "metrics.jsonl").read_text().splitlines(), 1)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = write_report(run, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
+    curve = page[page.index("<h2>Training curve</h2>"):page.index("<h2>Figures</h2>")]
+    assert "<th>learning rate</th>" in curve and "<th>train objective</th>" in curve
+    assert "train_objective" not in curve and "<th>lr</th>" not in curve
+    assert ">0.001<" in curve and ">0.0005<" in curve and ">0.000333<" in curve  # not 0.00
+    assert ">0.004<" in curve and ">-190.25<" in curve
+
+
+def test_the_summary_table_says_how_colour_pixels_were_modelled(tmp_path):
+    run = make_run(tmp_path / "run", evaluations=())
+    config = json.loads((run / "config.json").read_text())
+    config["data"] |= {"name": "cifar10", "binarization": "grey"}
+    (run / "config.json").write_text(json.dumps(config))
+    summary = json.loads((run / "summary.json").read_text()) | {"binarization": "grey"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
+    training = page[page.index("<h2>Training</h2>"):page.index("<h2>Training curve</h2>")]
+    assert "<td>pixels</td><td>colour pixels in their levels (not binarized)</td>" in training
+    assert ">grey<" not in training

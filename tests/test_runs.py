@@ -289,3 +289,70 @@ def test_keywords_name_one_config_key_or_say_which(tmp_path):
     with pytest.raises(vaelab.config.ConfigError, match="samples: several config keys have that name: "
                                                          "objective.samples, evaluate.samples"):
         vaelab.make_config(samples=3)
+
+
+# ---------------------------------------------------------------- where a run may start or resume
+
+def no_data_loaded(monkeypatch):
+    """Loading any data fails the test: what is checked here must be refused before any work."""
+    import vaelab.data
+
+    def load(*args, **kwargs):
+        raise AssertionError("data was loaded before the folder was checked")
+
+    monkeypatch.setattr(vaelab.data, "load_dataset", load)
+
+
+def test_out_refuses_a_file_or_a_folder_of_other_files_before_any_work(tmp_path, monkeypatch):
+    no_data_loaded(monkeypatch)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(FileExistsError, match=f"^{a_file}: a file, not a folder; choose another --out$"):
+        vaelab.train(overrides=TINY, out=a_file, log=quiet)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.png").write_bytes(b"not mine to mix with a run")
+    with pytest.raises(FileExistsError, match="the folder holds other files and is not a run folder"):
+        vaelab.train(overrides=TINY, out=photos, log=quiet)
+    assert sorted(p.name for p in photos.iterdir()) == ["cat.png"]  # nothing written into it
+
+
+def test_out_takes_an_empty_folder_and_refuses_a_run_folder_before_any_work(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    vaelab.train(overrides=TINY | {"train.epochs": 1}, out=empty, log=quiet)
+    assert RunFolder(empty).finished()
+    no_data_loaded(monkeypatch)
+    with pytest.raises(FileExistsError, match=f"already holds a run; continue it with --resume {empty}"):
+        vaelab.train(overrides=TINY, out=empty, log=quiet)
+
+
+def test_resume_of_a_file_says_it_is_a_file(tmp_path, capsys):
+    a_file = tmp_path / "model.safetensors"
+    a_file.write_bytes(b"weights")
+    assert cli.main(["train", "--resume", str(a_file)]) == 2
+    assert capsys.readouterr().err == f"error: {a_file}: a file, not a run folder (a run folder holds config.json)\n"
+
+
+def test_resume_of_a_run_another_process_trains_refuses_before_saying_anything(finished, monkeypatch):
+    import socket
+
+    from vaelab.runs import RunLockedError
+
+    config = (finished / CONFIG).read_text()
+    (finished / ".lock").write_text(f"{os.getppid()} {socket.gethostname()}")  # a live process of this host
+    said = []
+    no_data_loaded(monkeypatch)
+    with pytest.raises(RunLockedError, match=f"{finished} is being trained by process {os.getppid()}"):
+        vaelab.resume(finished, epochs=3, log=said.append)
+    assert said == [] and (finished / CONFIG).read_text() == config  # no "resuming", config.json untouched
+
+
+@pytest.mark.parametrize("command", ["explore", "evaluate"])
+def test_a_sweep_given_for_one_run_names_a_member_and_the_commands_that_take_a_sweep(tmp_path, capsys, command):
+    sweep = tmp_path / "sweep"
+    SweepFolder(sweep).start(vaelab.make_config("mnist-latent-sweep"))
+    assert cli.main([command, str(sweep)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {sweep}: a sweep of runs, not one run; give one of its members, e.g. {sweep / 'latent_dim=2'} "
+        "(figures, report, compare and train --resume take the whole sweep)\n")

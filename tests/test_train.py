@@ -402,3 +402,39 @@ def test_a_checkpoint_from_before_schedules_were_kept_resumes_at_its_epochs_lr(t
     old.load_checkpoint()
     assert old.reopen() and old.schedule.last_epoch == 2
     assert old.optimizer.param_groups[0]["lr"] == learning_rate(old.config.optim, 2)
+
+
+# ---------------------------------------------------------------- small data sets: steps, not epochs
+
+def test_min_steps_raises_the_epochs_of_a_small_set(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "train.min_steps=40")  # 500 / 32: 16 steps an epoch
+    assert trainer.epochs == 3 and trainer.planned_steps() == 48
+    summary = trainer.fit()
+    assert (summary["epochs_run"], summary["steps"], summary["stop_reason"]) == (3, 48, "completed 3 epochs")
+
+
+def test_a_run_of_one_epoch_says_one_epoch(tmp_path, tiny_raw):
+    summary = make_trainer(tmp_path, tiny_raw, "train.epochs=1").fit()
+    assert summary["stop_reason"] == "completed 1 epoch"
+
+
+def test_early_stopping_waits_for_min_steps(tmp_path, tiny_raw, monkeypatch):
+    import vaelab.training.loop as loop
+
+    # The validation ELBO never improves after the first epoch: patience 1 alone stops at epoch 2.
+    monkeypatch.setattr(loop, "dataset_elbo", lambda *a, **k: {"elbo": -100.0, "reconstruction": -90.0, "kl": 10.0})
+    alone = make_trainer(tmp_path, tiny_raw, "train.epochs=10", "train.patience=1", name="alone").fit()
+    assert alone["epochs_run"] == 2 and alone["stop_reason"] == "early stop: no better validation ELBO for 1 epoch"
+    waits = make_trainer(tmp_path, tiny_raw, "train.epochs=10", "train.patience=1", "train.min_steps=70",
+                         name="waits").fit()
+    assert (waits["epochs_run"], waits["steps"]) == (5, 80) and waits["stop_reason"].startswith("early stop")
+
+
+def test_a_run_of_many_short_epochs_logs_about_a_hundred_of_them(tmp_path, tiny_raw):
+    said = []
+    trainer = make_trainer(tmp_path, tiny_raw, "train.batch_size=500", "train.epochs=1", "train.min_steps=120")
+    trainer.log = said.append  # one step an epoch, 120 epochs
+    trainer.fit()
+    logged = [int(line.split()[1]) for line in said if line.startswith("epoch ")]
+    assert logged == [1, *range(2, 121, 2)]
+    assert len(read_jsonl(trainer.run_dir / "metrics.jsonl")) == 120  # every epoch is still recorded

@@ -290,9 +290,9 @@ def test_plugins_register_names_that_every_config_check_knows(tmp_path, tiny_dat
     config = json.loads((run_dir / "config.json").read_text())
     assert config["objective"]["name"] == "half-kl" and str(path) in config["code"]
     assert vaelab.open_run(run_dir).model.prior().base_dist.scale[0].item() == 2.0
-    with pytest.raises(ConfigError, match="'elbo' is built in"):
+    with pytest.raises(ConfigError, match='"elbo" is built in'):
         vaelab.register_objective("elbo")(lambda *a: None)
-    with pytest.raises(ConfigError, match="objective.name: 'half-kll' is not one of .*half-kl"):
+    with pytest.raises(ConfigError, match='objective.name: "half-kll" is not one of .*half-kl'):
         resolve_config(overrides=['objective.name="half-kll"'])
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, resolve_config
-from .runs import RunFolder, SweepFolder, load_run, new_run_dir, open_folder
+from .runs import RunFolder, SweepFolder, check_new_folder, load_run, new_run_dir, open_folder
 
 
 def keyword_overrides(keywords: Mapping[str, Any]) -> list[str]:
@@ -101,16 +101,18 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
 
     raw, texts = None, list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
     texts = _code_overrides(model, model_args, encoder, decoder) + texts
+    in_memory = data is not None and not isinstance(data, (str, Path))
     if data is not None:
         preset = preset or "images"
         texts = ['data.name="images"'] + texts
-        if isinstance(data, (str, Path)):
+        if not in_memory:
             texts.insert(1, f"data.data_dir={json.dumps(str(data))}")
-        else:
-            raw = load_images(data, **image_options(make_config(preset, config, texts, **keywords).data))
     run_config = record_code(make_config(preset, config, texts, **keywords))
     run_dir = Path(out) if out is not None else new_run_dir(run_config)
-    resolve_device(run_config.train.device)  # fail before any work
+    check_new_folder(run_dir, sweep=bool(run_config.sweep.members))  # fail before any work
+    resolve_device(run_config.train.device)
+    if in_memory:
+        raw = load_images(data, **image_options(run_config.data))
     log(f"vaelab train: preset {run_config.name!r}, run folder {run_dir}")
     if run_config.sweep.members:
         sweep_run(run_config, run_dir, data_dir=data_dir, log=log)
@@ -133,6 +135,9 @@ def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None 
     if allow_code_change:
         allow_code_changes()
     folder = open_folder(path)
+    # Another process training here: refuse before saying anything about resuming or touching config.json.
+    for run in folder.members() if isinstance(folder, SweepFolder) else [folder]:
+        run.refuse_if_locked()
     texts = list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
     texts += keyword_overrides(keywords)
     log(f"vaelab train: resuming {folder.path}")

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import sys
 import sysconfig
-import textwrap
 import traceback
 import warnings
 from pathlib import Path
@@ -38,8 +37,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     if isinstance(result, api.Sweep):
         _rank0_print(result.table().rstrip("\n"))
     return 0
@@ -79,11 +76,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def format_evaluation(r: dict) -> str:
     """The evaluation as a short human-readable block; every number in nats per image."""
-    seed = r.get("binarization_seed")
-    how = f"{r['binarization']} binarization" + (f"; {r['split']} images binarized once with seed {seed}"
-                                                  if seed is not None else "")
+    from .webpage import pixels_text
+
+    seed = r.get("binarization_seed")  # colour photos are "colour pixels in their levels", not "grey binarization"
+    how = pixels_text(r["binarization"], r.get("channels", 1)) + (
+        f"; {r['split']} images binarized once with seed {seed}" if seed is not None else "")
     lines = [
-        f"{r['data']} {r['split']} split, {r['n']} images ({how}); nats per image, summed over pixels",
+        f"{r['data']} {r['split']} split, {r['n']} images, {how}; nats per image, summed over pixels",
         f"  ELBO              {r['elbo']:10.2f}",
         f"    reconstruction  {r['reconstruction']:10.2f}   E_q[log p(x|z)], mean over the K samples",
         f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), analytic",
@@ -113,10 +112,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import SHORTER_CLI, write_report
 
     path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate, figures=not args.no_figures,
-                        **_figure_options(args))
+                        shorter=SHORTER_CLI, **_figure_options(args))
     print(f"report: {path}")
     return 0
 
@@ -179,10 +178,24 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-# Figure options a command line may set, each overriding the run's [figures] config for one call.
-FIGURE_FLAGS = ("samples_n", "class_samples_n", "reconstructions_n", "reconstructions_random", "interpolation_pairs",
-                "interpolation_steps", "interpolations_random", "manifold_n", "manifold_range", "manifold_dims",
-                "manifold_label", "scatter_method", "tsne_points", "seed")
+# Figure options a command line may set, each overriding the run's [figures] config for one call,
+# with what each sets (--help shows it).
+FIGURE_FLAGS = {
+    "samples_n": "samples: an N x N grid",
+    "class_samples_n": "class-samples: N samples of each class",
+    "reconstructions_n": "reconstructions: N test images",
+    "reconstructions_random": "reconstructions: random test images (seeded by --seed), not the first ones",
+    "interpolation_pairs": "interpolations: PAIRS pairs of test images, a row each",
+    "interpolation_steps": "interpolations: STEPS images along each row",
+    "interpolations_random": "interpolations: random test images (seeded by --seed), not the first ones",
+    "manifold_n": "manifold: an N x N grid",
+    "manifold_range": "manifold: minmax (of the test posterior means) or quantile (of the prior)",
+    "manifold_dims": "manifold: the two latent dimensions it sweeps (default 0 1)",
+    "manifold_label": "manifold: the label a conditional model decodes with",
+    "scatter_method": "latent-scatter beyond 2-D: pca or tsne",
+    "tsne_points": "latent-scatter with tsne: the test images it embeds",
+    "seed": "the seed of samples and random test images",
+}
 
 
 def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
@@ -191,15 +204,29 @@ def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("figure options (default: the run's [figures] config, then built-in)")
     fields = {f.name: f for f in dataclasses.fields(FigureContext)}
-    for name in FIGURE_FLAGS:
+    for name, text in FIGURE_FLAGS.items():
         flag, kind = "--" + name.replace("_", "-"), fields[name].type
         if kind == "bool":
-            group.add_argument(flag, dest=f"fig_{name}", action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=f"fig_{name}", action=argparse.BooleanOptionalAction, default=None,
+                               help=text)
         elif kind.startswith("tuple"):
-            group.add_argument(flag, dest=f"fig_{name}", type=int, nargs=2, metavar=("I", "J"))
+            group.add_argument(flag, dest=f"fig_{name}", type=int, nargs=2, metavar=("I", "J"), help=text)
         else:
             group.add_argument(flag, dest=f"fig_{name}", type={"int": int, "str": str}[kind],
-                               metavar=name.split("_")[-1].upper())
+                               metavar=name.split("_")[-1].upper(), help=text)
+
+
+def _figure_list(width: int = 79) -> str:
+    """Every figure of the registry with what it shows, whole sentences wrapped under its name."""
+    import textwrap
+
+    from .figures import FIGURES, describe
+
+    lines = ["figures:"]
+    for name in FIGURES:
+        lines += textwrap.wrap(describe(name), width, initial_indent=f"  {name:17s}", subsequent_indent=" " * 19,
+                               break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -222,18 +249,10 @@ def _add_code_flag(parser: argparse.ArgumentParser) -> None:
                              "(the run folder records it)")
 
 
-class _WholeWordsFormatter(argparse.HelpFormatter):
-    """argparse's help wrapped between words only, so that a name such as kl-per-dim stays whole."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
 def build_parser() -> argparse.ArgumentParser:
     # every list of choices is its registry's names, so a name added there is offered here
     from .data.catalog import DATASETS
     from .data.sources import NAME_ALIASES
-    from .figures import FIGURES
     from .runs import EVALUATION_SPLITS
 
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
@@ -270,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures",
-                                  formatter_class=_WholeWordsFormatter)
+                                  epilog=_figure_list(), formatter_class=argparse.RawDescriptionHelpFormatter)
     figures.add_argument("run_dir")
-    figures.add_argument("names", nargs="*", help=f"{', '.join(FIGURES)} (default: all)")
+    figures.add_argument("names", nargs="*", metavar="NAME",
+                         help="figures to draw, named below (default: all that apply to the run)")
     _add_figure_flags(figures)
     _add_code_flag(figures)
     figures.set_defaults(func=_cmd_figures)
@@ -330,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vaelab presets | head -1`: the reader has all it wants
         _silence_stdout()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: the user knows why it stopped; a traceback tells them nothing
+        print(("\n" if sys.stderr.isatty() else "") + f"interrupted (vaelab {args.command})", file=sys.stderr)
+        return 130
     except (VaelabError, OSError) as err:  # OSError: the user's paths, a full disk, a read-only folder
         if os.environ.get("VAELAB_DEBUG"):
             raise

@@ -124,7 +124,12 @@ def cell_text(value: Any, digits: int = 2) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+        if not math.isfinite(value):
+            return str(value)
+        # Rounded to `digits` places a small number (a learning rate of 0.001) would read as 0.00:
+        # it keeps three significant digits instead.
+        small = value != 0 and abs(value) < 10.0 ** (1 - digits)
+        return f"{value:.3g}" if small else f"{value:.{digits}f}"
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)

@@ -90,6 +90,22 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def toml_value(value: Any) -> str:
+    """A value as TOML writes it, for messages a user answers with --set or a config file: true,
+    "text", [16, 32], {a = 1}; not Python's True, 'text' or None."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string escapes as JSON does
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return "(unset)" if value is None else str(value)
+
+
 def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
     """'; did you mean X?' for the candidate closest in spelling to `word`, or '' if none is close."""
     close = difflib.get_close_matches(word, candidates, n=1)
@@ -97,7 +113,7 @@ def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
 
 
 def _one_of(value: str, names: tuple[str, ...], key: str) -> None:
-    _check(value in names, key, f"{value!r} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
+    _check(value in names, key, f"{toml_value(value)} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
 
 
 def _seed(value: int, key: str) -> None:
@@ -208,7 +224,8 @@ class ModelConfig:
         _check(not (self.pseudo_inputs and self.latent != "normal"), f"{prefix}.pseudo_inputs",
                "the VampPrior mixes Gaussian posteriors: it needs model.latent = normal")
         _check(not (self.pseudo_inputs and self.prior != "normal"), f"{prefix}.pseudo_inputs",
-               f"the VampPrior replaces the standard prior: leave model.prior = normal, not {self.prior!r}")
+               "the VampPrior replaces the standard prior: leave model.prior = \"normal\", "
+               f"not {toml_value(self.prior)}")
         _check(not (self.pseudo_inputs and self.conditional), f"{prefix}.pseudo_inputs",
                "the VampPrior is built for unconditional models: the pseudo-inputs carry no label")
         _check(all(c >= 1 for c in self.conv_channels) and len(self.conv_channels) >= 1,
@@ -284,6 +301,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit (for tests)
+    # at least this many optimizer steps: a small data set's epochs are raised to reach it, and early
+    # stopping waits for it (the `images` presets: 2000; 0 = train.epochs decides alone)
+    min_steps: int = 0
     train_subset: int = 0  # use only the first N training images; 0 = all (for tests)
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = at the end of each epoch only
     nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
@@ -307,20 +327,21 @@ class TrainConfig:
         _check(self.patience >= 0, f"{prefix}.patience", f"must be >= 0, got {self.patience}")
         _seed(self.seed, f"{prefix}.seed")
         _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
+        _check(self.min_steps >= 0, f"{prefix}.min_steps", f"must be >= 0, got {self.min_steps}")
         _check(self.train_subset >= 0, f"{prefix}.train_subset", f"must be >= 0, got {self.train_subset}")
         _check(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _one_of(self.nonfinite, choices("train.nonfinite"), f"{prefix}.nonfinite")
         _one_of(self.precision, choices("train.precision"), f"{prefix}.precision")
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
-               f"must be true, false or \"auto\", got {self.compile!r}")
+               f"must be true, false or \"auto\", got {toml_value(self.compile)}")
         _one_of(self.compile_mode, choices("train.compile_mode"), f"{prefix}.compile_mode")
         _check(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", f"must be in [0, 1) (0 = off), got {self.ema_decay}")
         _check(self.time_budget >= 0, f"{prefix}.time_budget",
                f"must be >= 0 minutes (0 = none), got {self.time_budget}")
         _check(self.threads in THREAD_SETTINGS or (isinstance(self.threads, int) and self.threads >= 1),
-               f"{prefix}.threads", f"must be \"fixed\", \"auto\" or a thread count >= 1, got {self.threads!r}")
+               f"{prefix}.threads", f"must be \"fixed\", \"auto\" or a thread count >= 1, got {toml_value(self.threads)}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
-               f"{prefix}.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+               f"{prefix}.device", f"must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {toml_value(self.device)}")
 
 
 @dataclass
@@ -405,7 +426,7 @@ class RunConfig:
         for path, sha in self.code.items():
             _check(re.fullmatch(r"[0-9a-f]{64}", sha) is not None, f"code.{path}", f"not a SHA-256 digest: {sha!r}")
         _check(self.name not in ("", ".", "..") and not set(self.name) & set("/\\\0"), "name",
-               f"must be usable as a folder name (no '/', not empty, '.' or '..'), got {self.name!r}")
+               f"must be usable as a folder name (no '/', not empty, '.' or '..'), got {toml_value(self.name)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
@@ -416,13 +437,12 @@ class RunConfig:
         self._check_sweep_members()
 
     def _check_sizes(self) -> None:
+        # A batch larger than the training images is not an error: training takes every image in
+        # each step then (pipeline.fit_batch_to_data), as it does for a small folder of images.
         subset = self.train.train_subset
         available = DATASETS[self.data.name].train_size - self.data.val_size
         _check(subset <= available, "train.train_subset",
                f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
-        n_train = subset if subset else available
-        _check(self.train.batch_size <= n_train, "train.batch_size",
-               f"{self.train.batch_size} is larger than the {n_train} training images")
 
     def _check_sweep_members(self) -> None:
         """Each sweep member's overrides must give a valid config."""
@@ -434,7 +454,7 @@ class RunConfig:
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
             _check(binary or view == "grey", "model.likelihood",
-                   f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {view!r} gives "
+                   f"{likelihood} is a model of grey levels in [0, 1], but data.binarization = {toml_value(view)} gives "
                    "{0,1} pixels: use data.binarization = \"grey\", or model.likelihood = \"bernoulli\"")
         if self.data.name == IMAGES and not self.data.image_size:
             return  # the images' size and labels are read from them when training starts
@@ -469,22 +489,22 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is dict:
         return _coerce_table(value, key, typing.get_args(hint)[1])
     if origin is list:
-        _check(isinstance(value, list), key, f"expected a list, got {value!r}")
+        _check(isinstance(value, list), key, f"expected a list, got {toml_value(value)}")
         (item,) = typing.get_args(hint)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
-        _check(math.isfinite(value), key, f"expected a finite number, got {value!r}")
+               f"expected a number, got {toml_value(value)}")
+        _check(math.isfinite(value), key, f"expected a finite number, got {toml_value(value)}")
         return float(value)
     if hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {toml_value(value)}")
         return value
     if hint is bool:
-        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        _check(isinstance(value, bool), key, f"expected true or false, got {toml_value(value)}")
         return value
     if hint is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        _check(isinstance(value, str), key, f"expected a string, got {toml_value(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {hint}")
 
@@ -553,7 +573,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            _check(isinstance(value, dict), key, f"expected a table, got {value!r}")
+            _check(isinstance(value, dict), key, f"expected a table, got {toml_value(value)}")
             kwargs[name] = _build(hint, value, key)
         else:
             kwargs[name] = _coerce(value, hint, key)
@@ -602,7 +622,7 @@ def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
                 values = _merge(values, parse_override(text))
             members.append(("_".join(text.split(".")[-1] for text in texts), config_from_dict(values)))
         except ConfigError as err:
-            raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
+            raise ConfigError(f"sweep.members[{i}]: {toml_value(member)}: {err}") from None
     return members
 
 

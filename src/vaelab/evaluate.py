@@ -139,10 +139,11 @@ def check_scorable(config: Any, model: Model | None = None) -> None:
                  else LIKELIHOOD_HEADS[config.model.likelihood].data_range == "binary")
     if bernoulli and config.data.binarization == "grey":
         raise EvaluationError(
-            "this model scores grey-level pixels with a Bernoulli: a Bernoulli is a distribution over {0, 1}, "
+            "this model scores pixels in their levels (not binarized) with a Bernoulli: a Bernoulli is a "
+            "distribution over {0, 1}, "
             "so its 'log-likelihood' of x in (0, 1) is not normalized (it is a cross-entropy, not log p(x)) and "
             "its NLL is not comparable with anything. Train on binarized pixels (data.binarization=dynamic or "
-            "static) to report an NLL, or use a density on [0, 1] for grey pixels (model.likelihood=gaussian).")
+            "static) to report an NLL, or use a density on [0, 1] for them (model.likelihood=gaussian).")
 
 
 @torch.no_grad()
@@ -245,6 +246,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         "units": "nats per image (summed over pixels)", "seed": seed,
         "binarization_seed": binarization_seed(config.data, split),
         "likelihood": _likelihood_name(config, model), "latent_dim": _latent_dim(config, model),
+        "channels": data.image_shape[0],
         "weights_sha256": getattr(model, "weights_sha256", None), **code_provenance(model),
         "seconds": round(time.perf_counter() - started, 2), "device": str(torch_device),
     }

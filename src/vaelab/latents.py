@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, OneHotCategorical, RelaxedOneHotCategorical, kl_divergence
+from torch.distributions import Distribution, Independent, OneHotCategorical, RelaxedOneHotCategorical
 
 from .config import ModelConfig
 from .contract import kl_terms  # noqa: F401  (re-exported: the families' KL)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, config_from_dict, member_configs, parse_override
+from .config import ConfigError, RunConfig, config_from_dict, member_configs, parse_override, toml_value
 from .config import _merge as merge_dicts
-from .data.catalog import AUTO, IMAGES
+from .data.catalog import AUTO, IMAGES, image_shape
 from .data.views import binarization_seed
+from .progress import count
+from .webpage import pixels_text
 from .runs import RunFolder, SweepFolder
+
+# What a run must reach not to be warned about (`learned_little`): optimizer steps, and a test KL in
+# nats per image (a collapsed posterior's is about 0); MIN_STEPS is the images presets' train.min_steps.
+FEW_STEPS = 1000
+COLLAPSED_KL = 0.5
+MIN_STEPS = 2000
+MIN_BATCHES = 10  # a user's small set: a batch at most a tenth of its images (`_batch_for_images`)
 
 # Keys a finished or interrupted run may change when it is resumed: how long it trains, what is
 # done at the end, and how many CPU threads it computes with (the machine's business, not the
 # model's). Anything else would make the checkpoint describe another model.
-EXTENDABLE = ("train.epochs", "train.max_steps", "train.patience", "train.checkpoint_every", "train.time_budget",
-              "train.threads",
+EXTENDABLE = ("train.epochs", "train.min_steps", "train.max_steps", "train.patience", "train.checkpoint_every",
+              "train.time_budget", "train.threads",
               "evaluate.", "figures.")
 
 
@@ -48,6 +58,8 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     from .training import Trainer
 
     folder = RunFolder(run_dir)
+    if resume:  # before anything is loaded or said about resuming
+        folder.refuse_if_locked()
     parallel, device = from_environment(resolve_device(config.train.device))
     if not parallel.is_main:
         log = _quiet
@@ -57,12 +69,18 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     if config.data.name == IMAGES and not resume:
         config = fit_to_images(config, raw, data_dir, log)
     data = make_views(raw, config.data, device, config.train.train_subset)
+    if not resume:
+        config = fit_batch_to_data(config, len(data.train), log)
     if not resume and parallel.is_main:
         folder.create(config)
     parallel.barrier()
     trainer = Trainer(config, folder.path, data, log=log, parallel=parallel)
     log(f"training on {device}, network products in {trainer.precision_name} "
-        f"(train.precision = {config.train.precision!r})")
+        f"(train.precision = {toml_value(config.train.precision)})")
+    if trainer.epochs > config.train.epochs:
+        log(f"train.epochs = {trainer.epochs}: {count(len(data.train), 'training image')} make "
+            f"{count(trainer.steps_per_epoch, 'step')} an epoch, and train.min_steps = {config.train.min_steps} "
+            f"asks for at least that many steps (train.min_steps=0 keeps train.epochs)")
     if resume and not folder.has_checkpoint():
         log("no checkpoint yet (stopped before its first one): starting from the beginning")
         trainer.forget_partial_metrics()
@@ -82,6 +100,9 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     model = trainer.model
     model.run_config, model.weights_sha256 = config, summary["weights_sha256"]
     _evaluate(folder, config, model, data, parallel, summary, log)
+    warning = learned_little(summary, config, folder.path)
+    if warning:
+        log(warning)
     if parallel.is_main:
         _draw(folder, config, model, data, log)
         folder.write_summary(summary)
@@ -113,16 +134,57 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
         binarization, likelihood, reason = likelihood_for_data(raw.x_train)
         data["binarization"] = binarization if data["binarization"] == AUTO else data["binarization"]
         model["likelihood"] = likelihood if model["likelihood"] == AUTO else model["likelihood"]
-        log(f"model.likelihood = {model['likelihood']!r}, data.binarization = {data['binarization']!r}: {reason}")
-    if values["train"]["batch_size"] > n["train"]:  # a small folder: every image in each step
-        log(f"train.batch_size = {n['train']}: the {values['train']['batch_size']} asked for is more than the "
-            f"{n['train']} training images")
-        values["train"]["batch_size"] = n["train"]
+        kept = " (the pixels kept in their levels, not binarized)" if data["binarization"] == "grey" else ""
+        log(f"model.likelihood = {toml_value(model['likelihood'])}, data.binarization = "
+            f"{toml_value(data['binarization'])}{kept}: {reason}")
+    values["train"]["batch_size"] = _batch_for_images(values["train"]["batch_size"], n["train"], log)
     if model["conditional"]:
         if not raw.labelled:
             raise ConfigError("model.conditional: the images have no labels (put each class in its own sub-folder)")
         model["n_classes"] = max(2, len(raw.label_names))
     return config_from_dict(values)
+
+
+def _batch_for_images(batch: int, n_train: int, log: Callable[[str], None]) -> int:
+    """A user's small set trains in batches of at most a tenth of its images: 160 images in batches
+    of 128 are 2 steps an epoch, and a model learns from steps, not epochs."""
+    fitted = min(batch, max(1, n_train // MIN_BATCHES))
+    if fitted < batch:
+        log(f"train.batch_size = {fitted}: at most a tenth of the {count(n_train, 'training image')}, "
+            f"so that an epoch is {count(math.ceil(n_train / fitted), 'step')} ({batch} asked for)")
+    return fitted
+
+
+def fit_batch_to_data(config: RunConfig, n_train: int, log: Callable[[str], None]) -> RunConfig:
+    """The config with a batch no larger than the training set (a small set or train.train_subset:
+    then every image is in each step), saying so."""
+    batch = config.train.batch_size
+    if batch <= n_train:
+        return config
+    log(f"train.batch_size = {n_train}: the {batch} asked for is more than the {count(n_train, 'training image')}")
+    values = config.to_dict()
+    values["train"]["batch_size"] = n_train
+    return config_from_dict(values)
+
+
+def learned_little(summary: dict[str, Any], config: RunConfig, run_dir: Path) -> str | None:
+    """One warning line when a run is too short to have learned (few steps) or its posterior
+    collapsed (no active unit, or a KL near 0: every image decodes alike), with what to do."""
+    steps, kl = summary["steps"], summary["test_kl"]
+    active = (summary.get("evaluation") or {}).get("active_units")
+    collapsed = kl < COLLAPSED_KL or active == 0
+    if steps >= FEW_STEPS and not collapsed:
+        return None
+    found = [f"only {count(steps, 'optimizer step')}"] if steps < FEW_STEPS else []
+    if collapsed:
+        units = f", {active} active units" if active is not None else ""
+        found.append(f"the posterior collapsed (test KL {kl:.2f} nats per image{units}), so every image "
+                     "decodes alike")
+    cap = config.train.max_steps
+    more = (f"train.max_steps={max(MIN_STEPS, 2 * cap)}" if cap and steps >= cap
+            else f"train.min_steps={max(MIN_STEPS, 2 * steps)}")
+    return (f"warning: this model has learned little: {'; '.join(found)}. Train it longer: "
+            f"vaelab train --resume {run_dir} --set {more}")
 
 
 def finished_message(folder: RunFolder, config: RunConfig, state: Any) -> str:
@@ -177,7 +239,7 @@ def describe_elbo(summary: dict[str, Any], config: RunConfig) -> str:
     """The final test ELBO line, saying the units, the binarization and the samples of z."""
     view = config.data.binarization
     how = (f"{view} binarization, test images binarized once with seed {binarization_seed(config.data, 'test')}"
-           if view != "grey" else "grey-level pixels")
+           if view != "grey" else pixels_text(view, image_shape(config.data)[0]))
     return (f"test ELBO {summary['test_elbo']:.2f} nats per image (reconstruction "
             f"{summary['test_reconstruction']:.2f}, KL {summary['test_kl']:.2f}; {how}; "
             f"{config.objective.samples} sample(s) of z)")

@@ -39,7 +39,7 @@ def register(key: str, name: str) -> Callable[[T], T]:
 
     def add(obj: T) -> T:
         if name in built_in:
-            raise ConfigError(f"{key}: {name!r} is built in; register your own under another name")
+            raise ConfigError(f'{key}: "{name}" is built in; register your own under another name')
         entries[name] = obj  # a notebook cell run again replaces its own earlier entry
         return obj
 

@@ -42,8 +42,8 @@ FIGURE_CAPTIONS = {
 CURVE_COLUMNS = {
     "epoch": "epoch", "step": "step",
     "train_elbo": "train ELBO", "train_reconstruction": "train rec.", "train_kl": "train KL",
-    "val_elbo": "val ELBO", "val_reconstruction": "val rec.", "val_kl": "val KL",
-    "seconds": "seconds",
+    "train_objective": "train objective", "val_elbo": "val ELBO", "val_reconstruction": "val rec.",
+    "val_kl": "val KL", "lr": "learning rate", "skipped_steps": "skipped steps", "seconds": "seconds",
 }
 
 SUMMARY_LABELS = {
@@ -57,7 +57,7 @@ SUMMARY_LABELS = {
     "test_kl": "test KL at the end of training",
     "elbo_samples": "samples of z in those ELBOs",
     "data_source": "data source",
-    "binarization": "binarization",
+    "binarization": "pixels",
     "units": "units",
     "device": "device",
     "network_precision": "network products in training steps",
@@ -185,11 +185,14 @@ def _kl_per_dim(values: Any) -> str:
             f"<tbody>{rows}</tbody></table></details>")
 
 
-def _summary_section(summary: dict[str, Any]) -> str:
+def _summary_section(summary: dict[str, Any], pixels: str = "") -> str:
+    """summary.json as a table; `pixels` says how the pixels were modelled (colour photos' "grey"
+    view is "colour pixels in their levels", not "grey")."""
     if not summary:
         return '<h2>Training</h2><p class="warn">No summary.json: training has not finished.</p>'
     keys = [k for k in SUMMARY_LABELS if k in summary] + [k for k in summary if k not in SUMMARY_LABELS]
-    rows = [[SUMMARY_LABELS.get(k, k), cell_text(summary[k])] for k in keys]
+    rows = [[SUMMARY_LABELS.get(k, k), pixels if k == "binarization" and pixels else cell_text(summary[k])]
+            for k in keys]
     return "<h2>Training</h2>" + _table(["fact", "value"], rows)
 
 
@@ -266,7 +269,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
     body = "".join([
         _header(run_dir, config, summary, binarization),
         _metrics_section(evaluation, eval_note, summary, binarization),
-        _summary_section(summary),
+        _summary_section(summary, binarization),
         _curve_section(records, summary.get("best_epoch")),
         _figures_section(run_dir, figure_notes or {}, skipped or {}),
         _config_section(config),
@@ -317,8 +320,22 @@ def _stale_note(run: RunFolder) -> str:
             "while it was training) or does not say which weights it scored.")
 
 
+# How a caller asks for a shorter evaluation, by where the report was asked for: the API's keywords
+# or the command line's flags (`vaelab report` passes SHORTER_CLI).
+SHORTER_API = ("samples={k}", "evaluate=False")
+SHORTER_CLI = ("--samples {k}", "--no-evaluate")
+
+
+def evaluating_line(k: int, shorter: tuple[str, str] = SHORTER_API) -> str:
+    """That the report starts an evaluation of K samples (minutes at K = 5000), and how to make it shorter."""
+    fewer = 1000 if k > 1000 else max(1, k // 5)
+    hint = f"; shorter: {shorter[0].format(k=fewer)}, or {shorter[1]} to skip it" if k > 1 else ""
+    return (f"evaluating the test set with K = {k} importance samples per image (the run's weights have "
+            f"no evaluation yet{hint})")
+
+
 def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say: Any,
-                     given: dict[str, Any]) -> tuple[tuple[Path, dict[str, Any]] | None, str]:
+                     given: dict[str, Any], shorter: tuple[str, str] = SHORTER_API) -> tuple[tuple[Path, dict[str, Any]] | None, str]:
     """The current weights' evaluation (run one if there is none and `evaluate`) and a note on it."""
     evaluation, eval_note = run.current_evaluation(), ""
     if evaluation is not None:
@@ -330,7 +347,7 @@ def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say
             say(f"  note: it has K = {found_k}, fewer than the K = {k} asked for; evaluate with K = {k} first "
                 "to report that")
     elif evaluate:
-        say(f"evaluating the test set with K = {k} importance samples per image")
+        say(evaluating_line(k, shorter))
         evaluation, eval_note = _evaluate(run.path, k, progress, **given)
         if eval_note:
             say(f"  {eval_note}")
@@ -342,23 +359,25 @@ def _find_evaluation(run: RunFolder, k: int, evaluate: bool, progress: bool, say
 
 
 def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
-                 progress: bool = True, data: Any = None, model: Any = None, **figure_options: Any) -> Path:
+                 progress: bool = True, data: Any = None, model: Any = None,
+                 shorter: tuple[str, str] = SHORTER_API, **figure_options: Any) -> Path:
     """Write RUN_DIR/report.html (a sweep: SWEEP_DIR/report.html over its members) and return its path.
 
     Uses the test evaluation of the run's current weights with the largest K; with none and
-    `evaluate`, runs one with `k` importance samples. With `figures`, draws every figure first, with
+    `evaluate`, runs one with `k` importance samples, saying so and how to ask for a shorter one
+    (`shorter`: SHORTER_API or SHORTER_CLI). With `figures`, draws every figure first, with
     the run's [figures] settings overridden by `figure_options`. `data` (an ImageData) and `model`
     (as `load_run` returns it), when given, are used instead of loading them.
     """
     folder = open_folder(run_dir)
     if isinstance(folder, SweepFolder):
         return write_sweep_report(folder, k=k, evaluate=evaluate, figures=figures, progress=progress,
-                                  **figure_options)
+                                  shorter=shorter, **figure_options)
     run = folder
     given = {key: value for key, value in (("data", data), ("model", model)) if value is not None}
     say = print if progress else (lambda *args: None)
     say(f"writing the report of {run.path}")
-    evaluation, eval_note = _find_evaluation(run, k, evaluate, progress, say, given)
+    evaluation, eval_note = _find_evaluation(run, k, evaluate, progress, say, given, shorter)
     figure_notes: dict[str, str] = {}
     skipped: dict[str, str] = {}
     if figures:
@@ -372,7 +391,7 @@ def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, f
 
 
 def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
-                       progress: bool = True, **figure_options: Any) -> Path:
+                       progress: bool = True, shorter: tuple[str, str] = SHORTER_API, **figure_options: Any) -> Path:
     """SWEEP_DIR/report.html: the members compared in one table, then each member's figures.
 
     Each member also gets its own report.html, linked from the sweep's page.
@@ -381,7 +400,8 @@ def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = Tr
     if not members:
         raise NotARunError(f"{sweep.path}: the sweep has no member runs yet; train it first")
     for member in members:
-        write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, **figure_options)
+        write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, shorter=shorter,
+                     **figure_options)
     config = sweep.config().to_dict()
     table = _table([MARKDOWN_HEADERS.get(c, c) for c in SHOWN_COLUMNS],
                    [shown_cells(run_row(m.path)) for m in members])

@@ -111,11 +111,14 @@ class RunFolder:
 
     def check(self) -> RunFolder:
         """Itself; a NotARunError naming the folder when it holds no run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotARunError(f"{self.path}: a file, not a run folder (a run folder holds {CONFIG})")
         if not self.path.is_dir():
             raise NotARunError(f"{self.path}: no such run folder")
+        if is_sweep(self.path):
+            raise NotARunError(sweep_given_for_a_run(self.path))
         if not self.exists:
-            hint = " (it is a sweep: use its folder with commands that take a sweep)" if is_sweep(self.path) else ""
-            raise NotARunError(f"{self.path}: not a vaelab run folder (it has no {CONFIG}){hint}")
+            raise NotARunError(f"{self.path}: not a vaelab run folder (it has no {CONFIG})")
         return self
 
     def create(self, config: RunConfig) -> None:
@@ -342,6 +345,13 @@ class RunFolder:
         finally:
             path.unlink(missing_ok=True)
 
+    def refuse_if_locked(self) -> None:
+        """A RunLockedError if another live process trains here: checked before a resume says or loads
+        anything (the lock itself is taken when training starts)."""
+        error = _live_lock_error(self.path, self.file(LOCK))
+        if error is not None:
+            raise error
+
     def locked_by(self) -> int | None:
         """The pid of a live process on this host training here, or None."""
         holder = _lock_holder(self.file(LOCK))
@@ -360,18 +370,30 @@ def _lock_holder(path: Path) -> tuple[int, str] | None:
     return (int(words[0]), words[1]) if len(words) == 2 and words[0].isdigit() else (-1, "?")
 
 
+def _live_lock_error(run_dir: Path, path: Path) -> RunLockedError | None:
+    """The error to raise if another live process (or one on another host) holds the lock, else None."""
+    holder = _lock_holder(path)
+    if holder is None:
+        return None
+    pid, host = holder
+    if host == socket.gethostname() and _alive(pid) and pid != os.getpid():
+        return RunLockedError(f"{run_dir} is being trained by process {pid} (lock file {path}); "
+                              "wait for it to finish or stop it")
+    if host not in (socket.gethostname(), "?"):
+        return RunLockedError(f"{run_dir} is locked by process {pid} on host {host}; if that run is no "
+                              f"longer alive, delete {path}")
+    return None
+
+
 def _check_stale_lock(run_dir: Path, path: Path) -> None:
     """Raise if a live process holds the lock; otherwise remove the stale lock, saying so."""
+    error = _live_lock_error(run_dir, path)
+    if error is not None:
+        raise error from None
     holder = _lock_holder(path)
     if holder is None:
         return
-    pid, host = holder
-    if host == socket.gethostname() and _alive(pid) and pid != os.getpid():
-        raise RunLockedError(f"{run_dir} is being trained by process {pid} (lock file {path}); "
-                             "wait for it to finish or stop it") from None
-    if host not in (socket.gethostname(), "?"):
-        raise RunLockedError(f"{run_dir} is locked by process {pid} on host {host}; if that run is no "
-                             f"longer alive, delete {path}") from None
+    pid, _ = holder
     warnings.warn(f"{path}: taking over a stale lock of process {pid}, which is gone", stacklevel=4)
     path.unlink(missing_ok=True)
 
@@ -396,6 +418,27 @@ def _read_bytes(path: Path) -> bytes:
 def _optional_json(path: Path) -> dict[str, Any]:
     value = read_json(path) if path.is_file() else {}
     return value if isinstance(value, dict) else {}
+
+
+def check_new_folder(path: Path, sweep: bool = False) -> None:
+    """Refuse, before any work, an --out where a new run (or, with `sweep`, a sweep) cannot start:
+    a file, a folder holding a run or another sweep, or one holding files of its own. A new or empty
+    folder is fine; so is a sweep's own folder for the sweep (it goes on with what is missing)."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: a file, not a folder; choose another --out")
+    if not path.is_dir():
+        return
+    if RunFolder(path).exists or RunFolder(path).has_checkpoint():
+        raise FileExistsError(f"{path} already holds a run; continue it with --resume {path} "
+                              "or choose another --out")
+    if is_sweep(path):
+        if not sweep:
+            raise FileExistsError(f"{path} holds a sweep of runs; continue it with --resume {path} "
+                                  "or choose another --out")
+        return
+    if any(path.iterdir()):
+        raise FileExistsError(f"{path}: the folder holds other files and is not a run folder; "
+                              "choose a new or empty folder with --out")
 
 
 def new_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
@@ -457,6 +500,18 @@ class SweepFolder:
         path = self.table_path(kind)
         atomic_write_bytes(path, text.encode())
         return path
+
+
+def sweep_given_for_a_run(path: Path) -> str:
+    """The one-line error for a sweep folder given where one run is needed, naming a member to give
+    instead and the commands that take the whole sweep."""
+    try:
+        names = [member.path.name for member in SweepFolder(path).members()]
+    except (ValueError, OSError):  # an unreadable sweep.json: the advice stands without an example
+        names = []
+    example = f", e.g. {path / names[0]}" if names else ""
+    return (f"{path}: a sweep of runs, not one run; give one of its members{example} "
+            "(figures, report, compare and train --resume take the whole sweep)")
 
 
 def open_folder(path: str | Path) -> RunFolder | SweepFolder:

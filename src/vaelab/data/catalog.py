@@ -27,6 +27,9 @@ class DatasetInfo:
     n_classes: int  # labels 0..n_classes-1
     label_names: tuple[str, ...]  # display name of each label, in label order
     pixels: PixelKind
+    # Light strokes stored on black (MNIST's ink is 255): figures and the explorer draw such images
+    # inverted, dark ink on white paper, as they were written. Anything else is drawn in its own levels.
+    white_on_black: bool = False
 
 
 _DIGITS = tuple(str(digit) for digit in range(10))
@@ -35,8 +38,8 @@ _FASHION = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "sh
 _CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("mnist", (1, 28, 28), 60_000, 10_000, 10, _DIGITS, "grey"),
-    DatasetInfo("fashion-mnist", (1, 28, 28), 60_000, 10_000, 10, _FASHION, "grey"),
+    DatasetInfo("mnist", (1, 28, 28), 60_000, 10_000, 10, _DIGITS, "grey", white_on_black=True),
+    DatasetInfo("fashion-mnist", (1, 28, 28), 60_000, 10_000, 10, _FASHION, "grey", white_on_black=True),
     DatasetInfo("cifar10", (3, 32, 32), 50_000, 10_000, 10, _CIFAR10, "colour"),
 )}
 
@@ -75,3 +78,10 @@ def known_label_names(data_name: str | None) -> tuple[str, ...]:
     whose names come with the data, or none)."""
     info = DATASETS.get(data_name or "")
     return info.label_names if info else ()
+
+
+def drawn_inverted(name: str | None) -> bool:
+    """Whether images of data set `name` (a data.name) are drawn inverted, dark on white: only a known
+    set stored white on black is; a user's images ("images") are drawn in their own levels."""
+    info = DATASETS.get(name or "")
+    return bool(info and info.white_on_black)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, DataConfig
-from .catalog import known_label_names
+from .catalog import drawn_inverted, known_label_names
 
 if TYPE_CHECKING:
     from .sources import RawDataset
@@ -149,6 +149,7 @@ class ImageData:
     test: ImageSet
     label_names: tuple[str, ...] = ()  # the name of each label
     labelled: bool = True  # False: the images came without labels (their labels are all 0)
+    drawn_inverted: bool = False  # figures draw it dark on white (`catalog.drawn_inverted` of data.name)
 
     @property
     def n_pixels(self) -> int:
@@ -178,7 +179,8 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
     labelled = getattr(raw, "y_train", None) is not None
     names = tuple(getattr(raw, "label_names", ()) or known_label_names(raw.name))
     return ImageData(raw.name, config.binarization, raw.source, shape,
-                     **{name: s.to(device) for name, s in sets.items()}, label_names=names, labelled=labelled)
+                     **{name: s.to(device) for name, s in sets.items()}, label_names=names, labelled=labelled,
+                     drawn_inverted=drawn_inverted(config.name))
 
 
 def _splits(raw: Any, config: DataConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -7,6 +7,10 @@
   const [C, H, W] = DATA.image_shape;
   const N_PIX = C * H * W;
   const LAT = DATA.latent, D = LAT.size, VIEW = DATA.view;
+  // A grey set stored white on black (MNIST) is drawn dark ink on white, as the figures draw it
+  // (catalog.drawn_inverted); a user's own images are drawn in their own levels.
+  const INK = !!DATA.inverted && C === 1;
+  document.body.classList.toggle("ink", INK);
 
   function bytesFromBase64(text) {
     const bin = atob(text), bytes = new Uint8Array(bin.length);
@@ -423,6 +427,7 @@
     }
     const out = imageData.get(canvas), px = out.data, plane = H * W, g = C === 3 ? plane : 0, b = 2 * g;
     for (let i = 0, q = 0; i < plane; i++, q += 4) {  // Uint8ClampedArray rounds and clamps
+      if (INK) { px[q] = px[q + 1] = px[q + 2] = (1 - image[i]) * 255; continue; }
       px[q] = image[i] * 255; px[q + 1] = image[g + i] * 255; px[q + 2] = image[b + i] * 255;
     }
     canvas.getContext("2d").putImageData(out, 0, 0);
@@ -706,7 +711,7 @@
     reason: DATA.unsupported,
     cost: DATA.cost, liveLimit: DATA.live_limit,
     grid: GRID ? { a: GRID.a.slice(), b: GRID.b ? GRID.b.slice() : null } : null,
-    latentSize: D, nLabels: DATA.n_labels, imageShape: DATA.image_shape, size: SIZE,
+    latentSize: D, nLabels: DATA.n_labels, imageShape: DATA.image_shape, inverted: INK, size: SIZE,
     view: { mode: VIEW.mode, mean: M.slice(), axes: [U.slice(), V.slice()] },
     decode: decode,
     pointToLatent: pointToLatent,

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import webpage
 from ..contract import device_of, n_labels
-from ..data.catalog import known_label_names
+from ..data.catalog import drawn_inverted, known_label_names
 from ..latents import latent_kind
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
@@ -364,6 +364,7 @@ def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
         "labels": labels.tolist(),
         "slider_range": _slider_range(means, latent),
         "head_mean": decoding["head_mean"],
+        "inverted": drawn_inverted(info.get("data")),  # grey drawn dark on white, as the figures draw it
     }
     name = info.get("name") or "model"
     banner_id = "precomputed" if decoding["precomputed"] else "unsupported"

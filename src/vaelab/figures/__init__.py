@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from ..data.views import ImageData
 from ..storage import atomic_write_bytes
-from ..contract import Model, device_of, n_labels
+from ..contract import Model
 from .context import OPTIONS, FigureContext, FigureError, FigureSkipped, current_kl, figure_context, run_title
 from .curves import draw_curves
 from .grids import draw_class_samples, draw_interpolations, draw_reconstructions, draw_samples, tile
@@ -35,7 +35,7 @@ from .kl import draw_kl_per_dim
 from .latent import draw_latent_scatter, draw_manifold
 from .variants import latent_text
 
-__all__ = ["DRAWERS", "FIGURES", "OPTIONS", "FigureContext", "FigureError", "FigureSkipped", "current_kl",
+__all__ = ["DRAWERS", "FIGURES", "OPTIONS", "FigureContext", "FigureError", "FigureSkipped", "current_kl", "describe",
            "figure_context", "latent_text", "make_figures", "run_title", "tile", "write_png"]
 
 
@@ -72,6 +72,12 @@ def _png_figure(name: str, draw: Callable[[FigureContext], Figure]) -> Callable[
 FIGURES: dict[str, Callable[[FigureContext], Path]] = {name: _png_figure(name, draw) for name, draw in DRAWERS.items()}
 
 
+def describe(name: str) -> str:
+    """What figure `name` shows, in one line: its drawer's first paragraph, whole (not its first line)."""
+    paragraph = (DRAWERS[name].__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split())
+
+
 @contextlib.contextmanager
 def _eval_mode(model: Model) -> Iterator[None]:
     was_training = model.training
@@ -101,7 +107,7 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
     with _eval_mode(ctx.model):
         for name in names:
             try:
-                results.append((name, FIGURES[name](ctx), DRAWERS[name].__doc__.splitlines()[0]))
+                results.append((name, FIGURES[name](ctx), describe(name)))
             except FigureSkipped as skipped:
                 results.append((name, None, str(skipped)))
     drawn = {name: {"weights_sha256": getattr(ctx.model, "weights_sha256", None), "options": _options_of(ctx)}

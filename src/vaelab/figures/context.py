@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..data.views import ImageData
-from ..contract import Model, device_of, n_labels
+from ..contract import Model, device_of
 from ..errors import VaelabError
 from .variants import class_names, encode, is_conditional, latent_text
 
@@ -76,6 +76,11 @@ class FigureContext:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.data.image_shape
+
+    @property
+    def inverted(self) -> bool:
+        """Whether grey images are drawn dark on white (MNIST-like data), not in their own levels."""
+        return self.data.drawn_inverted
 
     @property
     def conditional(self) -> bool:

@@ -13,7 +13,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from ..distributions import TwoStep
 from ..latents import ACTIVE_THRESHOLD, unit_activity
-from ..contract import Model, device_of, n_labels
+from ..contract import Model
 from .context import FigureContext, FigureError, FigureSkipped
 from .variants import decoded_size, is_categorical, is_two_layer, latent_dim, posterior_of
 

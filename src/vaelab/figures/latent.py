@@ -155,8 +155,8 @@ def draw_manifold(ctx: FigureContext) -> Figure:
     xs, ys = _manifold_axes(ctx, dims)
     z = manifold_grid(xs, ys, latent_dim(ctx.model), dims, _manifold_held(ctx))
     images = as_images(decode(ctx.model, z.to(device_of(ctx.model)), y), ctx.image_shape)
-    grid = tile(images, n, n)
-    fig = image_grid_figure(grid, ctx.headline(_manifold_subtitle(ctx, dims)), scale=0.025)
+    grid = tile(images, n, n, inverted=ctx.inverted)
+    fig = image_grid_figure(grid, ctx.headline(_manifold_subtitle(ctx, dims)), scale=0.025, inverted=ctx.inverted)
     _mark_manifold_axes(fig.axes[0], ctx, dims, xs, ys)
     return fig
 

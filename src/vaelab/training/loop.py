@@ -33,6 +33,7 @@ from ..objectives import elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
+from ..progress import count
 from ..progress import progress as progress_bar
 from ..runs import CHECKPOINT, RunFolder, RunFolderError
 from ..threads import ThreadAdapter
@@ -150,16 +151,29 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train) / self.config.train.batch_size)
 
+    @property
+    def epochs(self) -> int:
+        """The epochs the run trains: train.epochs, raised so that a small data set's short epochs
+        still add up to train.min_steps optimizer steps (few steps learn nothing, however many epochs)."""
+        cfg = self.config.train
+        return max(cfg.epochs, math.ceil(cfg.min_steps / self.steps_per_epoch))
+
     def planned_steps(self) -> int:
         """Optimizer steps the whole run will take, if nothing stops it early."""
         cfg = self.config.train
-        steps = cfg.epochs * self.steps_per_epoch
+        steps = self.epochs * self.steps_per_epoch
         return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
     def epoch_limit(self) -> int:
-        """The epochs train.epochs allows, or fewer under train.max_steps."""
+        """The epochs the run trains (`epochs`), or fewer under train.max_steps."""
         cfg = self.config.train
-        return min(cfg.epochs, math.ceil(cfg.max_steps / self.steps_per_epoch)) if cfg.max_steps else cfg.epochs
+        return min(self.epochs, math.ceil(cfg.max_steps / self.steps_per_epoch)) if cfg.max_steps else self.epochs
+
+    def early_stop_due(self) -> bool:
+        """Whether train.patience epochs have passed without a better validation ELBO, once
+        train.min_steps steps have run (a small validation set is noisy; it may not stop a run early)."""
+        cfg, state = self.config.train, self.state
+        return bool(cfg.patience) and state.epochs_since_best >= cfg.patience and state.global_step >= cfg.min_steps
 
     def planned_epochs(self) -> int:
         """The run's length in epochs, as far as known: `epoch_limit`, or under a time budget what
@@ -229,8 +243,8 @@ class Trainer:
         Returns whether it did.
         """
         state, cfg = self.state, self.config.train
-        more = (state.epoch < cfg.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
-                and not (cfg.patience and state.epochs_since_best >= cfg.patience)
+        more = (state.epoch < self.epochs and not (cfg.max_steps and state.global_step >= cfg.max_steps)
+                and not self.early_stop_due()
                 and not (cfg.time_budget and state.train_seconds >= cfg.time_budget * 60))
         if state.finished and more:
             state.finished, state.stop_reason = False, ""
@@ -248,7 +262,6 @@ class Trainer:
         Ctrl-C is deferred to the end of the current step, so the checkpoint it leaves is
         consistent; a second Ctrl-C interrupts at once.
         """
-        cfg = self.config.train
         self.model.train()
         if self.parallel.is_main and not self.folder.exists:  # a Trainer made from Python, not through the CLI
             self.folder.create(self.config)
@@ -256,10 +269,10 @@ class Trainer:
         self._clock = time.perf_counter()
         with self.threads.active(), _flush_denormals():  # scoring the test set in finish() too
             with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
-                while not self.state.finished and self.state.epoch < cfg.epochs:
+                while not self.state.finished and self.state.epoch < self.epochs:
                     self._end_epoch(stop_reason=self.train_epoch())
             if not self.state.finished:
-                self.state.finished, self.state.stop_reason = True, f"completed {cfg.epochs} epochs"
+                self.state.finished, self.state.stop_reason = True, f"completed {count(self.epochs, 'epoch')}"
                 self.save_checkpoint()
             return self.finish()
 
@@ -271,7 +284,7 @@ class Trainer:
             self.model.start_epoch(state.epoch)
         images = self._epoch_images()
         n_batches = math.ceil(len(images) / cfg.batch_size)
-        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{cfg.epochs}", "batch", enabled=self.progress,
+        bar = progress_bar(n_batches, f"epoch {state.epoch + 1}/{self.epochs}", "batch", enabled=self.progress,
                            initial=state.step_in_epoch)
         started = time.perf_counter() - state.seconds  # resumed mid-epoch, the epoch's clock goes on
         while state.step_in_epoch < n_batches:
@@ -368,9 +381,6 @@ class Trainer:
         record = self._epoch_record()
         if self.parallel.is_main:
             self.folder.append_metrics(record)
-        self.log(f"epoch {record['epoch']:3d}  train ELBO {record['train_elbo']:9.3f}  "
-                 f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
-                 f"KL {record['val_kl']:7.3f})  {state.seconds:6.1f} s")
         if record["val_elbo"] > state.best_val_elbo:
             state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_model().state_dict().items()}
@@ -385,10 +395,21 @@ class Trainer:
         step_schedule(self.schedule, record["val_elbo"])
         if stop_reason:
             state.finished, state.stop_reason = True, stop_reason
-        elif cfg.patience and state.epochs_since_best >= cfg.patience:
+        elif self.early_stop_due():
             state.finished = True
-            state.stop_reason = f"early stop: no better validation ELBO for {cfg.patience} epochs"
+            state.stop_reason = f"early stop: no better validation ELBO for {count(cfg.patience, 'epoch')}"
+        self._log_epoch(record)
         self.save_checkpoint()
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        """The epoch's line: every epoch's in a run of up to 100, else about 100 evenly spaced, the
+        first and the last (a small data set's many short epochs would print thousands of lines)."""
+        epoch, every = record["epoch"], math.ceil(self.epochs / 100)
+        if epoch % every and epoch not in (1, self.epoch_limit()) and not self.state.finished:
+            return
+        self.log(f"epoch {epoch:3d}  train ELBO {record['train_elbo']:9.3f}  "
+                 f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
+                 f"KL {record['val_kl']:7.3f})  {record['seconds']:6.1f} s")
 
     def _plan_to_budget(self) -> None:
         """Under a time budget, after each epoch: plan for the epochs done plus as many as the rest

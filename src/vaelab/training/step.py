@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, toml_value
 from ..contract import device_of, mixed_precision
 from ..distributions import Noise
 from ..objectives import OBJECTIVES, ObjectiveTerms
@@ -137,7 +137,7 @@ class TrainingStep:
         compiled = self.compiled
         compiling = not compiled.settled
         if compiling:
-            self.log(f"compiling the training step (train.compile = {self.compile_setting!r}; "
+            self.log(f"compiling the training step (train.compile = {toml_value(self.compile_setting)}; "
                      "about 20 s on 2 CPU cores the first time, seconds once torch has cached it)")
         out = compiled(x, y, self.noise, self.kl_weight())
         if compiling and compiled.settled:
