@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import vaelab
 from browser import chromium
 from torch import nn
 from torch.nn import functional as F
@@ -531,19 +532,66 @@ def test_a_decoder_over_the_live_limit_shows_precomputed_images(browser, tmp_pat
         assert np.abs(canvas_values(page, "#strip canvas") - reference(model, nearest, 7)).max() < CANVAS_TOL
 
 
-def test_a_model_it_cannot_decode_gets_a_page_that_says_so(browser, tmp_path):
+def _decoded_ahead_checks(page, model, z, error_word: str) -> None:
+    """The page of a decoder it cannot run: a banner that says why, images decoded by PyTorch on a grid."""
+    banner = page.locator("#precomputed")
+    assert banner.is_visible() and banner.inner_text().startswith("Decoded ahead, not live")
+    assert error_word in banner.inner_text() and not page.locator("#cannot").is_visible()
+    assert page.evaluate("() => window.vaelab.mode") == "precomputed"
+    grid, view = page.evaluate("() => window.vaelab.grid"), page.evaluate("() => window.vaelab.view")
+    a, b, m, axes = np.array(grid["a"]), np.array(grid["b"]), np.array(view["mean"]), np.array(view["axes"])
+    node = m + a[2] * axes[0] + b[3] * axes[1]
+    move_to(page, node)
+    assert np.abs(canvas_values(page, "#image")[0] - reference_of_any(model, node)).max() < CANVAS_TOL
+
+
+def reference_of_any(model, z) -> np.ndarray:
+    from vaelab.figures.variants import decode
+    return decode(model, torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(1, -1)).numpy()[0]
+
+
+def test_a_decoder_it_cannot_run_gets_images_decoded_ahead_saying_so(browser, tmp_path):
     model = tiny_model()
     model.decoder = nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 784))
     path, means, _ = write_page(tmp_path, model, name="odd")
     text = path.read_text(encoding="utf-8")
-    assert "This page cannot decode this model" in text and "GELU" in text
+    assert "Decoded ahead, not live" in text and "GELU" in text
     with explorer_page(browser, path) as (page, _, _):
-        assert page.locator("#unsupported").is_visible() and page.locator("#cannot").is_visible()
-        assert "cannot decode this model" in page.locator("#cannot").inner_text()
-        assert page.evaluate("() => window.vaelab.supported") is False
+        _decoded_ahead_checks(page, model, means, "GELU")
         error = page.evaluate("() => { try { window.vaelab.decode([0, 0]); return ''; } catch (e) { return e.message; } }")
-        assert "cannot decode" in error and "GELU" in error
-        assert page.evaluate("() => window.vaelab.points().labels.length") == len(means)  # the scatter is still there
+        assert "GELU" in error  # the page says why it does not decode live
+        assert page.evaluate("() => window.vaelab.points().labels.length") == len(means)
+
+
+class OwnModel(vaelab.Model):
+    """A model of the user's own (not vaelab's VAE): a 3-D latent, GELU networks the page cannot run."""
+
+    def __init__(self, image_shape=(1, 28, 28)):
+        super().__init__(image_shape)
+        self.encoder = nn.Sequential(nn.Linear(784, 16), nn.GELU(), nn.Linear(16, 6))
+        self.decoder = nn.Sequential(nn.Linear(3, 16), nn.GELU(), nn.Linear(16, 784))
+
+    def prior(self):
+        return torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3), torch.ones(3)), 1)
+
+    def posterior(self, x, y=None):
+        mean, log_var = self.encoder(x).chunk(2, -1)
+        return torch.distributions.Independent(torch.distributions.Normal(mean, torch.exp(0.5 * log_var)), 1)
+
+    def likelihood(self, z, y=None):
+        return torch.distributions.Independent(torch.distributions.Bernoulli(logits=self.decoder(z)), 1)
+
+
+def test_a_model_of_the_users_own_opens_with_images_decoded_ahead(browser, tmp_path):
+    torch.manual_seed(0)
+    model = OwnModel().eval()
+    means = np.random.default_rng(1).normal(size=(60, 3)).astype(np.float32)
+    page = render_explorer(model, means, np.arange(60) % 10, info={"name": "own", "data": "mnist"})
+    assert "own model OwnModel" in page and "latent: 3-D normal latent" in page
+    path = tmp_path / "own.html"
+    path.write_text(page, encoding="utf-8")
+    with explorer_page(browser, path) as (page_, _, _):
+        _decoded_ahead_checks(page_, model, means, "model of your own")
 
 
 def test_the_label_selector_conditions_the_decoder(browser, tmp_path):

@@ -23,10 +23,26 @@ from .distributions import diagonal_laplace, diagonal_normal
 
 
 # model.prior -> (loc, scale) -> the standard prior of continuous latents
+def normal_prior(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
+    return diagonal_normal(loc, scale)
+
+
+def laplace_prior(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
+    return diagonal_laplace(loc, scale)
+
+
+normal_prior.display_name = "N(0, I)"  # how figures and pages write the prior (a plugin may set its own)
+laplace_prior.display_name = "Laplace(0, 1)"
+
 PRIORS: dict[str, Callable[[torch.Tensor, torch.Tensor], Independent]] = {
-    "normal": diagonal_normal,
-    "laplace": diagonal_laplace,
+    "normal": normal_prior,
+    "laplace": laplace_prior,
 }
+
+
+def prior_display_name(name: str) -> str:
+    """The standard prior `name` as figures write it: its entry's `display_name`, else the name itself."""
+    return getattr(PRIORS[name], "display_name", name)
 
 
 def standard_prior(name: str, dim: int, device: torch.device, dtype: torch.dtype) -> Independent:

@@ -75,6 +75,8 @@ def absolute_ref(ref: str, key: str) -> str:
 
 def _run_file(path: Path, key: str) -> tuple[ModuleType, str]:
     """Execute a source file once per (path, content) and return the module with its digest."""
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path}: no such file" if not path.exists() else f"{key}: {path} is not a file")
     try:
         source = path.read_bytes()
     except OSError as err:

@@ -132,6 +132,9 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
     (params_per_pixel * C*H*W), parameter-major, as the likelihood heads read it: the first C*H*W
     values are the mean's parameter for every channel (C, H, W), then the next parameter's.
     """
+    if not all(hasattr(model, part) for part in ("head", "latent", "decoder")):
+        raise ExplorerError(f"{type(model).__name__} is a model of your own, whose decoder the page has no "
+                            "JavaScript for")
     head_type = HEAD_TYPES.get(type(model.head))
     if head_type is None:
         raise ExplorerError(f"the likelihood head is a {type(model.head).__name__}; the explorer knows the decoder "

@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from .. import webpage
+from ..contract import device_of, n_labels
 from ..data.catalog import DATASETS
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
+from ..figures.variants import decode, decoded_size, encode, is_builtin, prior_family
 from .decoder import ExplorerError, decode_cost, decoder_spec
 
 
@@ -42,6 +44,10 @@ GRID_LINE = (2, 200)  # nodes of the 1-D grid of a 1-D latent
 
 def latent_description(model: nn.Module) -> dict[str, Any]:
     """What the page's z is: the decoder's latent input (z1 of a two-layer model), flattened."""
+    if not is_builtin(model):  # a model of the user's own: z as its prior's event, flattened
+        family, size = prior_family(model), decoded_size(model)
+        return {"kind": "continuous", "family": family or "own", "size": size, "two_layer": False, "latent_dim2": 0,
+                "text": f"{size}-D {family + ' ' if family else ''}latent"}
     config = model.config
     kind = "categorical" if config.latent == "categorical" else "continuous"
     info: dict[str, Any] = {"kind": kind, "family": config.latent, "size": int(model.latent.size),
@@ -68,14 +74,14 @@ def posterior_means(model: nn.Module, images: Any, n_points: int = 2000, seed: i
         means, labels = [], []
         for start in range(0, n, batch_size):
             index = order[start:start + batch_size].to(images.pixels.device)
-            x = images.batch(index).to(model.device)
-            y = images.labels[index].to(model.device)
-            mean = model.encode_mean(x, y if model.n_labels else None)
-            means.append(mean[..., :model.latent.size].float().cpu())
+            x = images.batch(index).to(device_of(model))
+            y = images.labels[index].to(device_of(model))
+            mean = encode(model, x, y if n_labels(model) else None)
+            means.append(mean[..., :decoded_size(model)].float().cpu())
             labels.append(y.cpu())
     finally:
         model.train(was_training)
-    size = model.latent.size
+    size = decoded_size(model)
     if not means:
         return np.zeros((0, size), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return torch.cat(means).numpy(), torch.cat(labels).numpy().astype(np.int64)
@@ -171,13 +177,11 @@ def _decode_means(model: nn.Module, z: np.ndarray, y: int | None, batch_size: in
     """model.decode_mean at the page's z (n, latent size) and label y, as 8-bit pixels (n, C*H*W)."""
     out = []
     for start in range(0, len(z), batch_size):
-        part = torch.as_tensor(z[start:start + batch_size], dtype=torch.float32, device=model.device)
+        part = torch.as_tensor(z[start:start + batch_size], dtype=torch.float32, device=device_of(model))
         if getattr(model, "top", None) is not None:  # the decoder reads z1; z2 does not matter
             part = torch.cat([part, part.new_zeros(len(part), model.config.latent_dim2)], -1)
-        if model.config.latent == "categorical":
-            part = part.unflatten(-1, (model.config.latent_dim, model.config.categories))
-        labels = torch.full((len(part),), y, device=model.device) if model.n_labels else None
-        mean = model.decode_mean(part, labels).float().cpu().numpy()
+        labels = torch.full((len(part),), y, device=device_of(model)) if n_labels(model) else None
+        mean = decode(model, part, labels).float().cpu().numpy()
         out.append(np.rint(np.clip(mean, 0, 1) * 255).astype(np.uint8))
     return np.concatenate(out)
 
@@ -192,11 +196,11 @@ def precomputed_images(model: nn.Module, means: np.ndarray, view: dict[str, Any]
     was_training = model.training
     model.eval()
     try:
-        n_labels = max(int(model.n_labels), 1)
-        budget = GRID_BYTES // (n_labels * math.prod(model.image_shape))
+        classes = max(n_labels(model), 1)
+        budget = GRID_BYTES // (classes * math.prod(model.image_shape))
         a, b = _grid_axes(_plane(means, view), view["mode"], budget)
         z = _grid_latents(a, b, view, latent)
-        labels = range(n_labels) if model.n_labels else [None]
+        labels = range(classes) if n_labels(model) else [None]
         pixels = np.concatenate([_decode_means(model, z, y) for y in labels])
     finally:
         model.train(was_training)
@@ -231,29 +235,40 @@ def _fmt(value: Any, digits: int = 2) -> str | None:
 SEPARATOR = " \u00b7 "
 
 
-def _header(info: dict[str, Any], model: nn.Module, latent: dict[str, Any]) -> str:
+def _model_text(model: nn.Module, latent: dict[str, Any]) -> tuple[str, str, str]:
+    """(latent, decoder, likelihood) in words for the header."""
+    if not is_builtin(model):
+        own = type(model).__name__
+        return latent["text"], f"own model {own}", getattr(model, "likelihood_name", None) or f"{own}.likelihood"
     config = model.config
-    name = info.get("name") or "model"
-    binarization = info.get("binarization")
-    binarization_text = webpage.pixels_text(binarization, model.image_shape[0])
-    data = info.get("data") or "unknown data"
     if latent["kind"] == "categorical":
-        latent_text = (f"{latent['variables']} categorical variables \u00d7 {latent['categories']} classes "
-                       f"({latent['size']} inputs to the decoder)")
+        latent_words = (f"{latent['variables']} categorical variables \u00d7 {latent['categories']} classes "
+                        f"({latent['size']} inputs to the decoder)")
     else:
-        latent_text = f"{latent['size']}-D {latent['family']} latent"
+        latent_words = f"{latent['size']}-D {latent['family']} latent"
     if latent["two_layer"]:
-        latent_text += f"; two stochastic layers, the decoder reads z1 (shown here), not the {latent['latent_dim2']}-D z2"
-    if config.net == "conv":
+        latent_words += f"; two stochastic layers, the decoder reads z1 (shown here), not the {latent['latent_dim2']}-D z2"
+    if config.decoder:
+        decoder_text = f"own decoder {config.decoder.rpartition('/')[2]}"
+    elif config.net == "conv":
         decoder_text = f"conv decoder, channels {list(reversed(config.conv_channels))}, {config.activation}"
     else:
         hidden = "-".join(str(h) for h in config.decoder_hidden) or "no hidden layer"
         decoder_text = f"MLP decoder {hidden} {config.activation}"
+    return latent_words, decoder_text, config.likelihood
+
+
+def _header(info: dict[str, Any], model: nn.Module, latent: dict[str, Any]) -> str:
+    name = info.get("name") or "model"
+    binarization = info.get("binarization")
+    binarization_text = webpage.pixels_text(binarization, model.image_shape[0])
+    data = info.get("data") or "unknown data"
+    latent_words, decoder_text, likelihood = _model_text(model, latent)
     facts = [f"data: {_text(data)}",
-             _text(binarization_text), f"latent: {_text(latent_text)}", _text(decoder_text),
-             f"likelihood: {_text(config.likelihood)}"]
-    if model.n_labels:
-        facts.append(f"conditional on the label ({model.n_labels} classes)")
+             _text(binarization_text), f"latent: {_text(latent_words)}", _text(decoder_text),
+             f"likelihood: {_text(likelihood)}"]
+    if n_labels(model):
+        facts.append(f"conditional on the label ({n_labels(model)} classes)")
     chips = []
     if info.get("best_epoch") is not None:
         chips.append(f"best epoch {_text(info['best_epoch'])}"
@@ -287,23 +302,40 @@ def _decoding(model: nn.Module, means: np.ndarray, view: dict[str, Any], latent:
     try:
         spec = decoder_spec(model)
     except ExplorerError as err:
-        return {"spec": None, "precomputed": None, "cost": None, "head_mean": "", "reason": str(err),
-                "banner": f"<b>This page cannot decode this model.</b> {_text(err)}. The scatter of posterior "
-                          "means is still shown, but no images."}
+        return _decoded_ahead(model, means, view, latent, err)
     cost = decode_cost(spec)
     result = {"spec": spec, "precomputed": None, "cost": cost, "head_mean": spec["head"]["mean"], "reason": "",
               "banner": ""}
     if cost <= live_limit:
         return result
     grid = precomputed_images(model, means, view, latent)
-    nodes = f"{len(grid['a'])} \u00d7 {len(grid['b'])} grid" if grid["b"] else f"line of {len(grid['a'])} points"
-    off_plane = " (the sliders' coordinates off the map's plane do not change it)" if view["mode"] == "pca" else ""
     reason = (f"its decoder takes about {cost / 1e6:.3g} million multiply-adds a decode, more than the "
               f"{live_limit / 1e6:.3g} million the page decodes live")
     return result | {"spec": None, "precomputed": grid, "reason": reason,
                      "banner": f"<b>Too large to decode live:</b> {_text(reason)}. The images are precomputed "
-                               f"instead: decoded by PyTorch when this page was written, on a {nodes} over the "
-                               f"map; the pointer shows the nearest one{off_plane}."}
+                               f"instead: {_text(_grid_text(grid, view))}."}
+
+
+def _grid_text(grid: dict[str, Any], view: dict[str, Any]) -> str:
+    nodes = f"{len(grid['a'])} \u00d7 {len(grid['b'])} grid" if grid["b"] else f"line of {len(grid['a'])} points"
+    off_plane = " (the sliders' coordinates off the map's plane do not change it)" if view["mode"] == "pca" else ""
+    return f"decoded by PyTorch when this page was written, on a {nodes} over the map; the pointer shows the " \
+           f"nearest one{off_plane}"
+
+
+def _decoded_ahead(model: nn.Module, means: np.ndarray, view: dict[str, Any], latent: dict[str, Any],
+                   err: ExplorerError) -> dict[str, Any]:
+    """A decoder the page cannot run (a user's own network, an unknown layer): images PyTorch decodes on a
+    grid when the page is written; no images at all only where even those cannot be drawn."""
+    none = {"spec": None, "precomputed": None, "cost": None, "reason": str(err),
+            "head_mean": "E[x|z] of the model's likelihood, computed by PyTorch"}
+    if model.image_shape[0] not in (1, 3):
+        return none | {"banner": f"<b>This page cannot decode this model.</b> {_text(err)}. The scatter of "
+                                 "posterior means is still shown, but no images."}
+    grid = precomputed_images(model, means, view, latent)
+    return none | {"precomputed": grid,
+                   "banner": f"<b>Decoded ahead, not live:</b> the page cannot run this decoder ({_text(err)}). "
+                             f"The images were {_text(_grid_text(grid, view))}."}
 
 
 def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
@@ -320,14 +352,14 @@ def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
     latent = latent_description(model)
     means, labels = _checked_points(means, labels, latent["size"])
     if label_names is None:
-        label_names = _default_label_names(info.get("data"), model.n_labels, labels)
+        label_names = _default_label_names(info.get("data"), n_labels(model), labels)
     view = scatter_view(means, latent)
     decoding = _decoding(model, means, view, latent, live_limit)
     info["n_points"] = len(means)
     payload = {
         "spec": decoding["spec"], "precomputed": decoding["precomputed"], "unsupported": decoding["reason"],
         "cost": decoding["cost"], "live_limit": int(live_limit), "latent": latent, "view": view,
-        "n_labels": int(model.n_labels), "image_shape": [int(s) for s in model.image_shape],
+        "n_labels": n_labels(model), "image_shape": [int(s) for s in model.image_shape],
         "label_names": [str(n) for n in label_names],
         "points": base64.b64encode(means.astype("<f4").tobytes()).decode("ascii"),
         "labels": labels.tolist(),
@@ -335,7 +367,7 @@ def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
         "head_mean": decoding["head_mean"],
     }
     name = info.get("name") or "model"
-    banner_id = "unsupported" if decoding["cost"] is None else "precomputed"
+    banner_id = "precomputed" if decoding["precomputed"] else "unsupported"
     banner = f'<div class="banner" id="{banner_id}">{decoding["banner"]}</div>' if decoding["banner"] else ""
     data = f'<script type="application/json" id="vaelab-data">{webpage.json_for_script(payload)}</script>'
     body = _header(info, model, latent) + banner + _asset("explorer.html") + data

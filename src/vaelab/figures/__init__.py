@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from ..data.views import ImageData
 from ..storage import atomic_write_bytes
-from ..model import VAE
+from ..contract import Model, device_of, n_labels
 from .context import OPTIONS, FigureContext, FigureSkipped, current_kl, figure_context, run_title
 from .curves import draw_curves
 from .grids import draw_class_samples, draw_interpolations, draw_reconstructions, draw_samples, tile
@@ -73,7 +73,7 @@ FIGURES: dict[str, Callable[[FigureContext], Path]] = {name: _png_figure(name, d
 
 
 @contextlib.contextmanager
-def _eval_mode(model: VAE) -> Iterator[None]:
+def _eval_mode(model: Model) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
@@ -82,7 +82,7 @@ def _eval_mode(model: VAE) -> Iterator[None]:
         model.train(was_training)
 
 
-def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, model: VAE | None = None,
+def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, model: Model | None = None,
                  data: ImageData | None = None, **options: Any) -> list[tuple[str, Path | None, str]]:
     """Draw figures of a run into RUN_DIR/figures/<name>.png; all of FIGURES when `names` is None.
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..data.views import ImageData
-from ..model import VAE
+from ..contract import Model, device_of, n_labels
 from .variants import class_names, encode, is_conditional, latent_text
 
 
@@ -31,7 +31,7 @@ class FigureContext:
     """What a figure may draw from; the fields after `title` have defaults, and `make_figures`
     takes any of them but model, data, out_dir and metrics as keyword options."""
 
-    model: VAE  # in eval mode
+    model: Model  # in eval mode
     data: ImageData  # the run's data in its view; figures use the test split
     out_dir: Path  # RUN_DIR/figures
     title: str  # first title line: model, data and epoch
@@ -78,7 +78,7 @@ class FigureContext:
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """All test images in order, (x (batch, n_pixels), y (batch,) or None for an unconditional model)."""
-        test, device = self.data.test, self.model.device
+        test, device = self.data.test, device_of(self.model)
         for start in range(0, len(test), self.batch_size):
             index = slice(start, start + self.batch_size)
             y = test.labels[index].to(device) if self.conditional else None
@@ -109,8 +109,8 @@ class FigureContext:
         the first n test images, or n drawn with `seed`."""
         test = self.data.test
         index = self._test_index(n, random).to(test.pixels.device)
-        y = test.labels[index].to(self.model.device) if self.conditional else None
-        return test.batch(index).to(self.model.device), y
+        y = test.labels[index].to(device_of(self.model)) if self.conditional else None
+        return test.batch(index).to(device_of(self.model)), y
 
     def class_names(self, classes: Sequence[int]) -> list[str]:
         """Display names of labels: the data's own (a user's folder names), else the data set's."""
@@ -166,7 +166,7 @@ def _load_data(config: Any, device: torch.device) -> ImageData:
     return make_views(raw, config.data, device)
 
 
-def figure_context(run_dir: str | Path, *, model: VAE | None = None, data: ImageData | None = None,
+def figure_context(run_dir: str | Path, *, model: Model | None = None, data: ImageData | None = None,
                    **options: Any) -> FigureContext:
     """The context for a run folder: its model (load_run unless given), data, metrics, evaluation.
 
@@ -180,7 +180,7 @@ def figure_context(run_dir: str | Path, *, model: VAE | None = None, data: Image
     folder = RunFolder(run_dir).check()
     config = folder.config()
     model = load_run(folder.path) if model is None else model
-    data = _load_data(config, model.device) if data is None else data
+    data = _load_data(config, device_of(model)) if data is None else data
     metrics = folder.metrics()
     kl, kl_source = current_kl(folder, getattr(model, "weights_sha256", None))
     values: dict[str, Any] = {"title": run_title(config.name, data, latent_text(model), metrics, folder.summary()),

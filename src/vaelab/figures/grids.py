@@ -14,7 +14,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..model import VAE
+from ..contract import Model, device_of, n_labels
 from .context import FigureContext, FigureSkipped
 from .variants import (class_names, decode, encode, is_categorical, is_conditional, prior_text, require_labels,
                        sample_prior, seeded_generator)
@@ -100,13 +100,13 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
     return tile(cells, 2 * pairs, cols), pairs
 
 
-def sample_row_classes(model: VAE, rows: int) -> list[int]:
+def sample_row_classes(model: Model, rows: int) -> list[int]:
     """The label each row of a conditional model's samples grid is decoded with: row r gets r mod n_labels."""
-    return [r % model.n_labels for r in range(rows)]
+    return [r % n_labels(model) for r in range(rows)]
 
 
 @torch.no_grad()
-def samples_grid(model: VAE, image_shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
+def samples_grid(model: Model, image_shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
     """n x n decoder means of z ~ p(z), tiled: (n*(h+2)+2, n*(w+2)+2[, 3]).
 
     A conditional model decodes row r with the label `sample_row_classes(model, n)[r]`.
@@ -114,30 +114,30 @@ def samples_grid(model: VAE, image_shape: tuple[int, int, int], n: int, seed: in
     z = sample_prior(model, n * n, seeded_generator(model, seed))
     y = None
     if is_conditional(model):
-        y = torch.tensor(sample_row_classes(model, n), device=model.device).repeat_interleave(n)
+        y = torch.tensor(sample_row_classes(model, n), device=device_of(model)).repeat_interleave(n)
     return tile(as_images(decode(model, z, y), image_shape), n, n)
 
 
 @torch.no_grad()
-def class_samples_grid(model: VAE, image_shape: tuple[int, int, int], per_class: int, seed: int = 0) -> np.ndarray:
+def class_samples_grid(model: Model, image_shape: tuple[int, int, int], per_class: int, seed: int = 0) -> np.ndarray:
     """A conditional model's (n_labels rows) x (per_class columns) decoder means: row k decoded with y = k,
     every cell from its own z ~ p(z). (n_labels*(h+2)+2, per_class*(w+2)+2[, 3])."""
     if not is_conditional(model):
         raise ValueError("class samples need a conditional model")
-    y = torch.arange(model.n_labels, device=model.device).repeat_interleave(per_class)
+    y = torch.arange(n_labels(model), device=device_of(model)).repeat_interleave(per_class)
     z = sample_prior(model, len(y), seeded_generator(model, seed))
-    return tile(as_images(decode(model, z, y), image_shape), model.n_labels, per_class)
+    return tile(as_images(decode(model, z, y), image_shape), n_labels(model), per_class)
 
 
 @torch.no_grad()
-def reconstructions_of(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+def reconstructions_of(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """E[x | z = mean of q(z|x(, y))(, y)]: (n, n_pixels) -> (n, n_pixels); y: (n,) labels of a CVAE."""
     require_labels(model, y, "reconstructions")
     return decode(model, encode(model, x, y), y)
 
 
 @torch.no_grad()
-def interpolation_grid(model: VAE, x: torch.Tensor, image_shape: tuple[int, int, int], steps: int,
+def interpolation_grid(model: Model, x: torch.Tensor, image_shape: tuple[int, int, int], steps: int,
                        y: torch.Tensor | None = None) -> np.ndarray:
     """x: (2m, n_pixels), y: (2m,) labels of a CVAE -> (m rows x steps) grid; row i walks in a straight
     line from the posterior mean of x[2i] to that of x[2i+1], decoded (for a CVAE) with y[2i] throughout."""
@@ -168,7 +168,7 @@ INTERPOLATION_LABEL_NOTE = ("decoded with the label of each row's first image th
 
 # ---------------------------------------------------------------- the figures
 
-def _mean_note(model: VAE) -> str:
+def _mean_note(model: Model) -> str:
     """What 'posterior mean' means where it is not a point in a continuous latent."""
     return ";\nthe posterior mean of a categorical latent is its class probabilities" if is_categorical(model) else ""
 
@@ -194,7 +194,7 @@ def draw_class_samples(ctx: FigureContext) -> Figure:
     grid = class_samples_grid(model, ctx.image_shape, per_class, ctx.seed)
     what = (f"{per_class} samples of each class: row y decoded with label y, each image from its own z ~ p(z),"
             f"\np(z) = {prior_text(model)}; decoder mean")
-    return image_grid_figure(grid, ctx.headline(what), row_labels=ctx.class_names(range(model.n_labels)))
+    return image_grid_figure(grid, ctx.headline(what), row_labels=ctx.class_names(range(n_labels(model))))
 
 
 @torch.no_grad()

@@ -13,17 +13,17 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from ..distributions import TwoStep
 from ..latents import ACTIVE_THRESHOLD, unit_activity
-from ..model import VAE
+from ..contract import Model, device_of, n_labels
 from .context import FigureContext, FigureSkipped
-from .variants import decoded_size, is_categorical, is_two_layer, posterior_of
+from .variants import decoded_size, is_categorical, is_two_layer, latent_dim, posterior_of
 
 TWO_LAYER_KL_NOTE = ("no KL per dimension for a two-layer model: KL(q(z1, z2|x) || p(z1, z2)) has no closed form "
                      "and does not split over dimensions (an evaluation's kl_per_dim would be drawn)")
 
 
-def kl_units(model: VAE) -> int:
+def kl_units(model: Model) -> int:
     """How many terms the KL splits into: categorical variables, else latent dimensions."""
-    return model.config.latent_dim if is_categorical(model) else model.latent_dim
+    return model.config.latent_dim if is_categorical(model) else latent_dim(model)
 
 
 def _kl_terms(q: Distribution, p: Distribution) -> torch.Tensor:
@@ -50,7 +50,7 @@ def kl_per_dim_from_model(ctx: FigureContext) -> torch.Tensor:
     return (total / len(ctx.data.test)).cpu()
 
 
-def active_units(model: VAE, means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
+def active_units(model: Model, means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
     """(n, latent_dim) posterior means -> (units,) bool: is the unit's activity (`latents.unit_activity`,
     as the evaluation measures it) above `threshold`? A categorical variable's activity is that of its
     class probabilities, summed over classes."""
@@ -60,14 +60,14 @@ def active_units(model: VAE, means: torch.Tensor, threshold: float = ACTIVE_THRE
     return activity > threshold
 
 
-def _kl_axis_text(model: VAE) -> tuple[str, str]:
+def _kl_axis_text(model: Model) -> tuple[str, str]:
     """(x-axis label, activity legend title) of the KL bar chart."""
     if is_categorical(model):
         return "categorical variable j", f"Var of class probabilities\n(summed over classes) > {ACTIVE_THRESHOLD}"
     legend = f"Var of posterior mean\n> {ACTIVE_THRESHOLD}"
     if is_two_layer(model):
         d1 = decoded_size(model)
-        return f"latent dimension j (z1: 0..{d1 - 1}, z2: {d1}..{model.latent_dim - 1})", legend
+        return f"latent dimension j (z1: 0..{d1 - 1}, z2: {d1}..{latent_dim(model) - 1})", legend
     return "latent dimension j", legend
 
 

@@ -17,10 +17,10 @@ from matplotlib.lines import Line2D
 from torch.distributions import Distribution, Independent, Laplace, Normal
 
 from ..distributions import TwoStep
-from ..model import VAE
+from ..contract import Model, device_of, n_labels
 from .context import MANIFOLD_RANGES, FigureContext, FigureSkipped
 from .grids import as_images, image_grid_figure, tile
-from .variants import decode, decoded_size, is_categorical, is_two_layer
+from .variants import decode, decoded_size, is_categorical, is_two_layer, latent_dim, prior_family
 
 
 def _axis_label(axis: str, dim: int) -> str:
@@ -58,7 +58,7 @@ def manifold_grid(xs: torch.Tensor, ys: torch.Tensor, latent_dim: int, dims: tup
     return z.reshape(-1, latent_dim)
 
 
-def prior_marginal(model: VAE, dim: int) -> Distribution:
+def prior_marginal(model: Model, dim: int) -> Distribution:
     """p(z_dim), one-dimensional with an `icdf`, in float64, for a one-layer continuous latent."""
     prior = model.prior()
     if isinstance(prior, TwoStep):
@@ -91,10 +91,10 @@ def _manifold_label(ctx: FigureContext) -> torch.Tensor | None:
     """The labels (manifold_n**2,) a CVAE's manifold is decoded with; None for an unconditional model."""
     if not ctx.conditional:
         return None
-    label, n_labels = ctx.manifold_label, ctx.model.n_labels
-    if not 0 <= label < n_labels:
-        raise ValueError(f"manifold_label: {label} is not a label in 0..{n_labels - 1}")
-    return torch.full((ctx.manifold_n ** 2,), label, device=ctx.model.device)
+    label, classes = ctx.manifold_label, n_labels(ctx.model)
+    if not 0 <= label < classes:
+        raise ValueError(f"manifold_label: {label} is not a label in 0..{classes - 1}")
+    return torch.full((ctx.manifold_n ** 2,), label, device=device_of(ctx.model))
 
 
 def _axis_name(ctx: FigureContext, dim: int) -> str:
@@ -106,7 +106,7 @@ def _manifold_subtitle(ctx: FigureContext, dims: tuple[int, int]) -> str:
     if ctx.manifold_range == "minmax":
         over = "from min to max of the test posterior means"
     else:
-        symbol, name = ("\u03a6", "N(0, 1)") if model.config.prior == "normal" else ("F", "Laplace(0, 1)")
+        symbol, name = ("\u03a6", "N(0, 1)") if prior_family(model) == "normal" else ("F", "Laplace(0, 1)")
         over = f"at {name} quantiles {symbol}\u207b\u00b9(p), p = {0.5 / n:.3g} .. {1 - 0.5 / n:.3g}"
     a, b = (_axis_name(ctx, d) for d in dims)
     text = f"decoder mean on a {n} x {n} grid of {a}, {b} {over}"
@@ -150,8 +150,8 @@ def draw_manifold(ctx: FigureContext) -> Figure:
     n = ctx.manifold_n
     y = _manifold_label(ctx)
     xs, ys = _manifold_axes(ctx, dims)
-    z = manifold_grid(xs, ys, ctx.model.latent_dim, dims, _manifold_held(ctx))
-    images = as_images(decode(ctx.model, z.to(ctx.model.device), y), ctx.image_shape)
+    z = manifold_grid(xs, ys, latent_dim(ctx.model), dims, _manifold_held(ctx))
+    images = as_images(decode(ctx.model, z.to(device_of(ctx.model)), y), ctx.image_shape)
     grid = tile(images, n, n)
     fig = image_grid_figure(grid, ctx.headline(_manifold_subtitle(ctx, dims)), scale=0.025)
     _mark_manifold_axes(fig.axes[0], ctx, dims, xs, ys)
