@@ -1,6 +1,6 @@
 """What the examples needed of the core: flows sampled from vaelab's generator (`vaelab.rsample`), a posterior
-vaelab cannot sample refused when the model is built, a user's networks told the sizes they must fit, and the
-evaluation of a posterior without a closed-form mean."""
+vaelab cannot sample refused when the model is built, a user's networks told the sizes they must fit, the
+evaluation of a posterior without a closed-form mean, and no half-made run folder after a model that does not fit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch.distributions import (AffineTransform, Bernoulli, Gamma, Independent,
                                  TransformedDistribution)
 
 import vaelab
+from tiny_runs import tiny_data  # noqa: F401  (fixture)
 from vaelab.config import resolve_config
 from vaelab.distributions import diagonal_normal, rsample
 from vaelab.evaluate import evaluate_images
@@ -150,3 +151,34 @@ def test_a_flow_posterior_is_evaluated_with_its_encode_mean_and_a_monte_carlo_kl
     torch.manual_seed(0)
     result = evaluate_images(FlowModel(), Images(torch.rand(20, 16).round()), k=8, threads="fixed")
     assert result["kl_per_dim"] is None and result["kl"] > 0 and len(result["unit_activity"]) == 2
+
+
+WRONG_DECODER = '''
+from torch import nn
+
+
+class Decoder(nn.Module):
+    def __init__(self, image_shape, in_features, outputs=100):
+        super().__init__()
+        self.net = nn.Linear(in_features, outputs)
+
+    def forward(self, z):
+        return self.net(z)
+'''
+
+
+def test_a_network_that_does_not_fit_leaves_no_run_folder_so_the_same_command_runs_once_fixed(tmp_path, tiny_data,
+                                                                                               capsys):
+    from vaelab import cli
+
+    path = tmp_path / "nets.py"
+    path.write_text(WRONG_DECODER)
+    run = tmp_path / "run"
+    args = ["train", "--set", f"model.decoder={json.dumps(f'{path}:Decoder')}", "--set", "data.val_size=100",
+            "--set", "train.batch_size=50", "--set", "train.max_steps=2", "--set", "figures.names=[]",
+            "--out", str(run)]
+    assert cli.main(args) == 2
+    assert "error: model.decoder: returned 100 values per z" in capsys.readouterr().err
+    assert not run.exists()
+    assert cli.main([*args, "--set", "model.args.outputs=784"]) == 0
+    assert (run / "model.safetensors").is_file()
