@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -237,3 +238,19 @@ def test_resnet_example_trains_on_a_folder_of_colour_images(tmp_path, capsys, mo
     assert (run / "figures" / "samples.png").is_file()
     result = run_commands(run, capsys, [], report=("--no-figures",))
     assert result["bits_per_dim"] > 0 and result["latent_dim"] == 64
+
+
+@pytest.mark.slow
+def test_the_own_network_benchmark_runs_and_the_path_computes_what_the_built_in_nets_do(monkeypatch, capsys):
+    """benchmarks/own_network_speed.py, a smoke run: the built-in nets given as a user's own train to the same
+    ELBO as the built-in ones (the same computation), and every ratio is printed."""
+    spec = importlib.util.spec_from_file_location("own_network_speed", ROOT / "benchmarks" / "own_network_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # the script points it at its temporary folder; restored after
+    monkeypatch.setattr(sys, "argv", ["own_network_speed.py", "--n", "90", "--rounds", "1", "--width", "8"])
+    bench.main()
+    out = capsys.readouterr().out
+    elbo = dict(re.findall(r"(built-in conv(?: as own)?) [\d.]+ s, CPU [\d.]+ s \(train ELBO (-?\d+)\)", out))
+    assert len(elbo) == 2 and elbo["built-in conv"] == elbo["built-in conv as own"], out
+    assert "ratio resnet_conv.py (width 8) / built-in conv" in out and "55.8 M multiply-adds" in out
