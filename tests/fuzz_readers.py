@@ -83,7 +83,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vaelab.data import DataError, cifar, load_image_file, load_image_folder
-from vaelab.data import images as imagefile
+from vaelab.data.own import decode as imagefile
 from vaelab.data.arrays import check_layout
 from vaelab.data.idx import IDX_DTYPES, read_idx
 from vaelab.data.npzfile import read_npz
@@ -1723,7 +1723,7 @@ def _decode_options(d: Draw, upright: tuple[int, int]) -> dict[str, Any]:
 
 
 def gen_image(d: Draw) -> ImageCase:
-    """One image file, decoded as images.py does it (probe, then decode), with or without options."""
+    """One image file, decoded as data/own/decode.py does it (probe, then decode), with or without options."""
     picture = make_picture(d)
     name = "image" + (IMAGE_FORMATS[picture.format] if d.bool(0.9) else d.choice((".png", ".jpg", ".dat", "")))
     damaged = d.bool(0.85)
@@ -2008,7 +2008,7 @@ def _read_one_image(case: ImageCase, path: Path) -> int:
     image = imagefile.decode_image(path, replace(options, channels=channels))
     _check(isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3,
            f"{type(image)} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")
-    # images.py's one stated exception: a PNG whose EXIF follows its pixels probes as stored
+    # decode.py's one stated exception: a PNG whose EXIF follows its pixels probes as stored
     late_exif = options.image_size is None and path.read_bytes()[:8] == PNG_SIGNATURE
     _check(image.shape == (channels, *size) or (late_exif and image.shape == (channels, size[1], size[0])),
            f"shape {image.shape}, promised {(channels, *size)}")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vaelab.progress
 from vaelab.data import (
     DataError,
     DataWarning,
@@ -28,9 +29,9 @@ from vaelab.data import (
     load_image_folder,
     load_images,
 )
-from vaelab.data import folder as folder_module
-from vaelab.data import imagecache
-from vaelab.data import images as imagefile
+from vaelab.data.own import cache as imagecache
+from vaelab.data.own import decode as imagefile
+from vaelab.data.own import folder as folder_module
 from vaelab.data.arrays import sha256_array
 
 RNG = np.random.default_rng(0)
@@ -565,13 +566,13 @@ def test_files_not_meant_as_images_are_ignored_and_reported(tmp_path, cache, cap
 
 
 def test_progress_lines_when_not_on_a_terminal(tmp_path, cache, capsys, monkeypatch):
-    monkeypatch.setattr(folder_module, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(vaelab.progress, "LINE_EVERY", 0.0)
     for i in range(3):
         save(tmp_path / f"{i}.png", grey(seed=i))
     load_image_folder(tmp_path, cache_dir=cache, progress=True)
     err = capsys.readouterr().err
-    assert "vaelab: reading image headers: 1/3" not in err  # a chunk at a time
-    assert re.search(r"vaelab: decoding images: 3/3 \(\d+/s\)", err)
+    assert "reading image headers: 1/3" not in err  # a chunk at a time
+    assert re.search(r"decoding images: 3/3 images \([\d.]+/s, about 0 s left\)", err)
 
 
 # ---------------------------------------------------------------- cache

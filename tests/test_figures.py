@@ -80,7 +80,7 @@ def test_make_figures_on_a_run_folder(tiny_run, tiny_raw, monkeypatch):
         loaded.append((name, data_dir, kwargs))
         return tiny_raw
 
-    monkeypatch.setattr("vaelab.data.load_dataset", fake_load_dataset)
+    monkeypatch.setattr("vaelab.data.load.load_dataset", fake_load_dataset)
     results = make_figures(run_dir, samples_n=4)
     assert loaded == [("mnist", None, {"progress": False})]
     assert [name for name, _, _ in results] == list(FIGURES)

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from vaelab.data import DataError, DataWarning, cifar, load_image_folder, read_idx
-from vaelab.data import images as imagefile
+from vaelab.data.own import decode as imagefile
 from vaelab.data.arrays import check_layout
 from vaelab.data.npzfile import read_npz
 from vaelab.data.pypi import MEMBERS, read_mnist_wheel

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from vaelab.config import ConfigError, ModelConfig, resolve_config
+from vaelab.conv_shapes import conv_sides
 from vaelab.model import VAE
-from vaelab.nets import ConvDecoder, ConvEncoder, conv_sides
+from vaelab.nets import ConvDecoder, ConvEncoder
 
 SIZES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (3, 45, 37), (1, 7, 9), (1, 1, 5)]
 

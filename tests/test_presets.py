@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from vaelab.config import preset_dict, preset_names, resolve_config
-from vaelab.pipeline import member_configs, sweep_run, train_run
+from vaelab.config import member_configs, preset_dict, preset_names, resolve_config
+from vaelab.pipeline import sweep_run, train_run
 
 SHORT = ["data.val_size=100", "train.max_steps=4", "train.epochs=2", "train.batch_size=20",
          "train.eval_batch_size=50"]

@@ -17,8 +17,9 @@ from browser import image_states, open_page
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vaelab.comparison import compare_runs
 from vaelab.config import resolve_config
-from vaelab.report import compare_runs, write_report
+from vaelab.report import write_report
 from vaelab.runs import RunFolder
 
 EVAL_K100 = {"elbo": -98.7654, "reconstruction": -90.1234, "kl": 8.642, "nll": 94.3219, "nll_stderr": 0.4567,

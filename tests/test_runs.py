@@ -15,8 +15,9 @@ import torch
 
 import vaelab
 from vaelab import cli
+from vaelab.comparison import run_row
 from vaelab.data.views import make_views
-from vaelab.report import run_row, write_report
+from vaelab.report import write_report
 from vaelab.runs import CONFIG, WEIGHTS, RunFolder, SweepFolder, fingerprint
 from vaelab.training import Trainer
 
@@ -27,11 +28,11 @@ TINY = {"data.val_size": 100, "train.batch_size": 50, "model.encoder_hidden": [1
 @pytest.fixture(autouse=True)
 def tiny_data(monkeypatch, one_thread):
     """Every run here trains on the tiny generated set instead of MNIST."""
-    import vaelab.data
+    import vaelab.data.load
     from conftest import make_tiny_raw
 
     raw = make_tiny_raw(n_train=400, n_test=60)
-    monkeypatch.setattr(vaelab.data, "load_dataset", lambda *args, **kwargs: raw)
+    monkeypatch.setattr(vaelab.data.load, "load_dataset", lambda *args, **kwargs: raw)
     return raw
 
 

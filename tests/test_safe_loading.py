@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import cli, report
+from vaelab import cli, comparison
 from vaelab.config import ConfigError, resolve_config
 from vaelab.data import DataError, DataWarning, cifar, load_dataset
 from vaelab.storage import read_json, read_jsonl
@@ -294,7 +294,7 @@ def test_planted_evaluation_and_summary_are_refused(run, tmp_path, kind):
     evaluation.unlink()
     (run / "summary.json").write_bytes(PAYLOADS[kind](marker))
     with pytest.raises(ValueError, match=f"{run / 'summary.json'}: not valid JSON"):
-        report.compare_runs([run])
+        comparison.compare_runs([run])
     assert not marker.exists()
 
 

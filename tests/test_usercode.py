@@ -152,6 +152,9 @@ def test_a_model_file_trains_evaluates_and_draws_and_its_run_records_the_code(tm
     drawn = {f.name: f for f in run.figures("samples", "reconstructions", "manifold", "latent-scatter", "kl-per-dim")}
     assert all(f.path and f.path.is_file() for f in drawn.values()), drawn
     assert run.explore().path.is_file()
+    table = vaelab.compare(run)
+    assert "TinyVAE (my_vae.py)" in table and "| 2 |" in table  # its class and latent size, not the VAE defaults
+    assert "TinyVAE" in run.report(samples=20, progress=False).path.read_text()
 
 
 def test_an_edited_model_file_stops_later_commands_unless_the_change_is_allowed(tmp_path, model_file, tiny_data,
@@ -291,3 +294,24 @@ def test_plugins_register_names_that_every_config_check_knows(tmp_path, tiny_dat
         vaelab.register_objective("elbo")(lambda *a: None)
     with pytest.raises(ConfigError, match="objective.name: 'half-kll' is not one of .*half-kl"):
         resolve_config(overrides=['objective.name="half-kll"'])
+
+
+def test_a_package_module_reference_and_an_entry_point_plugin(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "myvaes").mkdir(parents=True)
+    (site / "myvaes" / "__init__.py").write_text("")
+    (site / "myvaes" / "models.py").write_text(MODEL_FILE)
+    (site / "myvaes" / "objectives.py").write_text(PLUGIN_FILE.replace('"half-kl"', '"half-kl-ep"')
+                                                   .replace('"wide-normal"', '"wide-normal-ep"'))
+    dist = site / "myvaes-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myvaes\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vaelab.plugins]\nmine = myvaes.objectives\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr("vaelab.plugins._entry_points_loaded", False)  # as in a new process
+    config = resolve_config(overrides=['model.custom="myvaes.models:TinyVAE"', 'objective.name="half-kl-ep"'])
+    model = build_model(config.model, (1, 28, 28))
+    assert type(model).__name__ == "TinyVAE" and model.prior().event_shape == (3,)
+    from vaelab.usercode import record_code
+
+    assert list(record_code(config).code) == [str(site / "myvaes" / "models.py")]

@@ -110,3 +110,14 @@ def test_no_module_of_the_package_shadows_the_standard_library():
     done = subprocess.run([sys.executable, "-c", "import html, io, json; print('ok')"], cwd=package_dir,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_no_module_of_the_package_shadows_a_name_of_its_api():
+    """Importing vaelab.<module> sets the attribute vaelab.<module>: a module named like an API function
+    (compare.py beside vaelab.compare) would replace that function for everyone once imported."""
+    import pkgutil
+
+    import vaelab
+
+    modules = {m.name for m in pkgutil.iter_modules(vaelab.__path__)}
+    assert not modules & set(vaelab.__all__), modules & set(vaelab.__all__)

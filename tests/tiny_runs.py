@@ -44,7 +44,7 @@ def run(trained, tmp_path) -> Path:
 @pytest.fixture
 def tiny_data(monkeypatch):
     """`vaelab train --resume` loads the tiny data set instead of MNIST."""
-    import vaelab.data
+    import vaelab.data.load
     raw = tiny_raw()
-    monkeypatch.setattr(vaelab.data, "load_dataset", lambda *args, **kwargs: raw)
+    monkeypatch.setattr(vaelab.data.load, "load_dataset", lambda *args, **kwargs: raw)
     return raw

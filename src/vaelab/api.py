@@ -320,6 +320,6 @@ class Sweep:
 
 def compare(*runs: str | Path | Run | Sweep, csv: bool = False) -> str:
     """One table of several runs (a sweep stands for its members), Markdown or CSV."""
-    from .report import compare_runs
+    from .comparison import compare_runs
 
     return compare_runs([r.path if isinstance(r, (Run, Sweep)) else r for r in runs], csv=csv)

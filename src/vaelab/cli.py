@@ -6,15 +6,20 @@ import argparse
 import dataclasses
 import os
 import sys
+import sysconfig
+import textwrap
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import ConfigError, preset_dict, preset_names
+from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD
-from .parallel import ParallelError
-from .training import NonFiniteError
+
+USER_ERROR = 2  # an error vaelab recognised (a config, a command, a file, the data): one line says what
+UNEXPECTED_ERROR = 3  # any other exception: a bug in vaelab, or in a model or plugin of the user's
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -130,7 +135,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .report import compare_runs
+    from .comparison import compare_runs
 
     print(compare_runs(args.run_dirs, csv=args.csv), end="")
     return 0
@@ -217,7 +222,20 @@ def _add_code_flag(parser: argparse.ArgumentParser) -> None:
                              "(the run folder records it)")
 
 
+class _WholeWordsFormatter(argparse.HelpFormatter):
+    """argparse's help wrapped between words only, so that a name such as kl-per-dim stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # every list of choices is its registry's names, so a name added there is offered here
+    from .data.catalog import DATASETS
+    from .data.sources import NAME_ALIASES
+    from .figures import FIGURES
+    from .runs import EVALUATION_SPLITS
+
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -240,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--split", choices=["test", "val"], default="test")
+    evaluate.add_argument("--split", choices=EVALUATION_SPLITS, default=EVALUATION_SPLITS[0])
     evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -251,10 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_code_flag(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures")
+    figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures",
+                                  formatter_class=_WholeWordsFormatter)
     figures.add_argument("run_dir")
-    figures.add_argument("names", nargs="*", help="samples, reconstructions, interpolations, latent-scatter, "
-                                                  "manifold, curves, kl-per-dim (default: all)")
+    figures.add_argument("names", nargs="*", help=f"{', '.join(FIGURES)} (default: all)")
     _add_figure_flags(figures)
     _add_code_flag(figures)
     figures.set_defaults(func=_cmd_figures)
@@ -283,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="fetch and inspect data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     fetch = data_commands.add_parser("fetch", help="fetch, verify and cache a data set")
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10", "cifar-10"])
+    fetch.add_argument("name", choices=[*DATASETS, *NAME_ALIASES])
     fetch.add_argument("--data-dir")
     fetch.set_defaults(func=_cmd_data_fetch)
     info = data_commands.add_parser("info", help="show what is cached")
@@ -312,12 +330,50 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vaelab presets | head -1`: the reader has all it wants
         _silence_stdout()
         return 0
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError, NonFiniteError,
-            ParallelError) as err:
+    except (VaelabError, OSError) as err:  # OSError: the user's paths, a full disk, a read-only folder
         if os.environ.get("VAELAB_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR
+    except Exception as err:  # not one vaelab raised for the user to fix: its traceback is needed to fix it
+        if os.environ.get("VAELAB_DEBUG"):
+            raise
+        traceback.print_exception(err, file=sys.stderr)
+        print(_unexpected_error_line(err), file=sys.stderr)
+        return UNEXPECTED_ERROR
+
+
+def _unexpected_error_line(err: BaseException) -> str:
+    """The last line under an unexpected exception's traceback: whose code raised it, and what to do."""
+    frame = _raising_frame(err)
+    if frame is not None and not _in_vaelab(frame.filename):
+        return (f"error: {type(err).__name__} raised in your code ({frame.filename}, line {frame.lineno}); "
+                "the traceback above shows how vaelab got there")
+    return (f"internal error: {type(err).__name__}: {err}\n"
+            f"  this is a bug in vaelab {__version__}, not a mistake of yours; please report it with the command "
+            "you ran and the traceback above (VAELAB_DEBUG=1 lets the exception through to a debugger)")
+
+
+def _raising_frame(err: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of vaelab's or the user's own code in the traceback of `err`, passing over
+    the standard library's and installed packages' (torch's, say); None if there is none."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if _in_vaelab(frame.filename) or not _in_library(frame.filename):
+            return frame
+    return None
+
+
+def _in_library(filename: str) -> bool:
+    """Is it the standard library's or an installed package's file?"""
+    if filename.startswith("<"):  # <frozen runpy>, <string>
+        return True
+    path = Path(filename).resolve()
+    stdlib = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib")}
+    return bool({"site-packages", "dist-packages"} & set(path.parts)) or any(path.is_relative_to(s) for s in stdlib)
+
+
+def _in_vaelab(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 def _silence_stdout() -> None:

@@ -7,8 +7,9 @@ The names a choice accepts (``model.likelihood``, ``optim.name``, ...) are not l
 are the keys of the registry that implements the choice (``likelihoods.LIKELIHOOD_HEADS``,
 ``optimizers.OPTIMIZERS``, ...), named in `REGISTRIES`, so adding a variant is adding one registry
 entry. Those modules import this one (for `ModelConfig` and friends), so `choices` imports them
-when a config is validated, not at the top of this module. Only the few choices that train.py
-implements with if-statements have their names listed here (once).
+when a config is validated, not at the top of this module. Only the few choices that the training
+code (`training/`, `device.py`, `threads.py`) implements with if-statements have their names listed
+here (once).
 """
 
 from __future__ import annotations
@@ -27,24 +28,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .conv_shapes import conv_misfit
 from .data.catalog import AUTO, DATASETS, IMAGES, image_shape, label_names
+from .errors import VaelabError
 
 
-class ConfigError(ValueError):
+class ConfigError(VaelabError, ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
 
 
-# Choices that train.py implements with if-statements rather than a registry; they are listed here, once.
+# Choices that training/, device.py and threads.py implement with if-statements, not a registry; listed here, once.
 OUTPUT_BIASES = ("zero", "data_mean")  # data_mean: the Trainer calls VAE.init_output_bias
 NONFINITE = ("stop", "skip")
-PRECISIONS = ("auto", "float32", "bfloat16")  # see train.network_dtype
+PRECISIONS = ("auto", "float32", "bfloat16")  # see device.network_dtype
 THREAD_SETTINGS = ("fixed", "auto")  # train.threads besides a count: see vaelab.threads
 
 # config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
 REGISTRIES: dict[str, tuple[str, str]] = {
     "data.name": ("data.catalog", "DATASETS"),
     "data.binarization": ("data.views", "VIEWS"),
-    "data.resize_mode": ("data.images", "RESIZE_MODES"),
+    "data.resize_mode": ("data.own.decode", "RESIZE_MODES"),
     "model.net": ("model", "NETWORKS"),
     "model.latent": ("latents", "LATENT_FAMILIES"),
     "model.prior": ("latents", "PRIORS"),
@@ -423,16 +426,8 @@ class RunConfig:
                f"{self.train.batch_size} is larger than the {n_train} training images")
 
     def _check_sweep_members(self) -> None:
-        """Each sweep member's overrides must give a valid config (as pipeline.member_configs builds it)."""
-        for i, member in enumerate(self.sweep.members):
-            values = self.to_dict()
-            values["sweep"] = {"members": []}
-            try:
-                for text in member.split(";"):
-                    values = _merge(values, parse_override(text.strip()))
-                config_from_dict(values)
-            except ConfigError as err:
-                raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
+        """Each sweep member's overrides must give a valid config."""
+        member_configs(self)
 
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
@@ -449,10 +444,9 @@ class RunConfig:
                f"{self.model.n_classes} classes, but {self.data.name} labels go up to {n_classes - 1}")
         h, w = image_shape(self.data)[1:] if self.data.name != IMAGES else self.data.image_size
         if self.model.net == "conv":
-            from .nets import check_conv_fits  # here, not at the top: nets imports this module
-
-            # any size whose sides survive the halvings, odd ones included (the rule: nets.conv_sides)
-            check_conv_fits(h, w, len(self.model.conv_channels), f"{self.data.name} is")
+            # any size whose sides survive the halvings, odd ones included (the rule: conv_shapes.conv_sides)
+            misfit = conv_misfit(h, w, len(self.model.conv_channels), f"{self.data.name} is")
+            _check(misfit is None, "model.conv_channels", misfit)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -592,6 +586,25 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     config = _build(RunConfig, values, "")
     config.validate()
     return config
+
+
+def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(folder name, config) of each sweep member: the sweep's config with the member's overrides,
+    named by their keys' last parts (`model.latent_dim=2` -> `latent_dim=2`). A member whose
+    overrides give no valid config is a ConfigError naming it."""
+    base = config.to_dict()
+    base["sweep"] = {"members": []}
+    members = []
+    for i, member in enumerate(config.sweep.members):
+        texts = [text.strip() for text in member.split(";")]
+        values = base
+        try:
+            for text in texts:
+                values = _merge(values, parse_override(text))
+            members.append(("_".join(text.split(".")[-1] for text in texts), config_from_dict(values)))
+        except ConfigError as err:
+            raise ConfigError(f"sweep.members[{i}]: {member!r}: {err}") from None
+    return members
 
 
 def parse_override(text: str) -> dict[str, Any]:

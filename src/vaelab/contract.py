@@ -24,9 +24,10 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 from .distributions import rsample
+from .errors import VaelabError
 
 
-class ModelError(ValueError):
+class ModelError(VaelabError, ValueError):
     """A model that does not meet the contract; the message says what it returned and what is needed."""
 
 

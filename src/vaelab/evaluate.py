@@ -23,8 +23,9 @@ import torch
 from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
 from .contract import Model, device_of, encode_mean, kl, latent_size, likelihood, n_labels, posterior
-from .data.views import ImageSet
+from .data.views import ImageSet, binarization_seed
 from .distributions import rsample
+from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
 from .parallel import Parallel
@@ -32,7 +33,7 @@ from .progress import progress as progress_bar
 from .threads import ThreadAdapter
 
 
-class EvaluationError(ValueError):
+class EvaluationError(VaelabError, ValueError):
     """An evaluation that would report a meaningless number; the message says why and what to do."""
 
 
@@ -133,9 +134,9 @@ def _bernoulli_pixels(model: Model) -> bool:
 
 
 def check_scorable(config: Any, model: Model | None = None) -> None:
-    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL."""
+    """Refuse to call a Bernoulli 'likelihood' of grey-level pixels an NLL (a head whose data_range is binary)."""
     bernoulli = (_bernoulli_pixels(model) if config.model.custom and model is not None
-                 else config.model.likelihood == "bernoulli")
+                 else LIKELIHOOD_HEADS[config.model.likelihood].data_range == "binary")
     if bernoulli and config.data.binarization == "grey":
         raise EvaluationError(
             "this model scores grey-level pixels with a Bernoulli: a Bernoulli is a distribution over {0, 1}, "
@@ -218,15 +219,6 @@ def _posterior_mean(model: Model, q: Distribution, x: torch.Tensor, y: torch.Ten
         return encode_mean(model, x, y)
 
 
-def binarization_seed(data_config: Any, split: str) -> int | None:
-    """The seed the split's images were binarized with once (see data.views.make_views)."""
-    if data_config.binarization == "dynamic":
-        return data_config.eval_seed + {"test": 0, "val": 1}[split]
-    if data_config.binarization == "static":
-        return data_config.static_seed + {"train": 0, "val": 1, "test": 2}[split]
-    return None
-
-
 def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: int = 0,
                  memory_mb: float | None = None, progress: bool = True, data: Any = None, model: Any = None,
                  device: str | None = None, data_dir: str | None = None,
@@ -238,11 +230,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
     """
     from .data import load_data
     from .data.views import make_views
-    from .runs import RunFolder, load_run
+    from .runs import EVALUATION_SPLITS, RunFolder, load_run
     from .device import resolve_device
 
-    if split not in ("test", "val"):
-        raise EvaluationError(f"split must be test or val, got {split!r}")
+    if split not in EVALUATION_SPLITS:
+        raise EvaluationError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got {split!r}")
     if k < 1:
         raise EvaluationError(f"K (importance samples, --samples) must be >= 1, got {k}")
     folder = RunFolder(run_dir).check()

@@ -2,7 +2,9 @@
 
 Each family turns the encoder output (..., n_params) into q(z|x), gives the prior p(z), and
 computes KL(q || p) per data point: analytic where torch has the closed form, Monte-Carlo
-over the drawn z otherwise. Registered in `LATENT_FAMILIES`.
+over the drawn z otherwise. Registered in `LATENT_FAMILIES`. A family's `kind` says what its z
+is to the figures and the explorer: "continuous" (a vector) or "categorical" (one-hot variables
+side by side); one that does not say is continuous (`latent_kind`).
 
 `unit_activity` says how much each latent unit's posterior mean varies over the data, the one
 measure of active units that evaluations and figures share.
@@ -55,6 +57,7 @@ class GaussianLatent(nn.Module):
     """q(z|x) = N(mu, diag sigma^2) from (mu, log sigma^2); prior N(0, I) or Laplace(0, 1)."""
 
     params_text = "mean and log-variance"  # what the encoder's outputs are, for error messages
+    kind = "continuous"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -98,6 +101,7 @@ class CategoricalLatent(nn.Module):
     """
 
     params_text = "the logits of each variable's categories"
+    kind = "categorical"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -145,6 +149,11 @@ LATENT_FAMILIES: dict[str, type[nn.Module]] = {
     "laplace": LaplaceLatent,
     "categorical": CategoricalLatent,
 }
+
+
+def latent_kind(latent: nn.Module) -> str:
+    """"continuous" or "categorical": the family's `kind` (continuous for a family that does not say)."""
+    return getattr(latent, "kind", "continuous")
 
 
 # A unit is active when its activity exceeds this (Burda et al., 2016): a unit whose posterior mean

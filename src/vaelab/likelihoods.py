@@ -7,6 +7,12 @@ parameter-major, and returns a distribution whose log_prob sums over the pixels 
 Each head also says what data it scores (`data_range`) and whether its log_prob is a log
 probability mass (`discrete`) or a log density: only the former gives an NLL >= 0 and a
 meaningful bits/dim. `DISCRETE_LIKELIHOODS` collects the discrete ones by name.
+
+A head the explorer page can run in JavaScript declares it on its own class (a subclass that
+changes the head must declare it again, or the page would draw the parent's mean):
+`explorer_type`, the page's name for its decoder mean (None: the page cannot compute it, and
+images are decoded ahead by PyTorch), `explorer_mean`, that mean in words, and
+`explorer_params`, the constants the page needs for it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class BernoulliHead(nn.Module):
     params_per_pixel = 1
     data_range: DataRange = "binary"
     discrete = True
+    explorer_type: str | None = "bernoulli"
+    explorer_mean = "sigmoid of the logits"
 
     def __init__(self, config: ModelConfig, n_pixels: int) -> None:
         super().__init__()
@@ -86,6 +94,8 @@ class GaussianHead(nn.Module):
     params_per_pixel = 1
     data_range: DataRange = "unit"
     discrete = False
+    explorer_type: str | None = "gaussian"  # sigma does not enter the mean
+    explorer_mean = "sigmoid of the decoder output (the Gaussian's mean)"
 
     def __init__(self, config: ModelConfig, n_pixels: int) -> None:
         super().__init__()
@@ -169,6 +179,9 @@ class ContinuousBernoulliHead(nn.Module):
     params_per_pixel = 1
     data_range: DataRange = "unit"
     discrete = False
+    explorer_type: str | None = "continuous_bernoulli"  # 1/2 + 1/(2 tanh(eta/2)) - 1/eta
+    explorer_mean = "the continuous Bernoulli's mean (not sigmoid of the logits)"
+    explorer_params: ClassVar[dict[str, float]] = {"taylor_below": _CB_TAYLOR_BELOW}
 
     def __init__(self, config: ModelConfig, n_pixels: int) -> None:
         super().__init__()
@@ -276,6 +289,10 @@ class DiscretizedLogisticHead(nn.Module):
     params_per_pixel = 2
     data_range: DataRange = "8bit"
     discrete = True
+    explorer_type: str | None = "discretized_logistic"
+    explorer_mean = "the exact mean of the discretized logistic over its 256 levels"
+    explorer_params: ClassVar[dict[str, float]] = {"n_levels": 256, "log_scale_min": LOG_SCALE_MIN,
+                                                   "log_scale_max": LOG_SCALE_MAX}
 
     def __init__(self, config: ModelConfig, n_pixels: int) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .conv_shapes import conv_misfit, conv_sides
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -65,23 +66,11 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def conv_sides(side: int, layers: int) -> list[int]:
-    """[s_0 = side, s_1, ..., s_layers]: the side after each stride-2 convolution, s_{i+1} = floor(s_i / 2).
-
-    A 4x4 kernel with stride 2 and padding 1 gives floor(s/2) for any s, and on an odd side its
-    windows [2i-1, 2i+2] still reach the last pixel, s-1: no pixel is dropped, so odd sides need
-    no other kernel, padding or crop. floor(floor(s/2)/2) = floor(s/4), hence the shift.
-    """
-    return [side >> i for i in range(layers + 1)]
-
-
-def check_conv_fits(h: int, w: int, layers: int, images: str = "the images are") -> None:
+def check_conv_fits(h: int, w: int, layers: int) -> None:
     """Refuse, naming model.conv_channels, images with a side that `layers` halvings would take to 0."""
-    smallest = 1 << layers
-    if min(h, w) < smallest:
-        raise ConfigError(f"model.conv_channels: {layers} stride-2 layers halve each side {layers} times "
-                          f"(rounding down), so every side needs at least {smallest} pixels; {images} "
-                          f"{h}x{w}: use fewer layers, or model.net = \"mlp\"")
+    misfit = conv_misfit(h, w, layers)
+    if misfit:
+        raise ConfigError(f"model.conv_channels: {misfit}")
 
 
 class ConvEncoder(nn.Module):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .config import OptimConfig
+from .config import ConfigError, OptimConfig
 
 # name -> (parameters, config, fused) -> optimizer; `fused` is only Adam's to use
 OPTIMIZERS: dict[str, Callable[[Any, OptimConfig, bool], torch.optim.Optimizer]] = {
@@ -59,15 +60,6 @@ def _warmup_cosine(config: OptimConfig, epoch: int, planned_epochs: int) -> floa
     return ratio + (1 - ratio) * (1 + math.cos(math.pi * progress)) / 2
 
 
-# name -> (config, epoch, planned epochs) -> the factor on optim.lr of that epoch, for the
-# schedules that depend on the epoch alone (run by a LambdaLR)
-LR_FACTORS: dict[str, Callable[[OptimConfig, int, int], float]] = {
-    "constant": lambda config, epoch, planned_epochs: 1.0,
-    "burda": _burda_factor,
-    "warmup_cosine": _warmup_cosine,
-}
-
-
 def _plateau(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
     """lr times plateau_factor after plateau_patience epochs without a better validation ELBO,
     down to lr * min_lr_ratio; stepped with that ELBO."""
@@ -76,29 +68,40 @@ def _plateau(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epoc
         min_lr=config.lr * config.min_lr_ratio)
 
 
-def _by_epoch(name: str) -> Callable[[torch.optim.Optimizer, OptimConfig, Callable[[], int]], Any]:
-    """The LambdaLR of LR_FACTORS[name]; `planned_epochs()` is asked each epoch, as a time budget may set it late."""
-    def build(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
+@dataclass(frozen=True)
+class Schedule:
+    """One `optim.schedule`: a factor on optim.lr that depends on the epoch alone, (config, epoch,
+    planned epochs) -> factor, run by a LambdaLR; or, for a schedule that follows something else
+    (the validation ELBO), a scheduler of its own, (optimizer, config, planned_epochs) -> scheduler."""
+
+    lr_factor: Callable[[OptimConfig, int, int], float] | None = None
+    build: Callable[[torch.optim.Optimizer, OptimConfig, Callable[[], int]], Any] | None = None
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, config: OptimConfig,
+                  planned_epochs: Callable[[], int]) -> Any:
+        """A torch.optim.lr_scheduler stepped once per epoch (`step_schedule`); `planned_epochs()` is the
+        run's length in epochs as known so far, asked each epoch, as a time budget may set it late."""
+        if self.build is not None:
+            return self.build(optimizer, config, planned_epochs)
+        lr_factor = self.lr_factor
+
         # a plain function (not a callable object): LambdaLR's state_dict then holds numbers only
         def factor(epoch: int) -> float:
-            return LR_FACTORS[name](config, epoch, planned_epochs())
+            return lr_factor(config, epoch, planned_epochs())
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return build
 
 
-# name -> (optimizer, config, planned_epochs) -> a torch.optim.lr_scheduler stepped once per epoch
-# (`step_schedule`); planned_epochs() is the run's length in epochs as known so far
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, OptimConfig, Callable[[], int]], Any]] = {
-    "constant": _by_epoch("constant"),
-    "burda": _by_epoch("burda"),
-    "warmup_cosine": _by_epoch("warmup_cosine"),
-    "plateau": _plateau,
+SCHEDULES: dict[str, Schedule] = {
+    "constant": Schedule(lr_factor=lambda config, epoch, planned_epochs: 1.0),
+    "burda": Schedule(lr_factor=_burda_factor),
+    "warmup_cosine": Schedule(lr_factor=_warmup_cosine),
+    "plateau": Schedule(build=_plateau),
 }
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
     """The configured schedule, having set the lr of epoch 0."""
-    return SCHEDULES[config.schedule](optimizer, config, planned_epochs)
+    return SCHEDULES[config.schedule].scheduler(optimizer, config, planned_epochs)
 
 
 def step_schedule(schedule: Any, val_elbo: float) -> None:
@@ -115,9 +118,10 @@ def step_schedule(schedule: Any, val_elbo: float) -> None:
 def learning_rate(config: OptimConfig, epoch: int, planned_epochs: int = 0) -> float:
     """The learning rate of `epoch` (0-based) under `optim.schedule`, in a run of `planned_epochs`
     (for warmup_cosine); "plateau" has none: it follows the validation ELBO."""
-    if config.schedule not in LR_FACTORS:
-        raise ValueError(f"optim.schedule: {config.schedule!r} follows the validation ELBO, not the epoch")
-    return config.lr * LR_FACTORS[config.schedule](config, epoch, planned_epochs)
+    lr_factor = SCHEDULES[config.schedule].lr_factor
+    if lr_factor is None:
+        raise ConfigError(f"optim.schedule: {config.schedule!r} follows the validation ELBO, not the epoch")
+    return config.lr * lr_factor(config, epoch, planned_epochs)
 
 
 def schedule_epochs(config: OptimConfig, stages: int = 8) -> int:

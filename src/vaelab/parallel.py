@@ -14,8 +14,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .errors import VaelabError
 
-class ParallelError(RuntimeError):
+
+class ParallelError(VaelabError, RuntimeError):
     """A collective operation failed: another process of the run stopped or cannot be reached."""
 
 

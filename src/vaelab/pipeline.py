@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, config_from_dict, parse_override
+from .config import ConfigError, RunConfig, config_from_dict, member_configs, parse_override
 from .config import _merge as merge_dicts
 from .data.catalog import AUTO, IMAGES
-from .runs import RunFolder, SweepFolder, member_configs
+from .data.views import binarization_seed
+from .runs import RunFolder, SweepFolder
 
 # Keys a finished or interrupted run may change when it is resumed: how long it trains, what is
 # done at the end, and how many CPU threads it computes with (the machine's business, not the
@@ -188,8 +189,7 @@ def _quiet(*args: Any) -> None:
 def describe_elbo(summary: dict[str, Any], config: RunConfig) -> str:
     """The final test ELBO line, saying the units, the binarization and the samples of z."""
     view = config.data.binarization
-    how = (f"{view} binarization, test images binarized once with seed "
-           f"{config.data.eval_seed if view == 'dynamic' else config.data.static_seed + 2}"
+    how = (f"{view} binarization, test images binarized once with seed {binarization_seed(config.data, 'test')}"
            if view != "grey" else "grey-level pixels")
     return (f"test ELBO {summary['test_elbo']:.2f} nats per image (reconstruction "
             f"{summary['test_reconstruction']:.2f}, KL {summary['test_kl']:.2f}; {how}; "
@@ -204,7 +204,7 @@ def sweep_run(config: RunConfig, sweep_dir: Path, *, data_dir: str | None = None
     finished are kept, an interrupted one is resumed, the others are trained.
     """
     from .data import load_data
-    from .report import compare_runs
+    from .comparison import compare_runs
 
     sweep = SweepFolder(sweep_dir)
     sweep.start(config)

@@ -60,12 +60,14 @@ def register_prior(name: str) -> Callable[[T], T]:
 
 
 def register_likelihood(name: str) -> Callable[[T], T]:
-    """Register a likelihood head class (see likelihoods.py: params_per_pixel, data_range, discrete)."""
+    """Register a likelihood head class (see likelihoods.py: params_per_pixel, data_range, discrete, and
+    explorer_type if the explorer page can compute its mean)."""
     return register("model.likelihood", name)
 
 
 def register_latent(name: str) -> Callable[[T], T]:
-    """Register a latent family class (see latents.py: n_params, size, posterior, prior, kl, flatten)."""
+    """Register a latent family class (see latents.py: n_params, size, posterior, prior, kl, flatten, and
+    kind = "categorical" for one-hot variables; continuous if it does not say)."""
     return register("model.latent", name)
 
 

@@ -20,11 +20,12 @@ def plural(unit: str) -> str:
 
 
 class LineProgress:
-    """tqdm's update/close/set_postfix interface, printed as a line every `every` seconds."""
+    """tqdm's update/close/set_postfix interface, printed as a line every `every` seconds (LINE_EVERY)."""
 
-    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, every: float = LINE_EVERY,
+    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, every: float | None = None,
                  file: TextIO | None = None) -> None:
-        self.total, self.desc, self.unit, self.n, self.every = total, desc, unit, initial, every
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.every = LINE_EVERY if every is None else every  # read now, so a test can set LINE_EVERY
         self.file = file or sys.stderr
         self.started = self.last = time.monotonic()
         self.start_n = initial

@@ -1,4 +1,4 @@
-"""A run's report as one self-contained HTML page, and a table comparing runs.
+"""A run's report (and a sweep's) as one self-contained HTML page.
 
 The report embeds every figure as a base64 data: URI and carries its CSS inline, so the single
 file can be mailed, attached to an assignment or opened from disk with no server and no network.
@@ -12,8 +12,6 @@ and how many importance samples estimated it.
 from __future__ import annotations
 
 import base64
-import csv as csv_module
-import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -22,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from . import webpage
+from .comparison import (MARKDOWN_HEADERS, SHOWN_COLUMNS, binarization_of, cell_text, dotted_get, plus_minus,
+                         run_row, shown_cells)
 from .config import ConfigError, config_from_dict
 from .storage import atomic_write_bytes
-from .runs import REPORT, SUMMARY, NotARunError, RunFolder, SweepFolder, open_folder, run_folders
+from .runs import REPORT, NotARunError, RunFolder, SweepFolder, open_folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -71,49 +71,7 @@ SUMMARY_LABELS = {
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-# ---------------------------------------------------------------- reading a run folder
-
-def _get(tree: Any, dotted: str) -> Any:
-    """tree["a"]["b"] for "a.b", or None where any level is missing: runs differ in their keys."""
-    for key in dotted.split("."):
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
-def _binarization(evaluation: dict[str, Any] | None, summary: dict[str, Any], config: dict[str, Any]) -> Any:
-    for value in ((evaluation or {}).get("binarization"), summary.get("binarization"),
-                  _get(config, "data.binarization")):
-        if value is not None:
-            return value
-    return None
-
-
 # ---------------------------------------------------------------- formatting
-
-def _number(value: Any, digits: int = 2) -> str:
-    """A cell's text: floats rounded, None blank, anything else as text (escaped later)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-def _plus_minus(value: Any, stderr: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(stderr, (int, float)) and math.isfinite(stderr):
-        return f"{_number(value)} \u00b1 {_number(stderr)}"
-    return _number(value)
-
 
 def _channels(config: dict[str, Any]) -> int:
     """The image channels the run's data config gives (1 where the config cannot say: an old run's)."""
@@ -146,7 +104,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequen
 
 def _header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], binarization: Any) -> str:
     name = config.get("name") or run_dir.name
-    data = _get(config, "data.name") or "unknown data"
+    data = dotted_get(config, "data.name") or "unknown data"
     facts = [f"Run folder <code>{_e(run_dir.resolve())}</code>",
              f"Data: {_e(data)}, {_e(binarization)}"
              + (f", from {_e(summary['data_source'])}" if summary.get("data_source") else "")]
@@ -155,9 +113,24 @@ def _header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], bina
                f"finished {_e(summary['finished_at'])}" if summary.get("finished_at") else ""]
     if any(trained):
         facts.append("Trained " + ", ".join(t for t in trained if t))
+    facts += _own_code_facts(config)
     facts.append(f"Report written {_e(datetime.now().isoformat(timespec='seconds'))}")
     description = f"<p>{_e(config['description'])}</p>" if config.get("description") else ""
     return (f"<h1>{_e(name)}</h1>" + "".join(f'<p class="facts">{f}</p>' for f in facts) + description)
+
+
+def _own_code_facts(config: dict[str, Any]) -> list[str]:
+    """A line per reference to the user's own code (model.custom/encoder/decoder) with its file's digest."""
+    code = config.get("code") or {}
+    facts = []
+    for key, what in (("custom", "Own model"), ("encoder", "Own encoder"), ("decoder", "Own decoder")):
+        ref = dotted_get(config, f"model.{key}")
+        if ref:
+            file, _, name = ref.rpartition(":")
+            sha = code.get(file)
+            facts.append(f"{what}: <code>{_e(name)}</code> from <code>{_e(file)}</code>"
+                         + (f" (sha256 {_e(sha[:12])}...)" if sha else ""))
+    return facts
 
 
 def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str,
@@ -169,9 +142,9 @@ def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: 
             samples = summary.get("elbo_samples", "?")
             where = f"{binarization}, {samples} sample(s) of z"
             parts.append(_table(["quantity", "value", "units", "measured with"], [
-                ["ELBO (from training)", _number(summary.get("test_elbo")), "nats per image", where],
-                ["reconstruction", _number(summary.get("test_reconstruction")), "nats per image", where],
-                ["KL", _number(summary.get("test_kl")), "nats per image", where],
+                ["ELBO (from training)", cell_text(summary.get("test_elbo")), "nats per image", where],
+                ["reconstruction", cell_text(summary.get("test_reconstruction")), "nats per image", where],
+                ["KL", cell_text(summary.get("test_kl")), "nats per image", where],
             ], numeric=[False, True]))
         return "".join(parts)
     path, result = evaluation
@@ -179,16 +152,16 @@ def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: 
     where = f"{binarization}, K = {k} importance samples"
     latent = result.get("latent_dim")
     rows = [
-        ["ELBO", _number(result.get("elbo")), "nats per image", where],
-        ["reconstruction E_q[log p(x|z)]", _number(result.get("reconstruction")), "nats per image", where],
-        ["KL(q(z|x) \u2016 p(z))", _number(result.get("kl")), "nats per image", where],
-        ["NLL \u2212log p(x) \u00b1 standard error", _plus_minus(result.get("nll"), result.get("nll_stderr")),
+        ["ELBO", cell_text(result.get("elbo")), "nats per image", where],
+        ["reconstruction E_q[log p(x|z)]", cell_text(result.get("reconstruction")), "nats per image", where],
+        ["KL(q(z|x) \u2016 p(z))", cell_text(result.get("kl")), "nats per image", where],
+        ["NLL \u2212log p(x) \u00b1 standard error", plus_minus(result.get("nll"), result.get("nll_stderr")),
          "nats per image", where],
-        ["active units", _number(result.get("active_units")),
+        ["active units", cell_text(result.get("active_units")),
          f"of {latent} latent dimensions" if latent is not None else "latent dimensions", where],
     ]
     parts.append(_table(["quantity", "value", "units", "measured with"], rows, numeric=[False, True]))
-    seconds = f", {_number(result.get('seconds'), 1)} s" if result.get("seconds") is not None else ""
+    seconds = f", {cell_text(result.get('seconds'), 1)} s" if result.get("seconds") is not None else ""
     device = f" on {result['device']}" if result.get("device") else ""
     parts.append(f'<p class="note">From <code>{_e(path.name)}</code>: {_e(n)} test images{_e(device)}'
                  f"{_e(seconds)}. {_e(eval_note)}</p>")
@@ -203,7 +176,7 @@ def _kl_per_dim(values: Any) -> str:
     numbers = [v if isinstance(v, (int, float)) and math.isfinite(v) else 0.0 for v in values]
     largest = max(max(numbers), 1e-12)
     rows = "".join(
-        f'<tr><td class="num">z{i}</td><td class="num">{_e(_number(v, 3))}</td>'
+        f'<tr><td class="num">z{i}</td><td class="num">{_e(cell_text(v, 3))}</td>'
         f'<td><span class="bar" style="width:{200 * max(x, 0.0) / largest:.1f}px"></span></td></tr>'
         for i, (v, x) in enumerate(zip(values, numbers)))
     opened = " open" if len(values) <= 20 else ""
@@ -216,7 +189,7 @@ def _summary_section(summary: dict[str, Any]) -> str:
     if not summary:
         return '<h2>Training</h2><p class="warn">No summary.json: training has not finished.</p>'
     keys = [k for k in SUMMARY_LABELS if k in summary] + [k for k in summary if k not in SUMMARY_LABELS]
-    rows = [[SUMMARY_LABELS.get(k, k), _number(summary[k])] for k in keys]
+    rows = [[SUMMARY_LABELS.get(k, k), cell_text(summary[k])] for k in keys]
     return "<h2>Training</h2>" + _table(["fact", "value"], rows)
 
 
@@ -225,7 +198,7 @@ def _curve_section(records: list[dict[str, Any]], best_epoch: Any) -> str:
         return '<h2>Training curve</h2><p class="note">No metrics.jsonl.</p>'
     seen = {k for r in records for k in r}
     keys = [k for k in CURVE_COLUMNS if k in seen] + sorted(seen - set(CURVE_COLUMNS))
-    rows = [[_number(r.get(k), 1 if k == "seconds" else 2) for k in keys] for r in records]
+    rows = [[cell_text(r.get(k), 1 if k == "seconds" else 2) for k in keys] for r in records]
     classes = ["best" if r.get("epoch") == best_epoch else "" for r in records]
     note = ('<p class="note">Nats per image; the highlighted row is the best epoch by validation ELBO, '
             "whose weights the run keeps.</p>")
@@ -287,7 +260,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
                   evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str = "",
                   figure_notes: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
     """The report page as text, from what was read out of the run folder."""
-    binarization = webpage.pixels_text(_binarization(evaluation[1] if evaluation else None, summary, config),
+    binarization = webpage.pixels_text(binarization_of(evaluation[1] if evaluation else None, summary, config),
                                     _channels(config))
     name = config.get("name") or run_dir.name
     body = "".join([
@@ -410,11 +383,8 @@ def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = Tr
     for member in members:
         write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, **figure_options)
     config = sweep.config().to_dict()
-    rows = [run_row(m.path) for m in members]
-    columns = [c for c in COMPARE_COLUMNS if c != "nll_stderr"]
-    table = _table([MARKDOWN_HEADERS.get(c, c) for c in columns],
-                   [[_plus_minus(r.get("nll"), r.get("nll_stderr")) if c == "nll" else _number(r.get(c))
-                     for c in columns] for r in rows])
+    table = _table([MARKDOWN_HEADERS.get(c, c) for c in SHOWN_COLUMNS],
+                   [shown_cells(run_row(m.path)) for m in members])
     parts = [f"<h1>{_e(config.get('name') or sweep.path.name)}: a sweep of {len(members)} runs</h1>",
              f'<p class="facts">Sweep folder <code>{_e(sweep.path.resolve())}</code></p>',
              "<h2>Members compared</h2>", table,
@@ -429,92 +399,3 @@ def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = Tr
     if progress:
         print(f"wrote {path} ({len(page) / 1e6:.1f} MB)")
     return path
-
-
-COMPARE_COLUMNS = ["run", "name", "latent_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood",
-                   "binarization", "optimizer", "epochs", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
-                   "active_units", "elbo_from"]
-
-MARKDOWN_HEADERS = {"elbo": "ELBO (nats)", "reconstruction": "rec. (nats)", "kl": "KL (nats)",
-                    "nll": "NLL \u00b1 s.e. (nats)", "k": "K", "active_units": "active units",
-                    "epochs": "epochs run", "elbo_from": "ELBO from", "encoder_hidden": "encoder",
-                    "decoder_hidden": "decoder", "latent_dim": "latent"}
-
-
-def _hidden(sizes: Any) -> Any:
-    if isinstance(sizes, list):
-        return "-".join(str(s) for s in sizes) if sizes else "none"
-    return sizes
-
-
-def run_row(run_dir: str | Path) -> dict[str, Any]:
-    """One run's facts for `compare_runs`, raw values; a missing key is None.
-
-    Its metrics are those of the weights the folder holds now: the current evaluation with the
-    largest K, else the test ELBO training ended with; never an evaluation of earlier weights.
-    """
-    given, run = str(run_dir), RunFolder(run_dir).check()
-    config, summary = run.config_dict(), run.summary()
-    found = run.current_evaluation()
-    evaluation = found[1] if found else {}
-    lr = _get(config, "optim.lr")
-    lr = f"{lr:g}" if isinstance(lr, (int, float)) else lr
-    optimizer = " ".join(str(v) for v in (_get(config, "optim.name"), lr) if v is not None)
-    epochs = summary.get("epochs_run")
-    if epochs is None:
-        epochs = len(run.metrics()) or None
-    row = {
-        "run": given, "name": config.get("name"), "latent_dim": _get(config, "model.latent_dim"),
-        "encoder_hidden": _hidden(_get(config, "model.encoder_hidden")),
-        "decoder_hidden": _hidden(_get(config, "model.decoder_hidden")),
-        "activation": _get(config, "model.activation"), "likelihood": _get(config, "model.likelihood"),
-        "binarization": _binarization(evaluation, summary, config), "optimizer": optimizer or None,
-        "epochs": epochs,
-    }
-    if found:
-        row |= {key: evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
-                                                      "active_units")}
-        row["elbo_from"] = found[0].name
-    else:
-        row |= {"elbo": summary.get("test_elbo"), "reconstruction": summary.get("test_reconstruction"),
-                "kl": summary.get("test_kl"), "nll": None, "nll_stderr": None, "k": None, "active_units": None,
-                "elbo_from": SUMMARY if "test_elbo" in summary else None}
-    return row
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    columns = [c for c in COMPARE_COLUMNS if c != "nll_stderr"]
-    header = [MARKDOWN_HEADERS.get(c, c) for c in columns]
-    numeric = {"latent_dim", "epochs", "elbo", "reconstruction", "kl", "nll", "k", "active_units"}
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
-    for row in rows:
-        cells = [_plus_minus(row.get("nll"), row.get("nll_stderr")) if c == "nll" else _number(row.get(c))
-                 for c in columns]
-        lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv_module.writer(buffer, lineterminator="\n")
-    writer.writerow(COMPARE_COLUMNS)
-    # Full precision: a CSV is for further computation, not for reading.
-    writer.writerows([["" if row.get(c) is None else row[c] for c in COMPARE_COLUMNS] for row in rows])
-    return buffer.getvalue()
-
-
-def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False) -> str:
-    """One table of the runs' test metrics (nats per image) and key config values.
-
-    A sweep folder stands for its members. Metrics are those of each run's current weights (see
-    `run_row`); a run still training shows blanks. Markdown by default, CSV with `csv`.
-    """
-    if not run_dirs:
-        raise ValueError("compare: no run folders given")
-    rows = [run_row(run.path) for run in run_folders(list(run_dirs))]
-    return _csv(rows) if csv else _markdown(rows)

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
-from .config import ConfigError, RunConfig, config_from_dict, parse_override
-from .config import _merge as merge_dicts
+from .config import ConfigError, RunConfig, config_from_dict, member_configs
+from .errors import VaelabError
 from .storage import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
                  save_tensors, write_json)
 
@@ -59,14 +59,19 @@ LOCK = ".lock"
 SWEEP = "sweep.json"
 CODE_CHANGES = "code-changes.jsonl"  # each time a command went on with model code that changed since training
 TABLES = {"md": "table.md", "csv": "table.csv"}
-EVALUATION = re.compile(r"eval-(test|val)-k(\d+)\.json")
+EVALUATION_SPLITS = ("test", "val")  # the splits an evaluation scores, each into its own file:
+EVALUATION = re.compile(rf"eval-({'|'.join(EVALUATION_SPLITS)})-k(\d+)\.json")  # eval-<split>-k<K>.json
 WEIGHTS_FORMAT = {"format": "vaelab-weights"}
 
 
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> fingerprint of its weights
 
 
-class NotARunError(ValueError):
+class RunFolderError(VaelabError, ValueError):
+    """A run folder whose files cannot be read or do not fit together; the message names the file."""
+
+
+class NotARunError(RunFolderError):
     """A folder that is neither a run nor a sweep of runs; the message names it."""
 
 
@@ -181,7 +186,7 @@ class RunFolder:
         try:
             return json.loads(metadata["state"])
         except (KeyError, json.JSONDecodeError) as err:
-            raise ValueError(f"{self.file(CHECKPOINT)}: no readable training state ({err})") from None
+            raise RunFolderError(f"{self.file(CHECKPOINT)}: no readable training state ({err})") from None
 
     def finished(self) -> bool:
         """Whether training has ended here (and not been reopened to train longer)."""
@@ -343,7 +348,7 @@ class RunFolder:
         return holder[0] if holder and holder[1] == socket.gethostname() and _alive(holder[0]) else None
 
 
-class RunLockedError(FileExistsError):
+class RunLockedError(VaelabError, FileExistsError):
     """Another live process is training in this run folder."""
 
 
@@ -454,20 +459,6 @@ class SweepFolder:
         return path
 
 
-def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
-    """(folder name, config) of each sweep member: the sweep's config with the member's overrides."""
-    members = []
-    base = config.to_dict()
-    base["sweep"] = {"members": []}
-    for member in config.sweep.members:
-        values = base
-        for text in member.split(";"):
-            values = merge_dicts(values, parse_override(text.strip()))
-        name = "_".join(text.strip().split(".")[-1] for text in member.split(";"))
-        members.append((name, config_from_dict(values)))
-    return members
-
-
 def open_folder(path: str | Path) -> RunFolder | SweepFolder:
     """The run or sweep in a folder; a NotARunError naming it when it is neither."""
     return SweepFolder(path) if is_sweep(path) else RunFolder(path).check()
@@ -507,7 +498,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the run's {folder.file(CONFIG)} ({err})") from None
+        raise RunFolderError(f"{path}: weights do not match the run's {folder.file(CONFIG)} ({err})") from None
     model.run_config = config
     model.weights_sha256 = digest
     model.code_sha256 = {path: changed[path]["now"] if path in changed else sha

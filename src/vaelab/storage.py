@@ -1,6 +1,8 @@
 """Files a run writes and later reads: written to a temporary file, flushed, renamed into place.
 
-A process killed mid-write leaves the old file or the new one, never a torn one.
+A process killed mid-write leaves the old file or the new one, never a torn one. `StagedFile` is
+that rule, the one place vaelab makes such a temporary file; `atomic_path` and
+`atomic_write_bytes` are its common uses (the data caches write through them too).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from .errors import VaelabError
 
-class WriteError(OSError):
+
+class ReadError(VaelabError, ValueError):
+    """A file is not in the format vaelab wrote it in (damaged, or another file in its place); the message names it."""
+
+
+class WriteError(VaelabError, OSError):
     """A file could not be written; the message names it and says why."""
 
     def __init__(self, path: Path, err: OSError) -> None:
@@ -29,26 +39,50 @@ class WriteError(OSError):
         return self.strerror
 
 
+class StagedFile:
+    """A hidden temporary file beside `path` (in its folder, so the rename is atomic): write `tmp`,
+    then `publish()` renames it onto `path`; `discard()`, or leaving a with-block unpublished,
+    removes it. The writer flushes and syncs what it writes before publishing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+
+    def publish(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)  # after publish() there is nothing left to remove
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write; renamed onto `path` when the block
+    ends, removed when it raises (see `StagedFile`)."""
+    with StagedFile(path) as staged:
+        yield staged.tmp
+        staged.publish()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise WriteError(path, err) from None
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; reports and figures are meant to be shared
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it private; reports and figures are meant to be shared
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:  # a full disk, a read-only folder: say which file could not be written
-        Path(tmp).unlink(missing_ok=True)
         raise WriteError(path, err) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | Path, value: Any) -> None:
@@ -56,16 +90,16 @@ def write_json(path: str | Path, value: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """A JSON file's value; a file that is not UTF-8 JSON (a pickle, say) is a ValueError naming it."""
+    """A JSON file's value; a file that is not UTF-8 JSON (a pickle, say) is a ReadError naming it."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
+        raise ReadError(f"{path}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise ReadError(f"{path}: not valid JSON ({err})") from None
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -85,7 +119,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not JSON lines (not UTF-8 text: {err.reason} at byte {err.start})") from None
+        raise ReadError(f"{path}: not JSON lines (not UTF-8 text: {err.reason} at byte {err.start})") from None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -96,7 +130,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if number == len(lines):
                 warnings.warn(f"{path}: skipped a torn last line {number} (a crash while writing)", stacklevel=2)
                 continue
-            raise ValueError(f"{path}: line {number} is not valid JSON") from None
+            raise ReadError(f"{path}: line {number} is not valid JSON") from None
     return records
 
 
@@ -107,7 +141,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; a damaged file is a ValueError naming it."""
+    """(tensors, metadata) of a safetensors file; a damaged file is a ReadError naming it."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -122,7 +156,7 @@ def load_tensors_bytes(data: bytes, path: str | Path) -> tuple[dict[str, torch.T
         tensors = load_safetensors_bytes(data)
         metadata = _safetensors_metadata(data)
     except (SafetensorError, ValueError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
+        raise ReadError(f"{path}: not a valid safetensors file ({err})") from None
     return tensors, metadata
 
 

@@ -239,5 +239,9 @@ def record_code(config: RunConfig) -> RunConfig:
             else "" for key in ("custom", "encoder", "decoder")}
     modules = [str(Path(m).expanduser().resolve()) if is_file_ref(m) else m for m in config.plugins.modules]
     model = dataclasses.replace(config.model, **{key.split(".")[1]: ref for key, ref in refs.items()})
+    description = config.description
+    if model.custom:  # the preset's description names its own network, not this model
+        description = f"{model.custom.rpartition(':')[2]}, a model of your own, trained with the {config.name} " \
+                      "preset's data, objective and training settings"
     return dataclasses.replace(config, model=model, plugins=dataclasses.replace(config.plugins, modules=modules),
-                               code=code_record(refs, modules))
+                               code=code_record(refs, modules), description=description)

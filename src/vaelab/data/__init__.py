@@ -1,11 +1,9 @@
 """Raw data sets (MNIST, Fashion-MNIST, CIFAR-10) and your own images: reading, verifying, caching."""
 
 from .errors import DataError, DataWarning, SourceUnavailable
-from .folder import load_image_folder, load_images
-from .imagearrays import load_image_arrays, load_image_file
-from .imagedata import ImageDataset
-from .load import load_data, save_arrays
 from .idx import read_idx
+from .load import load_data, save_arrays
+from .own import ImageDataset, load_image_arrays, load_image_file, load_image_folder, load_images
 from .sources import (
     DATASET_NAMES,
     EXPECTED_DIGESTS,

@@ -68,3 +68,10 @@ def label_names(data: object) -> tuple[str, ...]:
     """The display name of each label of the data a data config describes."""
     name = getattr(data, "name")
     return tuple(getattr(data, "label_names")) if name == IMAGES else DATASETS[name].label_names
+
+
+def known_label_names(data_name: str | None) -> tuple[str, ...]:
+    """The display name of each label of a known data set; () for any other name (a user's images,
+    whose names come with the data, or none)."""
+    info = DATASETS.get(data_name or "")
+    return info.label_names if info else ()

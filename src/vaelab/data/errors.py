@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import VaelabError
 
-class DataError(ValueError):
+
+class DataError(VaelabError, ValueError):
     """A data fault: missing, unreadable, malformed or unverified data.
 
     The message always names the file, URL or source and the fault.

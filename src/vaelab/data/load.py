@@ -15,6 +15,7 @@ import numpy as np
 
 from .catalog import IMAGES
 from .errors import DataError
+from .sources import default_cache_dir, load_dataset
 
 ARRAY_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -24,11 +25,9 @@ def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bo
 
     `data_dir` overrides `data.data_dir` (the --data-dir of the command line).
     """
-    from .. import data as package  # looked up on the package, where tests and callers may replace it
-
     where = data_dir or data.data_dir
     if data.name != IMAGES:
-        return package.load_dataset(data.name, where, progress=progress)
+        return load_dataset(data.name, where, progress=progress)
     if not where:
         raise DataError("data.data_dir: no images given; name a folder of images, an .npy or an .npz "
                         "(vaelab train --images PATH)")
@@ -43,8 +42,8 @@ def image_options(data: Any) -> dict[str, Any]:
 
 
 def _load_images(path: Path, data: Any, progress: bool) -> Any:
-    from .folder import load_image_folder
-    from .imagearrays import load_image_file
+    from .own.arrays import load_image_file
+    from .own.folder import load_image_folder
 
     shared = image_options(data)
     if path.is_dir():
@@ -63,7 +62,6 @@ def save_arrays(images: Any, cache_dir: str | os.PathLike | None = None) -> Path
     figures and the explorer can read the same images later from the shell.
     """
     from .npzfile import write_npz_atomic
-    from .sources import default_cache_dir
 
     arrays = {key: np.ascontiguousarray(getattr(images, key)) for key in ARRAY_SPLITS
               if getattr(images, key) is not None}

@@ -5,15 +5,14 @@ from __future__ import annotations
 import ast
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from ..storage import atomic_path
 from .arrays import KEYS, verify
 from .errors import DataError
 
@@ -127,21 +126,14 @@ def write_npz_atomic(
     """Write the arrays named ``keys`` (by default the four of a data set) to ``path`` so
     that it is never seen half-written.
 
-    Writes a temp file in the same folder, fsyncs it, re-reads it and checks it
-    with ``check(arrays, expected, source)`` (by default the MNIST-shaped
-    digest check), then renames it into place. On any failure the temp file is
+    Writes a temp file in the same folder (:func:`vaelab.storage.atomic_path`), fsyncs it,
+    re-reads it and checks it with ``check(arrays, expected, source)`` (by default the
+    MNIST-shaped digest check), then renames it into place. On any failure the temp file is
     removed and ``path`` is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as out:
             np.savez(out, **{key: arrays[key] for key in keys})
             out.flush()
             os.fsync(out.fileno())
         check(read_npz(tmp, keys), expected, f"cache temp file {tmp}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from .catalog import DATASETS
+from ..config import ConfigError, DataConfig
+from .catalog import known_label_names
 
 if TYPE_CHECKING:
     from .sources import RawDataset
@@ -168,9 +168,7 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
 
     The validation split is the raw data's own (a user's images: their val/ folder or fraction),
     else the last `config.val_size` training images (for a user's images, a seeded `val_fraction`
-    of them). For `dynamic`, the validation images are binarized with seed `eval_seed + 1` and the
-    test images with `eval_seed` (the fixed evaluation binarization); for `static`, train,
-    validation and test are binarized once from `static_seed`, `static_seed + 1` and `static_seed + 2`.
+    of them). Binarized views binarize the splits they fix once with `binarization_seed`.
     """
     splits = _splits(raw, config)
     if train_subset:
@@ -178,7 +176,7 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
     sets = {name: _view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
     shape = tuple(raw.x_train.shape[1:]) if raw.x_train.ndim == 4 else (1, *raw.x_train.shape[1:3])
     labelled = getattr(raw, "y_train", None) is not None
-    names = tuple(getattr(raw, "label_names", ()) or (DATASETS[raw.name].label_names if raw.name in DATASETS else ()))
+    names = tuple(getattr(raw, "label_names", ()) or known_label_names(raw.name))
     return ImageData(raw.name, config.binarization, raw.source, shape,
                      **{name: s.to(device) for name, s in sets.items()}, label_names=names, labelled=labelled)
 
@@ -206,7 +204,7 @@ def _splits(raw: Any, config: DataConfig) -> dict[str, tuple[torch.Tensor, torch
         return {"train": (train[0][fit], train[1][fit]), "val": (train[0][val], train[1][val]), "test": test}
     n_fit = len(train[0]) - config.val_size
     if n_fit < 1:
-        raise ValueError(f"data.val_size={config.val_size} leaves no training images out of {len(train[0])}")
+        raise ConfigError(f"data.val_size={config.val_size} leaves no training images out of {len(train[0])}")
     return {"train": (train[0][:n_fit], train[1][:n_fit]), "val": (train[0][n_fit:], train[1][n_fit:]),
             "test": test}
 
@@ -215,16 +213,25 @@ def _view(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataCo
     return VIEWS[config.binarization](split, pixels, labels, config)
 
 
+def binarization_seed(config: DataConfig, split: str) -> int | None:
+    """The seed `split`'s images are binarized with once: `dynamic` test `eval_seed`, validation
+    `eval_seed + 1`; `static` train, validation, test `static_seed` + 0, 1, 2. None where they are
+    not binarized once (`dynamic` training images, `grey`)."""
+    if config.binarization == "dynamic" and split != "train":
+        return config.eval_seed + {"test": 0, "val": 1}[split]
+    if config.binarization == "static":
+        return config.static_seed + {"train": 0, "val": 1, "test": 2}[split]
+    return None
+
+
 def _dynamic(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
     if split == "train":
         return ImageSet(pixels, labels, resample=True, binary=False)
-    offset = {"val": 1, "test": 0}[split]
-    return ImageSet(binarize(pixels, config.eval_seed + offset), labels, resample=False, binary=True)
+    return ImageSet(binarize(pixels, binarization_seed(config, split)), labels, resample=False, binary=True)
 
 
 def _static(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
-    offset = {"train": 0, "val": 1, "test": 2}[split]
-    return ImageSet(binarize(pixels, config.static_seed + offset), labels, resample=False, binary=True)
+    return ImageSet(binarize(pixels, binarization_seed(config, split)), labels, resample=False, binary=True)
 
 
 def _grey(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:

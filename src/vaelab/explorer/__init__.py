@@ -28,10 +28,9 @@ exact mean over its 256 levels. `window.vaelab` is a small API (decode, pointToL
 the tests drive; see explorer.js.
 """
 
-from .decoder import HEAD_MEANS, HEAD_TYPES, ExplorerError, decode_cost, decoder_spec
+from .decoder import ExplorerError, decode_cost, decoder_spec, page_head
 from .page import (
     CSP,
-    LABEL_NAMES,
     LIVE_LIMIT,
     latent_description,
     posterior_means,
@@ -41,6 +40,5 @@ from .page import (
     write_explorer,
 )
 
-__all__ = ["CSP", "HEAD_MEANS", "HEAD_TYPES", "LABEL_NAMES", "LIVE_LIMIT", "ExplorerError", "decode_cost",
-           "decoder_spec", "latent_description", "posterior_means", "precomputed_images", "render_explorer",
-           "scatter_view", "write_explorer"]
+__all__ = ["CSP", "LIVE_LIMIT", "ExplorerError", "decode_cost", "decoder_spec", "latent_description",
+           "page_head", "posterior_means", "precomputed_images", "render_explorer", "scatter_view", "write_explorer"]

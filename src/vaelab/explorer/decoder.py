@@ -14,34 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..likelihoods import (
-    _CB_TAYLOR_BELOW,
-    LOG_SCALE_MAX,
-    LOG_SCALE_MIN,
-    BernoulliHead,
-    ContinuousBernoulliHead,
-    DiscretizedLogisticHead,
-    GaussianHead,
-)
+from ..errors import VaelabError
+from ..likelihoods import LIKELIHOOD_HEADS
 from ..nets import MLP, ConvDecoder
 
-# The decoder mean E[x|z] of each head, computed in the page from the decoder's output.
-HEAD_TYPES: dict[type, str] = {
-    BernoulliHead: "bernoulli",  # sigmoid(logits)
-    GaussianHead: "gaussian",  # sigmoid(out); sigma does not enter the mean
-    ContinuousBernoulliHead: "continuous_bernoulli",  # 1/2 + 1/(2 tanh(eta/2)) - 1/eta
-    DiscretizedLogisticHead: "discretized_logistic",  # exact mean over the 256 levels
-}
 
-HEAD_MEANS = {
-    "bernoulli": "sigmoid of the logits",
-    "gaussian": "sigmoid of the decoder output (the Gaussian's mean)",
-    "continuous_bernoulli": "the continuous Bernoulli's mean (not sigmoid of the logits)",
-    "discretized_logistic": "the exact mean of the discretized logistic over its 256 levels",
-}
-
-
-class ExplorerError(ValueError):
+class ExplorerError(VaelabError, ValueError):
     """The page cannot decode this model; the message says what it cannot reproduce."""
 
 
@@ -65,6 +43,17 @@ class _Blob:
     def base64(self) -> str:
         data = np.concatenate(self.parts).tobytes() if self.parts else b""
         return base64.b64encode(data).decode("ascii")
+
+
+def page_head(head_class: type) -> dict[str, Any] | None:
+    """How the page computes the decoder mean E[x|z] of a likelihood head class: {"type", "mean", ...
+    its explorer_params}, from what the class itself declares (see likelihoods.py); None if the page
+    cannot. Not inherited: a subclass that changes the head would otherwise be drawn as its parent."""
+    declared = vars(head_class)
+    if declared.get("explorer_type") is None:
+        return None
+    return {"type": declared["explorer_type"], "mean": declared["explorer_mean"],
+            **declared.get("explorer_params", {})}
 
 
 def _decoder_modules(decoder: nn.Module) -> list[nn.Module | tuple[str, tuple[int, ...]]]:
@@ -135,10 +124,11 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
     if not all(hasattr(model, part) for part in ("head", "latent", "decoder")):
         raise ExplorerError(f"{type(model).__name__} is a model of your own, whose decoder the page has no "
                             "JavaScript for")
-    head_type = HEAD_TYPES.get(type(model.head))
-    if head_type is None:
+    page = page_head(type(model.head))
+    if page is None:
+        known = [name for name, head in LIKELIHOOD_HEADS.items() if page_head(head) is not None]
         raise ExplorerError(f"the likelihood head is a {type(model.head).__name__}; the explorer knows the decoder "
-                            f"mean of {', '.join(HEAD_TYPES.values())} only")
+                            f"mean of {', '.join(known)} only")
     image_shape = [int(s) for s in model.image_shape]
     if image_shape[0] not in (1, 3):
         raise ExplorerError(f"the images have {image_shape[0]} channels; the page draws grey (1 channel) "
@@ -178,13 +168,9 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
             raise ExplorerError(f"{where} is a {type(module).__name__}, which the explorer does not implement "
                                 "(it knows Linear, ConvTranspose2d, ReLU, Tanh and Softplus)")
     if math.prod(shape) != params * n_pixels:
-        raise ExplorerError(f"the decoder gives {math.prod(shape)} outputs; the {head_type} head needs "
+        raise ExplorerError(f"the decoder gives {math.prod(shape)} outputs; the {page['type']} head needs "
                             f"{params} x {n_pixels}")
-    head: dict[str, Any] = {"type": head_type, "params_per_pixel": params, "mean": HEAD_MEANS[head_type]}
-    if head_type == "continuous_bernoulli":
-        head["taylor_below"] = _CB_TAYLOR_BELOW
-    if head_type == "discretized_logistic":
-        head |= {"n_levels": 256, "log_scale_min": LOG_SCALE_MIN, "log_scale_max": LOG_SCALE_MAX}
+    head = {"params_per_pixel": params} | page
     return {"input": n_in, "latent_size": int(model.latent.size), "n_labels": int(model.n_labels),
             "image_shape": image_shape, "layers": layers, "head": head,
             "weights": blob.base64(), "n_weights": blob.size}

@@ -18,14 +18,13 @@ from torch import nn
 
 from .. import webpage
 from ..contract import device_of, n_labels
-from ..data.catalog import DATASETS
+from ..data.catalog import known_label_names
+from ..latents import latent_kind
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
 from ..figures.variants import decode, decoded_size, encode, is_builtin, prior_family
 from .decoder import ExplorerError, decode_cost, decoder_spec
 
-
-LABEL_NAMES: dict[str, tuple[str, ...]] = {name: info.label_names for name, info in DATASETS.items()}
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
@@ -49,7 +48,7 @@ def latent_description(model: nn.Module) -> dict[str, Any]:
         return {"kind": "continuous", "family": family or "own", "size": size, "two_layer": False, "latent_dim2": 0,
                 "text": f"{size}-D {family + ' ' if family else ''}latent"}
     config = model.config
-    kind = "categorical" if config.latent == "categorical" else "continuous"
+    kind = latent_kind(model.latent)
     info: dict[str, Any] = {"kind": kind, "family": config.latent, "size": int(model.latent.size),
                             "two_layer": bool(getattr(model, "top", None)), "latent_dim2": int(config.latent_dim2)}
     if kind == "categorical":
@@ -376,22 +375,22 @@ def render_explorer(model: nn.Module, means: np.ndarray, labels: np.ndarray, *,
 
 
 def _checked_points(means: Any, labels: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(means (n, size) float32, labels (n,) int64); a ValueError for a sample the page cannot show."""
+    """(means (n, size) float32, labels (n,) int64); an ExplorerError for a sample the page cannot show."""
     means = np.asarray(means, dtype=np.float32).reshape(len(means), size if len(means) == 0 else -1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if means.shape[1] != size:
-        raise ValueError(f"means have {means.shape[1]} columns, the model's latent has {size}")
+        raise ExplorerError(f"means have {means.shape[1]} columns, the model's latent has {size}")
     if len(labels) != len(means):
-        raise ValueError(f"{len(means)} means but {len(labels)} labels")
+        raise ExplorerError(f"{len(means)} means but {len(labels)} labels")
     if not np.isfinite(means).all():
-        raise ValueError("the posterior means are not all finite (did training diverge?)")
+        raise ExplorerError("the posterior means are not all finite (did training diverge?)")
     return means, labels
 
 
 def _default_label_names(data: str | None, n_labels: int, labels: np.ndarray) -> list[str]:
-    """A name per class: the data set's own where LABEL_NAMES knows them, else the class number."""
+    """A name per class: the data set's own where the catalog knows them, else the class number."""
     n_classes = int(max(n_labels, int(labels.max()) + 1 if len(labels) else 0, 1))
-    known = LABEL_NAMES.get(data or "", ())
+    known = known_label_names(data)
     return [known[k] if k < len(known) else str(k) for k in range(n_classes)]
 
 

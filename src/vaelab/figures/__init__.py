@@ -28,15 +28,15 @@ from matplotlib.figure import Figure
 from ..data.views import ImageData
 from ..storage import atomic_write_bytes
 from ..contract import Model, device_of, n_labels
-from .context import OPTIONS, FigureContext, FigureSkipped, current_kl, figure_context, run_title
+from .context import OPTIONS, FigureContext, FigureError, FigureSkipped, current_kl, figure_context, run_title
 from .curves import draw_curves
 from .grids import draw_class_samples, draw_interpolations, draw_reconstructions, draw_samples, tile
 from .kl import draw_kl_per_dim
 from .latent import draw_latent_scatter, draw_manifold
 from .variants import latent_text
 
-__all__ = ["DRAWERS", "FIGURES", "OPTIONS", "FigureContext", "FigureSkipped", "current_kl", "figure_context",
-           "latent_text", "make_figures", "run_title", "tile", "write_png"]
+__all__ = ["DRAWERS", "FIGURES", "OPTIONS", "FigureContext", "FigureError", "FigureSkipped", "current_kl",
+           "figure_context", "latent_text", "make_figures", "run_title", "tile", "write_png"]
 
 
 def write_png(fig: Figure, path: str | Path) -> Path:
@@ -95,7 +95,7 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
     names = list(FIGURES) if names is None else list(names)
     unknown = [name for name in names if name not in FIGURES]
     if unknown:
-        raise ValueError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+        raise FigureError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
     ctx = figure_context(run_dir, model=model, data=data, **options)
     results: list[tuple[str, Path | None, str]] = []
     with _eval_mode(ctx.model):

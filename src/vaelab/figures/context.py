@@ -15,7 +15,12 @@ import torch
 
 from ..data.views import ImageData
 from ..contract import Model, device_of, n_labels
+from ..errors import VaelabError
 from .variants import class_names, encode, is_conditional, latent_text
+
+
+class FigureError(VaelabError, ValueError):
+    """A figure option or name that cannot be drawn for this run; the message names the option."""
 
 
 class FigureSkipped(Exception):
@@ -58,13 +63,13 @@ class FigureContext:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         if self.manifold_range not in MANIFOLD_RANGES:
-            raise ValueError(f"manifold_range: {self.manifold_range!r} is not one of {', '.join(MANIFOLD_RANGES)}")
+            raise FigureError(f"manifold_range: {self.manifold_range!r} is not one of {', '.join(MANIFOLD_RANGES)}")
         if self.scatter_method not in SCATTER_METHODS:
-            raise ValueError(f"scatter_method: {self.scatter_method!r} is not one of {', '.join(SCATTER_METHODS)}")
+            raise FigureError(f"scatter_method: {self.scatter_method!r} is not one of {', '.join(SCATTER_METHODS)}")
         for name in ("samples_n", "class_samples_n", "reconstructions_n", "interpolation_pairs",
                      "interpolation_steps", "manifold_n", "tsne_points", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise FigureError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.manifold_dims is not None:
             self.manifold_dims = tuple(self.manifold_dims)
 
@@ -95,7 +100,7 @@ class FigureContext:
     def _test_index(self, n: int, random: bool) -> torch.Tensor:
         n_test = len(self.data.test)
         if n > n_test:
-            raise ValueError(f"asked for {n} test images, the test set has {n_test}")
+            raise FigureError(f"asked for {n} test images, the test set has {n_test}")
         if random:
             return torch.randperm(n_test, generator=torch.Generator().manual_seed(self.seed))[:n]
         return torch.arange(n)
@@ -176,7 +181,7 @@ def figure_context(run_dir: str | Path, *, model: Model | None = None, data: Ima
 
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise ValueError(f"unknown figure option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+        raise FigureError(f"unknown figure option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
     folder = RunFolder(run_dir).check()
     config = folder.config()
     model = load_run(folder.path) if model is None else model

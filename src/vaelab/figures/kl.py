@@ -14,7 +14,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 from ..distributions import TwoStep
 from ..latents import ACTIVE_THRESHOLD, unit_activity
 from ..contract import Model, device_of, n_labels
-from .context import FigureContext, FigureSkipped
+from .context import FigureContext, FigureError, FigureSkipped
 from .variants import decoded_size, is_categorical, is_two_layer, latent_dim, posterior_of
 
 TWO_LAYER_KL_NOTE = ("no KL per dimension for a two-layer model: KL(q(z1, z2|x) || p(z1, z2)) has no closed form "
@@ -105,7 +105,7 @@ def _kl_values(ctx: FigureContext, units: int) -> tuple[torch.Tensor, str]:
         return kl_per_dim_from_model(ctx), f"over the {len(ctx.data.test)} test images"
     kl = torch.as_tensor(ctx.kl_per_dim, dtype=torch.float32)
     if kl.shape != (units,):
-        raise ValueError(f"kl_per_dim has {kl.numel()} values; the model has {units} KL terms "
+        raise FigureError(f"kl_per_dim has {kl.numel()} values; the model has {units} KL terms "
                          "(latent dims, or categorical variables)")
     return kl, f"from {ctx.kl_source}" if ctx.kl_source else "as given"
 

@@ -18,9 +18,9 @@ from torch.distributions import Distribution, Independent, Laplace, Normal
 
 from ..distributions import TwoStep
 from ..contract import Model, device_of, n_labels
-from .context import MANIFOLD_RANGES, FigureContext, FigureSkipped
+from .context import MANIFOLD_RANGES, FigureContext, FigureError, FigureSkipped
 from .grids import as_images, image_grid_figure, tile
-from .variants import decode, decoded_size, is_categorical, is_two_layer, latent_dim, prior_family
+from .variants import decode, decoded_size, is_categorical, is_two_layer, latent_dim
 
 
 def _axis_label(axis: str, dim: int) -> str:
@@ -83,7 +83,7 @@ def _manifold_dims(ctx: FigureContext) -> tuple[int, int]:
                             "(latent-scatter shows the 1-D codes)")
     dims = ctx.manifold_dims or (0, 1)
     if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < size for d in dims):
-        raise ValueError(f"manifold_dims: {dims} are not two different dims in 0..{size - 1}")
+        raise FigureError(f"manifold_dims: {dims} are not two different dims in 0..{size - 1}")
     return int(dims[0]), int(dims[1])
 
 
@@ -93,7 +93,7 @@ def _manifold_label(ctx: FigureContext) -> torch.Tensor | None:
         return None
     label, classes = ctx.manifold_label, n_labels(ctx.model)
     if not 0 <= label < classes:
-        raise ValueError(f"manifold_label: {label} is not a label in 0..{classes - 1}")
+        raise FigureError(f"manifold_label: {label} is not a label in 0..{classes - 1}")
     return torch.full((ctx.manifold_n ** 2,), label, device=device_of(ctx.model))
 
 
@@ -106,7 +106,10 @@ def _manifold_subtitle(ctx: FigureContext, dims: tuple[int, int]) -> str:
     if ctx.manifold_range == "minmax":
         over = "from min to max of the test posterior means"
     else:
-        symbol, name = ("\u03a6", "N(0, 1)") if prior_family(model) == "normal" else ("F", "Laplace(0, 1)")
+        marginal = prior_marginal(model, dims[0])  # named by its own parameters: a plugin's prior is no N(0, 1)
+        symbol = "\u03a6" if isinstance(marginal, Normal) else "F"
+        name = f"{'N' if isinstance(marginal, Normal) else 'Laplace'}({marginal.loc.item():g}, " \
+               f"{marginal.scale.item() ** (2 if isinstance(marginal, Normal) else 1):g})"
         over = f"at {name} quantiles {symbol}\u207b\u00b9(p), p = {0.5 / n:.3g} .. {1 - 0.5 / n:.3g}"
     a, b = (_axis_name(ctx, d) for d in dims)
     text = f"decoder mean on a {n} x {n} grid of {a}, {b} {over}"

@@ -17,12 +17,11 @@ from torch.distributions import Distribution
 from torch.distributions import Independent
 
 from ..contract import Model, decode_mean, device_of, encode_mean, latent_shape, latent_size, n_labels
-from ..data.catalog import DATASETS
+from ..data.catalog import known_label_names
 from ..distributions import rsample
-from ..latents import prior_display_name
+from ..latents import latent_kind, prior_display_name
 from ..model import VAE
 
-LABEL_NAMES = {name: info.label_names for name, info in DATASETS.items()}
 
 
 def is_conditional(model: Model) -> bool:
@@ -36,7 +35,7 @@ def is_builtin(model: Model) -> bool:
 
 
 def is_categorical(model: Model) -> bool:
-    return is_builtin(model) and model.config.latent == "categorical"
+    return is_builtin(model) and latent_kind(model.latent) == "categorical"
 
 
 def is_two_layer(model: Model) -> bool:
@@ -55,8 +54,6 @@ def decoded_size(model: Model) -> int:
 
 def prior_family(model: Model) -> str | None:
     """"normal" or "laplace" where p(z) factorizes into those (its quantiles have names), else None."""
-    if is_builtin(model):
-        return None if is_categorical(model) or model.config.pseudo_inputs else model.config.prior
     prior = model.prior()
     base = type(prior.base_dist if isinstance(prior, Independent) else prior).__name__
     return {"Normal": "normal", "Laplace": "laplace"}.get(base)
@@ -98,7 +95,7 @@ def latent_text(model: Model) -> str:
 
 def class_names(data_name: str | None, classes: Sequence[int]) -> list[str]:
     """Display names of integer labels: the data set's names where known, else the numbers."""
-    names = LABEL_NAMES.get(data_name or "")
+    names = known_label_names(data_name)
     return [names[k] if names and k < len(names) else str(k) for k in classes]
 
 

@@ -8,11 +8,12 @@ from collections.abc import Callable
 import torch
 
 from ..config import RunConfig
+from ..errors import VaelabError
 from ..runs import CHECKPOINT, CONFIG, RunFolder
 from .checkpoint import TrainState
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(VaelabError, RuntimeError):
     """A loss or gradient went NaN or infinite; the message says where, what and what to try."""
 
 

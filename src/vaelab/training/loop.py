@@ -27,14 +27,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
-from ..contract import Model, device_of, n_labels
+from ..contract import Model, device_of, latent_size, n_labels
 from ..model import VAE, build_model
 from ..objectives import elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, RunFolder
+from ..runs import CHECKPOINT, RunFolder, RunFolderError
 from ..threads import ThreadAdapter
 from .checkpoint import Checkpoint, TrainState
 from .guard import NonFiniteGuard
@@ -211,7 +211,7 @@ class Trainer:
                 self.ema.load_state_dict(saved.ema if saved.ema is not None else {})
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             path = self.folder.file(CHECKPOINT)
-            raise ValueError(f"{path}: checkpoint does not match the run's config ({err})") from None
+            raise RunFolderError(f"{path}: checkpoint does not match the run's config ({err})") from None
         self.folder.drop_metrics_after(self.state.epoch)
 
     def _restore_schedule(self, saved: dict[str, Any] | None) -> None:
@@ -448,6 +448,9 @@ class Trainer:
             "network_precision": self.precision_name, **self.step.compile_status(),
             "weights": "ema" if self.ema is not None else "trained",  # train.ema_decay: the moving average
             "finished_at": datetime.now().isoformat(timespec="seconds"),
+            # what a table of runs shows of a model it cannot read from the config (one of the user's own)
+            "model": type(self.model).__name__, "latent_size": latent_size(self.model),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
         }
         summary["processes"] = self.parallel.world
         if self.parallel.is_main:

@@ -18,8 +18,9 @@ One entry per folder and set of options, under ``<cache dir>/images/`` (the cach
 Decoding writes the pixels straight into a temp .npy (so a folder larger than memory never
 has to fit in it); the entry is committed only when the temp file has been flushed, fsynced
 and re-read to the same digests: the .npy is renamed to its fresh token name, then the .npz
-is written by :func:`.npzfile.write_npz_atomic` (temp, fsync, re-read, rename), and only
-that last rename makes the entry visible. A failure or an interruption at any point leaves
+is written by :func:`vaelab.data.npzfile.write_npz_atomic` (temp, fsync, re-read, rename),
+and only that last rename makes the entry visible (both temp files are made by
+:class:`vaelab.storage.StagedFile`). A failure or an interruption at any point leaves
 the previous entry as it was, and no half-written file under a name a reader opens.
 """
 
@@ -31,7 +32,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import PIL
 
-from .arrays import sha256_array
-from .errors import DataError
-from .imagedata import SPLITS
-from .npzfile import read_npz, write_npz_atomic
+from ...storage import StagedFile
+from ..arrays import sha256_array
+from ..errors import DataError
+from ..npzfile import read_npz, write_npz_atomic
+from .dataset import SPLITS
 
 FORMAT_VERSION = 1
 CACHE_SUBDIR = "images"
@@ -162,34 +163,33 @@ class PixelWriter:
     """
 
     def __init__(self, stem: Path, shape: tuple[int, int, int, int]) -> None:
-        stem.parent.mkdir(parents=True, exist_ok=True)
         self.stem = stem
-        fd, name = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=".npy.tmp", dir=stem.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        self.pixels = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
+        # A fresh name for every entry: a reader still mapping the previous pixel file keeps it.
+        self.file = StagedFile(stem.parent / f"{stem.name}.{secrets.token_hex(4)}.npy")
+        self.pixels = np.lib.format.open_memmap(self.file.tmp, mode="w+", dtype=np.uint8, shape=shape)
+
+    @property
+    def tmp(self) -> Path:
+        return self.file.tmp
 
     def __enter__(self) -> PixelWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.pixels = None  # drops the map, so the file can go on any system
-        self.tmp.unlink(missing_ok=True)
+        self.file.discard()
 
     def shrink(self, n_rows: int) -> None:
         """Keep only the first ``n_rows`` rows (after skipped files left the tail unused)."""
-        old_tmp, old = self.tmp, self.pixels
-        fd, name = tempfile.mkstemp(prefix=f".{self.stem.name}.", suffix=".npy.tmp",
-                                    dir=self.stem.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        self.pixels = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
+        old_file, old = self.file, self.pixels
+        self.file = StagedFile(old_file.path)
+        self.pixels = np.lib.format.open_memmap(self.file.tmp, mode="w+", dtype=np.uint8,
                                                 shape=(n_rows, *old.shape[1:]))
         for first in range(0, n_rows, _HASH_CHUNK_ROWS):
             last = min(first + _HASH_CHUNK_ROWS, n_rows)
             self.pixels[first:last] = old[first:last]
         del old
-        old_tmp.unlink()
+        old_file.discard()
 
     def commit(self, meta: dict[str, np.ndarray], digests: Mapping[str, str]) -> Path:
         """Flush, verify against ``digests`` (x_train, x_val, x_test), publish; the pixel file."""
@@ -207,11 +207,11 @@ class PixelWriter:
         return self._publish(meta)
 
     def _publish(self, meta: dict[str, np.ndarray]) -> Path:
-        """Rename the pixels to a fresh name, then write the index that names them."""
+        """Rename the pixels into place, then write the index that names them."""
         meta_path = self.stem.with_suffix(".npz")
         previous = _previous_pixel_file(meta_path)
-        pixel_path = self.stem.parent / f"{self.stem.name}.{secrets.token_hex(4)}.npy"
-        os.replace(self.tmp, pixel_path)
+        pixel_path = self.file.path
+        self.file.publish()
         meta = {**meta, "images_file": np.array(pixel_path.name)}
         try:
             write_npz_atomic(meta_path, meta, meta, check=_same_arrays, keys=META_KEYS)

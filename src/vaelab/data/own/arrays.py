@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
-from .imagedata import TEST, TRAIN, VAL, ImageDataset, assemble, split_by_rank
-from .images import WHITE, DecodeOptions, check_unit_range, convert_image
-from .npzfile import read_npy_header, read_npz
+from ..errors import DataError
+from ..npzfile import read_npy_header, read_npz
+from .dataset import TEST, TRAIN, VAL, ImageDataset, assemble, split_by_rank
+from .decode import WHITE, DecodeOptions, check_unit_range, convert_image
 
 LAYOUTS: tuple[str, ...] = ("NHW", "NHWC", "NCHW")
 CHANNEL_COUNTS: tuple[int, ...] = (1, 3, 4)
@@ -53,7 +53,7 @@ def load_image_arrays(
     ``test_fraction`` (seeded); given ``x_val`` or ``x_test`` too, those are the splits, as
     they are. Labels are integers (N,) in 0..MAX_CLASSES-1; ``label_names`` defaults to "0", "1",
     ... up to the largest label. image_size, resize_mode, channels and background act as
-    for a folder (see :func:`vaelab.data.folder.load_image_folder`); channels None keeps 1
+    for a folder (see :func:`vaelab.data.own.folder.load_image_folder`); channels None keeps 1
     and turns 3 or 4 into 3.
     """
     options = DecodeOptions(None if image_size is None else tuple(image_size), resize_mode,

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DataError
+from ..errors import DataError
 
 # JPEG covers MPO too (multi-picture JPEGs from cameras, whose format then reads "MPO").
 FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .arrays import sha256_array
+from ..arrays import sha256_array
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 TRAIN, VAL, TEST = range(3)  # split ids, in the order rows are stored

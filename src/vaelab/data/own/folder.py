@@ -5,7 +5,7 @@ naming a file that breaks it):
 
 - ``train/``, ``val/``, ``test/`` at the top are the splits, as they are (a missing one is
   empty); every image must then lie in one of them. Without them the images are split by
-  ``val_fraction`` and ``test_fraction``, seeded (see :func:`.imagedata.split_by_rank`).
+  ``val_fraction`` and ``test_fraction``, seeded (see :func:`.dataset.split_by_rank`).
 - Within the folder (or within each split folder), images in sub-folders take the
   sub-folder's name as their class: label i is the i-th of the sorted names, over all
   splits. Images directly in the folder are unlabelled; both at once is refused.
@@ -13,9 +13,9 @@ naming a file that breaks it):
   labels and splits never depend on the file system's listing order.
 - Files with a suffix in :data:`IGNORED_SUFFIXES`, hidden files (".DS_Store") and
   Thumbs.db / desktop.ini are ignored and counted; hidden folders and ``__MACOSX`` are not
-  entered. Every other file must be an image (see :mod:`.images` for the formats).
+  entered. Every other file must be an image (see :mod:`.decode` for the formats).
 
-Decoding happens once: the result is cached (see :mod:`.imagecache`) and read back from
+Decoding happens once: the result is cached (see :mod:`.cache`) and read back from
 the cache until a file is added, removed or changed, or an option changes.
 """
 
@@ -25,7 +25,6 @@ import hashlib
 import multiprocessing
 import os
 import sys
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,11 +37,13 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
-from . import images as imagefile
-from .errors import DataError, DataWarning
-from .imagecache import (
+from ...progress import progress as progress_bar
+from ..errors import DataError, DataWarning
+from ..sources import default_cache_dir
+from . import decode as imagefile
+from .arrays import load_image_arrays, load_image_file
+from .cache import (
     CachedImages,
     FileStamp,
     PixelWriter,
@@ -52,10 +53,8 @@ from .imagecache import (
     meta_arrays,
     read_cache,
 )
-from .imagearrays import load_image_arrays, load_image_file
-from .imagedata import SPLITS, ImageDataset, assemble, check_fractions, split_by_rank
-from .images import DEFAULT_MAX_PIXELS, WHITE, DecodeOptions, ImageInfo
-from .sources import default_cache_dir
+from .dataset import SPLITS, ImageDataset, assemble, check_fractions, split_by_rank
+from .decode import DEFAULT_MAX_PIXELS, WHITE, DecodeOptions, ImageInfo
 
 IGNORED_SUFFIXES = frozenset({
     ".txt", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".xml",
@@ -66,7 +65,6 @@ SKIPPED_DIRS = frozenset({"__MACOSX"})
 CHUNK_FILES = 256  # files per task handed to a worker process, at most
 CHUNK_BYTES = 16 * 2**20  # and at most this many decoded bytes, so large images come in fewer
 PARALLEL_MIN_FILES = 4096  # fewer are decoded in this process: starting workers costs more
-PROGRESS_EVERY_S = 5.0  # how often a line is written when stderr is not a terminal
 SHOWN = 3  # how many file names a warning lists
 
 
@@ -140,8 +138,8 @@ def load_images(source: Any, **options: Any) -> ImageDataset:
     """Your own images from wherever they are, as an :class:`ImageDataset`.
 
     ``source``: a folder (:func:`load_image_folder`), an .npy or .npz file
-    (:func:`.imagearrays.load_image_file`), an array or tensor of images, or a pair
-    (images, labels) of them (:func:`.imagearrays.load_image_arrays`). ``options`` go to
+    (:func:`.arrays.load_image_file`), an array or tensor of images, or a pair
+    (images, labels) of them (:func:`.arrays.load_image_arrays`). ``options`` go to
     the function that reads it.
     """
     if isinstance(source, str | os.PathLike):
@@ -343,7 +341,7 @@ def _probe_all(root: Path, plan: FolderPlan, options: DecodeOptions, skip_bad: b
     failures: list[tuple[int, str]] = []
     paths = [str(root / rel) for rel in plan.files]
     task = partial(_probe_chunk, options=options, stop_early=not skip_bad)
-    with _Progress(len(paths), "reading image headers", progress) as bar:
+    with progress_bar(len(paths), "reading image headers", "image", enabled=progress) as bar:
         for start, (chunk_infos, chunk_failures) in runner.run(task, paths):
             _raise_first(chunk_failures, skip_bad)
             infos += chunk_infos
@@ -385,7 +383,7 @@ def _decode_rows(root: Path, plan: FolderPlan, options: DecodeOptions, expected_
     failures: list[tuple[int, str]] = []
     written = 0
     task = partial(_decode_chunk, options=options, expected_hw=expected_hw, stop_early=not skip_bad)
-    with _Progress(len(paths), "decoding images", progress) as bar:
+    with progress_bar(len(paths), "decoding images", "image", enabled=progress) as bar:
         chunk = max(1, min(CHUNK_FILES, CHUNK_BYTES // pixels[0].nbytes))
         for start, (block, chunk_failures) in runner.run(task, paths, chunk):
             _raise_first(chunk_failures, skip_bad)
@@ -507,35 +505,6 @@ def _channels(infos: Sequence[ImageInfo]) -> int:
 
 
 # ---------------------------------------------------------------- reporting
-
-class _Progress:
-    """A tqdm bar on a terminal; elsewhere a line every PROGRESS_EVERY_S seconds; or nothing."""
-
-    def __init__(self, total: int, what: str, enabled: bool) -> None:
-        self.total, self.what, self.done = total, what, 0
-        self.start = self.last = time.monotonic()
-        terminal = enabled and sys.stderr.isatty()
-        self.lines = enabled and not terminal
-        self.bar = tqdm(total=total, desc=what, unit="img", leave=False) if terminal else None
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        now = time.monotonic()
-        if self.lines and now - self.last >= PROGRESS_EVERY_S:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            print(f"vaelab: {self.what}: {self.done}/{self.total} ({rate:.0f}/s)",
-                  file=sys.stderr, flush=True)
-
 
 def _report_ignored(root: Path, ignored: Sequence[str], progress: bool) -> None:
     """One line on stderr saying how many files were not taken as images."""
