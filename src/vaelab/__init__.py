@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .api import Figure, Page, Run, Sweep, compare, make_config, open_run, resume, train  # noqa: E402
 from .contract import Model, ModelError, check_model  # noqa: E402
+from .distributions import rsample  # noqa: E402
 from .errors import VaelabError  # noqa: E402
 from .objectives import ElboTerms, ObjectiveTerms  # noqa: E402
 from .plugins import register, register_latent, register_likelihood, register_objective, register_prior  # noqa: E402
@@ -20,4 +21,4 @@ from .usercode import allow_code_changes  # noqa: E402
 __all__ = ["ElboTerms", "Figure", "Model", "ModelError", "ObjectiveTerms", "Page", "Run", "Sweep", "VaelabError",
            "__version__", "allow_code_changes", "check_model", "compare", "load_run", "make_config", "open_run",
            "register", "register_latent", "register_likelihood", "register_objective", "register_prior", "resume",
-           "train"]
+           "rsample", "train"]

@@ -191,7 +191,8 @@ class ModelConfig:
     pseudo_inputs: int = 0  # > 0: the VampPrior, a mixture of the posteriors of this many learned images
     # Your own code (see docs/extending.md), each "FILE.py:CLASS" or "package.module:CLASS", built with
     # image_shape=(C, H, W) and the keywords of `args` it takes: a whole model (the vaelab.Model contract),
-    # or an encoder and/or decoder network inside vaelab's VAE
+    # or an encoder and/or decoder network inside vaelab's VAE (which may also take the sizes it must fit:
+    # out_features, in_features, latent_dim, n_labels, params_per_pixel)
     custom: str = ""
     encoder: str = ""
     decoder: str = ""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
+from .distributions import rsample
 from .errors import VaelabError
 
 
@@ -197,7 +198,10 @@ def _check_outputs(model: Any, x: torch.Tensor, y: torch.Tensor | None, who: str
     q = posterior(model, x, y)
     _need(isinstance(q, Distribution), who, f"posterior(x) returned a {type(q).__name__}; it must return a "
           "torch.distributions.Distribution")
-    z = q.sample()
+    try:
+        z = rsample(q)  # as training draws it: from vaelab's generator
+    except TypeError as err:
+        raise ModelError(f"{who}: posterior(x): {err}") from None
     _need(z.shape[:1] == (2,), who, f"posterior(x) for x of shape {_shape(x)} drew z of shape {_shape(z)}; "
           "its batch_shape must be (batch,)")
     p = model.prior()

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.distributions import (Bernoulli, Categorical, Distribution, Independent, Laplace, MixtureSameFamily,
-                                 Normal, OneHotCategorical, RelaxedOneHotCategorical, constraints)
+                                 Normal, OneHotCategorical, RelaxedOneHotCategorical, TransformedDistribution,
+                                 constraints)
 
 
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -177,6 +178,16 @@ def _mixture(dist: MixtureSameFamily, shape: torch.Size, generator: Noise) -> to
     return components.gather(index.dim() - event_dims - 1, index).squeeze(index.dim() - event_dims - 1)
 
 
+def _transformed(dist: TransformedDistribution, shape: torch.Size, generator: Noise) -> torch.Tensor:
+    """A draw of the base distribution pushed through the transforms (a normalizing flow): reparameterized
+    wherever the base is, since the transforms are differentiable."""
+    sample_shape = shape[:len(shape) - len(dist.batch_shape) - len(dist.event_shape)]
+    z = rsample(dist.base_dist, sample_shape, generator)
+    for transform in dist.transforms:
+        z = transform(z)
+    return z
+
+
 SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, Noise], torch.Tensor]] = {
     Normal: _reparameterized_normal,
     Bernoulli: _bernoulli,
@@ -185,11 +196,18 @@ SAMPLERS: dict[type[Distribution], Callable[[Distribution, torch.Size, Noise], t
     OneHotCategorical: _gumbel_max,
     MixtureSameFamily: _mixture,
     NormalMixture: _mixture,
+    TransformedDistribution: _transformed,
 }
 
 
 def rsample(dist: Distribution, sample_shape: tuple[int, ...] = (), generator: Noise = None) -> torch.Tensor:
     """Like `dist.rsample(sample_shape)`, but drawing noise from `generator` (or a recorder or playback).
+
+    What an objective of your own (`vaelab.register_objective`) samples with, from the `generator` it is
+    given, so that runs stay reproducible, resume exactly and compile. Normal, Laplace, Bernoulli,
+    (relaxed) one-hot categorical, mixtures of those and `TransformedDistribution`s over them (flows),
+    each possibly inside `Independent`; a distribution of your own can define
+    `rsample_with(sample_shape, generator)` using `vaelab.rsample` on its parts.
 
     Returns (*sample_shape, *dist.batch_shape, *dist.event_shape); reparameterized (gradients
     reach the parameters) wherever the distribution allows it.
@@ -199,9 +217,11 @@ def rsample(dist: Distribution, sample_shape: tuple[int, ...] = (), generator: N
     base = dist
     while isinstance(base, Independent):
         base = base.base_dist
-    sampler = SAMPLERS.get(type(base))
+    sampler = next((SAMPLERS[cls] for cls in type(base).__mro__ if cls in SAMPLERS), None)  # subclasses too
     if sampler is None:
-        raise TypeError(f"no generator-aware sampler for {type(base).__name__}; register one in SAMPLERS")
+        raise TypeError(f"vaelab cannot draw from a {type(base).__name__} with its random generator: use one of "
+                        f"{', '.join(sorted(c.__name__ for c in SAMPLERS))} (or a TransformedDistribution of one), "
+                        "or give the distribution rsample_with(sample_shape, generator)")
     shape = dist._extended_shape(torch.Size(sample_shape))
     return sampler(base, shape, generator)
 

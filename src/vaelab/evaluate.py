@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
-from .contract import Model, device_of, kl, latent_size, likelihood, n_labels, posterior
+from .contract import Model, device_of, encode_mean, kl, latent_size, likelihood, n_labels, posterior
 from .data.views import ImageSet, binarization_seed
 from .distributions import rsample
 from .errors import VaelabError
@@ -187,7 +187,7 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
             z = rsample(q, (min(k, 64),), generator) if not _has_closed_form_kl(q, prior) else None
             kl_term = kl(model, q, prior, z)
             sums += torch.stack([reconstruction.sum(), kl_term.sum()]).double()
-            means = q.mean.double().flatten(1)
+            means = _posterior_mean(model, q, x, y).double().flatten(1)
             mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
             mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
             per_dim = kl_per_dimension(q, prior)
@@ -210,6 +210,14 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
         "unit_activity": activity.tolist(),
         "kl_per_dim": None if kl_dims is None else (kl_dims / n).tolist(),
     }
+
+
+def _posterior_mean(model: Model, q: Distribution, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """E_q[z] for the active units; the model's own encode_mean where q has no closed-form mean (a flow)."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        return encode_mean(model, x, y)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: int = 0,

@@ -84,11 +84,16 @@ class UserDecoder(nn.Module):
         return self.net(z.reshape(-1, z.shape[-1])).reshape(*lead, -1)
 
 
-def _user_network(ref: str, key: str, image_shape: tuple[int, int, int], args: dict) -> nn.Module:
+def _user_network(ref: str, key: str, image_shape: tuple[int, int, int], sizes: dict[str, int],
+                  args: dict) -> nn.Module:
+    """The user's network class built with image_shape, the sizes it must fit (`sizes`: out_features, latent_dim
+    and n_labels, the one-hot labels' size a conditional encoder also takes, for an encoder; in_features,
+    latent_dim and params_per_pixel for a decoder) and model.args, each keyword only if its constructor takes
+    it (model.args win over the sizes)."""
     from .usercode import build, load_ref
 
     cls = load_ref(ref, key)[0]
-    return build(cls, key, {"image_shape": tuple(image_shape), **args})
+    return build(cls, key, {"image_shape": tuple(image_shape), **sizes, **args})
 
 
 # name -> (encoder builder, decoder builder)
@@ -110,12 +115,16 @@ class VAE(Model):
         head_cls = LIKELIHOOD_HEADS[config.likelihood]
         build_encoder, build_decoder = NETWORKS[config.net]
         if config.encoder:
-            self.encoder = UserEncoder(_user_network(config.encoder, "model.encoder", self.image_shape, config.args),
-                                       self.image_shape)
+            sizes = {"out_features": self.latent.n_params, "latent_dim": config.latent_dim, "n_labels": self.n_labels}
+            self.encoder = UserEncoder(_user_network(config.encoder, "model.encoder", self.image_shape, sizes,
+                                                     config.args), self.image_shape)
         else:
             self.encoder = build_encoder(config, self.image_shape, self.latent.n_params, self.n_labels)
         if config.decoder:
-            self.decoder = UserDecoder(_user_network(config.decoder, "model.decoder", self.image_shape, config.args))
+            sizes = {"in_features": self.latent.size + self.n_labels, "latent_dim": config.latent_dim,
+                     "params_per_pixel": head_cls.params_per_pixel}
+            self.decoder = UserDecoder(_user_network(config.decoder, "model.decoder", self.image_shape, sizes,
+                                                     config.args))
         else:
             self.decoder = build_decoder(config, self.image_shape, self.latent.size + self.n_labels,
                                          head_cls.params_per_pixel)

@@ -71,6 +71,8 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     data = make_views(raw, config.data, device, config.train.train_subset)
     if not resume:
         config = fit_batch_to_data(config, len(data.train), log)
+    if not resume and (config.model.custom or config.model.encoder or config.model.decoder):
+        check_own_code(config, data.image_shape)
     if not resume and parallel.is_main:
         folder.create(config)
     parallel.barrier()
@@ -108,6 +110,17 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
         folder.write_summary(summary)
     parallel.barrier()
     return summary
+
+
+def check_own_code(config: RunConfig, image_shape: tuple[int, int, int]) -> None:
+    """Build a model of the user's code once before the run folder is made: a model or network that does
+    not fit stops with its one line and leaves no folder behind, so the same command runs once it is fixed."""
+    import torch
+
+    from .model import build_model
+
+    with torch.random.fork_rng(devices=[]):  # its weights are thrown away; the caller's random state is kept
+        build_model(config.model, image_shape)
 
 
 def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callable[[str], None]) -> RunConfig:
