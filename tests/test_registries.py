@@ -243,7 +243,7 @@ def test_a_registered_plugin_is_a_valid_choice(plugin_name, key, register, entry
     with pytest.raises(ConfigError, match=rf'^{key}: "{plugin_name}" is not one of '):
         config_from_dict(_with(key, plugin_name))
     assert register(plugin_name)(entry) is entry
-    assert plugin_name in choices(key) and plugins.registered_names(key) == [plugin_name]
+    assert plugin_name in choices(key) and plugin_name in plugins.registered_names(key)
     config = config_from_dict(_with(key, plugin_name))
     assert config.to_dict()[key.split(".")[0]][key.split(".")[1]] == plugin_name
 
