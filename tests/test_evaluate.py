@@ -108,6 +108,18 @@ def test_evaluate_images_reports_every_term(tiny_data):
     assert 0 < result["nll_stderr"] < 10
     again = evaluate_images(model, tiny_data.test, k=50, seed=0, memory_mb=1)
     assert again == result  # deterministic given the seed
+    assert result["kl_estimate"] == "analytic"
+
+
+def test_the_result_says_when_the_kl_is_a_monte_carlo_estimate(tiny_data):
+    from vaelab.cli import format_evaluation
+
+    model = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16]))
+    result = evaluate_images(model, tiny_data.test, k=10)
+    assert result["kl_estimate"] == "Monte-Carlo over 10 samples of z"  # two layers: no closed form
+    text = format_evaluation(result | {"data": "tiny", "split": "test", "binarization": "dynamic", "latent_dim": 5,
+                                       "seconds": 1.0, "device": "cpu"})
+    assert "KL(q(z|x) || p(z)), Monte-Carlo over 10 samples of z" in text and "analytic" not in text
 
 
 def test_active_units_count_dimensions_the_encoder_uses(tiny_data):

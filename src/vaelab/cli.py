@@ -85,7 +85,7 @@ def format_evaluation(r: dict) -> str:
         f"{r['data']} {r['split']} split, {r['n']} images, {how}; nats per image, summed over pixels",
         f"  ELBO              {r['elbo']:10.2f}",
         f"    reconstruction  {r['reconstruction']:10.2f}   E_q[log p(x|z)], mean over the K samples",
-        f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), analytic",
+        f"    KL              {r['kl']:10.2f}   KL(q(z|x) || p(z)), {r.get('kl_estimate') or 'analytic'}",
         f"  NLL               {r['nll']:10.2f} \u00b1 {r['nll_stderr']:.2f}   importance-sampled, K = {r['k']}",
         f"  active units      {r['active_units']:7d} / {r['latent_dim']}   (Cov_x E_q[z_j] > {ACTIVE_THRESHOLD})",
     ]

@@ -115,6 +115,14 @@ def reference_log_likelihood(model: Model, x: torch.Tensor, k: int, generator: t
     return torch.stack(estimates)
 
 
+def _kl_estimate(model: Model, closed: bool, samples: int) -> str:
+    """How the KL term was computed, for the printed result: in closed form or by Monte-Carlo."""
+    own = getattr(type(model), "kl", None)
+    if own is not None and own is not Model.kl and not hasattr(model, "latent"):  # not vaelab's VAE
+        return f"the model's own kl() (given {samples} samples of z where it has no closed form)"
+    return "analytic" if closed else f"Monte-Carlo over {samples} samples of z"
+
+
 def _has_closed_form_kl(posterior: Distribution, prior: Distribution) -> bool:
     try:
         kl_divergence(posterior, prior)
@@ -175,6 +183,7 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
     kl_dims, mean_sum, mean_sq_sum = None, None, None
     bar = progress_bar(len(log_px), f"evaluating (K={k})", "image", enabled=progress and parallel.is_main)
     adapter = threads if isinstance(threads, ThreadAdapter) else ThreadAdapter(threads)
+    closed = True  # the KL in closed form (set per chunk; a rank without images keeps it)
     with adapter.active():
         for start in range(share.start, share.stop, plan.points):
             index = slice(start, min(start + plan.points, share.stop))
@@ -184,7 +193,8 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
             estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
             log_px[start - share.start:start - share.start + len(x)] = estimate.double()
             prior = model.prior()
-            z = rsample(q, (min(k, 64),), generator) if not _has_closed_form_kl(q, prior) else None
+            closed = _has_closed_form_kl(q, prior)
+            z = rsample(q, (min(k, 64),), generator) if not closed else None
             kl_term = kl(model, q, prior, z)
             sums += torch.stack([reconstruction.sum(), kl_term.sum()]).double()
             means = _posterior_mean(model, q, x, y).double().flatten(1)
@@ -209,6 +219,7 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
         "active_units": int((activity > ACTIVE_THRESHOLD).sum().item()),
         "unit_activity": activity.tolist(),
         "kl_per_dim": None if kl_dims is None else (kl_dims / n).tolist(),
+        "kl_estimate": _kl_estimate(model, closed, min(k, 64)) if n else None,
     }
 
 
