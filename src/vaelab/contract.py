@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from .distributions import rsample
 from .errors import VaelabError
@@ -158,6 +158,21 @@ def latent_shape(model: Any) -> tuple[int, ...]:
 def latent_size(model: Any) -> int:
     """Entries of z flattened: what encode_mean returns per image."""
     return math.prod(latent_shape(model))
+
+
+@torch.no_grad()
+def pixel_distribution(model: Any) -> Distribution:
+    """The distribution of one pixel under p(x|z) at a z from the prior (Independent unwrapped)."""
+    y = torch.zeros(1, dtype=torch.long, device=device_of(model)) if n_labels(model) else None
+    px = likelihood(model, model.prior().sample((1,)), y)
+    while isinstance(px, Independent):
+        px = px.base_dist
+    return px
+
+
+def likelihood_name(model: Any) -> str:
+    """How tables and pages name a model's p(x|z): its `likelihood_name`, else its pixels' distribution."""
+    return getattr(model, "likelihood_name", None) or type(pixel_distribution(model)).__name__
 
 
 # ---------------------------------------------------------------- the check when a model is built

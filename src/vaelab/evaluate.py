@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
-from .contract import Model, device_of, encode_mean, kl, latent_size, likelihood, n_labels, posterior
+from .contract import (Model, device_of, encode_mean, kl, latent_size, likelihood, likelihood_name, n_labels,
+                       pixel_distribution, posterior)
 from .data.views import ImageSet, binarization_seed
 from .distributions import rsample
 from .errors import VaelabError
@@ -132,13 +133,8 @@ def _has_closed_form_kl(posterior: Distribution, prior: Distribution) -> bool:
 
 
 def _bernoulli_pixels(model: Model) -> bool:
-    """Does the model's p(x|z) treat pixels as Bernoulli variables? (For a model of the user's own.)"""
-    with torch.no_grad():
-        px = likelihood(model, model.prior().sample((1,)),
-                        torch.zeros(1, dtype=torch.long, device=device_of(model)) if n_labels(model) else None)
-    while isinstance(px, Independent):
-        px = px.base_dist
-    return isinstance(px, Bernoulli)
+    """Does the model's p(x|z) treat pixels as Bernoulli variables?"""
+    return isinstance(pixel_distribution(model), Bernoulli)
 
 
 def check_scorable(config: Any, model: Model | None = None) -> None:
@@ -280,7 +276,7 @@ def _likelihood_name(config: Any, model: Model) -> str:
     """The likelihood's name: the config's head, or for a model of the user's own its distribution's class."""
     if not config.model.custom:
         return config.model.likelihood
-    return getattr(model, "likelihood_name", None) or f"{type(model).__name__} (own model)"
+    return likelihood_name(model)
 
 
 def _latent_dim(config: Any, model: Model) -> int:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import webpage
-from ..contract import device_of, n_labels
+from ..contract import device_of, likelihood_name, n_labels
 from ..data.catalog import drawn_inverted, known_label_names
 from ..latents import latent_kind
 from ..storage import atomic_write_bytes
@@ -238,7 +238,7 @@ def _model_text(model: nn.Module, latent: dict[str, Any]) -> tuple[str, str, str
     """(latent, decoder, likelihood) in words for the header."""
     if not is_builtin(model):
         own = type(model).__name__
-        return latent["text"], f"own model {own}", getattr(model, "likelihood_name", None) or f"{own}.likelihood"
+        return latent["text"], f"own model {own}", likelihood_name(model)
     config = model.config
     if latent["kind"] == "categorical":
         latent_words = (f"{latent['variables']} categorical variables \u00d7 {latent['categories']} classes "
