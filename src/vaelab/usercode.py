@@ -208,13 +208,8 @@ def build(cls: Any, key: str, keywords: dict[str, Any]) -> Any:
         return copy.deepcopy(cls)
     if not callable(cls):
         raise ConfigError(f"{key}: {cls!r} is not a class")
-    try:
-        params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
-        params = ()
-    takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
-    names = {p.name for p in params}
-    given = keywords if takes_all else {k: v for k, v in keywords.items() if k in names}
+    names = accepted_keywords(cls)
+    given = keywords if names is None else {k: v for k, v in keywords.items() if k in names}
     try:
         return cls(**given)
     except TypeError as err:
@@ -235,8 +230,8 @@ def accepted_keywords(cls: Any) -> set[str] | None:
 def record_code(config: RunConfig) -> RunConfig:
     """The config a new run records: file references made absolute, and `code`, the SHA-256 of each of
     the user's source files the model comes from (model.custom/encoder/decoder, plugins.modules)."""
-    refs = {f"model.{key}": absolute_ref(getattr(config.model, key), f"model.{key}") if getattr(config.model, key)
-            else "" for key in ("custom", "encoder", "decoder")}
+    given = {f"model.{key}": getattr(config.model, key) for key in ("custom", "encoder", "decoder")}
+    refs = {key: absolute_ref(ref, key) if ref else "" for key, ref in given.items()}
     modules = [str(Path(m).expanduser().resolve()) if is_file_ref(m) else m for m in config.plugins.modules]
     model = dataclasses.replace(config.model, **{key.split(".")[1]: ref for key, ref in refs.items()})
     description = config.description
