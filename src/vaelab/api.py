@@ -69,6 +69,15 @@ def make_config(preset: str | None = None, config: str | Path | None = None,
     return resolve_config(preset, config, texts + keyword_overrides(keywords))
 
 
+def _log_argument(log: Callable[[str], None] | str | list[str]) -> tuple[Callable[[str], None], list[str]]:
+    """`log`: the function that prints progress lines, or the trackers to log to as `--log` takes them
+    ("tensorboard", ["mlflow", "wandb"]): then (print, the log.backends override)."""
+    if callable(log):
+        return log, []
+    names = [log] if isinstance(log, str) else list(log)
+    return print, [f"log.backends={json.dumps([n.strip() for name in names for n in name.split(',') if n.strip()])}"]
+
+
 def _code_overrides(model: Any, model_args: Mapping[str, Any] | None, encoder: Any, decoder: Any) -> list[str]:
     """model=, encoder=, decoder= (a class, an object or "FILE.py:CLASS") and model_args= as config overrides."""
     from .usercode import ref_for
@@ -80,7 +89,7 @@ def _code_overrides(model: Any, model_args: Mapping[str, Any] | None, encoder: A
 
 def train(preset: str | None = None, *, config: str | Path | None = None,
           overrides: Mapping[str, Any] | list[str] | None = None, out: str | Path | None = None,
-          data: Any = None, data_dir: str | None = None, log: Callable[[str], None] = print,
+          data: Any = None, data_dir: str | None = None, log: Callable[[str], None] | str | list[str] = print,
           model: Any = None, model_args: Mapping[str, Any] | None = None, encoder: Any = None,
           decoder: Any = None, **keywords: Any) -> Run | Sweep:
     """Train a preset (default mnist-lab; "images" when `data` is given) into a new run folder and
@@ -92,15 +101,19 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
     model: your own model (the vaelab.Model contract): a class, "FILE.py:CLASS", or an object (which
     only this Python process can rebuild); encoder, decoder: your networks inside vaelab's VAE. Each
     class is built with image_shape=(C, H, W) and the keywords of model_args it takes.
+    log: a function given each progress line (default print), or trackers to log to: log=["tensorboard"]
+    is overrides={"log.backends": ["tensorboard"]}.
     """
     from .data import load_images
     from .data.load import image_options
     from .pipeline import sweep_run, train_run
     from .device import resolve_device
+    from .tracking import check_installed
     from .usercode import record_code
 
     raw, texts = None, list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
-    texts = _code_overrides(model, model_args, encoder, decoder) + texts
+    log, backends = _log_argument(log)
+    texts = _code_overrides(model, model_args, encoder, decoder) + texts + backends
     in_memory = data is not None and not isinstance(data, (str, Path))
     if data is not None:
         preset = preset or "images"
@@ -111,6 +124,7 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
     run_dir = Path(out) if out is not None else new_run_dir(run_config)
     check_new_folder(run_dir, sweep=bool(run_config.sweep.members))  # fail before any work
     resolve_device(run_config.train.device)
+    check_installed(run_config.log.backends)
     if in_memory:
         raw = load_images(data, **image_options(run_config.data))
     log(f"vaelab train: preset {run_config.name!r}, run folder {run_dir}")
@@ -123,7 +137,8 @@ def train(preset: str | None = None, *, config: str | Path | None = None,
 
 
 def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None = None, data_dir: str | None = None,
-           log: Callable[[str], None] = print, allow_code_change: bool = False, **keywords: Any) -> Run | Sweep:
+           log: Callable[[str], None] | str | list[str] = print, allow_code_change: bool = False,
+           **keywords: Any) -> Run | Sweep:
     """Continue an interrupted run or sweep; overrides of its length (epochs=40) train a finished run longer.
 
     A run of your own model code resumes only with the code it was trained with, unless
@@ -140,6 +155,8 @@ def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None 
         run.refuse_if_locked()
     texts = list(overrides) if isinstance(overrides, list) else keyword_overrides(overrides or {})
     texts += keyword_overrides(keywords)
+    log, backends = _log_argument(log)
+    texts += backends
     log(f"vaelab train: resuming {folder.path}")
     if isinstance(folder, SweepFolder):
         if texts:

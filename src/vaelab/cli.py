@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import sysconfig
@@ -30,16 +31,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if args.preset or args.config or args.out or args.images or args.model:
                 raise ConfigError("--resume continues a run with its own config.json; drop --preset, --config, --images, "
                                   "--model and --out (--set may raise train.epochs to train a finished run longer)")
-            result = api.resume(args.resume, overrides=args.set, data_dir=args.data_dir, log=_rank0_print)
+            result = api.resume(args.resume, overrides=args.set + _log_overrides(args.log), data_dir=args.data_dir,
+                                log=_rank0_print)
         else:
-            result = api.train(args.preset, config=args.config, overrides=args.set, out=args.out,
-                               data=args.images, data_dir=args.data_dir, log=_rank0_print, model=args.model)
+            result = api.train(args.preset, config=args.config, overrides=args.set + _log_overrides(args.log),
+                               out=args.out, data=args.images, data_dir=args.data_dir, log=_rank0_print,
+                               model=args.model)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if isinstance(result, api.Sweep):
         _rank0_print(result.table().rstrip("\n"))
     return 0
+
+
+def _log_overrides(names: list[str]) -> list[str]:
+    """--log tensorboard --log mlflow,wandb -> ['log.backends=["tensorboard", "mlflow", "wandb"]']; none: []."""
+    backends = [n.strip() for name in names for n in name.split(",") if n.strip()]
+    return [f"log.backends={json.dumps(backends)}"] if backends else []
 
 
 def _rank0_print(text: str) -> None:
@@ -272,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", metavar="FILE.py:CLASS", help="your own model (the vaelab.Model contract; "
                        "package.module:CLASS works too), built with image_shape and [model.args]; see docs/extending.md")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run or sweep where it stopped")
+    train.add_argument("--log", action="append", default=[], metavar="BACKEND",
+                       help="also log to tensorboard, mlflow or wandb (repeatable, or a comma list): "
+                            "sets log.backends; metrics.jsonl is written either way")
     _add_code_flag(train)
     train.set_defaults(func=_cmd_train)
 

@@ -64,6 +64,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "train.compile_mode": ("training.compiled", "COMPILE_MODES"),
     "figures.names": ("figures", "FIGURES"),
     "figures.manifold_range": ("figures.context", "MANIFOLD_RANGES"),
+    "log.backends": ("tracking", "BACKENDS"),
 }
 
 
@@ -381,6 +382,26 @@ class FiguresConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers the run also logs to (see vaelab.tracking); metrics.jsonl is written either way."""
+
+    backends: list[str] = field(default_factory=list)  # any of tensorboard, mlflow, wandb
+    figures_every: int = 0  # epochs between the figures sent to the trackers; 0 = only at the end
+    project: str = "vaelab"  # the MLflow experiment and the W&B project the run goes into
+    run_name: str = ""  # the run's name in the trackers; "" = the run folder's name
+
+    def validate(self, prefix: str = "log") -> None:
+        names = choices("log.backends")
+        for i, name in enumerate(self.backends):
+            _one_of(name, names, f"{prefix}.backends[{i}]")
+        _check(len(set(self.backends)) == len(self.backends), f"{prefix}.backends",
+               f"names a backend twice: {toml_value(self.backends)}")
+        _check(self.figures_every >= 0, f"{prefix}.figures_every",
+               f"must be >= 0 epochs (0 = only at the end), got {self.figures_every}")
+        _check(bool(self.project.strip()), f"{prefix}.project", "must not be empty")
+
+
+@dataclass
 class SweepConfig:
     """A sweep preset trains one run per member; each member is `key=value` overrides joined by ';'."""
 
@@ -419,6 +440,7 @@ class RunConfig:
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     # filled when training starts: SHA-256 of every source file of your own the model came from
     # (model.custom/encoder/decoder, plugins.modules), which later commands check before rebuilding it
     code: dict[str, str] = field(default_factory=dict)

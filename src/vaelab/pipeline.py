@@ -14,6 +14,7 @@ from .data.views import binarization_seed
 from .progress import count
 from .webpage import pixels_text
 from .runs import RunFolder, SweepFolder
+from .tracking import check_installed
 
 # What a run must reach not to be warned about (`learned_little`): optimizer steps, and a test KL in
 # nats per image (a collapsed posterior's is about 0); MIN_STEPS is the images presets' train.min_steps.
@@ -23,11 +24,11 @@ MIN_STEPS = 2000
 MIN_BATCHES = 10  # a user's small set: a batch at most a tenth of its images (`_batch_for_images`)
 
 # Keys a finished or interrupted run may change when it is resumed: how long it trains, what is
-# done at the end, and how many CPU threads it computes with (the machine's business, not the
-# model's). Anything else would make the checkpoint describe another model.
+# done at the end, how many CPU threads it computes with (the machine's business, not the
+# model's) and which trackers it logs to. Anything else would make the checkpoint describe another model.
 EXTENDABLE = ("train.epochs", "train.min_steps", "train.max_steps", "train.patience", "train.checkpoint_every",
               "train.time_budget", "train.threads",
-              "evaluate.", "figures.")
+              "evaluate.", "figures.", "log.")
 
 
 def extended_config(config: RunConfig, overrides: list[str]) -> RunConfig:
@@ -60,6 +61,7 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     folder = RunFolder(run_dir)
     if resume:  # before anything is loaded or said about resuming
         folder.refuse_if_locked()
+    check_installed(config.log.backends)  # a tracker's missing package: before any work
     parallel, device = from_environment(resolve_device(config.train.device))
     if not parallel.is_main:
         log = _quiet
@@ -96,18 +98,21 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
             log("its summary.json is missing: scoring its best weights again")
         else:
             log(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step_in_epoch}")
-    summary = trainer.fit()
+    with trainer.tracker.closing_on_error():  # Ctrl-C or an error: the trackers' runs end as killed or failed
+        summary = trainer.fit()
     log(f"stopped: {summary['stop_reason']} ({summary['train_seconds']:.1f} s of training in all)")
     log(describe_elbo(summary, config))
     model = trainer.model
     model.run_config, model.weights_sha256 = config, summary["weights_sha256"]
     _evaluate(folder, config, model, data, parallel, summary, log)
+    trainer.tracker.log_evaluation(summary.get("evaluation"))
     warning = learned_little(summary, config, folder.path)
     if warning:
         log(warning)
     if parallel.is_main:
-        _draw(folder, config, model, data, log)
+        trainer.tracker.log_figures(_draw(folder, config, model, data, log))
         folder.write_summary(summary)
+    trainer.tracker.finish()
     parallel.barrier()
     return summary
 
@@ -237,11 +242,14 @@ def _evaluate(folder: RunFolder, config: RunConfig, model: Any, data: Any, paral
         folder.save_evaluation(result)
 
 
-def _draw(folder: RunFolder, config: RunConfig, model: Any, data: Any, log: Callable[[str], None]) -> None:
+def _draw(folder: RunFolder, config: RunConfig, model: Any, data: Any,
+          log: Callable[[str], None]) -> list[tuple[str, Path | None, str]]:
     from .figures import make_figures
 
-    for name, path, note in make_figures(folder.path, config.figures.names, model=model, data=data):
+    drawn = make_figures(folder.path, config.figures.names, model=model, data=data)
+    for name, path, note in drawn:
         log(f"figure {name}: {path}" if path else f"figure {name}: skipped ({note})")
+    return drawn
 
 
 def _quiet(*args: Any) -> None:

@@ -9,6 +9,9 @@
         eval-<split>-k<K>.json  evaluations, each naming the weights it scored by their SHA-256
         figures/<name>.png      figures; figures.json says what was drawn with which options
         report.html, explorer.html
+        tracking.json           which tracker runs (MLflow, W&B) this run logs to, and its last epoch logged
+        tensorboard/            TensorBoard's event files (log.backends = ["tensorboard"])
+        wandb/                  W&B's files, offline runs included (log.backends = ["wandb"])
         .lock                   present while a process trains here
 
     SWEEP_DIR/
@@ -57,6 +60,9 @@ REPORT = "report.html"
 EXPLORER = "explorer.html"
 LOCK = ".lock"
 SWEEP = "sweep.json"
+TRACKING = "tracking.json"  # vaelab.tracking: the trackers' run ids, so a resumed run continues them
+TENSORBOARD = "tensorboard"  # folder of TensorBoard's event files
+WANDB = "wandb"  # folder W&B writes into when given the run folder as its dir
 CODE_CHANGES = "code-changes.jsonl"  # each time a command went on with model code that changed since training
 TABLES = {"md": "table.md", "csv": "table.csv"}
 EVALUATION_SPLITS = ("test", "val")  # the splits an evaluation scores, each into its own file:
@@ -296,6 +302,15 @@ class RunFolder:
 
     def log_figures(self, drawn: dict[str, dict[str, Any]]) -> None:
         write_json(self.figures_dir / FIGURE_LOG, self.figure_log() | drawn)
+
+    # -- experiment trackers (vaelab.tracking)
+
+    def tracking_state(self) -> dict[str, Any]:
+        """{"epoch": the last epoch the trackers were sent, "<backend>": {its run id, ...}}; {} before any."""
+        return _optional_json(self.file(TRACKING))
+
+    def write_tracking_state(self, state: dict[str, Any]) -> None:
+        write_json(self.file(TRACKING), state)
 
     # -- the user's code
 

@@ -18,6 +18,7 @@ with the reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
@@ -89,12 +90,14 @@ def _eval_mode(model: Model) -> Iterator[None]:
 
 
 def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, model: Model | None = None,
-                 data: ImageData | None = None, **options: Any) -> list[tuple[str, Path | None, str]]:
+                 data: ImageData | None = None, out_dir: str | Path | None = None,
+                 **options: Any) -> list[tuple[str, Path | None, str]]:
     """Draw figures of a run into RUN_DIR/figures/<name>.png; all of FIGURES when `names` is None.
 
     Returns (name, path, description) per figure drawn and (name, None, why) per figure skipped.
     `options` override the run's [figures] config for this call (samples_n=..., manifold_range=...).
-    The run folder records which weights and options drew each figure.
+    The run folder records which weights and options drew each figure. With `out_dir` the figures
+    go there instead and the run folder is left as it is (the trackers' figures during training).
     """
     from ..runs import RunFolder
 
@@ -103,6 +106,8 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
     if unknown:
         raise FigureError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
     ctx = figure_context(run_dir, model=model, data=data, **options)
+    if out_dir is not None:
+        ctx = dataclasses.replace(ctx, out_dir=Path(out_dir))
     results: list[tuple[str, Path | None, str]] = []
     with _eval_mode(ctx.model):
         for name in names:
@@ -112,7 +117,7 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
                 results.append((name, None, str(skipped)))
     drawn = {name: {"weights_sha256": getattr(ctx.model, "weights_sha256", None), "options": _options_of(ctx)}
              for name, path, _ in results if path is not None}
-    if drawn:
+    if drawn and out_dir is None:
         RunFolder(run_dir).log_figures(drawn)
     return results
 

@@ -37,6 +37,7 @@ from ..progress import count
 from ..progress import progress as progress_bar
 from ..runs import CHECKPOINT, RunFolder, RunFolderError
 from ..threads import ThreadAdapter
+from ..tracking import Tracker
 from .checkpoint import Checkpoint, TrainState
 from .guard import NonFiniteGuard
 from .step import TrainingStep
@@ -113,6 +114,7 @@ class Trainer:
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
         self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
                                     self.folder, lambda: self.state)
+        self.tracker = Tracker(self.config, self.run_dir, enabled=self.parallel.is_main)  # log.backends; rank 0 logs
         self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
                                  self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
                                  lambda message: self.log(message),  # looked up each time: log may be replaced
@@ -266,6 +268,7 @@ class Trainer:
         if self.parallel.is_main and not self.folder.exists:  # a Trainer made from Python, not through the CLI
             self.folder.create(self.config)
         self.parallel.barrier()
+        self.tracker.start(self)
         self._clock = time.perf_counter()
         with self.threads.active(), _flush_denormals():  # scoring the test set in finish() too
             with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
@@ -381,6 +384,7 @@ class Trainer:
         record = self._epoch_record()
         if self.parallel.is_main:
             self.folder.append_metrics(record)
+            self.tracker.log_epoch(record)
         if record["val_elbo"] > state.best_val_elbo:
             state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_model().state_dict().items()}
@@ -476,6 +480,7 @@ class Trainer:
         summary["processes"] = self.parallel.world
         if self.parallel.is_main:
             self.folder.write_summary(summary)
+        self.tracker.log_summary(summary)
         return summary
 
 
