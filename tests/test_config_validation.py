@@ -137,6 +137,9 @@ INVALID: dict[str, list] = {
     "objective.args": [{"bad": object()}],
     "plugins.modules": [["no_such_vaelab_plugin_module"], ["/no/such/plugin.py"]],
     "code": [{"/a/model.py": "not-a-digest"}],
+    "log.backends": [["tensorbord"], ["mlflow", "mlflow"]],
+    "log.figures_every": [-1],
+    "log.project": ["", " "],
 }
 # Fields no value of the right type can make invalid.
 EXEMPT = {
@@ -144,6 +147,7 @@ EXEMPT = {
     "data.data_dir": "any folder (or none); whether it holds the data is checked when they are loaded, "
                      "by a DataError naming it",
     "data.label_names": "any names: filled in from a user's images (their class folders) when they are loaded",
+    "log.run_name": "any name the trackers show the run by; \"\" = the run folder's name",
 }
 
 

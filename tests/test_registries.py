@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import cli, config, latents, likelihoods, model, nets, objectives, optimizers, plugins, runs
+from vaelab import cli, config, latents, likelihoods, model, nets, objectives, optimizers, plugins, runs, tracking
 from vaelab import figures as plots
 from vaelab.evaluate import EvaluationError, check_scorable, evaluate_run
 from vaelab.explorer import decoder
@@ -50,7 +50,9 @@ IMPLEMENTED_BY = {
     "train.compile_mode": compiled.COMPILE_MODES,
     "figures.names": plots.FIGURES,
     "figures.manifold_range": figure_context.MANIFOLD_RANGES,
+    "log.backends": tracking.BACKENDS,
 }
+LISTS = ("figures.names", "log.backends")  # keys whose value is a list of the registry's names
 FAKE = "fake-variant"
 
 
@@ -70,7 +72,7 @@ def test_every_one_of_check_uses_its_registry_names(monkeypatch):
         real(value, names, key)
 
     monkeypatch.setattr(config, "_one_of", spy)
-    RunConfig().validate()
+    RunConfig(log=config.LogConfig(backends=list(tracking.BACKENDS))).validate()  # by default it logs to none
     assert set(seen) == set(REGISTRIES)
     for key, names in seen.items():
         extra = config.EXTRA_CHOICES.get(key, ())  # "images", and "auto" chosen from them when loaded
@@ -80,7 +82,7 @@ def test_every_one_of_check_uses_its_registry_names(monkeypatch):
 def _with(key: str, value) -> dict:
     values = RunConfig().to_dict()
     section, name = key.split(".")
-    values[section][name] = [value] if key == "figures.names" else value
+    values[section][name] = [value] if key in LISTS else value
     return values
 
 

@@ -316,7 +316,7 @@ def test_the_backends_are_the_registry_s_names():
 
 
 @pytest.mark.parametrize("override,message", [
-    ('log.backends=["tensorbord"]', 'log.backends[0]: "tensorbord" is not one of tensorboard, mlflow, wandb; '
+    ('log.backends=["tensorbord"]', 'log.backends: "tensorbord" is not one of tensorboard, mlflow, wandb; '
                                     "did you mean tensorboard?"),
     ('log.backends=["mlflow", "mlflow"]', 'log.backends: names a backend twice: ["mlflow", "mlflow"]'),
     ("log.backends=\"mlflow\"", 'log.backends: expected a list, got "mlflow"'),

@@ -392,8 +392,8 @@ class LogConfig:
 
     def validate(self, prefix: str = "log") -> None:
         names = choices("log.backends")
-        for i, name in enumerate(self.backends):
-            _one_of(name, names, f"{prefix}.backends[{i}]")
+        for name in self.backends:
+            _one_of(name, names, f"{prefix}.backends")
         _check(len(set(self.backends)) == len(self.backends), f"{prefix}.backends",
                f"names a backend twice: {toml_value(self.backends)}")
         _check(self.figures_every >= 0, f"{prefix}.figures_every",
