@@ -250,10 +250,13 @@ def test_a_run_killed_after_logging_an_epoch_resumes_the_same_tracker_runs_witho
     assert len(list(run.path.glob("wandb/offline-run-*"))) == 2  # one per process, one W&B run id
 
 
-def test_a_finished_run_trained_longer_goes_on_in_the_same_tracker_runs(here):
+def test_a_finished_run_trained_longer_goes_on_in_the_same_tracker_runs(here, monkeypatch):
     run = train(here / "run", "train.epochs=1", backends=["tensorboard", "mlflow"])
     before = RunFolder(run.path).tracking_state()["mlflow"]["run_id"]
-    run = vaelab.resume(run.path, epochs=2, log=lambda line: None)
+    (here / "elsewhere").mkdir()
+    monkeypatch.chdir(here / "elsewhere")  # the run's MLflow store is found from any working directory
+    run = vaelab.resume(here / "run", epochs=2, log=lambda line: None)
+    assert not (here / "elsewhere" / "mlflow.db").exists()
     client, mlrun = mlflow_run(run.path)
     assert mlrun.info.run_id == before
     assert mlrun.data.params["train.epochs"] == "1" and mlrun.data.tags["resumed.train.epochs"] == "2"

@@ -160,19 +160,30 @@ class MLflow(Backend):
     def start(self, params: dict[str, Scalar], resume_after: int) -> dict[str, Any]:
         from mlflow.tracking import MlflowClient
 
-        uri = self._uri()
+        # resuming, the run's own store, wherever the command runs; unless MLFLOW_TRACKING_URI names another
+        saved_uri = self.saved.get("tracking_uri")
+        uri = self._uri() if os.environ.get("MLFLOW_TRACKING_URI") or not saved_uri else saved_uri
         self.client = MlflowClient(tracking_uri=uri)
-        run_id = self.saved.get("run_id") if self.saved.get("tracking_uri") == uri else None
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
-            known = self.client.get_run(run_id).data.params
-        else:
+        run_id = self.saved.get("run_id") if saved_uri == uri else None
+        known = self._reopen(run_id) if run_id else None
+        if known is None:
             run = self.client.create_run(self._experiment(), run_name=self.name,
                                          tags={"vaelab.run_folder": str(self.run_dir)})
             run_id, known = run.info.run_id, {}
         self.run_id = run_id
         self._log_params(params, known)
         return {"run_id": run_id, "tracking_uri": uri}
+
+    def _reopen(self, run_id: str) -> dict[str, str] | None:
+        """The params of the saved run, set running again; None if the store no longer has it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            known = self.client.get_run(run_id).data.params
+        except MlflowException:  # deleted, or the store was replaced: a new run
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        return known
 
     @staticmethod
     def _uri() -> str:
@@ -313,9 +324,6 @@ class Tracker:
         self.started = False
         self.last_epoch = 0
         self.state: dict[str, Any] = {}  # tracking.json's contents
-
-    def __bool__(self) -> bool:
-        return bool(self.active)
 
     # -- opening and closing
 
