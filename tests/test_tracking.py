@@ -160,7 +160,8 @@ def test_tensorboard_holds_the_epochs_the_figures_and_the_evaluation(logged):
     for key, tag in (("val_elbo", "val/elbo"), ("train_elbo", "train/elbo"), ("val_kl", "val/kl"), ("lr", "lr")):
         assert [(e.step, e.value) for e in events.Scalars(tag)] == [
             (m["epoch"], pytest.approx(m[key], rel=1e-6)) for m in metrics], tag
-    assert all(e.value > 0 for e in events.Scalars("images_per_second"))
+    for tag in ("images_per_second", "grad_norm"):  # the tiny run's steps are autograd's: gradients are kept
+        assert [e.step for e in events.Scalars(tag)] == [1, 2] and all(e.value > 0 for e in events.Scalars(tag)), tag
     # figures every epoch: epoch 1's drawn during training, the last epoch's by the end of the run
     assert [e.step for e in events.Images("figures/samples")] == [1, 2]
     assert events.Images("figures/samples")[0].width > 0

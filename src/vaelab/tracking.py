@@ -2,9 +2,9 @@
 
 `[log] backends = [...]` names them (keys of `BACKENDS`). The Trainer and `pipeline.train_run`
 call a `Tracker` at four points: when training starts (`start`: the config as hyper-parameters,
-the run folder's path), at each epoch's end (`log_epoch`: the record metrics.jsonl gets, images a
-second, figures every `log.figures_every` epochs), when it ends (`log_summary`, `log_evaluation`,
-`log_figures`) and `finish`. The run folder stays the record: a tracker that fails is warned about
+the run folder's path), at each epoch's end (`log_epoch`: the record metrics.jsonl gets, images
+a second, the last step's gradient norm, figures every `log.figures_every` epochs), when it ends
+(`log_summary`, `log_evaluation`, `log_figures`) and `finish`. The run folder stays the record: a tracker that fails is warned about
 once and switched off, and training goes on.
 
 Each backend is one small class behind the same methods; the packages are optional extras,
@@ -378,6 +378,9 @@ class Tracker:
         images = self._epoch_images()
         if images and record.get("seconds"):
             metrics["images_per_second"] = images / record["seconds"]
+        norm = self._gradient_norm()
+        if norm is not None:
+            metrics["grad_norm"] = norm
         self._each("log_metrics", metrics, epoch)
         every = self.config.log.figures_every
         last = self.trainer is not None and epoch >= self.trainer.planned_epochs()  # the final figures follow
@@ -392,6 +395,17 @@ class Tracker:
         if trainer is None:
             return 0
         return min(trainer.state.step_in_epoch * trainer.config.train.batch_size, len(trainer.data.train))
+
+    def _gradient_norm(self) -> float | None:
+        """The norm of the gradient of the epoch's last step, where the training step keeps it in the
+        parameters (autograd steps; the compiled whole Adam step computes it inside its graph: None)."""
+        import torch
+
+        if self.trainer is None:
+            return None
+        grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True).item() if grads else math.nan
+        return norm if math.isfinite(norm) else None
 
     def _epoch_figures(self, epoch: int) -> None:
         """The run's figures of the weights so far, drawn into a temporary folder: figures/ keeps the final ones."""
