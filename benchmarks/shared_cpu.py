@@ -6,9 +6,13 @@
 (b) Two vaelab trainings started together, the slower of the two against one training alone with
     the same setting: the default ("start"), "auto", and 2 threads pinned each (as torch's own
     count runs them). Goal: the default's pair each >= 40 % of alone.
-(c) A late neighbour: a default training that started alone (so it took every free core), and a
-    second default training started once the first is timing; the first's speed while the second
-    is timed, against its speed alone (no goal: the first keeps its count, see vaelab.threads).
+(c) A late neighbour: a training with 2 threads (what the default takes when it starts alone on an
+    idle machine; pinned, so that outside load does not change the case), and a default training
+    started once the first is timing; the first's speed while the second is timed, against 2
+    threads alone (no goal: a default run keeps its count, see vaelab.threads).
+(d) With --passive: whether idle OpenMP threads that sleep rather than spin (OMP_WAIT_POLICY=PASSIVE
+    in the workers' environment, read when torch loads GNU OpenMP) would help: (c) with both
+    trainings passive, and 2 threads alone passive, against (c) and 2 threads alone as they are.
 
 Each training is its own process (a fresh thread pool), training the default model (mnist-lab:
 784-512-2, batch 128, eager steps, the default precision) on generated MNIST-shaped images, for
@@ -17,7 +21,7 @@ and ticks as in a run). Each round measures every contender, in alternating orde
 own ratios (the contenders of a round ran minutes apart at most, under about the same load from
 other jobs); the median round's ratio is the result. The load average is printed with each.
 
-    python benchmarks/shared_cpu.py [--seconds 6] [--rounds 3]
+    python benchmarks/shared_cpu.py [--seconds 6] [--rounds 3] [--passive]
 """
 
 from __future__ import annotations
@@ -84,8 +88,11 @@ def worker(threads: str, seconds: float, until: str | None = None) -> None:
                       "decisions": trainer.threads.decisions, "marks": marks}))
 
 
-def spawn(threads: str, seconds: float, until: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def spawn(threads: str, seconds: float, until: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ) | (env or {})
     env.pop("OMP_NUM_THREADS", None)  # the worker's own train.threads decides
     return subprocess.Popen([sys.executable, __file__, "--worker", threads, "--seconds", str(seconds),
                              *(["--until", until] if until else [])], stdout=subprocess.PIPE, text=True, env=env)
@@ -143,35 +150,51 @@ def alone_and_together(threads: str, seconds: float, flip: bool) -> tuple[dict, 
     return solo, pair
 
 
-def late_neighbour(seconds: float) -> tuple[dict, dict, float]:
+def late_neighbour(seconds: float, env: dict | None = None) -> tuple[dict, dict, float]:
     """(c): the first training's result, the second's, and the first's speed while the second was timed."""
     with tempfile.TemporaryDirectory() as folder:
         stop = os.path.join(folder, "stop")
-        first = spawn("start", seconds, until=stop)
+        first = spawn("2", seconds, until=stop, env=env)
         first.stdout.readline()  # "timing": it has decided its count and trains
-        second = result(spawn("start", seconds))
+        second = result(spawn("start", seconds, env=env))
         open(stop, "w").close()
         first_result = result(first)
     marks = second["marks"]
     return first_result, second, speed_between(first_result["marks"], marks[0][0], marks[-1][0])
 
 
-def run_round(seconds: float, flip: bool) -> dict[str, float]:
-    """One round of (a), (b) and (c), giving its ratios; `flip` reverses the order of the contenders."""
+def passive(seconds: float, flip: bool, solo: dict) -> dict[str, float]:
+    """(d): the late neighbour and 2 threads alone with OMP_WAIT_POLICY=PASSIVE, against `solo` (2 threads alone)."""
+    if flip:
+        lone = result(spawn("2", seconds, env=PASSIVE))
+        _, second, during = late_neighbour(seconds, PASSIVE)
+    else:
+        _, second, during = late_neighbour(seconds, PASSIVE)
+        lone = result(spawn("2", seconds, env=PASSIVE))
+    print(f"  passive: late neighbour, the first (2 threads) {during:.0f} steps/s while the second "
+          f"trained {steps(second)}; 2 threads alone {steps(lone)}; {load()}", flush=True)
+    return {"passive late/solo": during / solo["steps_per_s"], "passive 2 alone/2 alone": lone["steps_per_s"]
+            / solo["steps_per_s"]}
+
+
+def run_round(seconds: float, flip: bool, with_passive: bool = False) -> dict[str, float]:
+    """One round of (a), (b), (c) (and (d)), giving its ratios; `flip` reverses the order of the contenders."""
     order = ("2", "1", "auto", "start") if flip else ("start", "auto", "1", "2")
     busy = one_core_busy(seconds, order)
     print("  one core busy: " + ", ".join(f"{k}: {steps(v)}" for k, v in busy.items()) + f" steps/s; {load()}",
           flush=True)
     pairs = {threads: alone_and_together(threads, seconds, flip) for threads in order if threads != "1"}
     first, second, during = late_neighbour(seconds)
-    print(f"  late neighbour: the first {during:.0f} steps/s while the second trained {steps(second)} "
-          f"(threads {first['threads']}, {first['steps_per_s']:.0f} steps/s over its whole time); {load()}",
+    print(f"  late neighbour: the first (2 threads) {during:.0f} steps/s while the second trained {steps(second)} "
+          f"({first['steps_per_s']:.0f} steps/s over its whole time); {load()}",
           flush=True)
     one = busy["1"]["steps_per_s"]
     ratios = {f"{k}/1": busy[k]["steps_per_s"] / one for k in ("start", "auto", "2")}
     ratios |= {f"pair/solo {k}": min(p["steps_per_s"] for p in pair) / solo["steps_per_s"]
                for k, (solo, pair) in pairs.items()}
-    ratios["late/solo"] = during / pairs["start"][0]["steps_per_s"]
+    ratios["late/solo"] = during / pairs["2"][0]["steps_per_s"]
+    if with_passive:
+        ratios |= passive(seconds, flip, pairs["2"][0])
     print("  ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
     return ratios
 
@@ -180,6 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="timed training per measurement")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--passive", action="store_true", help="(d): also measure OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,13 +213,17 @@ def main() -> None:
     rounds = []
     for i in range(args.rounds):
         print(f"round {i + 1}", flush=True)
-        rounds.append(run_round(args.seconds, flip=i % 2 == 1))
+        rounds.append(run_round(args.seconds, flip=i % 2 == 1, with_passive=args.passive))
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     print(f"(a) one core busy, against 1 thread: start (the default) {median['start/1']:.2f} (goal >= 0.90); "
           f"auto {median['auto/1']:.2f}; 2 threads {median['2/1']:.2f}")
     print(f"(b) two at once, the slower against alone: start (the default) {median['pair/solo start']:.2f} "
           f"(goal >= 0.40); auto {median['pair/solo auto']:.2f}; 2 threads pinned {median['pair/solo 2']:.2f}")
-    print(f"(c) a late neighbour, the first against alone: start {median['late/solo']:.2f}")
+    print(f"(c) a late neighbour, the first (2 threads) against 2 threads alone: {median['late/solo']:.2f}")
+    if args.passive:
+        print(f"(d) OMP_WAIT_POLICY=PASSIVE: a late neighbour, the first against 2 threads alone: "
+              f"{median['passive late/solo']:.2f} (as they are: {median['late/solo']:.2f}); 2 threads alone, "
+              f"passive against as they are: {median['passive 2 alone/2 alone']:.2f}")
     print(f"median of {len(rounds)} rounds; {load()}")
 
 
