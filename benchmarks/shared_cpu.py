@@ -10,9 +10,10 @@
     idle machine; pinned, so that outside load does not change the case), and a default training
     started once the first is timing; the first's speed while the second is timed, against 2
     threads alone (no goal: a default run keeps its count, see vaelab.threads).
-(d) With --passive: whether idle OpenMP threads that sleep rather than spin (OMP_WAIT_POLICY=PASSIVE
-    in the workers' environment, read when torch loads GNU OpenMP) would help: (c) with both
-    trainings passive, and 2 threads alone passive, against (c) and 2 threads alone as they are.
+(d) With --omp VAR=VALUE: whether OpenMP threads that spin less when idle would help (torch's CPU
+    build uses GNU OpenMP, which reads OMP_WAIT_POLICY=PASSIVE or GOMP_SPINCOUNT=N from the
+    environment when torch loads it): (c) with both trainings under VAR=VALUE, and 2 threads alone
+    under it, against (c) and 2 threads alone as torch runs them.
 
 Each training is its own process (a fresh thread pool), training the default model (mnist-lab:
 784-512-2, batch 128, eager steps, the default precision) on generated MNIST-shaped images, for
@@ -21,7 +22,7 @@ and ticks as in a run). Each round measures every contender, in alternating orde
 own ratios (the contenders of a round ran minutes apart at most, under about the same load from
 other jobs); the median round's ratio is the result. The load average is printed with each.
 
-    python benchmarks/shared_cpu.py [--seconds 6] [--rounds 3] [--passive]
+    python benchmarks/shared_cpu.py [--seconds 6] [--rounds 3] [--omp OMP_WAIT_POLICY=PASSIVE]
 """
 
 from __future__ import annotations
@@ -86,9 +87,6 @@ def worker(threads: str, seconds: float, until: str | None = None) -> None:
             elapsed = time.perf_counter() - started
     print(json.dumps({"steps_per_s": steps / elapsed, "threads": sorted(set(counts)),
                       "decisions": trainer.threads.decisions, "marks": marks}))
-
-
-PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def spawn(threads: str, seconds: float, until: str | None = None, env: dict | None = None) -> subprocess.Popen:
@@ -163,21 +161,21 @@ def late_neighbour(seconds: float, env: dict | None = None) -> tuple[dict, dict,
     return first_result, second, speed_between(first_result["marks"], marks[0][0], marks[-1][0])
 
 
-def passive(seconds: float, flip: bool, solo: dict) -> dict[str, float]:
-    """(d): the late neighbour and 2 threads alone with OMP_WAIT_POLICY=PASSIVE, against `solo` (2 threads alone)."""
+def with_omp(seconds: float, flip: bool, solo: dict, env: dict[str, str]) -> dict[str, float]:
+    """(d): the late neighbour and 2 threads alone under `env`, against `solo` (2 threads alone as they are)."""
     if flip:
-        lone = result(spawn("2", seconds, env=PASSIVE))
-        _, second, during = late_neighbour(seconds, PASSIVE)
+        lone = result(spawn("2", seconds, env=env))
+        _, second, during = late_neighbour(seconds, env)
     else:
-        _, second, during = late_neighbour(seconds, PASSIVE)
-        lone = result(spawn("2", seconds, env=PASSIVE))
-    print(f"  passive: late neighbour, the first (2 threads) {during:.0f} steps/s while the second "
-          f"trained {steps(second)}; 2 threads alone {steps(lone)}; {load()}", flush=True)
-    return {"passive late/solo": during / solo["steps_per_s"], "passive 2 alone/2 alone": lone["steps_per_s"]
+        _, second, during = late_neighbour(seconds, env)
+        lone = result(spawn("2", seconds, env=env))
+    print(f"  {' '.join(f'{k}={v}' for k, v in env.items())}: late neighbour, the first (2 threads) {during:.0f} "
+          f"steps/s while the second trained {steps(second)}; 2 threads alone {steps(lone)}; {load()}", flush=True)
+    return {"omp late/solo": during / solo["steps_per_s"], "omp 2 alone/2 alone": lone["steps_per_s"]
             / solo["steps_per_s"]}
 
 
-def run_round(seconds: float, flip: bool, with_passive: bool = False) -> dict[str, float]:
+def run_round(seconds: float, flip: bool, omp: dict[str, str] | None = None) -> dict[str, float]:
     """One round of (a), (b), (c) (and (d)), giving its ratios; `flip` reverses the order of the contenders."""
     order = ("2", "1", "auto", "start") if flip else ("start", "auto", "1", "2")
     busy = one_core_busy(seconds, order)
@@ -193,8 +191,8 @@ def run_round(seconds: float, flip: bool, with_passive: bool = False) -> dict[st
     ratios |= {f"pair/solo {k}": min(p["steps_per_s"] for p in pair) / solo["steps_per_s"]
                for k, (solo, pair) in pairs.items()}
     ratios["late/solo"] = during / pairs["2"][0]["steps_per_s"]
-    if with_passive:
-        ratios |= passive(seconds, flip, pairs["2"][0])
+    if omp:
+        ratios |= with_omp(seconds, flip, pairs["2"][0], omp)
     print("  ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
     return ratios
 
@@ -203,27 +201,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="timed training per measurement")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--passive", action="store_true", help="(d): also measure OMP_WAIT_POLICY=PASSIVE")
+    parser.add_argument("--omp", metavar="VAR=VALUE", help="(d): also measure under this OpenMP setting, "
+                        "e.g. OMP_WAIT_POLICY=PASSIVE or GOMP_SPINCOUNT=10000")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    omp = dict([args.omp.split("=", 1)]) if args.omp else None
     if args.worker:
         return worker(args.worker, args.seconds, args.until)
     print(f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; {load()}", flush=True)
     rounds = []
     for i in range(args.rounds):
         print(f"round {i + 1}", flush=True)
-        rounds.append(run_round(args.seconds, flip=i % 2 == 1, with_passive=args.passive))
+        rounds.append(run_round(args.seconds, flip=i % 2 == 1, omp=omp))
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     print(f"(a) one core busy, against 1 thread: start (the default) {median['start/1']:.2f} (goal >= 0.90); "
           f"auto {median['auto/1']:.2f}; 2 threads {median['2/1']:.2f}")
     print(f"(b) two at once, the slower against alone: start (the default) {median['pair/solo start']:.2f} "
           f"(goal >= 0.40); auto {median['pair/solo auto']:.2f}; 2 threads pinned {median['pair/solo 2']:.2f}")
     print(f"(c) a late neighbour, the first (2 threads) against 2 threads alone: {median['late/solo']:.2f}")
-    if args.passive:
-        print(f"(d) OMP_WAIT_POLICY=PASSIVE: a late neighbour, the first against 2 threads alone: "
-              f"{median['passive late/solo']:.2f} (as they are: {median['late/solo']:.2f}); 2 threads alone, "
-              f"passive against as they are: {median['passive 2 alone/2 alone']:.2f}")
+    if omp:
+        print(f"(d) {args.omp}: a late neighbour, the first against 2 threads alone: "
+              f"{median['omp late/solo']:.2f} (as torch runs: {median['late/solo']:.2f}); 2 threads alone, "
+              f"under it against as torch runs: {median['omp 2 alone/2 alone']:.2f}")
     print(f"median of {len(rounds)} rounds; {load()}")
 
 
