@@ -1,6 +1,7 @@
 """torch's thread count follows the free cores: quota, affinity and load read from fake files and
-fake clocks, the decision's table of cases, training and evaluation calling the adapter, and a
-run's numbers whatever the thread count."""
+fake clocks, the decision's table of cases, the count decided when a run starts and kept when it
+resumes, training and evaluation calling the adapter, a run's numbers whatever the thread count,
+and the CPUs split among workers."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ from vaelab.evaluate import evaluate_images
 from vaelab.threads import (
     CpuTimes,
     ThreadAdapter,
+    affinity_cpus,
     decide,
     others_busy,
     parse_cfs,
     parse_cpu_max,
     parse_proc_stat,
     quota_cpus,
+    split_cpus,
 )
+from vaelab.storage import load_tensors
 from vaelab.training import Trainer
 
 from tiny_runs import tiny_raw
@@ -152,9 +156,11 @@ class FakeMachine:
         return f"cpu0 {self.busy // 2} 0 0 {self.total // 2 - self.busy // 2} 0\n" \
                f"cpu1 {self.busy - self.busy // 2} 0 0 {self.total - self.total // 2 - self.busy + self.busy // 2} 0\n"
 
-    def adapter(self, setting="auto") -> ThreadAdapter:
+    def adapter(self, setting="auto", others: float = 0.0, quota: float | None = None) -> ThreadAdapter:
+        """An adapter on this machine; its start-time window ("start") passes with `others` CPUs busy
+        besides this process's busy wait."""
         return ThreadAdapter(setting, clock=lambda: self.wall, cpu_clock=lambda: self.own, read_stat=self.stat,
-                             cpus={0, 1}, quota=None)
+                             cpus={0, 1}, quota=quota, wait=lambda s: self.run(s, others=others, own=1.0))
 
 
 def test_adapter_follows_the_others_load_rate_limited(monkeypatch):
@@ -217,6 +223,145 @@ def test_no_proc_stat_gives_the_usable_cpus(monkeypatch):
     adapter = ThreadAdapter("auto", read_stat=lambda: None, cpus={0, 1}, quota=1.0)
     with adapter.active():
         assert torch.get_num_threads() == 1
+
+
+# ---------------------------------------------------------------- "start": decided once, before the first step
+
+@pytest.mark.parametrize("others, quota, threads_", [
+    (0.0, None, 2),  # an idle machine: both cores
+    (0.2, None, 2),  # background noise
+    (1.0, None, 1),  # a busy loop, or a training that started together (busy loading, or measuring too)
+    (0.6, None, 1),
+    (2.0, None, 1),  # a two-thread training beside it
+    (0.0, 1.0, 1),  # a quota of one CPU: no window needed
+])
+def test_start_decides_once_from_the_window_before_training(others, quota, threads_):
+    machine = FakeMachine()
+    machine.run(50.0, others=2.0, own=0.0)  # what came before the window does not count
+    torch.set_num_threads(2)
+    threads._expected = 2
+    adapter = machine.adapter("start", others=others, quota=quota)
+    with adapter.active():
+        assert torch.get_num_threads() == adapter.count == threads_
+        assert not adapter.adapting and adapter.decisions == 1
+        assert machine.reads == (0 if quota else 2)
+        machine.run(threads.INTERVAL * 5, others=2.0 - others, own=1.0)  # the load changes: the count does not
+        adapter.tick()
+        assert torch.get_num_threads() == threads_ and machine.reads == (0 if quota else 2)
+    assert torch.get_num_threads() == 2
+    assert machine.wall == pytest.approx(50.0 + 5 * threads.INTERVAL + (0 if quota else threads.START_WINDOW))
+
+
+def test_start_on_one_cpu_or_without_proc_stat():
+    waits = []
+    one = ThreadAdapter("start", read_stat=lambda: pytest.fail("no window on one CPU"), cpus={3}, quota=None,
+                        wait=waits.append)
+    with one.active():
+        assert torch.get_num_threads() == 1
+    blind = ThreadAdapter("start", read_stat=lambda: None, cpus={0, 1}, quota=None, wait=waits.append)
+    with blind.active():
+        assert torch.get_num_threads() == 2  # not Linux: the usable CPUs
+    assert waits == []
+
+
+def test_a_recorded_count_is_kept_whatever_the_load():
+    machine = FakeMachine()
+    for recorded, others in ((2, 2.0), (1, 0.0)):
+        adapter = machine.adapter("start", others=others)
+        adapter.recorded = recorded
+        with adapter.active():
+            assert torch.get_num_threads() == adapter.count == recorded and adapter.decisions == 0
+            assert "decided when the run started" in adapter.reason
+    assert machine.reads == 0
+
+
+def test_under_start_the_users_own_count_wins(monkeypatch):
+    machine = FakeMachine()
+    torch.set_num_threads(2)
+    threads._expected = 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    adapter = machine.adapter("start", others=2.0)
+    adapter.recorded = 1
+    with adapter.active():
+        assert torch.get_num_threads() == adapter.count == 2 and "OMP_NUM_THREADS" in adapter.reason
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(1)  # behind vaelab's back
+    with machine.adapter("start", others=0.0).active() as adapter:
+        assert torch.get_num_threads() == adapter.count == 1 and "set_num_threads" in adapter.reason
+    assert torch.get_num_threads() == 1 and machine.reads == 0
+
+
+def start_trainer(run_dir, machine, others, *overrides):
+    """A tiny trainer whose "start" decision reads `machine`, the window passing with `others` busy."""
+    lines = []
+    trainer = tiny_trainer(run_dir, "train.precision=float32", *overrides)
+    trainer.log = lines.append
+    trainer.threads = machine.adapter(trainer.config.train.threads, others=others)
+    return trainer, lines
+
+
+def test_the_count_decided_at_the_start_is_recorded_and_kept_on_resume(tmp_path):
+    torch.set_num_threads(1)
+    threads._expected = 1
+    machine = FakeMachine()
+    whole, _ = start_trainer(tmp_path / "whole", machine, 0.0, "train.epochs=3")
+    assert whole.fit()["threads"] == 2  # an idle machine: 2 threads (and torch's 1 is put back)
+    assert torch.get_num_threads() == 1
+
+    first, lines = start_trainer(tmp_path / "run", machine, 0.0, "train.epochs=1")
+    summary = first.fit()
+    assert summary["threads"] == first.state.threads == 2
+    assert any(line.startswith("CPU threads: 2 (") for line in lines), lines
+    _, meta = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
+    assert '"threads": 2' in meta["state"]
+
+    resumed, lines = start_trainer(tmp_path / "run", machine, 2.0, "train.epochs=3")  # now both cores are busy
+    resumed.load_checkpoint()
+    resumed.reopen()
+    assert resumed.fit()["threads"] == 2 and resumed.threads.decisions == 0
+    assert any("CPU threads: 2 (" in line and "decided when the run started" in line for line in lines), lines
+    expected, _ = load_tensors(tmp_path / "whole" / "model.safetensors")
+    got, _ = load_tensors(tmp_path / "run" / "model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+    pinned, lines = start_trainer(tmp_path / "run", machine, 0.0, "train.epochs=4", "train.threads=1")
+    pinned.load_checkpoint()  # the user's count on resume wins over the recorded one
+    pinned.reopen()
+    assert pinned.fit()["threads"] == 1 and any("CPU threads: 1 (train.threads = 1)" in line for line in lines)
+
+
+def test_a_checkpoint_without_a_count_decides_again(tmp_path):
+    from vaelab.training.checkpoint import TrainState
+    assert TrainState.from_json('{"best_val_elbo": null}').threads == 0  # written before counts were kept
+    adapter = FakeMachine().adapter("start", others=1.0)
+    adapter.recorded = 0
+    with adapter.active():
+        assert adapter.count == 1 and adapter.decisions == 1
+
+
+# ---------------------------------------------------------------- workers on one machine
+
+@pytest.mark.parametrize("n, cpus, quota, shares", [
+    (1, {0, 1}, None, [{0, 1}]),
+    (2, {0, 1}, None, [{0}, {1}]),
+    (2, {0, 1, 2, 3, 4}, None, [{0, 1, 2}, {3, 4}]),
+    (3, {2, 5, 7, 9}, None, [{2, 5}, {7}, {9}]),  # the affinity mask's own CPUs, in order
+    (2, set(range(8)), 2.5, [{0}, {1}]),  # a quota of 2.5 CPUs on 8: two CPUs' worth
+    (1, set(range(8)), 0.5, [{0}]),
+    (3, {0, 1}, None, [{0}, {1}, {0}]),  # more workers than CPUs: shared round-robin
+])
+def test_split_cpus(n, cpus, quota, shares):
+    assert split_cpus(n, cpus, quota) == shares
+
+
+def test_split_cpus_of_this_process():
+    mine = affinity_cpus()
+    shares = split_cpus(2)
+    assert len(shares) == 2 and all(shares) and set().union(*shares) <= mine
+    if len(mine) >= 2 and quota_cpus() is None:
+        assert not shares[0] & shares[1] and set().union(*shares) == mine
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        split_cpus(0)
 
 
 # ---------------------------------------------------------------- training and evaluation call it

@@ -41,7 +41,7 @@ class ConfigError(VaelabError, ValueError):
 OUTPUT_BIASES = ("zero", "data_mean")  # data_mean: the Trainer calls VAE.init_output_bias
 NONFINITE = ("stop", "skip")
 PRECISIONS = ("auto", "float32", "bfloat16")  # see device.network_dtype
-THREAD_SETTINGS = ("fixed", "auto")  # train.threads besides a count: see vaelab.threads
+THREAD_SETTINGS = ("start", "auto", "fixed")  # train.threads besides a count: see vaelab.threads
 
 # config key -> (module, name) of the registry whose keys, in its order, are the values the key accepts
 REGISTRIES: dict[str, tuple[str, str]] = {
@@ -317,10 +317,11 @@ class TrainConfig:
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     ema_decay: float = 0.0  # > 0: validate, keep and evaluate an exponential moving average of the weights
     time_budget: float = 0.0  # minutes of training (summed over resumes) after which it stops; 0 = no limit
-    # CPU threads torch computes with: "fixed" leaves torch's count (runs resume bit for bit);
-    # "auto" = the cores other processes leave free, re-decided every few seconds (vaelab.threads;
-    # results then agree to float rounding only); or a count to pin
-    threads: int | str = "fixed"
+    # CPU threads torch computes with: "start" = the cores other processes leave free when the run
+    # starts, kept for the run and on resume (runs resume bit for bit); "auto" = re-decided every few
+    # seconds (results then agree to float rounding only); "fixed" = torch's own count (all cores);
+    # or a count to pin (see vaelab.threads)
+    threads: int | str = "start"
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
@@ -341,7 +342,7 @@ class TrainConfig:
         _check(self.time_budget >= 0, f"{prefix}.time_budget",
                f"must be >= 0 minutes (0 = none), got {self.time_budget}")
         _check(self.threads in THREAD_SETTINGS or (isinstance(self.threads, int) and self.threads >= 1),
-               f"{prefix}.threads", f"must be \"fixed\", \"auto\" or a thread count >= 1, got {toml_value(self.threads)}")
+               f"{prefix}.threads", f"must be \"start\", \"auto\", \"fixed\" or a thread count >= 1, got {toml_value(self.threads)}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
                f"{prefix}.device", f"must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {toml_value(self.device)}")
 

@@ -61,6 +61,7 @@ SUMMARY_LABELS = {
     "units": "units",
     "device": "device",
     "network_precision": "network products in training steps",
+    "threads": "CPU threads (train.threads)",
     "compiled_step": "training step compiled (train.compile)",
     "compile_seconds": "seconds spent compiling it",
     "compile_error": "why it could not be compiled",

@@ -1,4 +1,4 @@
-"""How many threads torch computes with on a CPU: as many cores as are free, re-decided as it runs.
+"""How many threads torch computes with on a CPU: as many cores as are free when a run starts.
 
 torch splits an operation above its grain size over all its intra-op threads and waits for the
 last one. When another process holds a core, the thread on it runs only when the scheduler
@@ -6,27 +6,37 @@ gives it a slice, so every such operation waits a slice: two threads on two core
 run far slower than one thread, and two trainings side by side, each with two threads, slower
 still (benchmarks/shared_cpu.py measures both).
 
-`train.threads = "auto"` counts the cores free for this process and uses that many (the default,
-"fixed", leaves torch's own count alone, so a run resumes bit for bit; see the last paragraph):
+So vaelab counts the cores free for this process:
 
     free = min(CPUs this process may run on, cgroup CPU quota) - CPUs the other processes keep busy
 
 The last term is measured, not guessed from the load average: the busy share of the CPUs this
 process may run on (`/proc/stat`: everything but idle and iowait; steal counts as busy, since
-the hypervisor gave it away), over the window since the last decision, less this process's own
-CPU time over that window. It is what the others actually took, so two trainings side by side
-each see the other's core as taken and settle on one thread each. The count is
-floor(free + SLACK), at least 1: a core kept a quarter busy by background work still counts as
-free, a half-busy one does not. `ThreadAdapter.tick()` re-decides at most every INTERVAL
-seconds (one read of /proc/stat) and calls `torch.set_num_threads` only when the count changes.
+the hypervisor gave it away) over a window, less this process's own CPU time over that window.
+It is what the others actually took. The count is floor(free + SLACK), at least 1: a core kept
+a quarter busy by background work still counts as free, a half-busy one does not.
 
-The user's own choice wins: an integer `train.threads` pins the count; under "auto", a count
-set with OMP_NUM_THREADS, or with `torch.set_num_threads` after vaelab was imported (a count
-other than the one vaelab last saw), is left alone.
+`train.threads` says when the count is decided:
+- "start" (the default): once, just before the first step (after the data is loaded and the
+  model built), over a window of START_WINDOW seconds that this process spends busy on one
+  core, so that two trainings started together each see the other's core taken (whichever
+  measures first sees the other still loading, or measuring too) and settle on one thread
+  each. The count is kept for the whole run and recorded in its checkpoint (`TrainState.threads`)
+  and summary.json; a resumed run uses the recorded count, whatever the load is then, so it
+  ends bit for bit like an uninterrupted run with that count.
+- "auto": re-decided as it runs: `ThreadAdapter.tick()` re-decides at most every INTERVAL
+  seconds (one read of /proc/stat, the window since the last decision) and calls
+  `torch.set_num_threads` only when the count changes. Fair as the load changes, but results
+  depend on the thread count in the last bits (torch splits reductions and matrix products by
+  thread), so a resumed run agrees with an uninterrupted one to float rounding, not bit for bit.
+- "fixed": torch's own count (the machine's cores), as torch would run.
+- an integer: that count.
 
-Results depend on the thread count in the last bits (torch splits reductions and matrix
-products by thread), so runs under "auto" agree to float rounding, not bit for bit; a run that
-must resume bit for bit pins `train.threads`.
+The user's own choice wins: an integer `train.threads` pins the count; under "start" and "auto",
+a count set with OMP_NUM_THREADS, or with `torch.set_num_threads` after vaelab was imported (a
+count other than the one vaelab last saw), is left alone.
+
+`split_cpus(n)` splits this process's usable CPUs among n worker processes (`vaelab tune --workers`).
 """
 
 from __future__ import annotations
@@ -44,7 +54,8 @@ import torch
 CGROUP = Path("/sys/fs/cgroup")
 PROC_STAT = Path("/proc/stat")
 INTERVAL = 3.0  # seconds between decisions: long enough to average the others' bursts, short enough to follow them
-FIRST_WINDOW = 0.1  # seconds of /proc/stat sampled before the first decision
+FIRST_WINDOW = 0.1  # seconds of /proc/stat sampled before the first decision under "auto"
+START_WINDOW = 0.3  # seconds of /proc/stat sampled, busy on one core, for the decision under "start"
 SLACK = 0.25  # a core this much busy with others still counts as free (see decide)
 
 # The count torch has as far as vaelab knows: what it started with, then what vaelab set.
@@ -196,52 +207,100 @@ def set_threads(count: int) -> None:
     _expected = count
 
 
+def busy_wait(seconds: float) -> None:
+    """Keep one core busy for `seconds`: what a training starting beside this one measures of it."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 @dataclass
 class ThreadAdapter:
-    """Keeps torch's thread count at the free cores while work runs: `with adapter.active(): ... adapter.tick()`.
+    """Sets torch's thread count for a run: `with adapter.active(): ... adapter.tick()`.
 
-    `setting` is train.threads: "fixed" (leave torch's count), "auto", or an integer to pin. `clock` (wall seconds), `cpu_clock`
-    (this process's CPU seconds) and `read_stat` (/proc/stat's text) are the sources it samples.
+    `setting` is train.threads: "start" (decide once, at `start`), "auto" (re-decide in `tick`),
+    "fixed" (leave torch's count) or an integer to pin. `recorded`, when set (a resumed run's
+    `TrainState.threads`), is the count "start" uses instead of deciding. `clock` (wall seconds),
+    `cpu_clock` (this process's CPU seconds) and `read_stat` (/proc/stat's text) are the sources it
+    samples; `wait(seconds)` spends the window of the decision under "start" (busy, see `busy_wait`).
+    After `start`, `count` is torch's count and `reason` says where it came from.
     """
 
-    setting: int | str = "fixed"
+    setting: int | str = "start"
     clock: Callable[[], float] = time.monotonic
     cpu_clock: Callable[[], float] = time.process_time
     read_stat: Callable[[], str | None] = lambda: _read(PROC_STAT)
     cpus: set[int] = field(default_factory=affinity_cpus)
     quota: float | None = field(default_factory=quota_cpus)
+    wait: Callable[[float], None] = busy_wait
+    recorded: int = 0  # a count decided when the run started (0: none yet)
     adapting: bool = field(default=False, init=False)
     decisions: int = field(default=0, init=False)  # how many times the count was decided (for tests)
+    count: int = field(default=0, init=False)
+    reason: str = field(default="", init=False)
+    _owned: bool = field(default=False, init=False)  # vaelab set the count: put torch's back afterwards
     _sample: tuple[float, float, CpuTimes] | None = field(default=None, init=False)  # wall, own CPU, ticks
     _next: float = field(default=0.0, init=False)  # wall time of the next decision
 
     @contextmanager
     def active(self) -> Iterator[ThreadAdapter]:
-        """Adapt (or pin) while inside; afterwards torch has the count it had before."""
+        """Decide, pin or leave the count while inside; afterwards torch has the count it had before."""
         before = torch.get_num_threads()
         self.start()
         try:
             yield self
         finally:
-            if self.adapting or isinstance(self.setting, int):
+            if self._owned:
                 set_threads(before)
-            self.adapting = False
+            self.adapting = self._owned = False
 
     def start(self) -> None:
-        """Pin the count, leave it ("fixed"), or take a first short sample and decide ("auto")."""
+        """Pin the count, leave it ("fixed", or the user's own), reuse the recorded one or decide ("start"),
+        or take a first short sample and decide ("auto")."""
+        self._owned = isinstance(self.setting, int) or (self.setting in ("start", "auto") and not user_chose())
         if isinstance(self.setting, int):
-            set_threads(self.setting)
-            return
-        self.adapting = self.setting == "auto" and not user_chose()
-        if self.adapting:
+            self._settle(self.setting, f"train.threads = {self.setting}")
+        elif not self._owned:
+            why = "OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else "torch.set_num_threads"
+            self._settle(None, "torch's own count" if self.setting == "fixed" else f"the count set with {why}")
+        elif self.setting == "start" and self.recorded:
+            self._settle(self.recorded, 'train.threads = "start": decided when the run started; '
+                                        "--set train.threads=N changes it")
+        elif self.setting == "start":
+            self._decide_at_start()
+        else:
+            self.adapting = True
             self._sample = self._measure()
             time.sleep(FIRST_WINDOW)
             self._decide()
+            self.reason = 'train.threads = "auto": follows the free cores as the run goes'
 
     def tick(self) -> None:
         """At a step or chunk boundary: re-decide if INTERVAL seconds have passed (else one clock read)."""
         if self.adapting and self.clock() >= self._next:
             self._decide()
+
+    def _settle(self, count: int | None, reason: str) -> None:
+        if count is not None:
+            set_threads(count)
+        self.count, self.reason = torch.get_num_threads(), reason
+
+    def _decide_at_start(self) -> None:
+        """The free cores over START_WINDOW seconds, spent busy on one core (so a training measuring
+        at the same moment sees this one's core taken, as this one sees its)."""
+        self.decisions += 1
+        usable = decide(len(self.cpus), self.quota, 0.0)
+        before = self._measure() if usable > 1 else None  # one usable CPU: nothing to measure
+        if before is None:
+            self._settle(usable, f'train.threads = "start": {_usable_text(len(self.cpus), self.quota)}')
+            return
+        self.wait(START_WINDOW)
+        after = self._measure()
+        (wall0, own0, times0), (wall1, own1, times1) = before, after or before
+        others = others_busy(times0, times1, len(self.cpus), own1 - own0, wall1 - wall0)
+        self._settle(decide(len(self.cpus), self.quota, others),
+                     f'train.threads = "start": {_usable_text(len(self.cpus), self.quota)}, '
+                     f"others kept {others:.1f} busy; kept when resumed")
 
     def _measure(self) -> tuple[float, float, CpuTimes] | None:
         text = self.read_stat()
@@ -254,8 +313,46 @@ class ThreadAdapter:
         self.decisions += 1
         if now is None or self._sample is None:  # no /proc/stat (not Linux): the usable CPUs, less nothing
             set_threads(decide(len(self.cpus), self.quota, 0.0))
+            self.count = torch.get_num_threads()
             return
         (wall0, own0, times0), (wall1, own1, times1) = self._sample, now
         others = others_busy(times0, times1, len(self.cpus), own1 - own0, wall1 - wall0)
         self._sample = now
         set_threads(decide(len(self.cpus), self.quota, others))
+        self.count = torch.get_num_threads()
+
+
+def _usable_text(cpus: int, quota: float | None) -> str:
+    text = f"{cpus} usable CPU{'s' if cpus != 1 else ''}"
+    return text if quota is None or quota >= cpus else f"{text} under a quota of {quota:g}"
+
+
+# ---------------------------------------------------------------- workers on one machine
+
+def split_cpus(n: int, cpus: set[int] | None = None, quota: float | None = None) -> list[set[int]]:
+    """The CPUs of `n` worker processes (`vaelab tune --workers n`): this process's usable CPUs in `n`
+    disjoint sets of consecutive CPU numbers, sizes differing by at most one.
+
+    Usable: the affinity mask (`cpus`, default this process's), and under a cgroup quota (`quota`,
+    in CPUs; default this process's when `cpus` is not given) only the first floor(quota) of them,
+    at least one: workers pinned to more CPUs than the quota pays for would be throttled. With more
+    workers than usable CPUs each gets one CPU, shared round-robin (the sets are then not disjoint).
+    A worker set to its share (`os.sched_setaffinity(pid, share)`) decides its own thread count from
+    it under train.threads = "start" or "auto".
+    """
+    if n < 1:
+        raise ValueError(f"split_cpus: n must be >= 1, got {n}")
+    if cpus is None:
+        cpus, quota = affinity_cpus(), quota_cpus() if quota is None else quota
+    usable = sorted(cpus)
+    if quota is not None:
+        usable = usable[:max(1, math.floor(quota))]
+    if n >= len(usable):
+        return [{usable[i % len(usable)]} for i in range(n)]
+    size, extra = divmod(len(usable), n)
+    shares, start = [], 0
+    for i in range(n):
+        stop = start + size + (i < extra)
+        shares.append(set(usable[start:stop]))
+        start = stop
+    return shares

@@ -45,6 +45,9 @@ class TrainState:
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite = "skip")
     planned_epochs: int = 0  # the run's length the schedule plans for; 0 = train.epochs (see Trainer.planned_epochs)
     first_epoch_seconds: float = 0.0  # under a time budget: the training seconds the first epoch took
+    # torch's CPU threads when training (re)started: under train.threads = "start" the count decided
+    # when the run started, which a resume keeps (the last bits depend on it); 0 = not recorded
+    threads: int = 0
 
     def to_json(self) -> str:
         values = dict(self.__dict__)

@@ -122,7 +122,8 @@ class Trainer:
         self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
-        self.threads = ThreadAdapter(self.config.train.threads)  # torch's CPU threads, re-decided between steps
+        # torch's CPU threads: decided when fit() starts (before a compiled step is compiled), kept on resume
+        self.threads = ThreadAdapter(self.config.train.threads)
 
     def _new_model(self) -> Model:
         """The model with its initial weights, drawn from train.seed."""
@@ -222,6 +223,7 @@ class Trainer:
                 self.noise.manual_seed(self._rank_seed(saved.state.global_step))
             self.sums.copy_(saved.sums)
             self.state = saved.state
+            self.threads.recorded = saved.state.threads  # train.threads = "start" resumes with this count
             self._restore_schedule(saved.schedule)
             if self.ema is not None:
                 self.ema.load_state_dict(saved.ema if saved.ema is not None else {})
@@ -271,6 +273,8 @@ class Trainer:
         self.tracker.start(self)
         self._clock = time.perf_counter()
         with self.threads.active(), _flush_denormals():  # scoring the test set in finish() too
+            self.state.threads = self.threads.count
+            self.log(f"CPU threads: {self.threads.count} ({self.threads.reason})")
             with self.folder.lock(self.parallel.is_main), _deferred_sigint(self):
                 while not self.state.finished and self.state.epoch < self.epochs:
                     self._end_epoch(stop_reason=self.train_epoch())
@@ -471,6 +475,7 @@ class Trainer:
             "elbo_samples": cfg.objective.samples, "data_source": self.data.source,
             "device": str(self.device), "torch": torch.__version__,
             "network_precision": self.precision_name, **self.step.compile_status(),
+            "threads": self.state.threads,  # torch's CPU threads (under "auto", the first decision)
             "weights": "ema" if self.ema is not None else "trained",  # train.ema_decay: the moving average
             "finished_at": datetime.now().isoformat(timespec="seconds"),
             # what a table of runs shows of a model it cannot read from the config (one of the user's own)
