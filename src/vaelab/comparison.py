@@ -175,7 +175,9 @@ def setting_text(key: str, value: Any, short: bool = True) -> str:
     if isinstance(value, (list, tuple)):
         items = [setting_text("", v, short) for v in value]
         more = len(items) - LONG_LIST
-        return "[" + ", ".join(items[:LONG_LIST] + [f"\u2026 {len(items)} items"] if short and more > 0 else items) + "]"
+        if short and more > 0:
+            items = items[:LONG_LIST] + [f"\u2026 {len(items)} items"]
+        return "[" + ", ".join(items) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {setting_text('', v, short)}" for k, v in value.items()) + "}"
     text = str(value)
@@ -228,17 +230,18 @@ def _metric_columns(rows: list[dict[str, Any]]) -> list[Column]:
 
     kept = Column("kept epoch", "val", lambda r: _of(r["kept_epoch"], r["epochs"]),
                   (("kept_epoch", lambda r: r["kept_epoch"]), ("epochs", lambda r: r["epochs"])), numeric=True)
+    columns = [kept, number("val_elbo", "val ELBO (kept epoch)", "val")]
     # The numbers of an importance-sampled evaluation only where some run has one: blank columns
     # would only make the table wider.
-    val_evaluated = any(r["val_k"] is not None for r in rows)
-    test_evaluated = any(r["test_k"] is not None for r in rows)
-    return [kept, number("val_elbo", "val ELBO (kept epoch)", "val")] + (
-        [with_stderr("val_nll", "val NLL \u00b1 s.e.", "val"), number("val_k", "val K", "val")] * val_evaluated) + [
-        number("test_elbo", "test ELBO", "test"), number("test_reconstruction", "test rec.", "test"),
-        number("test_kl", "test KL", "test")] + (
-        [with_stderr("test_nll", "test NLL \u00b1 s.e.", "test"), number("active_units", "active units", "test")]
-        * test_evaluated) + [
-        Column("test from", "test", _test_from, (("test_from", lambda r: r["test_from"]), ("test_k", lambda r: r["test_k"])))]
+    if any(r["val_k"] is not None for r in rows):
+        columns += [with_stderr("val_nll", "val NLL \u00b1 s.e.", "val"), number("val_k", "val K", "val")]
+    columns += [number("test_elbo", "test ELBO", "test"), number("test_reconstruction", "test rec.", "test"),
+                number("test_kl", "test KL", "test")]
+    if any(r["test_k"] is not None for r in rows):
+        columns += [with_stderr("test_nll", "test NLL \u00b1 s.e.", "test"),
+                    number("active_units", "active units", "test")]
+    source = (("test_from", lambda r: r["test_from"]), ("test_k", lambda r: r["test_k"]))
+    return columns + [Column("test from", "test", _test_from, source)]
 
 
 def _test_from(row: dict[str, Any]) -> str:
@@ -351,33 +354,44 @@ def _breakable(text: str, after: str) -> str:
     return escaped
 
 
-def _html(columns: list[Column], rows: list[dict[str, Any]], notes: list[str]) -> str:
-    """An HTML fragment: the table (class "compare", styled by report.css) and its notes."""
-    groups: list[tuple[str, int]] = []
+def _html_head(columns: list[Column]) -> str:
+    """Two header rows: the groups (config, validation, test) over the columns' own headers."""
+    groups: list[list[Any]] = []
     for c in columns[1:]:
         if groups and groups[-1][0] == c.group:
-            groups[-1] = (c.group, groups[-1][1] + 1)
+            groups[-1][1] += 1
         else:
-            groups.append((c.group, 1))
+            groups.append([c.group, 1])
     top = '<th rowspan="2">run</th>' + "".join(f'<th colspan="{n}" class="group">{escape(GROUP_HEADS[g])}</th>'
                                                for g, n in groups)
     heads = "".join(f"<th>{_breakable(c.header, '._') if c.group == 'settings' else escape(c.header)}</th>"
                     for c in columns[1:])
+    return f"<thead><tr>{top}</tr><tr>{heads}</tr></thead>"
+
+
+def _html_cell(column: Column, row: dict[str, Any]) -> str:
+    kind = "num" if column.numeric else ("setting" if column.group == "settings" else "")
+    # A standard error goes under its value: "193.12 \u00b1 10.50" on one line is the widest cell.
+    lines = column.text(row).replace(" \u00b1 ", "\n\u00b1 ").split("\n")
+    text = "<br>".join(_breakable(line, ",/") for line in lines)
+    return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
+
+
+def _html(columns: list[Column], rows: list[dict[str, Any]], notes: list[str]) -> str:
+    """An HTML fragment: the table (class "compare", styled by report.css) and its notes.
+
+    Runs are named by their paths below the folder they share; the best val ELBO's row is highlighted.
+    """
     best, names = best_rows(rows), _short_runs([r["run"] for r in rows])
     body = []
     for i, row in enumerate(rows):
-        cells = [f'<td class="run">{_breakable(names[i], "._/=")}</td>']
-        for c in columns[1:]:
-            kind = "num" if c.numeric else ("setting" if c.group == "settings" else "")
-            # A standard error goes under its value: "193.12 \u00b1 10.50" on one line is the widest cell.
-            text = "<br>".join(_breakable(part, ",/") for part in c.text(row).replace(" \u00b1 ", "\n\u00b1 ").split("\n"))
-            cells.append(f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>")
-        css = ' class="best"' if i in best else ""
-        body.append(f"<tr{css}>{''.join(cells)}</tr>")
+        cells = f'<td class="run">{_breakable(names[i], "._/=")}</td>'
+        cells += "".join(_html_cell(c, row) for c in columns[1:])
+        body.append(f'<tr class="best">{cells}</tr>' if i in best else f"<tr>{cells}</tr>")
     if best:
         notes = notes + ["The highlighted row has the best val ELBO."]
-    return (f'<table class="compare"><thead><tr>{top}</tr><tr>{heads}</tr></thead><tbody>{"".join(body)}</tbody>'
-            f'</table><p class="note">{escape(" ".join(notes))}</p>')
+    return (f'<table class="compare">{_html_head(columns)}<tbody>{"".join(body)}</tbody></table>'
+            f'<p class="note">{escape(" ".join(notes))}</p>')
 
 
 def _short_runs(paths: list[str]) -> list[str]:
