@@ -234,3 +234,12 @@ def test_the_sweep_report_fits_a_1200_pixel_page(sweep):
     assert widths["page"] <= 1200 and widths["right"] <= 1200, widths
     # run, 3 group heads, 6 keys, kept epoch / val ELBO / val NLL / val K, 6 test columns
     assert widths["heads"] == 1 + 3 + 6 + 4 + 6 and widths["best"] == 1, widths
+
+
+def test_pixels_get_a_column_only_where_runs_differ_in_them(tmp_path):
+    a = make_run(tmp_path / "a")
+    b = make_run(tmp_path / "b", evaluations=({"k": 10, "elbo": -90.0, "binarization": "static", "split": "test"},))
+    table = compare_table([a, b])
+    header, rows = markdown_rows(table)
+    assert [r["pixels"] for r in rows] == ["dynamic", "static"] and "dynamic binarization" not in table
+    assert "dynamic binarization" in compare_table([a])
