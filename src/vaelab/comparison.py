@@ -4,8 +4,10 @@
 `vaelab compare`, a sweep's table.md, `vaelab.compare`), CSV (`--csv`, table.csv) or an HTML
 fragment (the sweep's report; a study's). Every format has the same columns:
 
-    run | each config key whose value differs between the runs | kept epoch | val ELBO | [val NLL]
-        | test ELBO, rec., KL, NLL +- s.e., K, active units | where the test numbers come from
+    run | each config key whose value differs between the runs | kept epoch | val ELBO | [val NLL, K]
+        | test ELBO, rec., KL | [test NLL +- s.e., active units] | test from (an evaluation's K, or training)
+
+(the bracketed ones where some run has such an evaluation).
 
 The validation columns come first, and a note under the table says so, because a run should be
 chosen on validation numbers; the test columns report the chosen run. The cell formatting here is
@@ -200,9 +202,13 @@ class Column:
 
 def _raw(value: Any, key: str = "") -> Any:
     """A CSV value: numbers and strings as they are, anything else as `setting_text` writes it unshortened."""
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+    if _is_number(value) or isinstance(value, str):
         return value
     return setting_text(key, value, short=False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _setting_columns(keys: list[str], rows: list[dict[str, Any]]) -> list[Column]:
@@ -212,7 +218,7 @@ def _setting_columns(keys: list[str], rows: list[dict[str, Any]]) -> list[Column
 
     if len(keys) <= MAX_KEY_COLUMNS:
         return [Column(key, "settings", lambda r, key=key: setting_text(key, r["settings"].get(key)), (csv_of(key),),
-                       numeric=all(isinstance(r["settings"].get(key), (int, float)) for r in rows))
+                       numeric=all(_is_number(r["settings"].get(key)) for r in rows))
                 for key in keys]
     return [Column("settings that differ", "settings",
                    lambda r: "\n".join(f"{key} = {setting_text(key, r['settings'].get(key)) or '(none)'}"
