@@ -219,28 +219,32 @@ def two_different_runs(tmp_path: Path) -> list[Path]:
 
 def test_compare_runs_as_markdown(tmp_path):
     table = compare_runs(two_different_runs(tmp_path))
-    lines = table.strip().splitlines()
-    assert len(lines) == 4
-    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(lines) == 4 and "Choose between runs by the validation columns" in table
+    cells = [[c.strip() for c in line[2:-2].split(" | ")] for line in lines[:1] + lines[2:]]
     assert len({len(row) for row in cells}) == 1
-    header, _, first, second = cells
+    header, first, second = cells
     row_a, row_b = dict(zip(header, first)), dict(zip(header, second))
-    assert row_a["run"] == str(tmp_path / "z2") and row_a["name"] == "lab" and row_a["latent"] == "2"
-    assert row_a["NLL \u00b1 s.e. (nats)"] == "94.32 \u00b1 0.46" and row_a["ELBO (nats)"] == "-98.77"
-    assert row_a["K"] == "100" and row_a["active units"] == "2" and row_a["optimizer"] == "adam 0.001"
-    assert row_a["activation"] == "relu" and row_a["encoder"] == "512" and row_a["epochs run"] == "3"
-    assert row_b["latent"] == "10" and row_b["encoder"] == "256-128" and row_b["activation"] == ""
-    assert row_b["ELBO (nats)"] == "-171.25" and row_b["ELBO from"] == "summary.json"
-    assert row_b["NLL \u00b1 s.e. (nats)"] == "" and row_b["K"] == ""
-    assert row_b["epochs run"] == "3"  # counted from metrics.jsonl
+    assert header[1:5] == ["name", "model.latent_dim", "model.encoder_hidden", "model.activation"]  # what differs
+    assert row_a["run"] == str(tmp_path / "z2") and row_a["name"] == "lab" and row_a["model.latent_dim"] == "2"
+    assert row_a["test NLL \u00b1 s.e."] == "94.32 \u00b1 0.46" and row_a["test ELBO"] == "-98.77"
+    assert row_a["test from"] == "K=100" and row_a["active units"] == "2" and row_a["val ELBO (kept epoch)"] == "-171.50"
+    assert row_a["model.activation"] == "relu" and row_a["model.encoder_hidden"] == "[512]"
+    assert row_a["kept epoch"] == "3 of 3"
+    assert row_b["model.latent_dim"] == "10" and row_b["model.encoder_hidden"] == "[256, 128]"
+    assert row_b["model.activation"] == ""  # an older run without the key
+    assert row_b["test ELBO"] == "-171.25" and row_b["test from"] == "training"
+    assert row_b["test NLL \u00b1 s.e."] == "" and row_b["active units"] == ""
+    assert row_b["kept epoch"] == "3 of 3"  # counted from metrics.jsonl
 
 
 def test_compare_runs_as_csv(tmp_path):
     rows = list(csv.DictReader(io.StringIO(compare_runs(two_different_runs(tmp_path), csv=True))))
     assert [r["run"] for r in rows] == [str(tmp_path / "z2"), str(tmp_path / "z10")]
-    assert float(rows[0]["nll"]) == EVAL_K100["nll"] and float(rows[0]["nll_stderr"]) == EVAL_K100["nll_stderr"]
-    assert rows[0]["binarization"] == "dynamic" and rows[0]["k"] == "100"
-    assert rows[1]["nll"] == "" and rows[1]["activation"] == "" and float(rows[1]["elbo"]) == -171.25
+    assert float(rows[0]["test_nll"]) == EVAL_K100["nll"] and float(rows[0]["test_nll_stderr"]) == EVAL_K100["nll_stderr"]
+    assert "binarization" not in rows[0] and rows[0]["test_k"] == "100"  # the same in both: the note says it
+    assert rows[1]["test_nll"] == "" and rows[1]["model.activation"] == "" and float(rows[1]["test_elbo"]) == -171.25
+    assert rows[1]["test_from"] == "summary.json" and float(rows[1]["val_elbo"]) == -171.5
 
 
 def test_compare_needs_runs():

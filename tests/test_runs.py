@@ -68,7 +68,8 @@ def test_an_evaluation_of_earlier_weights_is_never_shown_as_the_runs_metric(tmp_
     assert not (out / WEIGHTS).exists()
     early = run.evaluate(samples=3, progress=False)  # the interrupted run's best weights so far
     assert early["weights_sha256"] == RunFolder(out).fingerprint()
-    assert run_row(out)["elbo"] == early["elbo"]
+    assert run_row(out)["test_elbo"] == early["elbo"]
+    assert run_row(out)["val_elbo"] == max(r["val_elbo"] for r in RunFolder(out).metrics())  # the best epoch so far
 
     vaelab.resume(out, log=quiet)
     folder = RunFolder(out)
@@ -76,7 +77,8 @@ def test_an_evaluation_of_earlier_weights_is_never_shown_as_the_runs_metric(tmp_
     assert folder.fingerprint() == fingerprint(vaelab.load_run(out).state_dict())
     final = folder.summary()
     row = run_row(out)
-    assert row["elbo"] == final["test_elbo"] != early["elbo"] and row["elbo_from"] == "summary.json"
+    assert row["test_elbo"] == final["test_elbo"] != early["elbo"] and row["test_from"] == "summary.json"
+    assert row["val_elbo"] == final["best_val_elbo"] and row["kept_epoch"] == final["best_epoch"]
     assert folder.current_evaluation() is None and len(folder.stale_evaluations()) == 1
     page = write_report(out, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
     assert f"{early['elbo']:.2f}" not in page and "scored earlier weights of this run" in page

@@ -296,9 +296,9 @@ class Run:
 
         return Page(write_explorer(self.path, n_points=n_points))
 
-    def compare(self, *others: str | Path | Run | Sweep, csv: bool = False) -> str:
-        """A Markdown (or CSV) table of this run and others."""
-        return compare(self, *others, csv=csv)
+    def compare(self, *others: str | Path | Run | Sweep, csv: bool = False, sort: str | None = None) -> str:
+        """A Markdown (or CSV) table of this run and others (see `compare`)."""
+        return compare(self, *others, csv=csv, sort=sort)
 
     def resume(self, **keywords: Any) -> Run:
         """Continue training (epochs=40 trains a finished run longer)."""
@@ -324,9 +324,9 @@ class Sweep:
         """The member runs started so far, in the sweep's order."""
         return [Run(m.path) for m in self.folder.members() if m.exists]
 
-    def table(self, csv: bool = False) -> str:
-        """The members compared: test ELBO and terms, NLL, active units, key settings."""
-        return compare(self, csv=csv)
+    def table(self, csv: bool = False, sort: str | None = None) -> str:
+        """The members compared (see `compare`): what table.md and table.csv hold."""
+        return compare(self, csv=csv, sort=sort)
 
     def _repr_markdown_(self) -> str:
         return self.table()
@@ -340,8 +340,10 @@ class Sweep:
         return resume(self.path)
 
 
-def compare(*runs: str | Path | Run | Sweep, csv: bool = False) -> str:
-    """One table of several runs (a sweep stands for its members), Markdown or CSV."""
+def compare(*runs: str | Path | Run | Sweep, csv: bool = False, sort: str | None = None) -> str:
+    """One table of several runs (a sweep stands for its members), Markdown or CSV: the config keys
+    they differ in, the validation ELBO of the epoch each keeps, then the test numbers. `sort`
+    ("val_elbo" or "val_nll") puts the best run first; None keeps the order given."""
     from .comparison import compare_runs
 
-    return compare_runs([r.path if isinstance(r, (Run, Sweep)) else r for r in runs], csv=csv)
+    return compare_runs([r.path if isinstance(r, (Run, Sweep)) else r for r in runs], csv=csv, sort=sort)

@@ -145,7 +145,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .comparison import compare_runs
 
-    print(compare_runs(args.run_dirs, csv=args.csv), end="")
+    print(compare_runs(args.run_dirs, csv=args.csv, sort=args.sort), end="")
     return 0
 
 
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     # every list of choices is its registry's names, so a name added there is offered here
     from .data.catalog import DATASETS
     from .data.sources import NAME_ALIASES
+    from .comparison import SORTS
     from .runs import EVALUATION_SPLITS
 
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, evaluate and explore VAEs.")
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="one table of several runs' metrics and settings")
     compare.add_argument("run_dirs", nargs="+")
     compare.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
+    compare.add_argument("--sort", choices=list(SORTS), default=None,
+                         help="best run first by this validation number (default: the order given)")
     _add_code_flag(compare)
     compare.set_defaults(func=_cmd_compare)
 

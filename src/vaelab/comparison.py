@@ -1,8 +1,17 @@
-"""The table comparing runs: each run's test metrics (nats per image) and key config values.
+"""The table comparing runs: the settings they differ in, then validation, then test numbers.
 
-`compare_runs` gives it as Markdown or CSV (`vaelab compare`, `vaelab.compare`, a sweep's
-table.md and table.csv); the sweep's report shows the same rows as HTML. The cell formatting
-here is the report's too.
+`compare_table(folders, fmt=...)` gives it as Markdown (aligned, so it reads in a terminal too:
+`vaelab compare`, a sweep's table.md, `vaelab.compare`), CSV (`--csv`, table.csv) or an HTML
+fragment (the sweep's report; a study's). Every format has the same columns:
+
+    run | each config key whose value differs between the runs | kept epoch | val ELBO | [val NLL, K]
+        | test ELBO, rec., KL | [test NLL +- s.e., active units] | test from (an evaluation's K, or training)
+
+(the bracketed ones where some run has such an evaluation).
+
+The validation columns come first, and a note under the table says so, because a run should be
+chosen on validation numbers; the test columns report the chosen run. The cell formatting here is
+the report's too.
 """
 
 from __future__ import annotations
@@ -11,22 +20,30 @@ import csv as csv_module
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import VaelabError
 from .runs import SUMMARY, RunFolder, run_folders
+from .webpage import escape
 
-COMPARE_COLUMNS = ["run", "name", "latent_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood",
-                   "binarization", "optimizer", "epochs", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
-                   "active_units", "elbo_from"]
-# The tables read by people show the NLL and its standard error in one cell; the CSV keeps both.
-SHOWN_COLUMNS = [c for c in COMPARE_COLUMNS if c != "nll_stderr"]
+# Config parts that are no setting of the run itself: prose, and the plans of the sweep or study
+# that made it (a sweep member's own [sweep] is emptied; a trial's sampled values are in its keys).
+NOT_COMPARED = ("description", "sweep", "tune")
+# Above this many differing keys, the Markdown and HTML tables put them in one "settings" cell a
+# row (one line each): a column per key would not fit a terminal or a 1200-px page. CSV never does.
+MAX_KEY_COLUMNS = 6
+LONG_LIST, LONG_TEXT = 4, 32  # items and characters a Markdown or HTML cell shows of a value
+# What `sort` may name, and whether a larger value is better: only validation numbers, on purpose.
+SORTS = {"val_elbo": True, "val_nll": False}
+FORMATS = ("markdown", "csv", "html")
 
-MARKDOWN_HEADERS = {"elbo": "ELBO (nats)", "reconstruction": "rec. (nats)", "kl": "KL (nats)",
-                    "nll": "NLL \u00b1 s.e. (nats)", "k": "K", "active_units": "active units",
-                    "epochs": "epochs run", "elbo_from": "ELBO from", "encoder_hidden": "encoder",
-                    "decoder_hidden": "decoder", "latent_dim": "latent"}
+
+class CompareError(VaelabError, ValueError):
+    """A comparison that cannot be made as asked (no runs, an unknown sort or format)."""
 
 
 # ---------------------------------------------------------------- reading a run folder
@@ -49,71 +66,61 @@ def binarization_of(evaluation: dict[str, Any] | None, summary: dict[str, Any], 
     return None
 
 
-def _hidden(sizes: Any) -> Any:
-    if isinstance(sizes, list):
-        return "-".join(str(s) for s in sizes) if sizes else "none"
-    return sizes
+def config_settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as {dotted key: value}, in the config's order, without `NOT_COMPARED`.
+
+    `code` (file -> SHA-256 of the user's own source files) stays one value: its keys are paths.
+    """
+    settings: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if name in NOT_COMPARED:
+            continue
+        if isinstance(value, dict) and value and name != "code":
+            settings |= config_settings(value, name + ".")
+        else:
+            settings[name] = value
+    return settings
+
+
+def differing_keys(settings: Sequence[dict[str, Any]]) -> list[str]:
+    """The keys whose values are not the same in every run (a key a run lacks counts as differing)."""
+    keys = list(dict.fromkeys(key for one in settings for key in one))
+    missing = object()
+    return [key for key in keys if len({json.dumps(one.get(key, missing), sort_keys=True, default=id)
+                                        for one in settings}) > 1]
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
-    """One run's facts for `compare_runs`, raw values; a missing key is None.
+    """One run's facts for the table, raw values; a missing one is None.
 
-    Its metrics are those of the weights the folder holds now: the current evaluation with the
-    largest K, else the test ELBO training ended with; never an evaluation of earlier weights.
+    Validation: the metrics.jsonl record of the epoch whose weights the run keeps (`kept_epoch`),
+    and the current validation evaluation with the largest K, if any. Test: the current test
+    evaluation with the largest K, else the test ELBO training ended with; never numbers of
+    earlier weights.
     """
     given, run = str(run_dir), RunFolder(run_dir).check()
     config, summary = run.config_dict(), run.summary()
-    found = run.current_evaluation()
-    evaluation = found[1] if found else {}
-    lr = dotted_get(config, "optim.lr")
-    lr = f"{lr:g}" if isinstance(lr, (int, float)) else lr
-    optimizer = " ".join(str(v) for v in (dotted_get(config, "optim.name"), lr) if v is not None)
-    epochs = summary.get("epochs_run")
-    if epochs is None:
-        epochs = len(run.metrics()) or None
-    row = {
-        "run": given, "name": config.get("name"), "latent_dim": dotted_get(config, "model.latent_dim"),
-        "encoder_hidden": _hidden(dotted_get(config, "model.encoder_hidden")),
-        "decoder_hidden": _hidden(dotted_get(config, "model.decoder_hidden")),
-        "activation": dotted_get(config, "model.activation"), "likelihood": dotted_get(config, "model.likelihood"),
-        "binarization": binarization_of(evaluation, summary, config), "optimizer": optimizer or None,
-        "epochs": epochs,
-    } | _own_code_cells(config, summary, evaluation)
+    found, val_found = run.current_evaluation(), run.current_evaluation("val")
+    evaluation, val = (found[1] if found else {}), (val_found[1] if val_found else {})
+    kept, records = run.kept_epoch(), run.metrics()
+    row = {"run": given, "settings": config_settings(config),
+           "binarization": binarization_of(evaluation, summary, config),
+           "epochs": summary.get("epochs_run") or (max((r.get("epoch", 0) for r in records), default=None)),
+           "kept_epoch": (kept or {}).get("epoch"), "val_elbo": (kept or {}).get("val_elbo"),
+           "val_nll": val.get("nll"), "val_nll_stderr": val.get("nll_stderr"), "val_k": val.get("k")}
     if found:
-        row |= {key: evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
-                                                      "active_units")}
-        row["elbo_from"] = found[0].name
+        row |= {f"test_{key}": evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr",
+                                                                "k")}
+        row |= {"active_units": evaluation.get("active_units"), "test_from": found[0].name}
     else:
-        row |= {"elbo": summary.get("test_elbo"), "reconstruction": summary.get("test_reconstruction"),
-                "kl": summary.get("test_kl"), "nll": None, "nll_stderr": None, "k": None, "active_units": None,
-                "elbo_from": SUMMARY if "test_elbo" in summary else None}
+        row |= {"test_elbo": summary.get("test_elbo"), "test_reconstruction": summary.get("test_reconstruction"),
+                "test_kl": summary.get("test_kl"), "test_nll": None, "test_nll_stderr": None, "test_k": None,
+                "active_units": None, "test_from": SUMMARY if "test_elbo" in summary else None}
     return row
 
 
-def _class_of(ref: Any) -> str | None:
-    """'/home/u/my_vae.py:MyVAE' -> 'MyVAE (my_vae.py)'; None for no reference."""
-    if not isinstance(ref, str) or not ref:
-        return None
-    where, _, name = ref.rpartition(":")
-    return f"{name} ({Path(where).name})" if where.endswith(".py") else f"{name} ({where})"
-
-
-def _own_code_cells(config: dict[str, Any], summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The cells a model of the user's own fills instead of the VAE config's: its class, its latent size."""
-    custom = _class_of(dotted_get(config, "model.custom"))
-    cells: dict[str, Any] = {}
-    if custom:
-        cells = {"latent_dim": evaluation.get("latent_dim") or summary.get("latent_size"), "encoder_hidden": custom,
-                 "decoder_hidden": custom, "activation": None,
-                 "likelihood": evaluation.get("likelihood") or "own"}
-    for side in ("encoder", "decoder"):
-        own = _class_of(dotted_get(config, f"model.{side}"))
-        if own:
-            cells[f"{side}_hidden"] = own
-    return cells
-
-
-# ---------------------------------------------------------------- formatting
+# ---------------------------------------------------------------- formatting cells
 
 def cell_text(value: Any, digits: int = 2) -> str:
     """A cell's text: floats rounded, None blank, anything else as text (escaped later)."""
@@ -143,42 +150,288 @@ def plus_minus(value: Any, stderr: Any) -> str:
     return cell_text(value)
 
 
-def shown_cells(row: dict[str, Any]) -> list[str]:
-    """A `run_row` as the text of its `SHOWN_COLUMNS` cells."""
-    return [plus_minus(row.get("nll"), row.get("nll_stderr")) if c == "nll" else cell_text(row.get(c))
-            for c in SHOWN_COLUMNS]
+def _class_of(ref: str) -> str:
+    """'/home/u/my_vae.py:MyVAE' -> 'MyVAE (my_vae.py)'."""
+    where, _, name = ref.rpartition(":")
+    return f"{name} ({Path(where).name})" if where.endswith(".py") else f"{name} ({where})"
 
 
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def setting_text(key: str, value: Any, short: bool = True) -> str:
+    """A config value as TOML writes it, strings bare: 4, 0.001, [512, 256], relu, true.
+
+    `short` (Markdown, HTML) keeps a cell narrow: a long list shows its first items and its length,
+    a long string its end, a reference to the user's code its class and file, `code` each file's
+    name and digest prefix. CSV cells are never shortened.
+    """
+    if value is None:
+        return ""
+    if key == "code" and isinstance(value, dict):
+        return ", ".join(f"{Path(path).name if short else path} {sha[:8] if short else sha}"
+                         for path, sha in value.items()) or "none"
+    if short and key in ("model.custom", "model.encoder", "model.decoder") and isinstance(value, str) and value:
+        return _class_of(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        items = [setting_text("", v, short) for v in value]
+        more = len(items) - LONG_LIST
+        if short and more > 0:
+            items = items[:LONG_LIST] + [f"\u2026 {len(items)} items"]
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {setting_text('', v, short)}" for k, v in value.items()) + "}"
+    text = str(value)
+    return "\u2026" + text[-(LONG_TEXT - 1):] if short and len(text) > LONG_TEXT else text
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    header = [MARKDOWN_HEADERS.get(c, c) for c in SHOWN_COLUMNS]
-    numeric = {"latent_dim", "epochs", "elbo", "reconstruction", "kl", "nll", "k", "active_units"}
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in SHOWN_COLUMNS) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(_markdown_cell(c) for c in shown_cells(row)) + " |")
-    return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------- the table's columns
+
+@dataclass(frozen=True)
+class Column:
+    """One column as people read it (`header`, `text`) and as CSV holds it (`csv`: name -> value,
+    full precision; the NLL's cell is two CSV columns, the value and its standard error)."""
+
+    header: str
+    group: str  # "run", "settings", "val" or "test": the HTML table heads each group
+    text: Any  # row -> str
+    csv: tuple[tuple[str, Any], ...]  # (CSV column, row -> raw value)
+    numeric: bool = False
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def _raw(value: Any, key: str = "") -> Any:
+    """A CSV value: numbers and strings as they are, anything else as `setting_text` writes it unshortened."""
+    if _is_number(value) or isinstance(value, str):
+        return value
+    return setting_text(key, value, short=False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _setting_columns(keys: list[str], rows: list[dict[str, Any]]) -> list[Column]:
+    """A column per differing key; past `MAX_KEY_COLUMNS` keys, one "settings" column of `key = value` lines."""
+    def csv_of(key: str) -> tuple[str, Any]:
+        return key, lambda r: _raw(r["settings"].get(key), key)
+
+    if len(keys) <= MAX_KEY_COLUMNS:
+        return [Column(key, "settings", lambda r, key=key: setting_text(key, r["settings"].get(key)), (csv_of(key),),
+                       numeric=all(_is_number(r["settings"].get(key)) for r in rows))
+                for key in keys]
+    return [Column("settings that differ", "settings",
+                   lambda r: "\n".join(f"{key} = {setting_text(key, r['settings'].get(key)) or '(none)'}"
+                                       for key in keys),
+                   tuple(csv_of(key) for key in keys))]
+
+
+def _metric_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    def number(key: str, header: str, group: str) -> Column:
+        return Column(header, group, lambda r: cell_text(r[key]), ((key, lambda r: r[key]),), numeric=True)
+
+    def with_stderr(key: str, header: str, group: str) -> Column:
+        return Column(header, group, lambda r: plus_minus(r[key], r[f"{key}_stderr"]),
+                      ((key, lambda r: r[key]), (f"{key}_stderr", lambda r: r[f"{key}_stderr"])), numeric=True)
+
+    kept = Column("kept epoch", "val", lambda r: _of(r["kept_epoch"], r["epochs"]),
+                  (("kept_epoch", lambda r: r["kept_epoch"]), ("epochs", lambda r: r["epochs"])), numeric=True)
+    columns = [kept, number("val_elbo", "val ELBO (kept epoch)", "val")]
+    # The numbers of an importance-sampled evaluation only where some run has one: blank columns
+    # would only make the table wider.
+    if any(r["val_k"] is not None for r in rows):
+        columns += [with_stderr("val_nll", "val NLL \u00b1 s.e.", "val"), number("val_k", "val K", "val")]
+    columns += [number("test_elbo", "test ELBO", "test"), number("test_reconstruction", "test rec.", "test"),
+                number("test_kl", "test KL", "test")]
+    if any(r["test_k"] is not None for r in rows):
+        columns += [with_stderr("test_nll", "test NLL \u00b1 s.e.", "test"),
+                    number("active_units", "active units", "test")]
+    source = (("test_from", lambda r: r["test_from"]), ("test_k", lambda r: r["test_k"]))
+    return columns + [Column("test from", "test", _test_from, source)]
+
+
+def _test_from(row: dict[str, Any]) -> str:
+    """"K=100" for an evaluation with 100 importance samples, "training" for the ELBO training ended with."""
+    if row["test_k"] is not None:
+        return f"K={row['test_k']}"
+    return "training" if row["test_from"] == SUMMARY else cell_text(row["test_from"])
+
+
+def _of(kept: Any, epochs: Any) -> str:
+    if kept is None:
+        return ""
+    return f"{kept} of {epochs}" if epochs is not None else str(kept)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[Column]:
+    keys = differing_keys([r["settings"] for r in rows])
+    columns = [Column("run", "run", lambda r: r["run"], (("run", lambda r: r["run"]),))]
+    columns += _setting_columns(keys, rows)
+    if len({r["binarization"] for r in rows}) > 1:  # else the note under the table names it
+        columns.append(Column("pixels", "settings", lambda r: cell_text(r["binarization"]),
+                              (("binarization", lambda r: r["binarization"]),)))
+    return columns + _metric_columns(rows)
+
+
+# ---------------------------------------------------------------- order and notes
+
+def sort_rows(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
+    """The rows best first by a validation number (`SORTS`), runs without it last; as given for None."""
+    if sort is None:
+        return rows
+    if sort not in SORTS:
+        raise CompareError(f"sort: {sort!r} is not one of {', '.join(SORTS)} (runs are chosen on validation numbers)")
+    sign = -1 if SORTS[sort] else 1
+    return sorted(rows, key=lambda r: (r[sort] is None, sign * r[sort] if r[sort] is not None else 0))
+
+
+def best_rows(rows: list[dict[str, Any]]) -> set[int]:
+    """The indices of the rows with the highest val ELBO, where there is a choice to make."""
+    values = [r["val_elbo"] for r in rows]
+    known = [v for v in values if v is not None]
+    if len(set(known)) < 2:  # one run, or all alike: nothing to point at
+        return set()
+    return {i for i, v in enumerate(values) if v == max(known)}
+
+
+def _pixels(binarization: Any) -> str:
+    if binarization == "grey":
+        return "pixels not binarized"
+    return "binarization unknown" if binarization is None else f"{binarization} binarization"
+
+
+def table_notes(rows: list[dict[str, Any]], sort: str | None) -> list[str]:
+    """The sentences under the table: how to choose, the units, what is not shown, the order."""
+    notes = ["Choose between runs by the validation columns (val ELBO of the epoch whose weights each run "
+             "keeps); the test columns report the chosen run: choosing by them fits the choice to the test set."]
+    binarizations = {r["binarization"] for r in rows}
+    pixels = f", {_pixels(next(iter(binarizations)))}" if len(binarizations) == 1 else ""
+    notes.append(f"Nats per image (summed over pixels){pixels}; test numbers from an evaluation with K "
+                 "importance samples, or from the end of training (summary.json).")
+    if len(rows) > 1:
+        same = not differing_keys([r["settings"] for r in rows])
+        notes.append("The runs' configs are the same." if same else "Config keys not shown are the same in every run.")
+    if sort is not None:
+        notes.append(f"Sorted by {sort.replace('_', ' ').replace('elbo', 'ELBO').replace('nll', 'NLL')}, best first.")
+    return notes
+
+
+# ---------------------------------------------------------------- the three formats
+
+def _markdown(columns: list[Column], rows: list[dict[str, Any]], notes: list[str]) -> str:
+    """A Markdown table padded to its columns' widths, so that it also reads as text in a terminal."""
+    texts = [[c.text(r).replace("\n", "; ").replace("|", "\\|") for c in columns] for r in rows]
+    widths = [max([len(c.header), 3] + [len(t[i]) for t in texts]) for i, c in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.rjust(w) if c.numeric else cell.ljust(w)
+                                 for cell, w, c in zip(cells, widths, columns)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if c.numeric else "-" * (w + 2) for w, c in zip(widths, columns)) + "|"
+    lines = [line([c.header for c in columns]), rule] + [line(t) for t in texts]
+    return "\n".join(lines) + "\n\n" + _wrap(" ".join(notes)) + "\n"
+
+
+def _wrap(text: str, width: int = 100) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _csv(columns: list[Column], rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv_module.writer(buffer, lineterminator="\n")
-    writer.writerow(COMPARE_COLUMNS)
+    writer.writerow([name for c in columns for name, _ in c.csv])
     # Full precision: a CSV is for further computation, not for reading.
-    writer.writerows([["" if row.get(c) is None else row[c] for c in COMPARE_COLUMNS] for row in rows])
+    writer.writerows([["" if (v := get(r)) is None else v for c in columns for _, get in c.csv] for r in rows])
     return buffer.getvalue()
 
 
-def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False) -> str:
-    """One table of the runs' test metrics (nats per image) and key config values.
+GROUP_HEADS = {"settings": "config", "val": "validation: choose by these",
+               "test": "test: report the chosen run's"}
 
-    A sweep folder stands for its members. Metrics are those of each run's current weights (see
-    `run_row`); a run still training shows blanks. Markdown by default, CSV with `csv`.
+
+def _breakable(text: str, after: str) -> str:
+    """Escaped text that may break after each of `after`: `objective.beta` takes two short lines, a
+    member named `beta=1_lr=3e-3_seed=1` one per setting, rather than one long line."""
+    escaped = escape(text)
+    for char in after:
+        escaped = escaped.replace(char, char + "<wbr>")
+    return escaped
+
+
+def _html_head(columns: list[Column]) -> str:
+    """Two header rows: the groups (config, validation, test) over the columns' own headers."""
+    groups: list[list[Any]] = []
+    for c in columns[1:]:
+        if groups and groups[-1][0] == c.group:
+            groups[-1][1] += 1
+        else:
+            groups.append([c.group, 1])
+    top = '<th rowspan="2">run</th>' + "".join(f'<th colspan="{n}" class="group">{escape(GROUP_HEADS[g])}</th>'
+                                               for g, n in groups)
+    heads = "".join(f"<th>{_breakable(c.header, '._') if c.group == 'settings' else escape(c.header)}</th>"
+                    for c in columns[1:])
+    return f"<thead><tr>{top}</tr><tr>{heads}</tr></thead>"
+
+
+def _html_cell(column: Column, row: dict[str, Any]) -> str:
+    kind = "num" if column.numeric else ("setting" if column.group == "settings" else "")
+    # A standard error goes under its value: "193.12 \u00b1 10.50" on one line is the widest cell.
+    lines = column.text(row).replace(" \u00b1 ", "\n\u00b1 ").split("\n")
+    text = "<br>".join(_breakable(line, ",/") for line in lines)
+    return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
+
+
+def _html(columns: list[Column], rows: list[dict[str, Any]], notes: list[str]) -> str:
+    """An HTML fragment: the table (class "compare", styled by report.css) and its notes.
+
+    Runs are named by their paths below the folder they share; the best val ELBO's row is highlighted.
     """
-    if not run_dirs:
-        raise ValueError("compare: no run folders given")
-    rows = [run_row(run.path) for run in run_folders(list(run_dirs))]
-    return _csv(rows) if csv else _markdown(rows)
+    best, names = best_rows(rows), _short_runs([r["run"] for r in rows])
+    body = []
+    for i, row in enumerate(rows):
+        cells = f'<td class="run">{_breakable(names[i], "._/=")}</td>'
+        cells += "".join(_html_cell(c, row) for c in columns[1:])
+        body.append(f'<tr class="best">{cells}</tr>' if i in best else f"<tr>{cells}</tr>")
+    if best:
+        notes = notes + ["The highlighted row has the best val ELBO."]
+    return (f'<table class="compare">{_html_head(columns)}<tbody>{"".join(body)}</tbody></table>'
+            f'<p class="note">{escape(" ".join(notes))}</p>')
+
+
+def _short_runs(paths: list[str]) -> list[str]:
+    """Each run's path below the folder all of them share (a sweep's members: their names)."""
+    resolved = [os.path.abspath(p) for p in paths]
+    if len(resolved) < 2:
+        return [Path(p).name for p in resolved]
+    common = os.path.commonpath(resolved)
+    return [os.path.relpath(p, common) if p != common else Path(p).name for p in resolved]
+
+
+def compare_table(folders: str | Path | Sequence[str | Path], fmt: str = "markdown", sort: str | None = None) -> str:
+    """One table of runs: the config keys they differ in, validation, then test numbers (nats per image).
+
+    `folders`: run folders (or one folder); a sweep folder stands for its started members. `fmt`: "markdown"
+    (aligned; with notes under it), "csv" (full precision, the same columns, the NLL's standard
+    error in a column of its own) or "html" (a fragment: the table and its notes). `sort`: None
+    keeps the order given; "val_elbo" or "val_nll" puts the best run first. Numbers are those of
+    each run's current weights (see `run_row`); a run still training shows its best epoch so far.
+    """
+    if fmt not in FORMATS:
+        raise CompareError(f"fmt: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
+    if not folders:
+        raise CompareError("compare: no run folders given")
+    rows = sort_rows([run_row(run.path) for run in run_folders(list(folders))], sort)
+    columns = _columns(rows)
+    if fmt == "csv":
+        return _csv(columns, rows)
+    notes = table_notes(rows, sort)
+    return _markdown(columns, rows, notes) if fmt == "markdown" else _html(columns, rows, notes)
+
+
+def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False, sort: str | None = None) -> str:
+    """`compare_table` as Markdown, or CSV with `csv` (what `vaelab compare` prints)."""
+    return compare_table(run_dirs, "csv" if csv else "markdown", sort)

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import webpage
-from .comparison import (MARKDOWN_HEADERS, SHOWN_COLUMNS, binarization_of, cell_text, dotted_get, plus_minus,
-                         run_row, shown_cells)
+from .comparison import binarization_of, cell_text, compare_table, dotted_get, plus_minus
 from .config import ConfigError, config_from_dict
 from .storage import atomic_write_bytes
 from .runs import REPORT, NotARunError, RunFolder, SweepFolder, open_folder
@@ -404,13 +403,11 @@ def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = Tr
         write_report(member.path, k=k, evaluate=evaluate, figures=figures, progress=progress, shorter=shorter,
                      **figure_options)
     config = sweep.config().to_dict()
-    table = _table([MARKDOWN_HEADERS.get(c, c) for c in SHOWN_COLUMNS],
-                   [shown_cells(run_row(m.path)) for m in members])
     parts = [f"<h1>{_e(config.get('name') or sweep.path.name)}: a sweep of {len(members)} runs</h1>",
              f'<p class="facts">Sweep folder <code>{_e(sweep.path.resolve())}</code></p>',
-             "<h2>Members compared</h2>", table,
-             '<p class="note">Nats per image (summed over pixels), each from the evaluation of that member\'s '
-             "current weights with the largest K.</p>"]
+             "<h2>Members compared</h2>", compare_table([m.path for m in members], fmt="html"),
+             '<p class="note">Test numbers are each from the evaluation of that member\'s current weights '
+             "with the largest K (else from the end of training, summary.json).</p>"]
     for member in members:
         parts.append(f'<h2>{_e(member.path.name)} <a href="{_e(member.path.name)}/{REPORT}">(its report)</a></h2>')
         parts.append(_figures_section(member.path, {}, {}, heading="h3"))

@@ -160,6 +160,19 @@ class RunFolder:
         path = self.file(METRICS)
         return [r for r in read_jsonl(path) if isinstance(r, dict)] if path.is_file() else []
 
+    def kept_epoch(self) -> dict[str, Any] | None:
+        """The metrics.jsonl record of the epoch whose weights the folder holds, or None before one.
+
+        Training keeps the weights of the first epoch with the highest validation ELBO (a NaN is
+        never best), so this is that record: its `val_elbo` describes the weights held now.
+        """
+        best = None
+        for record in self.metrics():
+            value = record.get("val_elbo")
+            if isinstance(value, (int, float)) and value == value and (best is None or value > best["val_elbo"]):
+                best = record
+        return best
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         append_jsonl(self.file(METRICS), record)
 
