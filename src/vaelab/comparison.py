@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import SUMMARY, RunFolder, run_folders
+from .runs import SUMMARY, RunFolder, StudyFolder, is_study, run_folders
 
 COMPARE_COLUMNS = ["run", "name", "latent_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood",
                    "binarization", "optimizer", "epochs", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "k",
@@ -180,5 +180,57 @@ def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False) -> str:
     """
     if not run_dirs:
         raise ValueError("compare: no run folders given")
+    if len(run_dirs) == 1 and is_study(run_dirs[0]):
+        return compare_study(run_dirs[0], csv=csv)
     rows = [run_row(run.path) for run in run_folders(list(run_dirs))]
     return _csv(rows) if csv else _markdown(rows)
+
+
+# ---------------------------------------------------------------- a study's trials (vaelab tune)
+
+def study_rows(study_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows) of a study's trials as its storage records them: number, state, the values
+    drawn (a column per `tune.space` key), validation ELBO, the metric, the retried trial, the
+    run folder, then the test metrics of the trial's run as `run_row` reads them."""
+    from .tuning import study_of
+
+    folder = StudyFolder(study_dir).check()
+    config, study = folder.config(), study_of(folder)
+    metric = config.tune.metric
+    columns = ["trial", "state", *config.tune.space, "val_elbo", metric] if metric != "val_elbo" else \
+        ["trial", "state", *config.tune.space, "val_elbo"]
+    columns += ["retry_of", "run", "elbo", "nll", "nll_stderr", "k"]
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower(), **trial.params,
+                               "val_elbo": trial.user_attrs.get("val_elbo"),
+                               "retry_of": trial.system_attrs.get("failed_trial")}
+        if metric != "val_elbo":
+            row[metric] = trial.value
+        run_dir = trial.user_attrs.get("run_dir") if trial.state.name != "WAITING" else None
+        run = RunFolder(folder.path / run_dir) if run_dir else None
+        if run is not None and run.exists:
+            row["run"] = str(run.path)
+            found = run_row(run.path)
+            row |= {key: found.get(key) for key in ("elbo", "nll", "nll_stderr", "k")}
+        rows.append(row)
+    return columns, rows
+
+
+def compare_study(study_dir: str | Path, *, csv: bool = False) -> str:
+    """A study's trials table (see `study_rows`), Markdown or CSV."""
+    columns, rows = study_rows(study_dir)
+    if csv:
+        buffer = io.StringIO()
+        writer = csv_module.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if row.get(c) is None else row[c] for c in columns] for row in rows])
+        return buffer.getvalue()
+    shown = [c for c in columns if c != "nll_stderr"]
+    header = [MARKDOWN_HEADERS.get(c, c) for c in shown]
+    lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    for row in rows:
+        cells = [plus_minus(row.get("nll"), row.get("nll_stderr")) if c == "nll" else cell_text(row.get(c))
+                 for c in shown]
+        lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
