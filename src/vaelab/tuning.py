@@ -15,16 +15,19 @@ vaelab works without it.
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import fcntl
+import importlib
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,14 +170,22 @@ SPACE_KINDS: dict[str, SpaceKind] = {
 
 def require(storage: str | None = None) -> None:
     """A TuneError with the install command if Optuna, or the storage's database driver, is missing."""
-    if importlib.util.find_spec("optuna") is None:
+    if not _importable("optuna"):
         raise TuneError('vaelab tune needs Optuna, which is not installed: pip install "vaelab[optuna]"')
-    if storage and storage.split(":", 1)[0] in ("postgresql", "postgresql+psycopg2", "postgres"):
-        if importlib.util.find_spec("psycopg2") is None:
-            raise TuneError(f'the storage {_safe_url(storage)} needs the PostgreSQL driver psycopg2, which is not '
-                            'installed: pip install "vaelab[postgres]"')
-    if storage and storage.startswith("postgresql+psycopg:") and importlib.util.find_spec("psycopg") is None:
-        raise TuneError('the storage needs the PostgreSQL driver psycopg: pip install "psycopg[binary]"')
+    scheme = (storage or "").split(":", 1)[0]
+    driver = {"postgresql": "psycopg2", "postgres": "psycopg2", "postgresql+psycopg2": "psycopg2",
+              "postgresql+psycopg": "psycopg"}.get(scheme)
+    if driver and not _importable(driver):
+        raise TuneError(f"the storage {_safe_url(storage or '')} needs the PostgreSQL driver {driver}, which is not "
+                        'installed: pip install "vaelab[postgres]"')
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def _safe_url(url: str) -> str:
@@ -347,11 +358,12 @@ def split_cpus(cpus: set[int], workers: int) -> list[list[int] | None]:
 
 
 def run_workers(folder: StudyFolder, config: RunConfig, storage_url: str, *, data_dir: str | None = None,
-                log: Callable[[str], None] = print) -> None:
+                log: Callable[[str], None] = print) -> list[tuple[int, int]]:
     """tune.workers processes on this machine, each `vaelab tune --resume DIR` on its share of the CPUs.
 
     Ctrl-C here is passed on to them (they run in their own session, so a terminal's Ctrl-C reaches
-    only this process): each stops its trial, which is marked failed and not counted.
+    only this process): each stops its trial, which is marked failed and not counted. Returns
+    (worker, exit status) of those that did not end well.
     """
     from .threads import affinity_cpus
 
@@ -375,10 +387,7 @@ def run_workers(folder: StudyFolder, config: RunConfig, storage_url: str, *, dat
         for p in procs:
             p.wait()
         raise
-    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
-    if failed:
-        raise TuneError("worker " + ", ".join(f"{i} exited with status {c}" for i, c in failed)
-                        + f"; see its lines above. Continue the study with: vaelab tune --resume {folder.path}")
+    return [(i, c) for i, c in enumerate(codes) if c != 0]
 
 
 @dataclass
@@ -397,23 +406,56 @@ class Worker:
         """Trials until the study has tune.trials completed or pruned ones. A worker that finds the
         rest being run by others waits for them: one that dies has its trial failed after the grace
         period and re-queued, and this worker then runs it."""
+        self.storage = open_storage(self.storage_url, self.config.tune.heartbeat)
+        self.study = load_study(self.folder, self.config, self.storage, self.index)
+        target, own_failures = target_trials(self.config), 0
+        while True:
+            trial = self._next_trial(target)
+            if trial is _DONE:
+                return
+            if trial is None:
+                time.sleep(min(self.config.tune.heartbeat, 2))
+                continue
+            own_failures += self._run_trial(trial)
+            if own_failures >= max(3, target):
+                raise TuneError(f"{own_failures} trials failed in this worker; see the errors above")
+
+    def _next_trial(self, target: int) -> Any:
+        """A new (or re-queued) trial; None while others run the last ones; _DONE when the study is.
+
+        The count and the ask are one step for the workers of this machine (a lock file in the study
+        folder), so two that finish at once do not both start the study's last trial."""
         import optuna
 
-        storage = open_storage(self.storage_url, self.config.tune.heartbeat)
-        self.study = load_study(self.folder, self.config, storage, self.index)
-        target, own_failures, self.last_failed = target_trials(self.config), 0, 0
-        while True:
+        with _locked(self.folder.path / ASK_LOCK):
             optuna.storages.fail_stale_trials(self.study)
             now = counts(self.study)
             if now.done >= target:
-                return
+                return _DONE
             if now.done + now.running >= target and not now.waiting:
-                time.sleep(min(self.config.tune.heartbeat, 2))
-                continue
-            self.study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[self.finished])
-            own_failures += self.last_failed
-            if own_failures >= max(3, target):
-                raise TuneError(f"{own_failures} trials failed in this worker; see the errors above")
+                return None
+            return self.study.ask()
+
+    def _run_trial(self, trial: Any) -> int:
+        """Train the trial, its heartbeat beating meanwhile, and tell the storage how it went; 1 if it failed."""
+        import optuna
+        from optuna.trial import TrialState
+
+        value, state = None, TrialState.FAIL
+        try:
+            with _Heartbeat(self.storage, trial._trial_id, self.config.tune.heartbeat):
+                value, state = self.objective(trial), TrialState.COMPLETE
+        except optuna.TrialPruned as why:
+            state = TrialState.PRUNED
+            self.log(f"trial {trial.number}: pruned ({why})")
+        except KeyboardInterrupt:
+            self.study.tell(trial, state=TrialState.FAIL)  # not counted; a rerun of the study draws anew
+            raise
+        except Exception as err:  # a diverging trial (NonFiniteError), a combination that gives no valid config
+            self.log(f"trial {trial.number}: failed: {type(err).__name__}: {err}")
+        frozen = self.study.tell(trial, value, state=state)
+        self.finished(frozen)
+        return int(state == TrialState.FAIL)
 
     def objective(self, trial: Any) -> float:
         import optuna
@@ -430,7 +472,7 @@ class Worker:
         self.log(f"trial {trial.number}{again}: " + ", ".join(f"{k} = {toml_value(v)}" for k, v in values.items())
                  + f" -> {run.path}")
         trial.set_user_attr("run_dir", run.path.name)
-        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("config", {k: v for k, v in config.to_dict().items() if k != "tune"})  # best.toml's
         if self.threads is not None:
             config = trial_config(self.config, values | {"train.threads": self.threads})
         direction = -1.0 if METRICS[self.config.tune.metric].direction == "minimize" else 1.0
@@ -464,18 +506,56 @@ class Worker:
                               data_dir=self.data_dir, save=True)
         return result["nll"]
 
-    def finished(self, study: Any, trial: Any) -> None:
-        """After each trial: a line saying how it went, and best.toml when it is the best so far."""
+    def finished(self, trial: Any) -> None:
+        """After a trial completed: a line saying so, and best.toml when it is the best so far."""
         from optuna.trial import TrialState
 
-        self.last_failed = int(trial.state == TrialState.FAIL)
-        metric = self.config.tune.metric
-        how = {TrialState.COMPLETE: f"{metric} {trial.value:.3f}" if trial.value is not None else "complete",
-               TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
-        error = trial.system_attrs.get("fail_reason", "")
-        self.log(f"trial {trial.number}: {how}" + (f" ({error.splitlines()[-1]})" if error else ""))
-        if trial.state == TrialState.COMPLETE and study.best_trial.number == trial.number:
-            write_best(self.folder, study)
+        if trial.state != TrialState.COMPLETE:
+            return
+        self.log(f"trial {trial.number}: {self.config.tune.metric} {trial.value:.3f}")
+        if self.study.best_trial.number == trial.number:
+            write_best(self.folder, self.study)
+
+
+_DONE = object()
+ASK_LOCK = ".ask.lock"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made if missing) for the block; another process waits for it."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Heartbeat:
+    """A thread that records the trial's heartbeat in the storage every `interval` seconds while the
+    block runs; a worker killed mid-trial stops beating, and the study fails and re-queues its trial."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="vaelab-heartbeat")
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a moment without the database: the next beat tries again
+                pass
+
+    def __enter__(self) -> _Heartbeat:
+        self.storage.record_heartbeat(self.trial_id)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def write_best(folder: StudyFolder, study: Any) -> Path | None:
@@ -508,16 +588,24 @@ def tune(config: RunConfig | None, out: Path, *, storage: str | None = None, res
     study_storage = start(folder, config, storage)
     log(f"vaelab tune: study {folder.path} ({config.tune.sampler} sampler, {config.tune.pruner} pruner, "
         f"{config.tune.metric}), {target_trials(config)} trials, {config.tune.workers} worker(s)")
+    failed: list[tuple[int, int]] = []
     try:
         if config.tune.workers == 1:
             Worker(folder, config, storage, data_dir=data_dir, log=log).run()
         else:
-            run_workers(folder, config, storage, data_dir=data_dir, log=log)
+            failed = run_workers(folder, config, storage, data_dir=data_dir, log=log)
     except KeyboardInterrupt:
         log(f"interrupted: running trials are marked failed and not counted. Continue the study with: "
             f"vaelab tune --resume {folder.path}")
         raise
-    log(final_lines(folder, load_study(folder, config, study_storage)))
+    study = load_study(folder, config, study_storage)
+    if failed:
+        said = ", ".join(f"worker {i} " + (f"was killed (signal {-c})" if c < 0 else f"exited with status {c}")
+                         for i, c in failed)
+        if counts(study).done < target_trials(config):
+            raise TuneError(f"{said}; see its lines above. Continue the study with: vaelab tune --resume {folder.path}")
+        log(f"{said}; the other workers re-ran its trial and finished the study")
+    log(final_lines(folder, study))
     return folder
 
 
