@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import cli, config, latents, likelihoods, model, nets, objectives, optimizers, plugins, runs
+from vaelab import cli, config, latents, likelihoods, model, nets, objectives, optimizers, plugins, runs, tuning
 from vaelab import figures as plots
 from vaelab.evaluate import EvaluationError, check_scorable, evaluate_run
 from vaelab.explorer import decoder
@@ -50,6 +50,9 @@ IMPLEMENTED_BY = {
     "train.compile_mode": compiled.COMPILE_MODES,
     "figures.names": plots.FIGURES,
     "figures.manifold_range": figure_context.MANIFOLD_RANGES,
+    "tune.metric": tuning.METRICS,
+    "tune.sampler": tuning.SAMPLERS,
+    "tune.pruner": tuning.PRUNERS,
 }
 FAKE = "fake-variant"
 

@@ -67,8 +67,11 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 
 
 def trials_of(study_dir: Path, storage: str | None = None) -> list:
+    from vaelab.tuning import database_url
+
     folder = StudyFolder(study_dir)
-    return optuna.load_study(study_name=study_dir.resolve().name, storage=storage or folder.storage()).get_trials()
+    return optuna.load_study(study_name=study_dir.resolve().name,
+                             storage=database_url(storage or folder.storage())).get_trials()
 
 
 def states(trials: list) -> list[str]:
@@ -159,7 +162,8 @@ def test_a_missing_optuna_is_one_line_naming_the_install_before_any_work(tmp_pat
 
 
 def test_a_postgres_storage_without_its_driver_is_refused_before_any_work(tmp_path, tiny_npz, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if neither PostgreSQL driver were installed
+    monkeypatch.setitem(sys.modules, "psycopg", None)
     code = main(["tune", "--config", str(search_toml(tmp_path / "s.toml", tiny_npz)), "--out", str(tmp_path / "st"),
                  "--storage", "postgresql://me:secret@localhost/db"])
     err = capsys.readouterr().err
@@ -285,7 +289,10 @@ def test_resume_raises_the_trials_and_a_pruner_prunes(tmp_path, tiny_npz):
 
 # ---------------------------------------------------------------- PostgreSQL
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+def _initdb() -> str | None:
+    """PostgreSQL's initdb: on the PATH, or where Debian puts it (/usr/lib/postgresql/VERSION/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return shutil.which("initdb") or (str(found[-1]) if found else None)
 
 
 def _free_port() -> int:
@@ -298,7 +305,7 @@ def _free_port() -> int:
 def postgres():
     """A PostgreSQL server of its own on a free localhost port (initdb + pg_ctl as a non-root user);
     yields the URL of an empty database, and stops the server."""
-    initdb = shutil.which("initdb") or (str(PG_BIN / "initdb") if (PG_BIN / "initdb").exists() else None)
+    initdb = _initdb()
     if initdb is None:
         pytest.skip("PostgreSQL's initdb is not installed (Debian: apt-get install postgresql)")
     bin_dir = Path(initdb).parent

@@ -173,11 +173,25 @@ def require(storage: str | None = None) -> None:
     if not _importable("optuna"):
         raise TuneError('vaelab tune needs Optuna, which is not installed: pip install "vaelab[optuna]"')
     scheme = (storage or "").split(":", 1)[0]
-    driver = {"postgresql": "psycopg2", "postgres": "psycopg2", "postgresql+psycopg2": "psycopg2",
-              "postgresql+psycopg": "psycopg"}.get(scheme)
-    if driver and not _importable(driver):
-        raise TuneError(f"the storage {_safe_url(storage or '')} needs the PostgreSQL driver {driver}, which is not "
-                        'installed: pip install "vaelab[postgres]"')
+    drivers = POSTGRES_DRIVERS.get(scheme, ())
+    if drivers and not any(_importable(driver) for driver in drivers):
+        raise TuneError(f"the storage {_safe_url(storage or '')} needs a PostgreSQL driver ({' or '.join(drivers)}), "
+                        'which is not installed: pip install "vaelab[postgres]"')
+
+
+# URL scheme -> the drivers that serve it, in the order tried (SQLAlchemy 2.1 serves a bare
+# postgresql:// with psycopg 3, earlier versions with psycopg2: `database_url` names the one installed)
+POSTGRES_DRIVERS = {"postgresql": ("psycopg2", "psycopg"), "postgresql+psycopg2": ("psycopg2",),
+                    "postgresql+psycopg": ("psycopg",)}
+
+
+def database_url(url: str) -> str:
+    """The storage URL as SQLAlchemy is to open it: postgresql:// with the driver that is installed."""
+    scheme, sep, rest = url.partition("://")
+    if scheme == "postgresql":
+        driver = next((d for d in POSTGRES_DRIVERS[scheme] if _importable(d)), "psycopg2")
+        return f"postgresql+{driver}{sep}{rest}"
+    return url
 
 
 def _importable(name: str) -> bool:
@@ -212,7 +226,7 @@ def open_storage(url: str, heartbeat: int) -> Any:
     else:  # Optuna before 4.9 calls it failed_trial_callback
         kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+        return optuna.storages.RDBStorage(database_url(url), engine_kwargs=engine, **kwargs)
     except Exception as err:  # SQLAlchemy's errors: a server that is down, a wrong password, a bad URL
         raise TuneError(f"cannot open the study's storage {_safe_url(url)}: {type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
@@ -324,7 +338,7 @@ def _config_from_storage(folder: StudyFolder, storage: str) -> RunConfig:
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage, 30))
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage=database_url(storage))]
         raise TuneError(f"{_safe_url(storage)} holds no study named {name!r} (the study folder's name); "
                         f"it holds: {', '.join(names) or 'none'}") from None
     return config_from_dict(study.user_attrs["config"])
