@@ -95,6 +95,7 @@ def _worker_in_trial(study: Path) -> tuple[int, Path] | None:
 
 def kill(args: argparse.Namespace) -> None:
     root = Path(args.out or tempfile.mkdtemp(prefix="tune-kill-"))
+    root.mkdir(parents=True, exist_ok=True)
     study = root / "burda-tune"
     command = vaelab("tune", "--preset", "mnist-burda-vae", "--config", str(ROOT / "examples" / "tune_burda.toml"),
                      "--out", str(study), "--trials", str(args.trials), "--set", f"train.time_budget={args.minutes}",

@@ -152,6 +152,19 @@ def test_a_config_written_as_toml_reads_back_equal(tmp_path):
     assert resolve_config(config_file=path) == config  # as `vaelab train --config` reads it
 
 
+def test_the_readme_search_and_the_example_resolve(tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"^```toml\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL) if "[tune]" in b)
+    (tmp_path / "search.toml").write_text(block)
+    config = resolve_config(config_file=tmp_path / "search.toml")
+    assert config.tune.workers == 2 and set(config.tune.space) == {"optim.lr", "model.latent_dim", "train.batch_size"}
+    example = Path(__file__).resolve().parents[1] / "examples" / "tune_burda.toml"
+    config = resolve_config("mnist-burda-vae", example)
+    assert config.tune.workers == 2 and config.train.time_budget > 0
+
+
 def test_a_missing_optuna_is_one_line_naming_the_install_before_any_work(tmp_path, tiny_npz, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed: `import optuna` fails
     code = main(["tune", "--config", str(search_toml(tmp_path / "s.toml", tiny_npz)), "--out", str(tmp_path / "st")])
@@ -285,6 +298,25 @@ def test_resume_raises_the_trials_and_a_pruner_prunes(tmp_path, tiny_npz):
     assert all(len(t.intermediate_values) >= 1 for t in trials)  # each epoch's validation ELBO reported
     with pytest.raises(SystemExit):  # refused a study of another search, as a sweep is
         raise SystemExit(main(["tune", "--config", str(config), "--out", str(study), "--set", "optim.eps=0.1"]))
+
+
+def test_a_grid_of_choices_runs_each_point_once_scored_by_the_validation_nll(tmp_path, tiny_npz):
+    config = search_toml(tmp_path / "s.toml", tiny_npz, trials=10, sampler="grid", metric="val_nll", nll_samples=4)
+    text = config.read_text().split("[tune.space]")[0]
+    config.write_text(text + '[tune.space]\n"model.latent_dim" = ["int", 2, 3]\n'
+                             '"model.encoder_hidden" = ["choice", [16], [8, 8]]\n')
+    study = tmp_path / "study"
+    assert main(["tune", "--config", str(config), "--out", str(study)]) == 0
+    trials = trials_of(study)
+    assert states(trials) == ["COMPLETE"] * 4  # the grid's 2 x 2 points, though tune.trials = 10
+    points = set()
+    for trial in trials:
+        run = study / trial.user_attrs["run_dir"]
+        hidden = json.loads((run / "config.json").read_text())["model"]["encoder_hidden"]
+        points.add((trial.params["model.latent_dim"], json.dumps(hidden)))
+        assert trial.value == json.loads((run / "eval-val-k4.json").read_text())["nll"]  # minimized
+    assert points == {(d, json.dumps(h)) for d in (2, 3) for h in ([16], [8, 8])}
+    assert optuna.load_study(study_name="study", storage=StudyFolder(study).storage()).direction.name == "MINIMIZE"
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -74,8 +74,12 @@ def _random(seed: int, space: dict[str, list]) -> Any:
 def _grid(seed: int, space: dict[str, list]) -> Any:
     import optuna
 
-    return optuna.samplers.GridSampler({key: SPACE_KINDS[spec[0]].grid(spec[1:]) for key, spec in space.items()},
-                                       seed=seed)
+    class Grid(optuna.samplers.GridSampler):
+        def after_trial(self, *args: Any) -> None:
+            """Nothing: Optuna's stops `study.optimize` when the grid is done, but the workers ask and
+            tell, and stop by counting (`target_trials` is at most the grid's size)."""
+
+    return Grid({key: SPACE_KINDS[spec[0]].grid(spec[1:]) for key, spec in space.items()}, seed=seed)
 
 
 # tune.sampler -> the sampler, built from a seed and tune.space
@@ -448,7 +452,9 @@ class Worker:
                 return _DONE
             if now.done + now.running >= target and not now.waiting:
                 return None
-            return self.study.ask()
+            with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": _run_trial beats it itself
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                return self.study.ask()
 
     def _run_trial(self, trial: Any) -> int:
         """Train the trial, its heartbeat beating meanwhile, and tell the storage how it went; 1 if it failed."""
