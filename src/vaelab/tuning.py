@@ -310,7 +310,7 @@ def prepare(config: RunConfig | None, out: Path, storage: str | None, resume: bo
         if config is not None and not _same_search(found, config):
             raise TuneError(f"{out} holds a study with another config; continue it with vaelab tune --resume {out} "
                             "or choose another --out")
-        config = found
+        config = config or found  # the command's own tune.trials and tune.workers, run again
         storage = storage or folder.storage()
     elif config is None:
         raise TuneError(f"{out}: no study to resume (it has no study.json)")
@@ -450,7 +450,7 @@ class Worker:
             now = counts(self.study)
             if now.done >= target:
                 return _DONE
-            if now.done + now.running >= target and not now.waiting:
+            if now.done + now.running >= target:  # the rest run elsewhere; one that dies is re-queued
                 return None
             with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": _run_trial beats it itself
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -497,8 +497,12 @@ class Worker:
             config = trial_config(self.config, values | {"train.threads": self.threads})
         direction = -1.0 if METRICS[self.config.tune.metric].direction == "minimize" else 1.0
 
+        best = [-math.inf]  # this trial's own: a re-queued trial carries the user attributes of the one it re-runs
+        trial.set_user_attr("val_elbo", None)
+
         def report(record: dict[str, Any]) -> None:
-            trial.set_user_attr("val_elbo", max(record["val_elbo"], trial.user_attrs.get("val_elbo", -math.inf)))
+            best[0] = max(best[0], record["val_elbo"])
+            trial.set_user_attr("val_elbo", best[0])
             trial.report(direction * record["val_elbo"], record["epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
