@@ -61,7 +61,7 @@ def vaelab(*args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
     out, _ = proc.communicate(timeout=timeout)
     return out
 
@@ -228,7 +228,7 @@ def test_two_workers_finish_the_study_each_trial_in_its_own_folder(tmp_path, tin
     assert "best.toml" in page and f"{folders[0]}/report.html" in page
 
 
-def _wait_for(predicate, what: str, timeout: float = 120):
+def _wait_for(predicate, what: str, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = predicate()
