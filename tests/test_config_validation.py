@@ -140,6 +140,16 @@ INVALID: dict[str, list] = {
     "log.backends": [["tensorbord"], ["mlflow", "mlflow"]],
     "log.figures_every": [-1],
     "log.project": ["", " "],
+    "tune.trials": [0, -1],
+    "tune.workers": [0],
+    "tune.metric": ["nll"],
+    "tune.nll_samples": [0],
+    "tune.sampler": ["cmaes"],
+    "tune.pruner": ["asha"],
+    "tune.seed": [-1, 2**32],
+    "tune.heartbeat": [0],
+    "tune.space": [{"optim.lrr": ["log", 1e-4, 1e-2]}, {"optim.lr": ["log", 0, 1]}, {"optim.lr": "1e-3"},
+                   {"model.latent_dim": ["choice", 0, 2]}],
 }
 # Fields no value of the right type can make invalid.
 EXEMPT = {

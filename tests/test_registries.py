@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import cli, config, latents, likelihoods, model, nets, objectives, optimizers, plugins, runs, tracking
+from vaelab import cli, config, latents, likelihoods, model, nets, objectives, optimizers, plugins, runs, tracking, tuning
 from vaelab import figures as plots
 from vaelab.evaluate import EvaluationError, check_scorable, evaluate_run
 from vaelab.explorer import decoder
@@ -51,6 +51,9 @@ IMPLEMENTED_BY = {
     "figures.names": plots.FIGURES,
     "figures.manifold_range": figure_context.MANIFOLD_RANGES,
     "log.backends": tracking.BACKENDS,
+    "tune.metric": tuning.METRICS,
+    "tune.sampler": tuning.SAMPLERS,
+    "tune.pruner": tuning.PRUNERS,
 }
 LISTS = ("figures.names", "log.backends")  # keys whose value is a list of the registry's names
 FAKE = "fake-variant"

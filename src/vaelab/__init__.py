@@ -5,11 +5,12 @@
     run.evaluate(samples=1000); run.figure("manifold"); run.report()
     model = vaelab.load_run("runs/x")      # the trained model: prior(), posterior(x), likelihood(z)
     vaelab.train(model="my_vae.py:MyVAE")  # your own model (vaelab.Model), every command works on it
+    vaelab.tune(config="search.toml", out="runs/search")  # a hyperparameter search ([tune], Optuna)
 """
 
 __version__ = "0.1.0"
 
-from .api import Figure, Page, Run, Sweep, compare, make_config, open_run, resume, train  # noqa: E402
+from .api import Figure, Page, Run, Study, Sweep, compare, make_config, open_run, resume, train, tune  # noqa: E402
 from .contract import Model, ModelError, check_model  # noqa: E402
 from .distributions import rsample  # noqa: E402
 from .errors import VaelabError  # noqa: E402
@@ -18,7 +19,7 @@ from .plugins import register, register_latent, register_likelihood, register_ob
 from .runs import load_run  # noqa: E402
 from .usercode import allow_code_changes  # noqa: E402
 
-__all__ = ["ElboTerms", "Figure", "Model", "ModelError", "ObjectiveTerms", "Page", "Run", "Sweep", "VaelabError",
+__all__ = ["ElboTerms", "Figure", "Model", "ModelError", "ObjectiveTerms", "Page", "Run", "Study", "Sweep", "VaelabError",
            "__version__", "allow_code_changes", "check_model", "compare", "load_run", "make_config", "open_run",
            "register", "register_latent", "register_likelihood", "register_objective", "register_prior", "resume",
-           "rsample", "train"]
+           "rsample", "train", "tune"]

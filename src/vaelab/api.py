@@ -6,7 +6,8 @@
     run.figure("manifold")                            # shown inline in Jupyter, saved as PNG
     run.report()                                      # report.html, shown inline in Jupyter
     run.model.posterior(x)                            # the model's torch.distributions API
-    run = vaelab.open_run("runs/x")                   # any folder the CLI made, sweeps included
+    run = vaelab.open_run("runs/x")                   # any folder the CLI made, sweeps and studies included
+    study = vaelab.tune(config="search.toml", out="runs/search")  # a hyperparameter search ([tune], Optuna)
 
 The `vaelab` command is a thin layer over these functions, so both make the same run folders.
 Objects display themselves in Jupyter through its rich-display hooks (`_repr_png_`,
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, resolve_config
-from .runs import RunFolder, SweepFolder, check_new_folder, load_run, new_run_dir, open_folder
+from .runs import RunFolder, StudyFolder, SweepFolder, check_new_folder, load_run, new_run_dir, open_folder
 
 
 def keyword_overrides(keywords: Mapping[str, Any]) -> list[str]:
@@ -150,6 +151,8 @@ def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None 
     if allow_code_change:
         allow_code_changes()
     folder = open_folder(path)
+    if isinstance(folder, StudyFolder):
+        raise ConfigError(f"{folder.path} is a study (vaelab tune); continue it with vaelab tune --resume {folder.path}")
     # Another process training here: refuse before saying anything about resuming or touching config.json.
     for run in folder.members() if isinstance(folder, SweepFolder) else [folder]:
         run.refuse_if_locked()
@@ -197,7 +200,38 @@ def open_run(path: str | Path, *, allow_code_change: bool = False) -> Run | Swee
     if allow_code_change:
         allow_code_changes()
     folder = open_folder(path)
+    if isinstance(folder, StudyFolder):
+        return Study(folder.path)
     return Sweep(folder.path) if isinstance(folder, SweepFolder) else Run(folder.path)
+
+
+def tune(preset: str | None = None, *, config: str | Path | None = None,
+         overrides: Mapping[str, Any] | list[str] | None = None, out: str | Path | None = None,
+         resume: str | Path | None = None, workers: int | None = None, trials: int | None = None,
+         storage: str | None = None, data_dir: str | None = None, log: Callable[[str], None] = print,
+         **keywords: Any) -> Study:
+    """Search hyperparameters with Optuna as the config's [tune] section says, into a study folder
+    (`out`, default runs/<name>-<time>) of one run folder per trial, and return it.
+
+    `workers`, `trials` override tune.workers and tune.trials; `storage` is an Optuna storage URL
+    (default: SQLite in the study folder; postgresql://... lets workers on several machines join:
+    `resume=` the study folder, named alike on each, with the same `storage`). Run again on the same
+    folder (or with `resume`), it finishes the study.
+    """
+    from .tuning import tune as run_study
+
+    if resume is not None:
+        if preset or config or overrides or keywords or out:
+            raise ConfigError("--resume continues a study with its own study.json; drop --preset, --config, "
+                              "--set and --out (--trials and --workers may change)")
+        folder = run_study(None, Path(resume), storage=storage, resume=True, trials=trials, workers=workers,
+                           data_dir=data_dir, log=log)
+        return Study(folder.path)
+    run_config = make_config(preset, config, overrides, **keywords)
+    study_dir = Path(out) if out is not None else new_run_dir(run_config)
+    folder = run_study(run_config, study_dir, storage=storage, trials=trials, workers=workers, data_dir=data_dir,
+                       log=log)
+    return Study(folder.path)
 
 
 class Figure:
@@ -340,10 +374,58 @@ class Sweep:
         return resume(self.path)
 
 
-def compare(*runs: str | Path | Run | Sweep, csv: bool = False, sort: str | None = None) -> str:
-    """One table of several runs (a sweep stands for its members), Markdown or CSV: the config keys
-    they differ in, the validation ELBO of the epoch each keeps, then the test numbers. `sort`
-    ("val_elbo" or "val_nll") puts the best run first; None keeps the order given."""
+class Study:
+    """A study folder (`vaelab tune`): its trials' runs, their table, best.toml and its page."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.folder = StudyFolder(path).check()
+        self.path = self.folder.path
+
+    def __repr__(self) -> str:
+        return f"Study({str(self.path)!r}, {len(self.members)} trial runs)"
+
+    @property
+    def config(self) -> RunConfig:
+        """The study's base config, [tune] included."""
+        return self.folder.config()
+
+    @property
+    def members(self) -> list[Run]:
+        """The trials' run folders (started ones), in trial order."""
+        return [Run(m.path) for m in self.folder.members() if m.exists]
+
+    @property
+    def best_config(self) -> Path | None:
+        """best.toml, the best trial's config (for vaelab train --config), once a trial has completed."""
+        return self.folder.best_path if self.folder.best_path.is_file() else None
+
+    @property
+    def optuna(self) -> Any:
+        """The optuna.Study itself (trials, best_params, ...)."""
+        from .tuning import study_of
+
+        return study_of(self.folder)
+
+    def table(self, csv: bool = False) -> str:
+        """The trials compared: each one's values, state, validation ELBO and metric."""
+        return compare(self, csv=csv)
+
+    def _repr_markdown_(self) -> str:
+        return self.table()
+
+    def report(self, samples: int = 5000, **options: Any) -> Page:
+        from .report import write_report
+
+        return Page(write_report(self.path, k=samples, **options))
+
+    def resume(self, **keywords: Any) -> Study:
+        return tune(resume=self.path, **keywords)
+
+
+def compare(*runs: str | Path | Run | Sweep | Study, csv: bool = False, sort: str | None = None) -> str:
+    """One table of several runs (a sweep stands for its members; a study alone gives its trials' table),
+    Markdown or CSV: the config keys they differ in, the validation ELBO of the epoch each keeps, then
+    the test numbers. `sort` ("val_elbo" or "val_nll") puts the best run first; None keeps the order given."""
     from .comparison import compare_runs
 
-    return compare_runs([r.path if isinstance(r, (Run, Sweep)) else r for r in runs], csv=csv, sort=sort)
+    return compare_runs([r.path if isinstance(r, (Run, Sweep, Study)) else r for r in runs], csv=csv, sort=sort)

@@ -49,6 +49,32 @@ def _log_overrides(names: list[str]) -> list[str]:
     """--log tensorboard --log mlflow,wandb -> ['log.backends=["tensorboard", "mlflow", "wandb"]']; none: []."""
     backends = [n.strip() for name in names for n in name.split(",") if n.strip()]
     return [f"log.backends={json.dumps(backends)}"] if backends else []
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from . import api
+
+    if args.worker_index is not None:  # one worker of a study that `vaelab tune` started (run_workers)
+        from .tuning import tune
+
+        if not args.resume:
+            raise ConfigError("--worker-index: a worker joins a study; give --resume STUDY_DIR")
+        cpus = [int(c) for c in args.cpus.split(",")] if args.cpus else None
+        tune(None, Path(args.resume), storage=args.storage, resume=True, worker_index=args.worker_index,
+             threads=args.threads, cpus=cpus, data_dir=args.data_dir, log=_flushed_print)
+        return 0
+    if args.resume:
+        study = api.tune(resume=args.resume, workers=args.workers, trials=args.trials, storage=args.storage,
+                         data_dir=args.data_dir, log=_flushed_print,
+                         **({"preset": args.preset, "config": args.config, "overrides": args.set, "out": args.out}
+                            if args.preset or args.config or args.set or args.out else {}))
+    else:
+        study = api.tune(args.preset, config=args.config, overrides=args.set, out=args.out, workers=args.workers,
+                         trials=args.trials, storage=args.storage, data_dir=args.data_dir, log=_flushed_print)
+    print(study.table().rstrip("\n"))
+    return 0
+
+
+def _flushed_print(text: str) -> None:
+    print(text, flush=True)  # workers' lines interleave; each goes out whole, when it is said
 
 
 def _rank0_print(text: str) -> None:
@@ -287,6 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "sets log.backends; metrics.jsonl is written either way")
     _add_code_flag(train)
     train.set_defaults(func=_cmd_train)
+
+    tune = commands.add_parser("tune", help="search hyperparameters with Optuna ([tune] config section): a study "
+                               "folder of trial runs")
+    tune.add_argument("--preset", help="a shipped preset (default mnist-lab) the search starts from")
+    tune.add_argument("--config", help="a TOML or JSON file layered over the preset, with its [tune] section")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one config value, e.g. --set tune.trials=32 (repeatable)")
+    tune.add_argument("--out", help="study folder (default runs/<preset>-<time>); the same command run again "
+                                    "finishes the study in it")
+    tune.add_argument("--workers", type=int, help="worker processes on this machine (overrides tune.workers)")
+    tune.add_argument("--trials", type=int, help="trials to finish, completed or pruned (overrides tune.trials)")
+    tune.add_argument("--storage", metavar="URL", help="Optuna storage (default sqlite in the study folder); "
+                      "postgresql://USER:PASSWORD@HOST/DB lets workers on several machines join one study")
+    tune.add_argument("--resume", metavar="STUDY_DIR", help="continue a study (or join it: with --storage, on "
+                      "another machine, STUDY_DIR named as the study)")
+    tune.add_argument("--data-dir", help="folder with the IDX files or an .npz (else $VAELAB_DATA, cache, download)")
+    tune.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by run_workers for its workers
+    tune.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    tune.add_argument("--cpus", help=argparse.SUPPRESS)
+    tune.set_defaults(func=_cmd_tune)
 
     evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
     evaluate.add_argument("run_dir")

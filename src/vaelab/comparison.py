@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VaelabError
-from .runs import SUMMARY, RunFolder, run_folders
+from .runs import SUMMARY, RunFolder, StudyFolder, is_study, run_folders
 from .webpage import escape
 
 # Config parts that are no setting of the run itself: prose, and the plans of the sweep or study
@@ -347,7 +347,7 @@ def _csv(columns: list[Column], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-GROUP_HEADS = {"settings": "config", "val": "validation: choose by these",
+GROUP_HEADS = {"trial": "trial", "settings": "config", "val": "validation: choose by these",
                "test": "test: report the chosen run's"}
 
 
@@ -402,11 +402,12 @@ def _html(columns: list[Column], rows: list[dict[str, Any]], notes: list[str]) -
 
 def _short_runs(paths: list[str]) -> list[str]:
     """Each run's path below the folder all of them share (a sweep's members: their names)."""
-    resolved = [os.path.abspath(p) for p in paths]
+    resolved = [os.path.abspath(p) for p in paths if p]  # "": a trial with no run folder yet
     if len(resolved) < 2:
-        return [Path(p).name for p in resolved]
+        return [Path(p).name if p else "" for p in paths]
     common = os.path.commonpath(resolved)
-    return [os.path.relpath(p, common) if p != common else Path(p).name for p in resolved]
+    return [(os.path.relpath(os.path.abspath(p), common) if os.path.abspath(p) != common else Path(p).name) if p else ""
+            for p in paths]
 
 
 def compare_table(folders: str | Path | Sequence[str | Path], fmt: str = "markdown", sort: str | None = None) -> str:
@@ -424,14 +425,61 @@ def compare_table(folders: str | Path | Sequence[str | Path], fmt: str = "markdo
         folders = [folders]
     if not folders:
         raise CompareError("compare: no run folders given")
-    rows = sort_rows([run_row(run.path) for run in run_folders(list(folders))], sort)
-    columns = _columns(rows)
+    study = len(folders) == 1 and is_study(folders[0])
+    rows = sort_rows(study_rows(folders[0]) if study else [run_row(run.path) for run in run_folders(list(folders))],
+                     sort)
+    columns = _study_columns(rows) if study else _columns(rows)
     if fmt == "csv":
         return _csv(columns, rows)
-    notes = table_notes(rows, sort)
+    notes = table_notes(rows, sort) + ([STUDY_NOTE] if study else [])
     return _markdown(columns, rows, notes) if fmt == "markdown" else _html(columns, rows, notes)
 
 
 def compare_runs(run_dirs: Sequence[str | Path], *, csv: bool = False, sort: str | None = None) -> str:
     """`compare_table` as Markdown, or CSV with `csv` (what `vaelab compare` prints)."""
     return compare_table(run_dirs, "csv" if csv else "markdown", sort)
+
+
+# ---------------------------------------------------------------- a study's trials (vaelab tune)
+
+STUDY_NOTE = ("State: complete; pruned (stopped early by the pruner); fail (the trial raised, or its worker "
+              "died: \"re-run of\" names the failed trial a later one repeats with the same values); running.")
+
+
+def study_rows(study_dir: str | Path) -> list[dict[str, Any]]:
+    """A row per trial of a study, in trial order, as `run_row` reads the trial's run folder, plus
+    `trial`, `state` (Optuna's, lower case) and `retry_of` (the failed trial it re-runs, or None).
+
+    A trial with no run folder yet (waiting, or its worker died before making one) shows the values
+    it was given over the settings of the first trial that has a folder, and no numbers.
+    """
+    from .tuning import study_of
+
+    folder = StudyFolder(study_dir).check()
+    trials = study_of(folder).get_trials(deepcopy=False)
+    runs = {t.number: folder.path / t.user_attrs["run_dir"] for t in trials
+            if t.user_attrs.get("run_dir") and RunFolder(folder.path / t.user_attrs["run_dir"]).exists}
+    read = {number: run_row(path) for number, path in runs.items()}
+    base = next(iter(read.values()))["settings"] if read else config_settings(folder.config().to_dict())
+    rows = []
+    for trial in trials:
+        row = read.get(trial.number) or _no_run_row(base | dict(trial.params))
+        rows.append(row | {"trial": trial.number, "state": trial.state.name.lower(),
+                           "retry_of": trial.system_attrs.get("failed_trial")})
+    return rows
+
+
+def _no_run_row(settings: dict[str, Any]) -> dict[str, Any]:
+    """`run_row`'s keys for a trial without a run folder: its settings, no numbers."""
+    keys = ("binarization", "epochs", "kept_epoch", "val_elbo", "val_nll", "val_nll_stderr", "val_k", "test_elbo",
+            "test_reconstruction", "test_kl", "test_nll", "test_nll_stderr", "test_k", "active_units", "test_from")
+    return {"run": "", "settings": settings} | dict.fromkeys(keys)
+
+
+def _study_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """`_columns` with the trial's number, state and the trial it re-runs after the run's name."""
+    def plain(key: str, header: str) -> Column:
+        return Column(header, "trial", lambda r: cell_text(r[key]), ((key, lambda r: r[key]),))
+
+    columns = _columns(rows)
+    return columns[:1] + [plain("trial", "trial"), plain("state", "state"), plain("retry_of", "re-run of")] + columns[1:]

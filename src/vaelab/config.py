@@ -65,6 +65,9 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "figures.names": ("figures", "FIGURES"),
     "figures.manifold_range": ("figures.context", "MANIFOLD_RANGES"),
     "log.backends": ("tracking", "BACKENDS"),
+    "tune.metric": ("tuning", "METRICS"),
+    "tune.sampler": ("tuning", "SAMPLERS"),
+    "tune.pruner": ("tuning", "PRUNERS"),
 }
 
 
@@ -418,6 +421,46 @@ class SweepConfig:
 
 
 @dataclass
+class TuneConfig:
+    """A hyperparameter search (`vaelab tune`): each trial trains a config with values drawn from `space`."""
+
+    trials: int = 16  # trials to finish (completed or pruned; failed ones are re-run)
+    workers: int = 1  # processes on this machine, each pulling trials from the study's storage
+    metric: str = "val_elbo"  # val_elbo (maximized) | val_nll (importance-sampled on the validation set, minimized)
+    nll_samples: int = 1000  # K of the val_nll metric
+    sampler: str = "tpe"  # tpe | random | grid (the values of "choice" and "int" spaces)
+    pruner: str = "none"  # none | median | hyperband, on the per-epoch validation ELBO
+    seed: int = 0  # of the sampler (worker i draws with seed + i)
+    heartbeat: int = 30  # seconds between a worker's signs of life; a trial silent 3 heartbeats is failed and re-run
+    # "dotted.config.key" = ["log", lo, hi] | ["float", lo, hi] | ["int", lo, hi] | ["choice", v1, v2, ...]
+    space: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, prefix: str = "tune") -> None:
+        _check(self.trials >= 1, f"{prefix}.trials", f"must be >= 1, got {self.trials}")
+        _check(self.workers >= 1, f"{prefix}.workers", f"must be >= 1, got {self.workers}")
+        _one_of(self.metric, choices("tune.metric"), f"{prefix}.metric")
+        _check(self.nll_samples >= 1, f"{prefix}.nll_samples", f"must be >= 1, got {self.nll_samples}")
+        _one_of(self.sampler, choices("tune.sampler"), f"{prefix}.sampler")
+        _one_of(self.pruner, choices("tune.pruner"), f"{prefix}.pruner")
+        _seed(self.seed, f"{prefix}.seed")
+        _check(self.heartbeat >= 1, f"{prefix}.heartbeat", f"must be >= 1 second, got {self.heartbeat}")
+        kinds = importlib.import_module(".tuning", __package__).SPACE_KINDS
+        keys = set(_known_keys(RunConfig)) - set(_sections(RunConfig))
+        for key, spec in self.space.items():
+            where = f'{prefix}.space.{json.dumps(key)}'
+            _check(key in keys and not key.startswith(("tune.", "sweep.", "code", "plugins.")), where,
+                   f"not a config key that a trial can vary{_did_you_mean(key, sorted(keys))}")
+            _check(isinstance(spec, list) and len(spec) >= 2 and spec[0] in kinds, where,
+                   f"expected [KIND, ...] with KIND one of {', '.join(kinds)}, got {toml_value(spec)}")
+            problem = kinds[spec[0]].check(spec[1:])
+            _check(problem is None, where, f"{toml_value(spec)}: {problem}")
+            if self.sampler == "grid":
+                _check(kinds[spec[0]].grid(spec[1:]) is not None, where,
+                       f"a grid tries the values of \"choice\" and \"int\" spaces; list a {spec[0]} range's values: "
+                       f"[\"choice\", ...]")
+
+
+@dataclass
 class PluginsConfig:
     """Your own objectives, priors, likelihood heads and latent families, registered when these load."""
 
@@ -442,6 +485,7 @@ class RunConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     # filled when training starts: SHA-256 of every source file of your own the model came from
     # (model.custom/encoder/decoder, plugins.modules), which later commands check before rebuilding it
     code: dict[str, str] = field(default_factory=dict)
@@ -459,6 +503,19 @@ class RunConfig:
             self._check_sizes()
         self._check_combinations()
         self._check_sweep_members()
+        self._check_tune_space()
+
+    def _check_tune_space(self) -> None:
+        """Each end of a range and each choice of `tune.space` must give a valid config."""
+        from .tuning import SPACE_KINDS
+
+        for key, spec in self.tune.space.items():
+            for value in SPACE_KINDS[spec[0]].extremes(spec[1:]):
+                try:
+                    trial_config(self, {key: value})
+                except ConfigError as err:
+                    raise ConfigError(f"tune.space.{json.dumps(key)}: {toml_value(value)} gives no valid config: "
+                                      f"{err}") from None
 
     def _check_sizes(self) -> None:
         # A batch larger than the training images is not an error: training takes every image in
@@ -560,6 +617,12 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def _sections(cls: type) -> list[str]:
+    """The dotted keys of `cls`'s tree that are sections (tables), not values."""
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])]
+
+
 def _meant(where: str) -> str:
     """'; did you mean optim.lr?': the key whose field name is closest in spelling to the one written,
     in the same section or the only one of that name (train.lr -> optim.lr, model.latnt_dim ->
@@ -648,6 +711,44 @@ def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
         except ConfigError as err:
             raise ConfigError(f"sweep.members[{i}]: {toml_value(member)}: {err}") from None
     return members
+
+
+def trial_config(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """The config of one tuning trial: `config` without its [tune] section, with `values`
+    ({"optim.lr": 0.001, ...}) set. A ConfigError names the key whose value gives no valid config."""
+    tree = config.to_dict()
+    tree["tune"] = {}
+    for key, value in values.items():
+        node = tree
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = value
+    return config_from_dict(tree)
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """A config dict as a TOML file `tomllib` reads back equal (None values, which TOML lacks, left out:
+    they are the defaults of the keys that take them)."""
+    def key(name: str) -> str:
+        return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+    def value(item: Any) -> str:
+        if isinstance(item, dict):
+            return "{" + ", ".join(f"{key(k)} = {value(v)}" for k, v in item.items() if v is not None) + "}"
+        if isinstance(item, (list, tuple)):
+            return "[" + ", ".join(value(v) for v in item) + "]"
+        return toml_value(item)
+
+    lines = [f"{key(k)} = {value(v)}" for k, v in values.items() if v is not None and not _is_section(v)]
+    for name, table in values.items():
+        if _is_section(table):
+            lines += ["", f"[{key(name)}]"]
+            lines += [f"{key(k)} = {value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _is_section(value: Any) -> bool:
+    return isinstance(value, dict)  # at the top level a table is a [section]; below it, an inline table
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -45,8 +45,11 @@ def extended_config(config: RunConfig, overrides: list[str]) -> RunConfig:
 
 
 def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
-              log: Callable[[str], None] = print, raw: Any = None) -> dict[str, Any]:
+              log: Callable[[str], None] = print, raw: Any = None,
+              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run, then evaluate it and draw its figures as its config says.
+
+    `on_epoch` is called with each epoch's metrics record (see `Trainer.on_epoch`).
 
     Returns summary.json's contents, with the evaluation (if any) under "evaluation". Resuming a
     run that has finished does nothing (and says how to train it longer) unless its config now
@@ -78,7 +81,7 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     if not resume and parallel.is_main:
         folder.create(config)
     parallel.barrier()
-    trainer = Trainer(config, folder.path, data, log=log, parallel=parallel)
+    trainer = Trainer(config, folder.path, data, log=log, parallel=parallel, on_epoch=on_epoch)
     log(f"training on {device}, network products in {trainer.precision_name} "
         f"(train.precision = {toml_value(config.train.precision)})")
     if trainer.epochs > config.train.epochs:

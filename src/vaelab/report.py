@@ -23,7 +23,7 @@ from . import webpage
 from .comparison import binarization_of, cell_text, compare_table, dotted_get, plus_minus
 from .config import ConfigError, config_from_dict
 from .storage import atomic_write_bytes
-from .runs import REPORT, NotARunError, RunFolder, SweepFolder, open_folder
+from .runs import REPORT, NotARunError, RunFolder, StudyFolder, SweepFolder, open_folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -370,6 +370,9 @@ def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, f
     (as `load_run` returns it), when given, are used instead of loading them.
     """
     folder = open_folder(run_dir)
+    if isinstance(folder, StudyFolder):
+        return write_study_report(folder, k=k, evaluate=evaluate, figures=figures, progress=progress,
+                                  shorter=shorter, **figure_options)
     if isinstance(folder, SweepFolder):
         return write_sweep_report(folder, k=k, evaluate=evaluate, figures=figures, progress=progress,
                                   shorter=shorter, **figure_options)
@@ -417,3 +420,61 @@ def write_sweep_report(sweep: SweepFolder, *, k: int = 5000, evaluate: bool = Tr
     if progress:
         print(f"wrote {path} ({len(page) / 1e6:.1f} MB)")
     return path
+
+
+# ---------------------------------------------------------------- a study (vaelab tune)
+
+def write_study_report(study: StudyFolder, *, k: int = 5000, evaluate: bool = True, figures: bool = True,
+                       progress: bool = True, shorter: tuple[str, str] = SHORTER_API, **figure_options: Any) -> Path:
+    """STUDY_DIR/report.html: the trials' table, the optimization history and the parameters'
+    importances (figures in STUDY_DIR/figures/), links to best.toml and to each completed trial's
+    own report.html, which is written first."""
+    from .comparison import compare_table, study_rows
+    from .tuning import study_of, write_best
+
+    rows = study_rows(study.path)
+    optuna_study = study_of(study)
+    completed = [row for row in rows if row["state"] == "complete" and row["run"]]
+    for row in completed:
+        write_report(row["run"], k=k, evaluate=evaluate, figures=figures, progress=progress, shorter=shorter,
+                     **figure_options)
+    best = write_best(study, optuna_study)
+    config = study.config()
+    table = compare_table(study.path, "html")  # after the trials' reports: their evaluations are in it
+    links = "".join(f'<li><a href="{_e(Path(r["run"]).name)}/{REPORT}">trial {r["trial"]}</a></li>' for r in completed)
+    best_line = (f'<p>The best trial\'s config: <a href="{_e(best.name)}">{_e(best.name)}</a> '
+                 f"(<code>vaelab train --config {_e(best)}</code>)</p>" if best else
+                 '<p class="note">No trial has completed yet: no best config.</p>')
+    parts = [f"<h1>{_e(config.name)}: a study of {len(rows)} trials</h1>",
+             f'<p class="facts">Study folder <code>{_e(study.path.resolve())}</code>; {_e(config.tune.sampler)} '
+             f"sampler, {_e(config.tune.pruner)} pruner, metric {_e(config.tune.metric)} "
+             f"({_e(optuna_study.direction.name.lower())})</p>", best_line,
+             "<h2>Trials</h2>", table,
+             _study_figures(study, optuna_study)]
+    if links:
+        parts.append(f"<h2>Completed trials' reports</h2><ul>{links}</ul>")
+    page = _page(config.name, "".join(parts))
+    path = study.path / REPORT
+    atomic_write_bytes(path, page.encode("utf-8"))
+    if progress:
+        print(f"wrote {path} ({len(page) / 1e6:.1f} MB)")
+    return path
+
+
+def _study_figures(study: StudyFolder, optuna_study: Any) -> str:
+    """The history and importance figures, drawn into STUDY_DIR/figures/, as a page section."""
+    from .tuning import draw_history, draw_importances
+
+    parts = ["<h2>Figures</h2>"]
+    for name, draw, caption in (("history", draw_history, "Each completed trial's value (dots) and the best so far "
+                                 "(line), by trial number."),
+                                ("importances", draw_importances, "How much each searched value explains the "
+                                 "metric (Optuna's fANOVA importance over the completed trials).")):
+        path, note = draw(optuna_study, study.figures_dir / f"{name}.png")
+        if path is None:
+            parts.append(f'<p class="note">{_e(name)}: {_e(note)}</p>')
+            continue
+        uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f'<figure><img src="{uri}" alt="{_e(name)}"><figcaption><b>{_e(path.name)}</b> '
+                     f"\u2014 {_e(caption)}</figcaption></figure>")
+    return "".join(parts)

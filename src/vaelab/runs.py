@@ -19,6 +19,13 @@
         <member>/               a run folder each
         table.md, table.csv     the members compared, written when all are done
 
+    STUDY_DIR/                  a hyperparameter search (`vaelab tune`, see tune.py)
+        study.json              the study's name, metric, direction, storage URL (unless study.db) and base config
+        study.db                the Optuna storage (SQLite) the workers share, unless study.json names another
+        trial-<NNNN>/           a run folder per trial, NNNN its Optuna trial number
+        best.toml               the best trial's full config (without [tune]), for vaelab train --config
+        figures/                the optimization history and parameter importances (vaelab report)
+
 Every number shown for a run comes from this module's `current_evaluation` and `summary`, which
 hold only results of the weights the folder holds now (`fingerprint`): an evaluation of earlier
 weights (an interrupted run that was resumed, a run evaluated while it trained) is never shown as
@@ -63,6 +70,9 @@ SWEEP = "sweep.json"
 TRACKING = "tracking.json"  # vaelab.tracking: the trackers' run ids, so a resumed run continues them
 TENSORBOARD = "tensorboard"  # folder of TensorBoard's event files
 WANDB = "wandb"  # folder W&B writes into when given the run folder as its dir
+STUDY = "study.json"
+STUDY_DB = "study.db"
+BEST_CONFIG = "best.toml"
 CODE_CHANGES = "code-changes.jsonl"  # each time a command went on with model code that changed since training
 TABLES = {"md": "table.md", "csv": "table.csv"}
 EVALUATION_SPLITS = ("test", "val")  # the splits an evaluation scores, each into its own file:
@@ -123,6 +133,9 @@ class RunFolder:
             raise NotARunError(f"{self.path}: no such run folder")
         if is_sweep(self.path):
             raise NotARunError(sweep_given_for_a_run(self.path))
+        if is_study(self.path):
+            raise NotARunError(f"{self.path}: a study of runs (vaelab tune), not one run; give one of its trials, "
+                               f"e.g. {self.path / 'trial-0000'} (report and compare take the whole study)")
         if not self.exists:
             raise NotARunError(f"{self.path}: not a vaelab run folder (it has no {CONFIG})")
         return self
@@ -459,6 +472,9 @@ def check_new_folder(path: Path, sweep: bool = False) -> None:
     if RunFolder(path).exists or RunFolder(path).has_checkpoint():
         raise FileExistsError(f"{path} already holds a run; continue it with --resume {path} "
                               "or choose another --out")
+    if is_study(path):
+        raise FileExistsError(f"{path} holds a study (vaelab tune); continue it with vaelab tune --resume {path} "
+                              "or choose another --out")
     if is_sweep(path):
         if not sweep:
             raise FileExistsError(f"{path} holds a sweep of runs; continue it with --resume {path} "
@@ -542,18 +558,123 @@ def sweep_given_for_a_run(path: Path) -> str:
             "(figures, report, compare and train --resume take the whole sweep)")
 
 
-def open_folder(path: str | Path) -> RunFolder | SweepFolder:
-    """The run or sweep in a folder; a NotARunError naming it when it is neither."""
+def open_folder(path: str | Path) -> RunFolder | SweepFolder | StudyFolder:
+    """The run, sweep or study in a folder; a NotARunError naming it when it is none of them."""
+    if is_study(path):
+        return StudyFolder(path)
     return SweepFolder(path) if is_sweep(path) else RunFolder(path).check()
 
 
 def run_folders(paths: list[str | Path]) -> list[RunFolder]:
-    """Run folders named on a command line, a sweep standing for its members (the started ones)."""
+    """Run folders named on a command line, a sweep or study standing for its members (the started ones)."""
     runs: list[RunFolder] = []
     for path in paths:
         folder = open_folder(path)
-        runs += [m for m in folder.members() if m.exists] if isinstance(folder, SweepFolder) else [folder]
+        runs += [m for m in folder.members() if m.exists] if isinstance(folder, (SweepFolder, StudyFolder)) else [folder]
     return runs
+
+
+# ---------------------------------------------------------------- a study (hyperparameter search)
+
+def is_study(path: str | Path) -> bool:
+    return (Path(path) / STUDY).is_file()
+
+
+TRIAL_FOLDER = re.compile(r"trial-(\d{4,})")
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    """A `vaelab tune` study: study.json, the storage (study.db by default), a run folder per trial, best.toml."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def check(self) -> StudyFolder:
+        if not is_study(self.path):
+            raise NotARunError(f"{self.path}: not a vaelab study folder (it has no {STUDY})")
+        return self
+
+    def description(self) -> dict[str, Any]:
+        """study.json: {"study_name", "metric", "direction", "config", and "storage" unless study.db}."""
+        value = read_json(self.path / STUDY)
+        if not isinstance(value, dict) or not isinstance(value.get("config"), dict):
+            raise RunFolderError(f"{self.path / STUDY}: not a study description (no \"config\" table)")
+        return value
+
+    def config(self) -> RunConfig:
+        try:
+            return config_from_dict(self.description()["config"])
+        except ConfigError as err:
+            raise ConfigError(f"{self.path / STUDY}: {err}") from None
+
+    def default_storage(self) -> str:
+        return f"sqlite:///{(self.path / STUDY_DB).resolve()}"
+
+    def storage(self) -> str:
+        """The storage URL the study's workers share."""
+        return self.description().get("storage") or self.default_storage()
+
+    def start(self, description: dict[str, Any]) -> None:
+        """Make the folder and write study.json; a folder holding a run or a sweep is refused."""
+        if RunFolder(self.path).exists or is_sweep(self.path):
+            raise FileExistsError(f"{self.path} holds a run or a sweep, not a study; choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if description.get("storage") == self.default_storage():
+            description = {k: v for k, v in description.items() if k != "storage"}
+        write_json(self.path / STUDY, description)
+
+    def trial(self, number: int) -> RunFolder:
+        return RunFolder(self.path / f"trial-{number:04d}")
+
+    def claim_trial(self, number: int) -> RunFolder:
+        """The new, empty run folder of trial `number`, made here and now: a FileExistsError if it
+        exists, so that two workers never write one run folder."""
+        run = self.trial(number)
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir()
+        except FileExistsError:
+            raise FileExistsError(f"{run.path}: the run folder of trial {number} exists already; another worker "
+                                  "of this study, or a copy of the folder, has it") from None
+        return run
+
+    def members(self) -> list[RunFolder]:
+        """The trial run folders found here, in trial order."""
+        found = [(int(m.group(1)), p) for p in self.path.iterdir() if (m := TRIAL_FOLDER.fullmatch(p.name))]
+        return [RunFolder(p) for _, p in sorted(found)]
+
+    @property
+    def best_path(self) -> Path:
+        return self.path / BEST_CONFIG
+
+    def write_best(self, values: dict[str, Any], header: str = "") -> Path:
+        """best.toml: the config `values` as TOML (checked to read back equal before it replaces the old one)."""
+        import tomllib
+
+        from .config import to_toml
+
+        text = header + to_toml(values)
+        kept = {k: v for k, v in values.items() if v is not None}
+        if _without_none(tomllib.loads(text)) != _without_none(kept):
+            raise RunFolderError(f"{self.best_path}: the config does not read back as written; not replaced")
+        atomic_write_bytes(self.best_path, text.encode("utf-8"))
+        return self.best_path
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / FIGURES
+
+    def table_path(self, kind: str) -> Path:
+        return self.path / TABLES[kind]
+
+
+def _without_none(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _without_none(v) for k, v in tree.items() if v is not None}
+    return tree
 
 
 # ---------------------------------------------------------------- the model in a run

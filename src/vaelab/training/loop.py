@@ -87,6 +87,9 @@ class Trainer:
     progress: bool | None = None  # None: a bar when stderr is a terminal
     log: Any = field(default=print)
     parallel: Parallel = field(default_factory=Parallel)  # this process's rank under torchrun
+    # called with each epoch's metrics record once its checkpoint is written; what it raises stops
+    # training there (a tuning trial that is pruned)
+    on_epoch: Any = None
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -408,6 +411,8 @@ class Trainer:
             state.stop_reason = f"early stop: no better validation ELBO for {count(cfg.patience, 'epoch')}"
         self._log_epoch(record)
         self.save_checkpoint()
+        if self.on_epoch is not None:
+            self.on_epoch(record)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
         """The epoch's line: every epoch's in a run of up to 100, else about 100 evenly spaced, the
