@@ -655,9 +655,10 @@ def study_of(folder: StudyFolder) -> Any:
 def draw_history(study: Any, path: Path) -> tuple[Path | None, str]:
     """Each completed trial's value and the best so far, by trial number; (path, "") or (None, why not)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    from optuna.trial import TrialState
 
     from .figures import write_png
-    from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     if not done:
@@ -672,6 +673,7 @@ def draw_history(study: Any, path: Path) -> tuple[Path | None, str]:
     ax.scatter([t.number for t in done], [t.value for t in done], s=16, label="trial")
     ax.step([t.number for t in done], best, where="post", color="C1", label="best so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no "2.5"
     ax.set_ylabel(study.user_attrs.get("metric") or "value")
     ax.legend(loc="best", fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
