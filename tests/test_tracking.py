@@ -356,3 +356,37 @@ def test_wandb_is_online_only_with_credentials_found_without_the_network(tmp_pat
     assert not logged_in()
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
     assert logged_in()
+
+
+def test_the_gradient_norm_is_the_mean_over_the_epochs_steps(tmp_path, monkeypatch):
+    """What trackers get as grad_norm: the mean of each step's gradient norm, as torch's own
+    get_total_norm gives it just before the optimizer updates (read here by an optimizer hook)."""
+    import torch
+
+    from vaelab.data.views import make_views
+    from vaelab.training import Trainer
+
+    isolate(tmp_path, monkeypatch)
+    config = resolve_config(overrides=["data.val_size=100", "train.batch_size=50", "train.compile=false",
+                                       "model.encoder_hidden=[16]", "model.decoder_hidden=[16]",
+                                       'log.backends=["tensorboard"]'])
+    trainer = Trainer(config, tmp_path / "run", make_views(tiny_raw(), config.data), progress=False,
+                      log=lambda *a: None)
+    norms = []
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: norms.append(
+        torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters() if p.grad is not None]).item()))
+    trainer.train_epoch()
+    total, count = trainer.grad_norms.tolist()
+    assert count == len(norms) == trainer.state.step_in_epoch > 1
+    assert total / count == pytest.approx(sum(norms) / len(norms), rel=1e-5)
+
+
+def test_no_tracker_no_gradient_norms(tmp_path):
+    from vaelab.data.views import make_views
+    from vaelab.training import Trainer
+
+    config = resolve_config(overrides=["data.val_size=100", "train.batch_size=50", "model.encoder_hidden=[16]",
+                                       "model.decoder_hidden=[16]"])
+    trainer = Trainer(config, tmp_path / "run", make_views(tiny_raw(), config.data), progress=False,
+                      log=lambda *a: None)
+    assert trainer.grad_norms is None and trainer.step.grad_norms is None

@@ -3,7 +3,7 @@
 `[log] backends = [...]` names them (keys of `BACKENDS`). The Trainer and `pipeline.train_run`
 call a `Tracker` at four points: when training starts (`start`: the config as hyper-parameters,
 the run folder's path), at each epoch's end (`log_epoch`: the record metrics.jsonl gets, images
-a second, the last step's gradient norm, figures every `log.figures_every` epochs), when it ends
+a second, the mean gradient norm of its steps, figures every `log.figures_every` epochs), when it ends
 (`log_summary`, `log_evaluation`, `log_figures`) and `finish`. The run folder stays the record: a tracker that fails is warned about
 once and switched off, and training goes on.
 
@@ -397,15 +397,14 @@ class Tracker:
         return min(trainer.state.step_in_epoch * trainer.config.train.batch_size, len(trainer.data.train))
 
     def _gradient_norm(self) -> float | None:
-        """The norm of the gradient of the epoch's last step, where the training step keeps it in the
-        parameters (autograd steps; the compiled whole Adam step computes it inside its graph: None)."""
-        import torch
-
-        if self.trainer is None:
+        """The mean over the epoch's steps of the gradient's norm (the trainer sums them while a tracker
+        is on); None where no step kept its gradients (the compiled whole Adam step)."""
+        sums = None if self.trainer is None else self.trainer.grad_norms
+        if sums is None:
             return None
-        grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True).item() if grads else math.nan
-        return norm if math.isfinite(norm) else None
+        total, count = sums.tolist()
+        mean = total / count if count else math.nan
+        return mean if math.isfinite(mean) else None
 
     def _epoch_figures(self, epoch: int) -> None:
         """The run's figures of the weights so far, drawn into a temporary folder: figures/ keeps the final ones."""

@@ -118,10 +118,12 @@ class Trainer:
         self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
                                     self.folder, lambda: self.state)
         self.tracker = Tracker(self.config, self.run_dir, enabled=self.parallel.is_main)  # log.backends; rank 0 logs
+        # The epoch's summed gradient norms and their count, only where a tracker will read them
+        self.grad_norms = torch.zeros(2, device=self.device) if self.tracker.names else None
         self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
                                  self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
                                  lambda message: self.log(message),  # looked up each time: log may be replaced
-                                 after_update=self._average)
+                                 after_update=self._average, grad_norms=self.grad_norms)
         self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
@@ -380,6 +382,8 @@ class Trainer:
         """Forget the epoch in progress without validating or checkpointing it (for benchmarks)."""
         self.state.step_in_epoch, self.state.seconds = 0, 0.0
         self.sums.zero_()
+        if self.grad_norms is not None:
+            self.grad_norms.zero_()
 
     # -- the end of an epoch
 
@@ -400,6 +404,8 @@ class Trainer:
         state.epoch += 1
         state.step_in_epoch, state.seconds = 0, 0.0
         self.sums.zero_()
+        if self.grad_norms is not None:
+            self.grad_norms.zero_()
         self._plan_to_budget()
         # Per epoch, not per step: plateau needs a validation ELBO and burda counts epochs, and with
         # the lr fixed within an epoch a mid-epoch checkpoint holds no position inside the schedule.

@@ -75,8 +75,9 @@ class TrainingStep:
                  parallel: Parallel, guard: NonFiniteGuard, noise: torch.Generator,
                  kl_weight: Callable[[], float], sums: torch.Tensor, network_dtype: torch.dtype | None,
                  planned_steps: int, log: Callable[[str], None],
-                 after_update: Callable[[], None] = lambda: None) -> None:
+                 after_update: Callable[[], None] = lambda: None, grad_norms: torch.Tensor | None = None) -> None:
         self.after_update = after_update
+        self.grad_norms = grad_norms  # (2,): the epoch's summed gradient norms and their count, for the trackers
         self.model, self.optimizer, self.parallel, self.guard = model, optimizer, parallel, guard
         self.noise, self.kl_weight, self.sums, self.network_dtype, self.log = noise, kl_weight, sums, network_dtype, log
         self.objective, self.samples = OBJECTIVES[config.objective.name], config.objective.samples
@@ -121,6 +122,10 @@ class TrainingStep:
         self.parallel.sum_gradients(self.parameters)
         if self.guard.skips(loss):
             return loss
+        if self.grad_norms is not None and not self.whole:  # the whole Adam graph keeps no gradients: no norms at all
+            grads = [p.grad for p in self.parameters if p.grad is not None]
+            self.grad_norms += torch.stack((torch.nn.utils.get_total_norm(grads, foreach=True).float(),
+                                            torch.ones((), device=loss.device)))  # on the device: read once an epoch
         self.optimizer.step()
         if follow:
             self.after_update()
