@@ -3,9 +3,9 @@
 `[log] backends = [...]` names them (keys of `BACKENDS`). The Trainer and `pipeline.train_run`
 call a `Tracker` at four points: when training starts (`start`: the config as hyper-parameters,
 the run folder's path), at each epoch's end (`log_epoch`: the record metrics.jsonl gets, images
-a second, the mean gradient norm of its steps, figures every `log.figures_every` epochs), when it ends
-(`log_summary`, `log_evaluation`, `log_figures`) and `finish`. The run folder stays the record: a tracker that fails is warned about
-once and switched off, and training goes on.
+a second, the mean gradient norm of its steps, figures every `log.figures_every` epochs), when
+it ends (`log_summary`, `log_evaluation`, `log_figures`) and `finish`. The run folder stays the
+record: a tracker that fails is warned about once and switched off, and training goes on.
 
 Each backend is one small class behind the same methods; the packages are optional extras,
 checked (`check_installed`) before any work. `tracking.json` in the run folder keeps each
