@@ -339,27 +339,28 @@ class Run:
         return resume(self.path, **keywords)
 
 
-class Sweep:
-    """A sweep folder: its member runs and their comparison table."""
+class _RunGroup:
+    """What a sweep and a study share: a folder of runs, their comparison table and their page."""
+
+    folder_type: type  # SweepFolder or StudyFolder
 
     def __init__(self, path: str | Path) -> None:
-        self.folder = SweepFolder(path).check()
+        self.folder = self.folder_type(path).check()
         self.path = self.folder.path
-
-    def __repr__(self) -> str:
-        return f"Sweep({str(self.path)!r}, {len(self.members)} members)"
 
     @property
     def config(self) -> RunConfig:
+        """The folder's config: a sweep's, with its members' overrides; a study's base config, [tune] included."""
         return self.folder.config()
 
     @property
     def members(self) -> list[Run]:
-        """The member runs started so far, in the sweep's order."""
+        """The runs started so far, in order: a sweep's members, a study's trials."""
         return [Run(m.path) for m in self.folder.members() if m.exists]
 
     def table(self, csv: bool = False, sort: str | None = None) -> str:
-        """The members compared (see `compare`): what table.md and table.csv hold."""
+        """The runs compared (see `compare`): for a sweep what table.md and table.csv hold; for a
+        study the trials' table, with each trial's state."""
         return compare(self, csv=csv, sort=sort)
 
     def _repr_markdown_(self) -> str:
@@ -370,29 +371,26 @@ class Sweep:
 
         return Page(write_report(self.path, k=samples, **options))
 
+
+class Sweep(_RunGroup):
+    """A sweep folder: its member runs and their comparison table."""
+
+    folder_type = SweepFolder
+
+    def __repr__(self) -> str:
+        return f"Sweep({str(self.path)!r}, {len(self.members)} members)"
+
     def resume(self) -> Sweep:
         return resume(self.path)
 
 
-class Study:
+class Study(_RunGroup):
     """A study folder (`vaelab tune`): its trials' runs, their table, best.toml and its page."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.folder = StudyFolder(path).check()
-        self.path = self.folder.path
+    folder_type = StudyFolder
 
     def __repr__(self) -> str:
         return f"Study({str(self.path)!r}, {len(self.members)} trial runs)"
-
-    @property
-    def config(self) -> RunConfig:
-        """The study's base config, [tune] included."""
-        return self.folder.config()
-
-    @property
-    def members(self) -> list[Run]:
-        """The trials' run folders (started ones), in trial order."""
-        return [Run(m.path) for m in self.folder.members() if m.exists]
 
     @property
     def best_config(self) -> Path | None:
@@ -405,18 +403,6 @@ class Study:
         from .tuning import study_of
 
         return study_of(self.folder)
-
-    def table(self, csv: bool = False) -> str:
-        """The trials compared: each one's values, state, validation ELBO and metric."""
-        return compare(self, csv=csv)
-
-    def _repr_markdown_(self) -> str:
-        return self.table()
-
-    def report(self, samples: int = 5000, **options: Any) -> Page:
-        from .report import write_report
-
-        return Page(write_report(self.path, k=samples, **options))
 
     def resume(self, **keywords: Any) -> Study:
         return tune(resume=self.path, **keywords)
