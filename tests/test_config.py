@@ -2,7 +2,8 @@
 
 import pytest
 
-from vaelab.config import ConfigError, RunConfig, config_from_dict, parse_override, preset_names, resolve_config
+from vaelab.config import (ConfigError, RunConfig, config_from_dict, member_configs, parse_override, preset_names,
+                           resolve_config)
 
 
 def test_default_preset_is_the_lab_model():
@@ -81,3 +82,8 @@ def test_config_errors_write_values_as_toml_not_python(override, message):
     with pytest.raises(ConfigError) as error:
         resolve_config(overrides=[override])
     assert str(error.value) == message
+
+
+def test_sweep_members_are_named_by_key_and_value_with_the_values_dots_kept():
+    config = resolve_config(overrides=['sweep.members=["optim.lr=0.003", "model.latent_dim=2; objective.beta=0.5"]'])
+    assert [name for name, _ in member_configs(config)] == ["lr=0.003", "latent_dim=2_beta=0.5"]

@@ -707,10 +707,16 @@ def member_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
         try:
             for text in texts:
                 values = _merge(values, parse_override(text))
-            members.append(("_".join(text.split(".")[-1] for text in texts), config_from_dict(values)))
+            members.append(("_".join(_member_name(text) for text in texts), config_from_dict(values)))
         except ConfigError as err:
             raise ConfigError(f"sweep.members[{i}]: {toml_value(member)}: {err}") from None
     return members
+
+
+def _member_name(override: str) -> str:
+    """`optim.lr=0.003` -> `lr=0.003`: the key's last part, the value as written (its dots kept)."""
+    key, _, value = override.partition("=")
+    return f"{key.strip().split('.')[-1]}={value.strip()}"
 
 
 def trial_config(config: RunConfig, values: dict[str, Any]) -> RunConfig:
