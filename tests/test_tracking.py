@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import shutil
 import struct
 import sys
@@ -83,7 +84,7 @@ def wandb_records(run_dir: Path) -> list:
 
     run_id = RunFolder(run_dir).tracking_state()["wandb"]["run_id"]
     records = []
-    for path in sorted(glob.glob(str(run_dir / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))):
+    for path in _wandb_files(run_dir, run_id):
         data, pos, parts = Path(path).read_bytes(), 7, []
         assert data[:4] == b":W&B"
         while pos + 7 <= len(data):
@@ -102,6 +103,18 @@ def wandb_records(run_dir: Path) -> list:
                 parts = []
     assert records, f"no W&B offline run {run_id} in {run_dir}"
     return records
+
+
+def _wandb_files(run_dir: Path, run_id: str) -> list[str]:
+    """The run's .wandb files in the order the processes wrote them. W&B names a process's folder
+    offline-run-DATE_TIME-ID, and ID-1, ID-2, ... when one of that second exists already (a
+    resume within the second, seen in CI): so by time, then by that count."""
+    found = []
+    for path in glob.glob(str(run_dir / "wandb" / f"offline-run-*-{run_id}*" / f"run-{run_id}.wandb")):
+        match = re.fullmatch(rf"offline-run-(\d{{8}}_\d{{6}})-{run_id}(?:-(\d+))?", Path(path).parent.name)
+        if match:
+            found.append(((match[1], int(match[2] or 0)), path))
+    return [path for _, path in sorted(found)]
 
 
 def wandb_history(records) -> list[dict]:
