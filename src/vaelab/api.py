@@ -7,6 +7,7 @@
     run.report()                                      # report.html, shown inline in Jupyter
     run.model.posterior(x)                            # the model's torch.distributions API
     run = vaelab.open_run("runs/x")                   # any folder the CLI made, sweeps and studies included
+    run = vaelab.open_run("pretrained:mnist-2d")      # a trained model shipped in the package (a copy in runs/)
     study = vaelab.tune(config="search.toml", out="runs/search")  # a hyperparameter search ([tune], Optuna)
 
 The `vaelab` command is a thin layer over these functions, so both make the same run folders.
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, resolve_config
-from .runs import RunFolder, StudyFolder, SweepFolder, check_new_folder, load_run, new_run_dir, open_folder
+from .runs import (RunFolder, StudyFolder, SweepFolder, check_new_folder, is_pretrained, load_run, new_run_dir,
+                   open_folder, refuse_shipped_resume, working_copy)
 
 
 def keyword_overrides(keywords: Mapping[str, Any]) -> list[str]:
@@ -150,6 +152,7 @@ def resume(path: str | Path, *, overrides: Mapping[str, Any] | list[str] | None 
 
     if allow_code_change:
         allow_code_changes()
+    refuse_shipped_resume(path)
     folder = open_folder(path)
     if isinstance(folder, StudyFolder):
         raise ConfigError(f"{folder.path} is a study (vaelab tune); continue it with vaelab tune --resume {folder.path}")
@@ -189,9 +192,12 @@ def _checked_code(folder: RunFolder, config: RunConfig) -> RunConfig:
     return config
 
 
-def open_run(path: str | Path, *, allow_code_change: bool = False) -> Run | Sweep:
-    """The run (or sweep of runs) in a folder made by `vaelab train` or `vaelab.train`.
+def open_run(path: str | Path, *, out: str | Path | None = None, allow_code_change: bool = False) -> Run | Sweep:
+    """The run (or sweep of runs) in a folder made by `vaelab train` or `vaelab.train`, or a trained
+    model shipped in the package: "pretrained:NAME" (see `vaelab.pretrained()`).
 
+    A shipped model's folder is read-only: the run returned is a copy of it in `out` (default
+    runs/pretrained-NAME, made once and reused), where its evaluations, figures and pages go.
     allow_code_change: rebuild a model of your own from its code as it is now, though it changed
     since training (for this whole Python process; results record the change).
     """
@@ -199,6 +205,10 @@ def open_run(path: str | Path, *, allow_code_change: bool = False) -> Run | Swee
 
     if allow_code_change:
         allow_code_changes()
+    if is_pretrained(path):
+        return Run(working_copy(str(path), out)[0])
+    if out is not None:
+        raise ConfigError(f"out: only for a shipped model (pretrained:NAME); {path} is opened in place")
     folder = open_folder(path)
     if isinstance(folder, StudyFolder):
         return Study(folder.path)

@@ -82,6 +82,21 @@ def _rank0_print(text: str) -> None:
         print(text, flush=True)
 
 
+def _work_dir(args: argparse.Namespace) -> str | Path:
+    """The run folder a command writes in: a shipped model (pretrained:NAME) is copied to --out (default
+    runs/pretrained-NAME) first, once, and that copy named on one line; any other folder is itself."""
+    from .runs import is_pretrained, working_copy
+
+    if not is_pretrained(args.run_dir):
+        if args.out is not None:
+            raise ConfigError(f"--out: only for a shipped model (pretrained:NAME); {args.run_dir} is written in place")
+        return args.run_dir
+    path, made = working_copy(args.run_dir, args.out)
+    print(f"{args.run_dir}: {'copied to' if made else 'working in its copy'} {path} (the shipped folder is "
+          "read-only; --out DIR puts the copy elsewhere)", file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    return path
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -90,7 +105,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .runs import RunFolder
     from .device import resolve_device
 
-    folder = RunFolder(args.run_dir).check()
+    folder = RunFolder(_work_dir(args)).check()
     parallel, device = from_environment(resolve_device(args.device or "auto", "--device"))
     result = evaluate_run(folder.path, args.split, args.samples, args.seed, args.memory_mb, progress=not args.json,
                           device=str(device), data_dir=args.data_dir, parallel=parallel, save=False)
@@ -135,7 +150,7 @@ def format_evaluation(r: dict) -> str:
 def _cmd_figures(args: argparse.Namespace) -> int:
     from .api import open_run
 
-    target = open_run(args.run_dir)
+    target = open_run(_work_dir(args))
     runs = getattr(target, "members", None) or [target]
     for run in runs:
         if len(runs) > 1:
@@ -149,7 +164,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import SHORTER_CLI, write_report
 
-    path = write_report(args.run_dir, k=args.samples, evaluate=not args.no_evaluate, figures=not args.no_figures,
+    path = write_report(_work_dir(args), k=args.samples, evaluate=not args.no_evaluate, figures=not args.no_figures,
                         shorter=SHORTER_CLI, **_figure_options(args))
     print(f"report: {path}")
     return 0
@@ -160,7 +175,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
     from .api import Run
 
-    path = Run(args.run_dir).explore().path
+    path = Run(_work_dir(args)).explore().path
     address = path.resolve().as_uri()
     print(f"explorer: {path}\n  open {address}")
     if args.open and not webbrowser.open(address):
@@ -204,6 +219,17 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
         print(f"nothing cached in {default_cache_dir()}")
     for entry in entries:
         print("  ".join(f"{k}={v}" for k, v in entry.items()))
+    return 0
+
+
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    from .runs import CARD_TEXT, shipped_run
+    from .shipped import listing
+
+    if args.name is None:
+        print(listing(), end="")
+    else:
+        print(shipped_run(args.name).file(CARD_TEXT).read_text(encoding="utf-8"), end="")
     return 0
 
 
@@ -278,6 +304,14 @@ def _positive_mb(text: str) -> float:
     return value
 
 
+RUN_DIR_HELP = "a run folder, or pretrained:NAME: a trained model shipped in the package (see vaelab pretrained)"
+
+
+def _add_out_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", help="for a shipped model (pretrained:NAME): the run folder its "
+                        "writable copy is made in, once, and this command writes in (default runs/pretrained-NAME)")
+
+
 def _add_code_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code-change", action="store_true",
                         help="rebuild a model of your own from its code as it is now, though it changed since training "
@@ -335,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=_cmd_tune)
 
     evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
-    evaluate.add_argument("run_dir")
+    evaluate.add_argument("run_dir", help=RUN_DIR_HELP)
     evaluate.add_argument("--split", choices=EVALUATION_SPLITS, default=EVALUATION_SPLITS[0])
     evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -344,35 +378,39 @@ def build_parser() -> argparse.ArgumentParser:
                           help="memory bound of one chunk of work (default 64 on a CPU, 1024 on a GPU)")
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     evaluate.add_argument("--data-dir")
+    _add_out_flag(evaluate)
     _add_code_flag(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw a run's figures into RUN_DIR/figures",
                                   epilog=_figure_list(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    figures.add_argument("run_dir")
+    figures.add_argument("run_dir", help=RUN_DIR_HELP)
     figures.add_argument("names", nargs="*", metavar="NAME",
                          help="figures to draw, named below (default: all that apply to the run)")
     _add_figure_flags(figures)
+    _add_out_flag(figures)
     _add_code_flag(figures)
     figures.set_defaults(func=_cmd_figures)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html, one self-contained page")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", help=RUN_DIR_HELP)
     report.add_argument("--samples", "-k", type=int, default=5000, help="K if an evaluation must be run")
     report.add_argument("--no-evaluate", action="store_true", help="use only evaluations already made")
     report.add_argument("--no-figures", action="store_true", help="use the figures already drawn")
     _add_figure_flags(report)
+    _add_out_flag(report)
     _add_code_flag(report)
     report.set_defaults(func=_cmd_report)
 
     explore = commands.add_parser("explore", help="write RUN_DIR/explorer.html: decode the latent space live")
-    explore.add_argument("run_dir")
+    explore.add_argument("run_dir", help=RUN_DIR_HELP)
     explore.add_argument("--open", action="store_true", help="open the page in the default browser")
+    _add_out_flag(explore)
     _add_code_flag(explore)
     explore.set_defaults(func=_cmd_explore)
 
     compare = commands.add_parser("compare", help="one table of several runs' metrics and settings")
-    compare.add_argument("run_dirs", nargs="+")
+    compare.add_argument("run_dirs", nargs="+", help="run folders, sweeps, studies or pretrained:NAME")
     compare.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
     compare.add_argument("--sort", choices=list(SORTS), default=None,
                          help="best run first by this validation number (default: the order given)")
@@ -387,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_cmd_data_fetch)
     info = data_commands.add_parser("info", help="show what is cached")
     info.set_defaults(func=_cmd_data_info)
+
+    pretrained = commands.add_parser("pretrained", help="list the trained models shipped in the package, or "
+                                     "print one's model card; use one as pretrained:NAME in place of a run folder")
+    pretrained.add_argument("name", nargs="?", metavar="NAME", help="print this model's card")
+    pretrained.set_defaults(func=_cmd_pretrained)
 
     presets = commands.add_parser("presets", help="list the shipped presets")
     presets.set_defaults(func=_cmd_presets)

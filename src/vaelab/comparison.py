@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VaelabError
-from .runs import SUMMARY, RunFolder, StudyFolder, is_study, run_folders
+from .runs import SUMMARY, RunFolder, StudyFolder, is_study, run_folders, run_label
 from .webpage import escape
 
 # Config parts that are no setting of the run itself: prose, and the plans of the sweep or study
@@ -99,7 +99,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     evaluation with the largest K, else the test ELBO training ended with; never numbers of
     earlier weights.
     """
-    given, run = str(run_dir), RunFolder(run_dir).check()
+    given, run = run_label(run_dir), RunFolder(run_dir).check()  # a shipped model: pretrained:NAME
     config, summary = run.config_dict(), run.summary()
     found, val_found = run.current_evaluation(), run.current_evaluation("val")
     evaluation, val = (found[1] if found else {}), (val_found[1] if val_found else {})

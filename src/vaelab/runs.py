@@ -9,6 +9,7 @@
         eval-<split>-k<K>.json  evaluations, each naming the weights it scored by their SHA-256
         figures/<name>.png      figures; figures.json says what was drawn with which options
         report.html, explorer.html
+        card.json, card.md      a model shipped in the package (see below): its model card
         tracking.json           which tracker runs (MLflow, W&B) this run logs to, and its last epoch logged
         tensorboard/            TensorBoard's event files (log.backends = ["tensorboard"])
         wandb/                  W&B's files, offline runs included (log.backends = ["wandb"])
@@ -26,6 +27,10 @@
         best.toml               the best trial's full config (without [tune]), for vaelab train --config
         figures/                the optimization history and parameter importances (vaelab report)
 
+    src/vaelab/pretrained/NAME/ a trained model shipped in the package (`pretrained:NAME`): a trimmed,
+                            read-only run folder of SHIPPED_FILES (no checkpoint: nothing to resume) and
+                            its test evaluation; commands that write work on a copy (`working_copy`)
+
 Every number shown for a run comes from this module's `current_evaluation` and `summary`, which
 hold only results of the weights the folder holds now (`fingerprint`): an evaluation of earlier
 weights (an interrupted run that was resumed, a run evaluated while it trained) is never shown as
@@ -39,8 +44,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,7 +58,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
-from .config import ConfigError, RunConfig, config_from_dict, member_configs
+from .config import ConfigError, RunConfig, _did_you_mean, config_from_dict, member_configs
 from .errors import VaelabError
 from .storage import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
                  save_tensors, write_json)
@@ -78,6 +85,11 @@ TABLES = {"md": "table.md", "csv": "table.csv"}
 EVALUATION_SPLITS = ("test", "val")  # the splits an evaluation scores, each into its own file:
 EVALUATION = re.compile(rf"eval-({'|'.join(EVALUATION_SPLITS)})-k(\d+)\.json")  # eval-<split>-k<K>.json
 WEIGHTS_FORMAT = {"format": "vaelab-weights"}
+PRETRAINED = "pretrained:"  # pretrained:NAME stands for the run folder of a model shipped in the package
+SHIPPED_ROOT = Path(__file__).resolve().parent / "pretrained"
+CARD = "card.json"  # a shipped model's card: how it was trained, its test numbers, its check, its fingerprint
+CARD_TEXT = "card.md"  # the same card for people (`vaelab pretrained NAME`)
+SHIPPED_FILES = (CONFIG, WEIGHTS, SUMMARY, METRICS, CARD, CARD_TEXT)  # and the card's test evaluation
 
 
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> fingerprint of its weights
@@ -130,6 +142,9 @@ class RunFolder:
         if self.path.exists() and not self.path.is_dir():
             raise NotARunError(f"{self.path}: a file, not a run folder (a run folder holds {CONFIG})")
         if not self.path.is_dir():
+            if is_pretrained(self.path):  # Path() made "pretrained:NAME" a relative path
+                raise NotARunError(f"{self.path}: a shipped model; open it with vaelab.open_run({str(self.path)!r}) "
+                                   "or the vaelab commands, which copy it to a run folder of yours")
             raise NotARunError(f"{self.path}: no such run folder")
         if is_sweep(self.path):
             raise NotARunError(sweep_given_for_a_run(self.path))
@@ -566,10 +581,11 @@ def open_folder(path: str | Path) -> RunFolder | SweepFolder | StudyFolder:
 
 
 def run_folders(paths: list[str | Path]) -> list[RunFolder]:
-    """Run folders named on a command line, a sweep or study standing for its members (the started ones)."""
+    """Run folders named on a command line, a sweep or study standing for its members (the started
+    ones), pretrained:NAME for a shipped model's read-only folder (for commands that only read)."""
     runs: list[RunFolder] = []
     for path in paths:
-        folder = open_folder(path)
+        folder = shipped_run(path) if is_pretrained(path) else open_folder(path)
         runs += [m for m in folder.members() if m.exists] if isinstance(folder, (SweepFolder, StudyFolder)) else [folder]
     return runs
 
@@ -677,11 +693,113 @@ def _without_none(tree: Any) -> Any:
     return tree
 
 
+# ---------------------------------------------------------------- trained models shipped in the package
+
+class UnknownPretrainedError(NotARunError):
+    """pretrained:NAME names no shipped model; the message lists the shipped ones."""
+
+
+def is_pretrained(path: str | Path) -> bool:
+    """Does `path` name a shipped model (pretrained:NAME) rather than a folder?"""
+    return str(path).startswith(PRETRAINED)
+
+
+def shipped_names() -> list[str]:
+    """The names of the models shipped in the package (folders of SHIPPED_ROOT holding a card), sorted."""
+    if not SHIPPED_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_ROOT.iterdir() if (p / CARD).is_file() and not p.name.startswith("."))
+
+
+def shipped_run(ref: str | Path) -> RunFolder:
+    """The read-only run folder of a shipped model, named as pretrained:NAME or NAME; an
+    UnknownPretrainedError listing the shipped names (with the closest one) for any other."""
+    name = str(ref)[len(PRETRAINED):] if is_pretrained(ref) else str(ref)
+    names = shipped_names()
+    if name not in names:
+        known = ", ".join(names) if names else "none (this install ships no trained models)"
+        raise UnknownPretrainedError(f"{PRETRAINED}{name}: no such shipped model{_did_you_mean(name, names)} "
+                                     f"(shipped: {known}; `vaelab pretrained` lists them)")
+    return RunFolder(SHIPPED_ROOT / name).check()
+
+
+def shipped_name_of(path: str | Path) -> str | None:
+    """NAME if `path` is the folder of a shipped model, else None."""
+    resolved = Path(path).resolve()
+    return resolved.name if resolved.parent == SHIPPED_ROOT and (resolved / CARD).is_file() else None
+
+
+def run_label(path: str | Path) -> str:
+    """How a run is named to the user: pretrained:NAME for a shipped model's folder, else its path."""
+    name = shipped_name_of(path)
+    return f"{PRETRAINED}{name}" if name else str(path)
+
+
+def read_card(folder: RunFolder) -> dict[str, Any]:
+    """card.json of a shipped model's folder (or of a working copy of one); {} where there is none."""
+    return _optional_json(folder.file(CARD))
+
+
+def shipped_files(folder: RunFolder) -> list[Path]:
+    """The files a shipped model's folder holds: SHIPPED_FILES and its test evaluation(s)."""
+    found = [folder.file(name) for name in SHIPPED_FILES if folder.file(name).is_file()]
+    return found + [path for path, _ in folder.evaluations("test")]
+
+
+def default_copy_dir(ref: str) -> Path:
+    """Where commands work on a shipped model unless told otherwise: runs/pretrained-NAME."""
+    return Path("runs") / f"pretrained-{shipped_run(ref).path.name}"
+
+
+def working_copy(ref: str, out: str | Path | None = None) -> tuple[Path, bool]:
+    """(a writable run folder holding the shipped model `ref`, whether it was made now).
+
+    The shipped folder is never written: commands that write (evaluate, figures, report, explore)
+    work on a copy at `out` (default runs/pretrained-NAME). A copy made earlier of the same
+    weights is reused with what it gained (evaluations, figures); any other run there is refused.
+    The copy is made in a temporary folder beside `out`, checked, then renamed into place.
+    """
+    source = shipped_run(ref)
+    target = Path(out) if out is not None else default_copy_dir(ref)
+    digest = read_card(source).get("weights_sha256")
+    if RunFolder(target).exists:
+        copy = RunFolder(target)
+        if read_card(copy).get("weights_sha256") == digest and copy.fingerprint() == digest:
+            return target, False
+        raise FileExistsError(f"{target} holds another run than {PRETRAINED}{source.path.name} (or a copy of "
+                              "other weights of it); choose another --out")
+    check_new_folder(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a run folder is as shareable as one training makes
+    try:
+        for path in shipped_files(source):
+            shutil.copyfile(path, staging / path.name)  # not the package's modes: the copy is the user's to write
+        if RunFolder(staging).fingerprint() != digest:
+            raise RunFolderError(f"{source.file(WEIGHTS)}: its SHA-256 is not the card's weights_sha256 {digest}; "
+                                 "the installed package is damaged, reinstall vaelab")
+        if target.is_dir():
+            target.rmdir()  # check_new_folder let only an empty folder through
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, True
+
+
+def refuse_shipped_resume(path: str | Path) -> None:
+    """A one-line error for resuming a shipped model or a copy of one: no optimizer state is shipped."""
+    card = read_card(shipped_run(path)) if is_pretrained(path) else read_card(RunFolder(path))
+    if card:
+        what = "a shipped model" if is_pretrained(path) else f"a copy of the shipped model {PRETRAINED}{card.get('name')}"
+        raise RunFolderError(f"{path}: {what}, with no optimizer state or checkpoint to resume; train it anew with: "
+                             f"{card.get('command') or 'vaelab train'}")
+
+
 # ---------------------------------------------------------------- the model in a run
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
-    """The trained model of a run folder, in eval mode; its config is `model.run_config`, its
-    weights' fingerprint `model.weights_sha256`.
+    """The trained model of a run folder (or of a shipped model, pretrained:NAME), in eval mode; its
+    config is `model.run_config`, its weights' fingerprint `model.weights_sha256`.
 
     Reads model.safetensors (the best weights), or for a run that has not finished, the best
     weights in its checkpoint. Nothing is unpickled. A model of the user's own is rebuilt from the
@@ -692,7 +810,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
     from .model import build_model
     from .usercode import check_recorded
 
-    folder = RunFolder(run_dir).check()
+    folder = shipped_run(run_dir) if is_pretrained(run_dir) else RunFolder(run_dir).check()
     config = folder.config()
     changed = check_recorded(config.code, str(folder.path))
     if changed:
