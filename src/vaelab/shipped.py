@@ -78,6 +78,7 @@ def card_text(card: dict[str, Any]) -> str:
     test, check, training = card["test"], card["check"], card["training"]
     machine, software, data = card["machine"], card["software"], card["data"]
     seed = data.get("test_binarization_seed")
+    given = " (of x given its label)" if data.get("conditional_on_labels") else ""
     binarized = (f"{data['binarization']} binarization; test images binarized once with seed {seed}"
                  if seed is not None else f"{data['binarization']} binarization")
     commit = software.get("commit") or "unknown"
@@ -95,7 +96,7 @@ def card_text(card: dict[str, Any]) -> str:
         "|---|---|",
         f"| data | {data['name']}, {binarized} |",
         f"| test ELBO | {test['elbo']:.2f} |",
-        f"| test NLL | {test['nll']:.2f} \u00b1 {test['nll_stderr']:.2f} (K = {test['k']}, {test['n']} images, "
+        f"| test NLL{given} | {test['nll']:.2f} \u00b1 {test['nll_stderr']:.2f} (K = {test['k']}, {test['n']} images, "
         f"seed {test['seed']}) |",
         f"| check: NLL | {check['nll']:.2f} \u00b1 {check['nll_stderr']:.2f} (K = {check['k']}, test images "
         f"{check['start']}-{check['stop'] - 1}, seed {check['seed']}) |",
@@ -234,7 +235,11 @@ def _card(folder: RunFolder, name: str, command: str, machine: dict[str, Any], s
     from .data.views import binarization_seed
     from .storage import read_json
 
+    from .contract import n_labels
+    from .runs import load_run
+
     config, summary = folder.config(), read_json(folder.file(SUMMARY))
+    labels = n_labels(load_run(folder.path))  # a conditional model's NLL is -log p(x|y), given the label
     tensors, _ = load_tensors(folder.file(WEIGHTS))
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
     scored = score_check(folder.path, check, raw)
@@ -246,7 +251,7 @@ def _card(folder: RunFolder, name: str, command: str, machine: dict[str, Any], s
         "machine": machine | {"threads": summary.get("threads"), "device": summary.get("device")},
         "software": {"torch": summary.get("torch")} | software,
         "data": {"name": config.data.name, "binarization": config.data.binarization,
-                 "test_binarization_seed": binarization_seed(config.data, "test")},
+                 "test_binarization_seed": binarization_seed(config.data, "test"), "conditional_on_labels": labels > 0},
         "parameters": summary.get("parameters") or sum(t.numel() for t in tensors.values()),
         "weights_sha256": folder.fingerprint(), "dtype": "/".join(dtypes),
         "weights_bytes": folder.file(WEIGHTS).stat().st_size,
