@@ -428,7 +428,7 @@ class Trainer:
         if epoch % every and epoch not in (1, self.epoch_limit()) and not self.state.finished:
             return
         val = (f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
-               f"KL {record['val_kl']:7.3f})" if "val_elbo" in record else f"{'(not validated)':45s}")
+               f"KL {record['val_kl']:7.3f})" if "val_elbo" in record else f"{'(not validated)':46s}")
         self.log(f"epoch {epoch:3d}  train ELBO {record['train_elbo']:9.3f}  {val}  {record['seconds']:6.1f} s")
 
     def _plan_to_budget(self) -> None:
