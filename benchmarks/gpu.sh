@@ -136,7 +136,8 @@ section() {
 for name in $SECTIONS; do
     case $name in
         env|speed_eager|speed_compiled|preset|burda|vampprior) ;;
-        *) echo "gpu.sh: unknown section $name in GPU_SECTIONS (env speed_eager speed_compiled preset burda vampprior)" >&2
+        *) echo "gpu.sh: unknown section $name in GPU_SECTIONS" \
+               "(env speed_eager speed_compiled preset burda vampprior)" >&2
            exit 2 ;;
     esac
 done
@@ -209,7 +210,8 @@ if wanted preset; then
         section preset_eval 75 TERM bash -c '"$0" -m vaelab evaluate "$1" --samples "$2" --device "$3" --split "$5" \
             --json > "$4/preset_eval.json.tmp" && mv "$4/preset_eval.json.tmp" "$4/preset_eval.json"' \
             "$PY" "$RUN" "$EVAL_K" "$DEVICE" "$OUT" "$EVAL_SPLIT"
-        section nll_speed 60 TERM "$PY" benchmarks/nll_speed.py --run "$RUN" "${NLL_ARGS[@]}" --json "$OUT/nll_speed.json"
+        section nll_speed 60 TERM "$PY" benchmarks/nll_speed.py --run "$RUN" "${NLL_ARGS[@]}" \
+            --json "$OUT/nll_speed.json"
     else
         say "preset_eval, nll_speed: skipped, no preset run to score"
         printf 'preset_eval\tskipped\t0\t0\nnll_speed\tskipped\t0\t0\n' >> "$OUT/sections.tsv"

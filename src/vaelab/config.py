@@ -279,7 +279,7 @@ class OptimConfig:
     warmup_epochs: int = 0  # warmup_cosine: epochs of linear warm-up before the cosine
     min_lr_ratio: float = 0.01  # warmup_cosine ends at lr * min_lr_ratio; plateau goes no lower
     plateau_factor: float = 0.5  # plateau: lr times this when the validation ELBO stops improving
-    plateau_patience: int = 5  # plateau: validations (epochs unless train.validate_every) without a better ELBO before that
+    plateau_patience: int = 5  # plateau: validations (epochs, or see train.validate_every) without a better ELBO first
 
     def validate(self, prefix: str = "optim") -> None:
         _one_of(self.name, choices("optim.name"), f"{prefix}.name")

@@ -77,9 +77,9 @@ def dataset_elbo(model: Model, images: ImageSet, batch_size: int, samples: int =
 
 @dataclass
 class Trainer:
-    """Trains one run into its folder: epochs of optimizer steps, each followed by validation
-    (every train.validate_every-th and the last), early stopping and a checkpoint from which a resumed run ends bit for bit like an
-    uninterrupted one; at the end the best weights, scored on the test set."""
+    """Trains one run into its folder: epochs of optimizer steps, each followed by validation (every
+    train.validate_every-th and the last), early stopping and a checkpoint from which a resumed run
+    ends bit for bit like an uninterrupted one; at the end the best weights, scored on the test set."""
 
     config: RunConfig
     run_dir: Path
