@@ -3,7 +3,7 @@
     python benchmarks/gpu_summary.py env OUT_DIR        # writes OUT_DIR/env.json, prints it
     python benchmarks/gpu_summary.py summary OUT_DIR    # writes OUT_DIR/gpu.json from what the sections left
 
-`summary` reads only files: the sections' --json outputs, the preset run's folder and
+`summary` reads only files: the sections' --json outputs, the preset runs' folders and
 sections.tsv (name, exit status, seconds, limit of each section, as gpu.sh recorded them).
 Whatever a section did not leave is null, with the section's status saying why (failed,
 timed out, skipped), so a run that went wrong halfway still reports what it measured.
@@ -116,12 +116,38 @@ def preset(out: Path) -> dict[str, Any] | None:
     found: dict[str, Any] = {"run": str(run), **(plan or {}), "epochs_completed": len(epochs),
                              "steps": epochs[-1]["step"] if epochs else 0,
                              "train_seconds_in_epochs": round(sum(e["seconds"] for e in epochs), 1),
-                             "last_val_elbo": epochs[-1]["val_elbo"] if epochs else None,
-                             "best_val_elbo": max((e["val_elbo"] for e in epochs), default=None)}
+                             # epochs left unvalidated (train.validate_every) have no val_elbo
+                             "last_val_elbo": next((e["val_elbo"] for e in reversed(epochs) if "val_elbo" in e),
+                                                   None),
+                             "best_val_elbo": max((e["val_elbo"] for e in epochs if "val_elbo" in e), default=None)}
     if evaluation:
-        found["test"] = {key: evaluation.get(key) for key in
-                         ("split", "nll", "nll_stderr", "elbo", "reconstruction", "kl", "k", "n", "active_units",
-                          "seconds", "device", "binarization")}
+        found["test"] = evaluation_facts(evaluation)
+    return found
+
+
+def evaluation_facts(evaluation: dict[str, Any]) -> dict[str, Any]:
+    return {key: evaluation.get(key) for key in ("split", "nll", "nll_stderr", "elbo", "reconstruction", "kl", "k",
+                                                  "n", "active_units", "seconds", "device", "binarization")}
+
+
+# The long presets gpu.sh trains for fixed minutes: its section name -> the preset.
+LONG_PRESETS = {"burda": "mnist-burda-vae", "vampprior": "mnist-vampprior"}
+
+
+def long_preset(out: Path, name: str) -> dict[str, Any] | None:
+    """A long preset trained for fixed minutes through its time budget: its plan, how its training
+    ended (summary.json) and its K = 5000 test evaluation; None when it was not selected."""
+    plan = read_json(out / f"{name}_plan.json")
+    if plan is None:
+        return None
+    run = out / "runs" / name
+    summary = read_json(run / "summary.json") or {}
+    evaluation = read_json(out / f"{name}_eval.json")
+    found: dict[str, Any] = {"run": str(run), **plan, "finished": bool(summary)}
+    found |= {key: summary.get(key) for key in ("epochs_run", "steps", "train_seconds", "stop_reason", "best_epoch",
+                                                 "best_val_elbo", "test_elbo", "weights_sha256",
+                                                 "network_precision", "compiled_step")}
+    found["test"] = evaluation_facts(evaluation) if evaluation else None
     return found
 
 
@@ -144,9 +170,19 @@ def summary(out: Path, dry_run: bool) -> dict[str, Any]:
         },
         "nll_throughput": {"preset_evaluation": full_set, "loop_vs_batched": read_json(out / "nll_speed.json")},
         "preset": preset_result,
+        "long_presets": {name: long_preset(out, name) for name in LONG_PRESETS},
+        "selected": _selected(out),
     }
     (out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _selected(out: Path) -> list[str] | None:
+    """The sections GPU_SECTIONS selected, as gpu.sh wrote them down."""
+    try:
+        return (out / "selected_sections.txt").read_text().split()
+    except OSError:
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -160,7 +196,9 @@ def main(argv: list[str]) -> int:
     else:
         result = summary(out, dry_run="--dry-run" in argv[2:])
         print(json.dumps({"sections": result["sections"], "goal met": result["train_speed"]["goal"]["met"],
-                          "preset test": (result["preset"] or {}).get("test")}, indent=2))
+                          "preset test": (result["preset"] or {}).get("test"),
+                          "long presets' test": {name: (found or {}).get("test")
+                                                 for name, found in result["long_presets"].items()}}, indent=2))
     return 0
 
 

@@ -243,3 +243,29 @@ def test_pixels_get_a_column_only_where_runs_differ_in_them(tmp_path):
     header, rows = markdown_rows(table)
     assert [r["pixels"] for r in rows] == ["dynamic", "static"] and "dynamic binarization" not in table
     assert "dynamic binarization" in compare_table([a])
+
+
+def test_a_run_validated_every_other_epoch_keeps_and_shows_a_validated_epoch(tmp_path, one_thread):
+    from conftest import make_tiny_raw
+    from vaelab.data.views import make_views
+    from vaelab.training import Trainer
+
+    config = resolve_config(overrides=TINY + ["train.epochs=3", "train.validate_every=2"])
+    run = tmp_path / "sparse"
+    RunFolder(run).create(config)
+    summary = Trainer(config, run, make_views(make_tiny_raw(n_train=300, n_test=60), config.data), progress=False,
+                      log=quiet).fit()
+    records = RunFolder(run).metrics()
+    assert [("val_elbo" in r) for r in records] == [False, True, True]
+    _, rows = markdown_rows(compare_table([run]))
+    (line,) = csv.DictReader(io.StringIO(compare_table([run], fmt="csv")))
+    assert summary["best_epoch"] in (2, 3) and rows[0]["kept epoch"] == f"{summary['best_epoch']} of 3"
+    assert int(line["kept_epoch"]) == summary["best_epoch"] and float(line["val_elbo"]) == summary["best_val_elbo"]
+    page = write_report(run, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
+    curve = page[page.index("<h2>Training curve</h2>"):page.index("<h2>Figures</h2>")]
+    assert curve.count("<tr") == 4 and curve.count('class="best"') == 1  # a header, 3 epochs, the kept one marked
+    epoch_1 = curve[curve.index('<tr><td class="num">1</td>'):]
+    epoch_1 = epoch_1[:epoch_1.index("</tr>")]
+    assert f'<td class="num">{records[0]["train_elbo"]:.2f}</td>' in epoch_1
+    assert epoch_1.count('<td class="num"></td>') == 3  # its validation ELBO, reconstruction and KL: blank
+    assert "not validated (train.validate_every)" in curve

@@ -120,6 +120,7 @@ INVALID: dict[str, list] = {
     "train.precision": ["bf16", "float16"],
     "train.ema_decay": [-0.1, 1.0],
     "train.time_budget": [-1.0, "10m"],
+    "train.validate_every": [0, -2],
     "train.threads": [0, -1, "many", "2", "Auto", "Start"],  # "start", "auto", "fixed" or a count >= 1
     "evaluate.samples": [-1],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],

@@ -14,7 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"
-SECTIONS = {"env", "speed_eager", "speed_compiled", "preset_train", "preset_eval", "nll_speed"}
+# a dry run selects every section, the long presets' too
+SECTIONS = {"env", "speed_eager", "speed_compiled", "preset_train", "preset_eval", "nll_speed",
+            "burda_train", "burda_eval", "vampprior_train", "vampprior_eval"}
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="gpu.sh needs bash and coreutils' timeout")
@@ -35,6 +37,16 @@ def test_every_section_failing_still_writes_the_json(tmp_path):
     assert set(result["sections"]) == SECTIONS
     assert result["sections"]["speed_eager"]["rc"] == "1"
     assert result["sections"]["preset_eval"]["rc"] == "skipped"  # no run was trained to score
+    assert result["sections"]["burda_eval"]["rc"] == "skipped"
+
+
+def test_gpu_sections_picks_the_sections_and_refuses_an_unknown_one(tmp_path):
+    done = _run(tmp_path, PYTHON="false", GPU_SECTIONS="env vampprior")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert set(result["sections"]) == {"env", "vampprior_train", "vampprior_eval"}
+    done = _run(tmp_path, GPU_SECTIONS="env burd")
+    assert done.returncode == 2 and "unknown section burd" in done.stderr
 
 
 @pytest.mark.slow
@@ -61,3 +73,25 @@ def test_dry_run_writes_every_number(tmp_path, mnist_dir):
     nll = result["nll_throughput"]["loop_vs_batched"]
     assert nll["images"] == 4 and nll["samples"] == 50 and nll["speedup"] > 0
     assert abs(nll["loop_nll"] - nll["batched_nll"]) < 5 * nll["batched_nll_stderr"] + 5
+    assert result["selected"] == ["env", "speed_eager", "speed_compiled", "preset", "burda", "vampprior"]
+    for name, preset_name in (("burda", "mnist-burda-vae"), ("vampprior", "mnist-vampprior")):
+        long = result["long_presets"][name]  # trained through its own time budget, which ended it
+        assert long["preset"] == preset_name and long["finished"] and long["epochs_run"] >= 1, long
+        assert long["stop_reason"].startswith("time budget of") and 5 <= long["train_seconds_budget"] <= 6
+        assert long["test"]["n"] == 200 and long["test"]["k"] == 10 and long["test"]["nll"] > 0
+
+
+def test_the_summary_reads_a_preset_run_with_epochs_left_unvalidated(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_summary", ROOT / "benchmarks" / "gpu_summary.py")
+    gpu_summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_summary)
+    run = tmp_path / "runs" / "preset"
+    run.mkdir(parents=True)
+    records = [{"epoch": 1, "step": 10, "seconds": 1.0, "val_elbo": -120.0}, {"epoch": 2, "step": 20, "seconds": 1.0},
+               {"epoch": 3, "step": 30, "seconds": 1.0, "val_elbo": -110.0}, {"epoch": 4, "step": 40, "seconds": 1.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    found = gpu_summary.preset(tmp_path)
+    assert (found["epochs_completed"], found["steps"]) == (4, 40)
+    assert found["last_val_elbo"] == found["best_val_elbo"] == -110.0

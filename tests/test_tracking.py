@@ -226,6 +226,15 @@ def test_wandb_offline_run_holds_the_config_the_epochs_the_figures_and_the_evalu
 
 # ---------------------------------------------------------------- resume: the same tracker runs, no epoch twice
 
+def test_epochs_left_unvalidated_log_their_training_numbers_only(here):
+    run = train(here / "run", "train.epochs=3", "train.validate_every=2", backends=["tensorboard"])
+    events = tensorboard_events(run.path)
+    assert [e.step for e in events.Scalars("train/elbo")] == [1, 2, 3]
+    for key, tag in (("val_elbo", "val/elbo"), ("val_reconstruction", "val/reconstruction"), ("val_kl", "val/kl")):
+        assert [(e.step, e.value) for e in events.Scalars(tag)] == [
+            (m["epoch"], pytest.approx(m[key], rel=1e-6)) for m in run.metrics if m["epoch"] in (2, 3)], tag
+
+
 def test_a_run_killed_after_logging_an_epoch_resumes_the_same_tracker_runs_without_a_step_twice(here, monkeypatch):
     """Killed after epoch 2 reached the trackers but before its checkpoint: the resume redoes epoch 2
     and the trackers show epochs 1, 2, 3 once each, in the same runs."""

@@ -438,3 +438,110 @@ def test_a_run_of_many_short_epochs_logs_about_a_hundred_of_them(tmp_path, tiny_
     logged = [int(line.split()[1]) for line in said if line.startswith("epoch ")]
     assert logged == [1, *range(2, 121, 2)]
     assert len(read_jsonl(trainer.run_dir / "metrics.jsonl")) == 120  # every epoch is still recorded
+
+
+# ---------------------------------------------------------------- train.validate_every
+
+def _validated(records):
+    return [r["epoch"] for r in records if "val_elbo" in r]
+
+
+def test_validate_every_validates_every_nth_and_the_last_epoch_and_keeps_the_best_of_those(tmp_path, tiny_raw):
+    # at this lr the validation ELBO goes up and down: the best epoch of all is rarely a validated one
+    reference = make_trainer(tmp_path, tiny_raw, "train.epochs=12", "optim.lr=0.1", name="every")
+    reference.fit()
+    every = read_jsonl(reference.run_dir / "metrics.jsonl")
+
+    def due(n):
+        return [e for e in range(1, 13) if e % n == 0 or e == 12]
+
+    def best_of(epochs):
+        return max((every[e - 1] for e in epochs), key=lambda r: r["val_elbo"])["epoch"]
+
+    # an N for which keeping the best validated epoch differs from keeping the best or the last epoch
+    n = next((n for n in (3, 4, 5, 2) if best_of(due(n)) not in (best_of(range(1, 13)), 12)), None)
+    assert n is not None, [r["val_elbo"] for r in every]
+    sparse = make_trainer(tmp_path, tiny_raw, "train.epochs=12", "optim.lr=0.1", f"train.validate_every={n}",
+                          name="sparse")
+    summary = sparse.fit()
+    records = read_jsonl(sparse.run_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == list(range(1, 13)) and _validated(records) == due(n)
+    for mine, theirs in zip(records, every):  # validation draws no training randomness: the same steps
+        train_keys = [k for k in theirs if k.startswith("train_") or k in ("step", "lr")]
+        assert {k: mine[k] for k in train_keys} == {k: theirs[k] for k in train_keys}
+        val_keys = {k: theirs[k] for k in ("val_elbo", "val_reconstruction", "val_kl")}
+        assert {k: mine[k] for k in val_keys if k in mine} == (val_keys if mine["epoch"] in due(n) else {})
+    best = every[best_of(due(n)) - 1]
+    assert (summary["best_epoch"], summary["best_val_elbo"]) == (best["epoch"], best["val_elbo"])
+    assert RunFolder(sparse.run_dir).kept_epoch()["epoch"] == best["epoch"]
+    weights, _ = load_tensors(sparse.run_dir / WEIGHTS)
+    sparse.model.load_state_dict(weights)
+    kept = dataset_elbo(sparse.model, sparse.data.val, 50, seed=sparse.config.data.eval_seed)
+    assert kept["elbo"] == pytest.approx(best["val_elbo"], abs=1e-4)
+
+
+def test_validate_every_stops_early_on_a_validation_with_patience_counted_in_epochs(tmp_path, tiny_raw):
+    reference = make_trainer(tmp_path, tiny_raw, "train.epochs=30", "optim.lr=0.05", name="every")
+    reference.fit()
+    every = read_jsonl(reference.run_dir / "metrics.jsonl")
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=30", "optim.lr=0.05", "train.validate_every=2",
+                           "train.patience=3", name="sparse")
+    summary = trainer.fit()
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    # what the rule says, replayed on the uninterrupted run's numbers: at each even epoch, stop once
+    # 3 epochs or more have passed since the best even epoch so far
+    best_epoch, best = 0, -math.inf
+    for epoch in range(2, 31, 2):
+        if every[epoch - 1]["val_elbo"] > best:
+            best_epoch, best = epoch, every[epoch - 1]["val_elbo"]
+        elif epoch - best_epoch >= 3:
+            break
+    assert epoch < 30 and summary["stop_reason"].startswith("early stop")
+    assert len(records) == summary["epochs_run"] == epoch and _validated(records) == list(range(2, epoch + 1, 2))
+    assert (summary["best_epoch"], summary["best_val_elbo"]) == (best_epoch, best)
+
+
+@pytest.mark.parametrize("stop", [("train.time_budget=0.002", "train.epochs=500"), ("train.max_steps=45",),
+                                  ("train.max_steps=38",)])  # mid-epoch by time and by steps, at an epoch's end
+def test_the_epoch_that_ends_a_run_is_validated_whatever_ends_it(tmp_path, tiny_raw, stop):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.validate_every=1000", *stop)
+    summary = trainer.fit()
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert _validated(records) == [summary["epochs_run"]] == [summary["best_epoch"]]
+    assert summary["best_val_elbo"] == records[-1]["val_elbo"]
+
+
+def test_a_plateau_schedule_moves_only_on_validations(tmp_path, tiny_raw):
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=16", "optim.schedule=plateau", "optim.plateau_patience=0",
+                           "optim.lr=0.1", "train.validate_every=2")
+    trainer.fit()
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    # torch's own plateau schedule, told the validated epochs' ELBOs alone, gives each epoch's lr
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0, min_lr=0.001)
+    expected = []
+    for record in records:
+        expected.append(optimizer.param_groups[0]["lr"])
+        if "val_elbo" in record:
+            plateau.step(record["val_elbo"])
+    assert [r["lr"] for r in records] == expected
+    assert len(set(expected)) > 1  # at this lr a validation comes out worse than the one before
+@pytest.mark.parametrize("recipe", [
+    ("train.epochs=7",),
+    ("train.epochs=8", "optim.schedule=plateau", "optim.plateau_patience=0", "optim.lr=0.1", "train.patience=3"),
+])
+@pytest.mark.parametrize("interrupt_at", [7, 19, 38, 60])  # mid-epoch, the end of a skipped and of a validated epoch
+def test_a_run_validated_every_few_epochs_resumes_bit_for_bit(tmp_path, tiny_raw, recipe, interrupt_at):
+    recipe = (*recipe, "train.validate_every=2")
+    reference = make_trainer(tmp_path, tiny_raw, *recipe, name="reference")
+    summary = reference.fit()
+    second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, *recipe, name="resumed"), interrupt_at)
+    assert second.state.global_step == interrupt_at
+    resumed = second.fit()
+    assert {k: resumed[k] for k in ("test_elbo", "best_epoch", "best_val_elbo", "stop_reason", "weights_sha256")} == {
+        k: summary[k] for k in ("test_elbo", "best_epoch", "best_val_elbo", "stop_reason", "weights_sha256")}
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    records = read_jsonl(reference.run_dir / "metrics.jsonl")
+    assert _strip_seconds(read_jsonl(second.run_dir / "metrics.jsonl")) == _strip_seconds(records)
+    assert 0 < len(_validated(records)) < len(records)

@@ -292,6 +292,20 @@ def test_resume_raises_the_trials_and_a_pruner_prunes(tmp_path, tiny_npz):
         raise SystemExit(main(["tune", "--config", str(config), "--out", str(study), "--set", "optim.eps=0.1"]))
 
 
+def test_a_pruner_is_told_only_the_validated_epochs(tmp_path, tiny_npz):
+    study = tmp_path / "study"
+    config = search_toml(tmp_path / "s.toml", tiny_npz, epochs=5, trials=3, pruner="median")
+    assert main(["tune", "--config", str(config), "--out", str(study), "--set", "train.validate_every=2"]) == 0
+    trials = trials_of(study)
+    assert states(trials).count("COMPLETE") >= 2  # a median pruner prunes only from the third trial on
+    for trial in trials:
+        records = [json.loads(line) for line in (study / trial.user_attrs["run_dir"] / "metrics.jsonl").open()]
+        validated = {r["epoch"]: r["val_elbo"] for r in records if "val_elbo" in r}
+        assert set(validated) <= {2, 4, 5} and len(validated) < len(records)
+        assert trial.intermediate_values == validated  # each validated epoch's ELBO, at that epoch
+        assert trial.user_attrs["val_elbo"] == max(validated.values())
+
+
 def test_a_grid_of_choices_runs_each_point_once_scored_by_the_validation_nll(tmp_path, tiny_npz):
     config = search_toml(tmp_path / "s.toml", tiny_npz, trials=10, sampler="grid", metric="val_nll", nll_samples=4)
     text = config.read_text().split("[tune.space]")[0]

@@ -279,7 +279,7 @@ class OptimConfig:
     warmup_epochs: int = 0  # warmup_cosine: epochs of linear warm-up before the cosine
     min_lr_ratio: float = 0.01  # warmup_cosine ends at lr * min_lr_ratio; plateau goes no lower
     plateau_factor: float = 0.5  # plateau: lr times this when the validation ELBO stops improving
-    plateau_patience: int = 5  # plateau: epochs without a better validation ELBO before that
+    plateau_patience: int = 5  # plateau: validations (epochs, or see train.validate_every) without a better ELBO first
 
     def validate(self, prefix: str = "optim") -> None:
         _one_of(self.name, choices("optim.name"), f"{prefix}.name")
@@ -320,6 +320,9 @@ class TrainConfig:
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     ema_decay: float = 0.0  # > 0: validate, keep and evaluate an exponential moving average of the weights
     time_budget: float = 0.0  # minutes of training (summed over resumes) after which it stops; 0 = no limit
+    # epochs between validations: every N-th epoch and the run's last are validated; the best (kept)
+    # epoch, early stopping and the plateau schedule see only validated epochs; 1 = every epoch
+    validate_every: int = 1
     # CPU threads torch computes with: "start" = the cores other processes leave free when the run
     # starts, kept for the run and on resume (runs resume bit for bit); "auto" = re-decided every few
     # seconds (results then agree to float rounding only); "fixed" = torch's own count (all cores);
@@ -344,6 +347,8 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", f"must be in [0, 1) (0 = off), got {self.ema_decay}")
         _check(self.time_budget >= 0, f"{prefix}.time_budget",
                f"must be >= 0 minutes (0 = none), got {self.time_budget}")
+        _check(self.validate_every >= 1, f"{prefix}.validate_every",
+               f"must be a whole number of epochs >= 1 (1 = every epoch), got {self.validate_every}")
         _check(self.threads in THREAD_SETTINGS or (isinstance(self.threads, int) and self.threads >= 1),
                f"{prefix}.threads", f"must be \"start\", \"auto\", \"fixed\" or a thread count >= 1, got {toml_value(self.threads)}")
         _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,

@@ -62,7 +62,8 @@ def _warmup_cosine(config: OptimConfig, epoch: int, planned_epochs: int) -> floa
 
 def _plateau(optimizer: torch.optim.Optimizer, config: OptimConfig, planned_epochs: Callable[[], int]) -> Any:
     """lr times plateau_factor after plateau_patience epochs without a better validation ELBO,
-    down to lr * min_lr_ratio; stepped with that ELBO."""
+    down to lr * min_lr_ratio; stepped with that ELBO (on validated epochs only, so under
+    train.validate_every the patience counts validations)."""
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience,
         min_lr=config.lr * config.min_lr_ratio)
@@ -104,13 +105,16 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, planne
     return SCHEDULES[config.schedule].scheduler(optimizer, config, planned_epochs)
 
 
-def step_schedule(schedule: Any, val_elbo: float) -> None:
-    """Move the schedule on to the next epoch; a plateau schedule is told the epoch's validation ELBO."""
+def step_schedule(schedule: Any, val_elbo: float | None) -> None:
+    """Move the schedule on to the next epoch; a plateau schedule is told the epoch's validation ELBO,
+    and stays where it is after an epoch that was not validated (`val_elbo` None, train.validate_every):
+    its plateau_patience counts validations."""
     with warnings.catch_warnings():
         # the compiled whole-Adam step updates the weights without optimizer.step(), which torch takes for a mistake
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
         if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule.step(val_elbo)
+            if val_elbo is not None:
+                schedule.step(val_elbo)
         else:
             schedule.step()
 

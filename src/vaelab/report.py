@@ -203,8 +203,11 @@ def _curve_section(records: list[dict[str, Any]], best_epoch: Any) -> str:
     keys = [k for k in CURVE_COLUMNS if k in seen] + sorted(seen - set(CURVE_COLUMNS))
     rows = [[cell_text(r.get(k), 1 if k == "seconds" else 2) for k in keys] for r in records]
     classes = ["best" if r.get("epoch") == best_epoch else "" for r in records]
+    skipped = "val_elbo" in seen and any("val_elbo" not in r for r in records)
     note = ('<p class="note">Nats per image; the highlighted row is the best epoch by validation ELBO, '
-            "whose weights the run keeps.</p>")
+            "whose weights the run keeps"
+            + ("; epochs with no validation numbers were not validated (train.validate_every)" if skipped else "")
+            + ".</p>")
     return ("<h2>Training curve</h2>" + note
             + _table([CURVE_COLUMNS.get(k, k) for k in keys], rows, numeric=[True] * len(keys), row_classes=classes))
 

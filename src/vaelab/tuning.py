@@ -485,6 +485,8 @@ class Worker:
         trial.set_user_attr("val_elbo", None)
 
         def report(record: dict[str, Any]) -> None:
+            if "val_elbo" not in record:  # an epoch train.validate_every left out: nothing to judge it by
+                return
             best[0] = max(best[0], record["val_elbo"])
             trial.set_user_attr("val_elbo", best[0])
             trial.report(direction * record["val_elbo"], record["epoch"])

@@ -77,9 +77,9 @@ def dataset_elbo(model: Model, images: ImageSet, batch_size: int, samples: int =
 
 @dataclass
 class Trainer:
-    """Trains one run into its folder: epochs of optimizer steps, each followed by validation,
-    early stopping and a checkpoint from which a resumed run ends bit for bit like an
-    uninterrupted one; at the end the best weights, scored on the test set."""
+    """Trains one run into its folder: epochs of optimizer steps, each followed by validation (every
+    train.validate_every-th and the last), early stopping and a checkpoint from which a resumed run
+    ends bit for bit like an uninterrupted one; at the end the best weights, scored on the test set."""
 
     config: RunConfig
     run_dir: Path
@@ -392,14 +392,15 @@ class Trainer:
         stop (`stop_reason`: why train_epoch stopped the run, or ""), checkpoint."""
         cfg, state = self.config.train, self.state
         self.guard.check()
-        record = self._epoch_record()
+        validated = self.validation_due(stop_reason)
+        record = self._epoch_record(validated)
         if self.parallel.is_main:
             self.folder.append_metrics(record)
             self.tracker.log_epoch(record)
-        if record["val_elbo"] > state.best_val_elbo:
+        if validated and record["val_elbo"] > state.best_val_elbo:
             state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_model().state_dict().items()}
-        else:
+        else:  # epochs, validated or not: train.patience counts epochs
             state.epochs_since_best += 1
         state.epoch += 1
         state.step_in_epoch, state.seconds = 0, 0.0
@@ -409,10 +410,10 @@ class Trainer:
         self._plan_to_budget()
         # Per epoch, not per step: plateau needs a validation ELBO and burda counts epochs, and with
         # the lr fixed within an epoch a mid-epoch checkpoint holds no position inside the schedule.
-        step_schedule(self.schedule, record["val_elbo"])
+        step_schedule(self.schedule, record.get("val_elbo"))  # None: a plateau schedule waits for a validation
         if stop_reason:
             state.finished, state.stop_reason = True, stop_reason
-        elif self.early_stop_due():
+        elif validated and self.early_stop_due():  # decided on a validation, never between two
             state.finished = True
             state.stop_reason = f"early stop: no better validation ELBO for {count(cfg.patience, 'epoch')}"
         self._log_epoch(record)
@@ -426,9 +427,9 @@ class Trainer:
         epoch, every = record["epoch"], math.ceil(self.epochs / 100)
         if epoch % every and epoch not in (1, self.epoch_limit()) and not self.state.finished:
             return
-        self.log(f"epoch {epoch:3d}  train ELBO {record['train_elbo']:9.3f}  "
-                 f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
-                 f"KL {record['val_kl']:7.3f})  {record['seconds']:6.1f} s")
+        val = (f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
+               f"KL {record['val_kl']:7.3f})" if "val_elbo" in record else f"{'(not validated)':46s}")
+        self.log(f"epoch {epoch:3d}  train ELBO {record['train_elbo']:9.3f}  {val}  {record['seconds']:6.1f} s")
 
     def _plan_to_budget(self) -> None:
         """Under a time budget, after each epoch: plan for the epochs done plus as many as the rest
@@ -448,21 +449,31 @@ class Trainer:
             fits = state.epoch + math.floor(max(0.0, budget - elapsed) / max(pace, 1e-9))
         state.planned_epochs = max(state.epoch, min(self.epoch_limit(), fits))
 
-    def _epoch_record(self) -> dict[str, Any]:
-        """The epoch's line in metrics.jsonl: its training terms per image (as the weights moved), and
-        the validation ELBO of the weights it ended with."""
+    def validation_due(self, stop_reason: str = "") -> bool:
+        """Whether the epoch ending now is validated: every train.validate_every-th epoch, and the
+        run's last, whether the epochs ran out or `stop_reason` (the time budget, max_steps) ended it,
+        so the weights a run keeps are always chosen with its last epoch among them. Counted in
+        epochs alone (not seconds), so a resumed run validates the same epochs as an uninterrupted one."""
+        epoch = self.state.epoch + 1
+        return epoch % self.config.train.validate_every == 0 or bool(stop_reason) or epoch >= self.epoch_limit()
+
+    def _epoch_record(self, validated: bool = True) -> dict[str, Any]:
+        """The epoch's line in metrics.jsonl: its training terms per image (as the weights moved), and,
+        if `validated`, the validation ELBO of the weights it ended with (else no val_* keys)."""
         cfg, state = self.config.train, self.state
         elbo_sum, rec_sum, kl_sum, objective_sum = self.parallel.sum_(self.sums).tolist()
         count = min(state.step_in_epoch * cfg.batch_size, len(self.data.train))
-        val = dataset_elbo(self.evaluated_model(), self.data.val, cfg.eval_batch_size, self.config.objective.samples,
-                           seed=self.config.data.eval_seed, parallel=self.parallel, threads=self.threads)
         record = {
             "epoch": state.epoch + 1, "step": state.global_step,
             "train_elbo": elbo_sum / count, "train_reconstruction": rec_sum / count, "train_kl": kl_sum / count,
             "train_objective": objective_sum / count,
-            "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"],
-            "seconds": round(state.seconds, 3), "lr": self.optimizer.param_groups[0]["lr"],
         }
+        if validated:
+            val = dataset_elbo(self.evaluated_model(), self.data.val, cfg.eval_batch_size,
+                               self.config.objective.samples, seed=self.config.data.eval_seed,
+                               parallel=self.parallel, threads=self.threads)
+            record |= {"val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"]}
+        record |= {"seconds": round(state.seconds, 3), "lr": self.optimizer.param_groups[0]["lr"]}
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
         return record
