@@ -340,6 +340,19 @@ def test_a_time_budget_stops_the_run_and_a_larger_one_trains_on(tmp_path, tiny_r
     assert second.fit()["stop_reason"] == f"completed {summary['epochs_run'] + 1} epochs"
 
 
+def test_a_budgeted_run_prints_epoch_lines_spaced_by_its_minutes(tmp_path, tiny_raw):
+    # epochs=100000 is a bound a budget never reaches: spacing lines by it printed only epoch 1
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=100000", "train.time_budget=0.05",
+                           "train.compile=false")
+    lines = []
+    trainer.log = lines.append
+    summary = trainer.fit()
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert summary["epochs_run"] > 10
+    assert 3 <= len(epoch_lines) <= min(102, summary["epochs_run"])
+    assert epoch_lines[-1].startswith(f"epoch {summary['epochs_run']:3d} ")
+
+
 def test_warmup_cosine_fits_its_cosine_to_the_time_budget(tmp_path, tiny_raw):
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=100", "train.time_budget=1",
                            "optim.schedule=warmup_cosine", "optim.warmup_epochs=2", "optim.lr=0.002")

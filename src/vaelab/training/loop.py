@@ -424,12 +424,28 @@ class Trainer:
     def _log_epoch(self, record: dict[str, Any]) -> None:
         """The epoch's line: every epoch's in a run of up to 100, else about 100 evenly spaced, the
         first and the last (a small data set's many short epochs would print thousands of lines)."""
-        epoch, every = record["epoch"], math.ceil(self.epochs / 100)
-        if epoch % every and epoch not in (1, self.epoch_limit()) and not self.state.finished:
+        if not self._epoch_line_due(record["epoch"]):
             return
+        epoch = record["epoch"]
         val = (f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
                f"KL {record['val_kl']:7.3f})" if "val_elbo" in record else f"{'(not validated)':46s}")
         self.log(f"epoch {epoch:3d}  train ELBO {record['train_elbo']:9.3f}  {val}  {record['seconds']:6.1f} s")
+
+    def _epoch_line_due(self, epoch: int) -> bool:
+        """Every epoch-th line of about 100, counted in epochs, or under a time budget in minutes: a
+        budgeted run's epoch limit is a bound never reached, and spacing its lines by that limit
+        left a 45-minute run silent after its first epoch."""
+        now = time.monotonic()
+        if epoch in (1, self.epoch_limit()) or self.state.finished:
+            self._last_epoch_line = now
+            return True
+        budget = self.config.train.time_budget
+        if budget:
+            if now - getattr(self, "_last_epoch_line", 0.0) < budget * 60 / 100:
+                return False
+            self._last_epoch_line = now
+            return True
+        return epoch % math.ceil(self.epochs / 100) == 0
 
     def _plan_to_budget(self) -> None:
         """Under a time budget, after each epoch: plan for the epochs done plus as many as the rest
