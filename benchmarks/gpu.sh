@@ -12,7 +12,7 @@
 #   preset_train the best preset (mnist-iwae) trained for a fixed time: stopped by SIGINT, which vaelab
 #                takes as Ctrl-C (finishes the step, saves a checkpoint), so no step count must be guessed
 #   preset_eval  vaelab evaluate --samples 5000 on the whole test set: its NLL, and the IS-NLL throughput
-#   nll_speed    nll_speed.py on that run: the batched estimator against a one-point-per-loop one
+#   nll_speed    nll_speed.py on that run: the fast scoring against the plain one (torch's own formulas)
 # then gpu_summary.py writes $OUT/gpu.json from what the sections left, and if even that fails, a
 # shell fallback writes a JSON of the sections' exit statuses: the JSON is always there.
 #
