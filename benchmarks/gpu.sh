@@ -15,7 +15,7 @@
 #   preset_train the best preset (mnist-iwae) trained for a fixed time: stopped by SIGINT, which vaelab
 #                takes as Ctrl-C (finishes the step, saves a checkpoint), so no step count must be guessed
 #   preset_eval  vaelab evaluate --samples 5000 on the whole test set: its NLL, and the IS-NLL throughput
-#   nll_speed    nll_speed.py on that run: the batched estimator against a one-point-per-loop one
+#   nll_speed    nll_speed.py on that run: the fast scoring against the plain one (torch's own formulas)
 #   burda_train, burda_eval; vampprior_train, vampprior_eval
 #                the long presets (mnist-burda-vae, mnist-vampprior) trained for a fixed number of
 #                minutes through their own train.time_budget (so they finish as they would on a

@@ -124,6 +124,7 @@ INVALID: dict[str, list] = {
     "train.threads": [0, -1, "many", "2", "Auto", "Start"],  # "start", "auto", "fixed" or a count >= 1
     "evaluate.samples": [-1],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],
+    "evaluate.compile": ["yes", 1, "true", 0.5],  # true, false or "auto"
     "figures.names": [["histogram"], "samples"],
     "figures.samples_n": [0],
     "figures.reconstructions_n": [0],

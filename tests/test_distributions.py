@@ -7,7 +7,8 @@ import torch
 from torch.distributions import Bernoulli, MixtureSameFamily, Normal, kl_divergence
 
 from vaelab.config import ModelConfig
-from vaelab.distributions import diagonal_normal, rsample, standard_normal, uniform_mixture
+from vaelab.distributions import (TwoStep, diagonal_normal, log_sum_exp, plain_log_probs, rsample, standard_normal,
+                                  uniform_mixture)
 from vaelab.likelihoods import BernoulliHead, GaussianHead
 
 
@@ -148,3 +149,66 @@ def test_mixture_samples_come_from_the_components_in_their_proportions():
     torch.testing.assert_close(z[~right].std(0), torch.full((2,), 0.5), atol=0.03, rtol=0)
     again = rsample(mixture, (4000,), torch.Generator().manual_seed(3))
     assert torch.equal(z, again)
+
+
+def test_bernoulli_head_with_many_z_per_image_matches_torch():
+    # the importance-sampling shape: logits (samples, images, pixels) against x (images, pixels)
+    torch.manual_seed(2)
+    logits = torch.randn(40, 3, 784) * 6
+    x = torch.bernoulli(torch.full((3, 784), 0.3))
+    px = BernoulliHead(ModelConfig(), 784)(logits)
+    ours = px.log_prob(x)
+    reference = Bernoulli(logits=logits).log_prob(x).sum(-1)
+    assert ours.shape == (40, 3)
+    torch.testing.assert_close(ours, reference)
+    with plain_log_probs():
+        assert torch.equal(px.log_prob(x), reference)  # the plain path is torch's own
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_sum_exp_equals_torchs(dtype):
+    gen = torch.Generator().manual_seed(0)
+    values = (torch.randn(6, 500, generator=gen, dtype=dtype) * 300).requires_grad_()  # terms hundreds of nats apart
+    ours, theirs = log_sum_exp(values, -1), torch.logsumexp(values, -1)
+    torch.testing.assert_close(ours, theirs)
+    grad_ours, = torch.autograd.grad(ours.sum(), values)
+    grad_theirs, = torch.autograd.grad(theirs.sum(), values)
+    torch.testing.assert_close(grad_ours, grad_theirs)  # the softmax
+    torch.testing.assert_close(log_sum_exp(values, 0), torch.logsumexp(values, 0))
+    inf = math.inf
+    special = torch.tensor([[-inf, -inf], [inf, 1.0], [math.nan, 1.0], [-inf, 2.0]], dtype=dtype)
+    torch.testing.assert_close(log_sum_exp(special, -1), torch.logsumexp(special, -1), equal_nan=True)
+
+
+def test_normal_mixture_log_prob_far_from_most_components():
+    mixture = _mixture_case(c=500, d=50, dtype=torch.float32)
+    reference = MixtureSameFamily(mixture.mixture_distribution, mixture.component_distribution)
+    z = torch.randn(20, 50) * 4  # most components hundreds of nats below the nearest
+    terms = mixture.component_distribution.log_prob(z[:, None, :])
+    assert (terms.amax(-1) - terms.amin(-1)).min() > 200
+    torch.testing.assert_close(mixture.log_prob(z), reference.log_prob(z), rtol=1e-5, atol=1e-3)
+    with torch.no_grad():  # the product table, made once, gives the same again
+        first, again = mixture.log_prob(z), mixture.log_prob(z)
+    assert torch.equal(first, again)
+    with plain_log_probs():
+        assert torch.equal(mixture.log_prob(z), reference.log_prob(z))
+
+
+def test_two_step_scores_its_own_draw_without_running_the_conditional_again():
+    calls = []
+
+    def then(first):
+        calls.append(1)
+        return diagonal_normal(2 * first, torch.full_like(first, 0.5))
+
+    joint = TwoStep(diagonal_normal(torch.zeros(4, 3), torch.ones(4, 3)), then, 3, 3, first_is_a=True)
+    with torch.no_grad():
+        z = rsample(joint, (5,), torch.Generator().manual_seed(0))
+        ours = joint.log_prob(z)
+        assert len(calls) == 1  # the draw's conditional, reused
+        recomputed = joint.log_prob(z.clone())
+        assert len(calls) == 2
+    torch.testing.assert_close(ours, recomputed)
+    a, b = z.split(3, -1)
+    by_hand = Normal(0.0, 1.0).log_prob(a).sum(-1) + Normal(2 * a, 0.5).log_prob(b).sum(-1)
+    torch.testing.assert_close(ours, by_hand)

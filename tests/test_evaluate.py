@@ -8,8 +8,10 @@ import torch
 from linear_gaussian import LinearGaussian, sample_data
 from vaelab.config import DataConfig, ModelConfig, RunConfig
 from vaelab.data.views import make_views
-from vaelab.evaluate import (EvaluationError, check_scorable, chunk_memory_mb, evaluate_images, importance_log_likelihood,
-                             plan_chunks, reference_log_likelihood)
+from vaelab.distributions import plain_log_probs, rsample
+from vaelab.evaluate import (CACHE_CHUNK_FACTOR, EvaluationError, _cache_size, check_scorable, chunk_memory_mb, compiles_scoring,
+                             evaluate_images, importance_log_likelihood, l2_cache_bytes, plan_chunks,
+                             reference_log_likelihood)
 from vaelab.model import VAE
 from vaelab.objectives import elbo
 
@@ -143,12 +145,77 @@ def test_bernoulli_nll_of_grey_pixels_is_refused():
 
 
 def test_chunk_memory_defaults_by_device_and_is_recorded(tiny_data):
-    assert chunk_memory_mb(None, torch.device("cpu")) == 64.0  # below malloc's 32 MB mmap ceiling per tensor
+    cpu = chunk_memory_mb(None, torch.device("cpu"))
+    assert cpu == CACHE_CHUNK_FACTOR * l2_cache_bytes() / 2**20  # sized to the core's L2 cache
+    assert cpu < 32  # and below malloc's 32 MB mmap ceiling per tensor
     assert chunk_memory_mb(None, torch.device("cuda")) == 1024.0
     assert chunk_memory_mb(3.0, torch.device("cpu")) == 3.0
     model = VAE(ModelConfig(latent_dim=2, encoder_hidden=[16], decoder_hidden=[16]))
-    assert evaluate_images(model, tiny_data.test, k=20, seed=0)["memory_mb"] == 64.0
+    assert evaluate_images(model, tiny_data.test, k=20, seed=0)["memory_mb"] == cpu
     assert evaluate_images(model, tiny_data.test, k=20, seed=0, memory_mb=1)["memory_mb"] == 1
+
+
+def test_cache_sizes_read_as_sysfs_writes_them():
+    assert _cache_size("2048K") == 2 * 2**20 and _cache_size("1M") == 2**20 and _cache_size("512") == 512
+    assert 2**14 <= l2_cache_bytes() <= 2**30
+
+
+def test_chunks_split_k_evenly():
+    plan = plan_chunks(5000, 784, 200, memory_mb=16)
+    assert plan.points == 1 and plan.samples < 5000
+    chunks = math.ceil(5000 / plan.samples)
+    assert plan.samples * chunks - 5000 < chunks  # all chunks but the last of one size, the last nearly so
+
+
+# ---------------------------------------------------------------- the fast path against the plain one
+
+def _tiny_models():
+    torch.manual_seed(0)
+    one_layer = VAE(ModelConfig(latent_dim=3, encoder_hidden=[16], decoder_hidden=[16]))
+    vamp = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16],
+                           encoder_hidden2=[8], decoder_hidden2=[8], pseudo_inputs=5))
+    with torch.no_grad():  # spread the pseudo-inputs' posteriors, so the mixture's components differ by many nats
+        vamp.pseudo_logits.normal_(0, 3)
+    return {"one layer": one_layer, "two layers, VampPrior": vamp}
+
+
+@pytest.mark.parametrize("name", ["one layer", "two layers, VampPrior"])
+def test_fast_scoring_gives_the_plain_estimate(tiny_data, name):
+    model = _tiny_models()[name].eval()
+    # the same seed and chunks: the same draws, so only float rounding may differ
+    fast = evaluate_images(model, tiny_data.test, k=200, seed=3, memory_mb=2)
+    with plain_log_probs():
+        plain = evaluate_images(model, tiny_data.test, k=200, seed=3, memory_mb=2)
+    assert fast["nll"] == pytest.approx(plain["nll"], abs=1e-4)
+    assert fast["elbo"] == pytest.approx(plain["elbo"], abs=1e-4)
+    # the default chunks (sized to the cache) draw in another order: within the standard error
+    default = evaluate_images(model, tiny_data.test, k=200, seed=3)
+    assert abs(default["nll"] - plain["nll"]) < 2 * plain["nll_stderr"]
+
+
+def test_fast_importance_weights_equal_torchs_distributions_one_by_one():
+    # each log-weight of the fast path against the plain one, for the same z
+    model = _tiny_models()["two layers, VampPrior"].eval()
+    x = torch.bernoulli(torch.full((3, 784), 0.3))
+    with torch.no_grad():
+        q, prior = model.posterior(x), model.prior()
+        z = rsample(q, (50,), torch.Generator().manual_seed(0))
+        fast = model.likelihood(z).log_prob(x) + prior.log_prob(z) - q.log_prob(z)
+        with plain_log_probs():
+            plain = model.likelihood(z).log_prob(x) + prior.log_prob(z) - q.log_prob(z)
+    assert fast.shape == (50, 3)
+    torch.testing.assert_close(fast, plain, atol=2e-4, rtol=1e-5)
+
+
+def test_vampprior_estimate_agrees_with_the_one_point_loop():
+    model = _tiny_models()["two layers, VampPrior"].eval()
+    x = torch.bernoulli(torch.full((3, 784), 0.3))
+    batched, _ = importance_log_likelihood(model, x, 2000, torch.Generator().manual_seed(0), samples_per_chunk=300)
+    looped = reference_log_likelihood(model, x, 2000, torch.Generator().manual_seed(1))
+    with plain_log_probs():
+        plain, _ = importance_log_likelihood(model, x, 2000, torch.Generator().manual_seed(0), samples_per_chunk=300)
+    torch.testing.assert_close(batched, plain, atol=1e-4, rtol=0)
+    torch.testing.assert_close(batched, looped, atol=0.3, rtol=0)  # Monte-Carlo error of K = 2000
 
 
 def test_a_vampprior_model_is_scored_through_its_mixture_prior(tiny_data):
@@ -165,3 +232,20 @@ def test_a_vampprior_model_is_scored_through_its_mixture_prior(tiny_data):
         log_w = model.likelihood(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
         direct = -(torch.logsumexp(log_w, 0) - math.log(2000)).mean().item()
     assert result["nll"] == pytest.approx(direct, abs=0.5)
+
+
+def test_compiled_chunks_give_the_eager_estimate(tiny_data):
+    model = _tiny_models()["two layers, VampPrior"].eval()
+    eager = evaluate_images(model, tiny_data.test, k=100, seed=1, memory_mb=1, compile=False)
+    compiled = evaluate_images(model, tiny_data.test, k=100, seed=1, memory_mb=1, compile=True)
+    assert compiled["compiled"] and not eager["compiled"]
+    assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4)  # the same draws: float rounding only
+    assert compiled["elbo"] == pytest.approx(eager["elbo"], abs=1e-4)
+
+
+def test_auto_compiles_only_long_cpu_evaluations():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compiles_scoring("auto", cpu, 10_000 * 5000)  # the test set at K = 5000
+    assert not compiles_scoring("auto", cpu, 100 * 5000)
+    assert not compiles_scoring("auto", cuda, 10_000 * 5000)
+    assert compiles_scoring(True, cuda, 1) and not compiles_scoring(False, cpu, 10**9)

@@ -361,10 +361,15 @@ class EvaluateConfig:
 
     samples: int = 0  # K for the importance-sampled NLL of the test set; 0 = only the test ELBO
     memory_mb: float | None = None  # bound on one chunk of the NLL's work; unset: evaluate.chunk_memory_mb picks by device
+    # torch.compile the NLL's chunks: true | false | "auto" = on a CPU, for evaluate.AUTO_COMPILE_SAMPLES
+    # (10,000,000) (image, sample) pairs or more (the test set at K = 5000)
+    compile: bool | str = "auto"
 
     def validate(self, prefix: str = "evaluate") -> None:
         _check(self.samples >= 0, f"{prefix}.samples", f"must be >= 0 (0 = no NLL), got {self.samples}")
         _check(self.memory_mb is None or self.memory_mb > 0, f"{prefix}.memory_mb", f"must be > 0, got {self.memory_mb}")
+        _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
+               f"must be true, false or \"auto\", got {toml_value(self.compile)}")
 
 
 @dataclass

@@ -9,13 +9,37 @@ resumed exactly), and noise that can be drawn ahead of a compiled function (`Noi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.distributions import (Bernoulli, Categorical, Distribution, Independent, Laplace, MixtureSameFamily,
                                  Normal, OneHotCategorical, RelaxedOneHotCategorical, TransformedDistribution,
                                  constraints)
+
+
+_PLAIN: list[bool] = [False]  # inside `plain_log_probs`
+
+
+@contextmanager
+def plain_log_probs() -> Iterator[None]:
+    """Within the block, vaelab's distributions score with torch's own formulas, for checking.
+
+    `NormalMixture.log_prob` is `MixtureSameFamily.log_prob`, `log_sum_exp` is `torch.logsumexp`,
+    `TwoStep.log_prob` runs its conditional again, and `likelihoods.BernoulliImage.log_prob` is
+    `Independent(Bernoulli).log_prob`: what an evaluation computes without vaelab's fast paths.
+    """
+    saved, _PLAIN[0] = _PLAIN[0], True
+    try:
+        yield
+    finally:
+        _PLAIN[0] = saved
+
+
+def plain() -> bool:
+    """Inside `plain_log_probs`?"""
+    return _PLAIN[0]
 
 
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -31,19 +55,61 @@ class NormalMixture(MixtureSameFamily):
 
     torch's `MixtureSameFamily.log_prob` broadcasts z against every component, (..., C, d) numbers
     and as many again for their gradient; expanding the square, sum_j (z_j - m_cj)^2 / s_cj^2 =
-    z^2 . (1/s_c^2) - 2 z . (m_c/s_c^2) + sum_j m_cj^2/s_cj^2, turns it into two matrix products
-    of (..., d) by (d, C), what a VampPrior needs at every training step. Same value otherwise.
+    z^2 . (1/s_c^2) - 2 z . (m_c/s_c^2) + sum_j m_cj^2/s_cj^2, turns every component's log-density
+    into one matrix product, [z^2, z] (..., 2d) by (2d, C) plus a constant per component, what a
+    VampPrior needs at every training step and for every importance sample. Same value otherwise.
     """
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """z: (..., d) -> (...,)."""
+        if plain():
+            return super().log_prob(z)
+        table, constant = self.product_table()
+        flat = z.reshape(-1, z.shape[-1])
+        terms = torch.addmm(constant, torch.cat([flat * flat, flat], -1), table)  # (n, C)
+        return log_sum_exp(terms, -1).reshape(z.shape[:-1])
+
+    def product_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(table (2d, C), constant (C,)): log w_c + log N(z; m_c, s_c) = [z^2, z] @ table + constant.
+
+        Made once per mixture without gradients: an evaluation scores millions of z against one prior.
+        """
+        if torch.is_grad_enabled():
+            return self._product_table()
+        if getattr(self, "_table", None) is None:
+            self._table = self._product_table()
+        return self._table
+
+    def _product_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         normal = self.component_distribution.base_dist  # loc, scale: (C, d)
         precision = normal.scale.reciprocal().square()
         weighted_loc = normal.loc * precision
-        square = (z * z) @ precision.T - 2 * (z @ weighted_loc.T) + (normal.loc * weighted_loc).sum(-1)
         log_norm = normal.scale.log().sum(-1) + 0.5 * normal.loc.shape[-1] * math.log(2 * math.pi)
         log_weights = torch.log_softmax(self.mixture_distribution.logits, -1)
-        return torch.logsumexp(log_weights - log_norm - 0.5 * square, -1)
+        constant = log_weights - log_norm - 0.5 * (normal.loc * weighted_loc).sum(-1)
+        return torch.cat([-0.5 * precision, weighted_loc], -1).T, constant
+
+
+# Terms this many nats below the largest are left out of `log_sum_exp`: their share, < e^-80 each,
+# is far below float32's (and float64's) rounding of the sum.
+LOG_SUM_EXP_FLOOR = 80.0
+
+
+def log_sum_exp(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """torch.logsumexp(values, dim), the terms far below the largest left out (see LOG_SUM_EXP_FLOOR).
+
+    exp of a number below about -87 is a subnormal float32 (or 0), which x86 CPUs compute in
+    microcode, many times slower than a normal one: a mixture's far components, hundreds of nats
+    down, made torch.logsumexp the slowest part of a VampPrior's log-density. The same value
+    (and gradient, the softmax) to float rounding; -inf, inf and NaN as torch gives them.
+    """
+    if plain():
+        return torch.logsumexp(values, dim)
+    top = values.detach().amax(dim, keepdim=True)
+    finite = torch.isfinite(top)
+    shift = torch.where(finite, top, torch.zeros_like(top))
+    total = (values - shift).clamp_min(-LOG_SUM_EXP_FLOOR).exp().sum(dim, keepdim=True).log() + shift
+    return torch.where(finite, total, top).squeeze(dim)
 
 
 def uniform_mixture(components: Independent) -> NormalMixture:
@@ -248,6 +314,7 @@ class TwoStep(Distribution):
                  size_b: int, first_is_a: bool) -> None:
         self.first, self.then, self.first_is_a = first, then, first_is_a
         self.sizes = (size_a, size_b)
+        self._drawn: tuple[torch.Tensor, Distribution] | None = None  # the last z drawn, and its conditional
         super().__init__(first.batch_shape, torch.Size([size_a + size_b]), validate_args=False)
 
     def _join(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -259,14 +326,21 @@ class TwoStep(Distribution):
 
     def rsample_with(self, sample_shape: torch.Size, generator: Noise) -> torch.Tensor:
         first = rsample(self.first, sample_shape, generator)
-        return self._join(first, rsample(self.then(first), (), generator))
+        then = self.then(first)
+        z = self._join(first, rsample(then, (), generator))
+        # without gradients (scoring), log_prob of this very z (an importance weight) reuses the
+        # conditional instead of running its network again
+        self._drawn = None if torch.is_grad_enabled() else (z, then)
+        return z
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.rsample_with(torch.Size(sample_shape), None)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         first, second = self._split(z)
-        return self.first.log_prob(first) + self.then(first).log_prob(second)
+        drawn = self._drawn
+        then = drawn[1] if drawn is not None and drawn[0] is z and not plain() else self.then(first)
+        return self.first.log_prob(first) + then.log_prob(second)
 
     @property
     def mean(self) -> torch.Tensor:

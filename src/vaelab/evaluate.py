@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, kl_diverge
 from .contract import (Model, device_of, encode_mean, kl, latent_size, likelihood, likelihood_name, n_labels,
                        pixel_distribution, posterior)
 from .data.views import ImageSet, binarization_seed
-from .distributions import rsample
+from .distributions import Noise, NoisePlayback, log_sum_exp, plain, rsample
 from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
@@ -54,19 +56,64 @@ def plan_chunks(k: int, n_pixels: int, hidden: int, memory_mb: float) -> ChunkPl
     rows = max(1, int(memory_mb * 2**20) // bytes_per_row)
     if rows >= k:
         return ChunkPlan(points=rows // k, samples=k)
-    return ChunkPlan(points=1, samples=rows)
+    chunks = math.ceil(k / rows)  # K in chunks of one size, so that a compiled chunk serves them all
+    return ChunkPlan(points=1, samples=math.ceil(k / chunks))
 
 
 def chunk_memory_mb(memory_mb: float | None, device: torch.device) -> float:
-    """The memory bound of one chunk: as given, else 64 MB on a CPU and 1024 MB on a GPU.
+    """The memory bound of one chunk: as given, else sized to the CPU's L2 cache, or 1024 MB on a GPU.
 
-    On a CPU a tensor above 32 MB is mapped fresh from the kernel by malloc and paid for page
-    by page when it is first written: with 1024 MB chunks half the time went to page faults
-    (an evaluation ran 1.4-1.7x slower than with 64 MB ones). GPU memory is cached by torch.
+    On a CPU the chunk's tensors are read again by the next operation: when one chunk's
+    decoder output stays in the core's L2 cache (a chunk of CACHE_CHUNK_FACTOR times the L2,
+    of which the logits are about a fifth), that read comes from the cache instead of memory.
+    Much larger chunks (above 32 MB) are also mapped fresh from the kernel by malloc and paid
+    for page by page when first written. GPU memory is cached by torch.
     """
     if memory_mb is not None:
         return memory_mb
-    return 1024.0 if device.type == "cuda" else 64.0
+    if device.type == "cuda":
+        return 1024.0
+    return CACHE_CHUNK_FACTOR * l2_cache_bytes() / 2**20
+
+
+CACHE_CHUNK_FACTOR = 8  # a CPU chunk's memory bound in L2 caches (see chunk_memory_mb; benchmarks/nll_speed.py)
+
+
+def l2_cache_bytes() -> int:
+    """The L2 cache of one core, from Linux's sysfs; 1 MiB where it cannot be read (another OS)."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(base.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
+                return _cache_size((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            break
+    return 2**20
+
+
+def _cache_size(text: str) -> int:
+    """sysfs's "2048K" or "1M" -> bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+@contextmanager
+def flush_subnormals() -> Iterator[None]:
+    """Within the block, float results below the smallest normal number (1e-38 in float32) are 0 on this thread.
+
+    A tanh or softplus of a large argument, a log-density far out, computes exp of a large negative
+    number on the way: a subnormal result, which x86 CPUs compute in microcode, many times slower.
+    Flushed to 0 they change no estimate (they are below 1e-38 of the terms they are added to).
+    torch has no way to read the setting, so it is turned off after (torch's default); inside
+    `plain_log_probs` it is left alone. Threads of torch's pool keep their own setting.
+    """
+    if plain() or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def kl_per_dimension(posterior: Distribution, prior: Distribution) -> torch.Tensor | None:
@@ -81,23 +128,90 @@ def kl_per_dimension(posterior: Distribution, prior: Distribution) -> torch.Tens
 
 @torch.no_grad()
 def importance_log_likelihood(model: Model, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
-                              samples_per_chunk: int | None = None, y: torch.Tensor | None = None
+                              samples_per_chunk: int | None = None, y: torch.Tensor | None = None,
+                              q: Distribution | None = None, prior: Distribution | None = None
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(x) estimate, mean over the K samples of log p(x|z_k)), each (batch,), for x: (batch, n_pixels).
 
-    y: (batch,) labels, for a conditional model (then it is log p(x|y)).
+    y: (batch,) labels, for a conditional model (then it is log p(x|y)). q (q(z|x) of these x) and
+    prior (the model's prior()), where the caller has them already: an evaluation computes the
+    prior once, where a VampPrior runs its encoder on every pseudo-input, and q once per chunk.
     """
-    q, prior = posterior(model, x, y), model.prior()
-    chunk = samples_per_chunk or k
+    with flush_subnormals():
+        q = posterior(model, x, y) if q is None else q
+        prior = model.prior() if prior is None else prior
+        return _importance_sums(model, x, k, generator, samples_per_chunk or k, y, q, prior)
+
+
+def _importance_sums(model: Model, x: torch.Tensor, k: int, generator: torch.Generator | None, chunk: int,
+                     y: torch.Tensor | None, q: Distribution, prior: Distribution,
+                     compiled: CompiledChunk | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """importance_log_likelihood's loop over chunks of `chunk` samples; `compiled` runs the chunks it was made for."""
     log_sum = torch.full((len(x),), -math.inf, device=x.device)
     reconstruction = torch.zeros(len(x), device=x.device)
     for start in range(0, k, chunk):
-        z = rsample(q, (min(chunk, k - start),), generator)  # (s, batch, latent)
-        log_px_z = likelihood(model, z, y).log_prob(x)
-        log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
-        log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
-        reconstruction += log_px_z.sum(0)
+        samples = min(chunk, k - start)
+        if compiled is not None and samples == compiled.samples:
+            chunk_log_sum, chunk_reconstruction = compiled(x, y, generator)
+        else:
+            chunk_log_sum, chunk_reconstruction = chunk_sums(model, x, y, q, prior, generator, samples)
+        log_sum = torch.logaddexp(log_sum, chunk_log_sum)
+        reconstruction += chunk_reconstruction
     return log_sum - math.log(k), reconstruction / k
+
+
+def chunk_sums(model: Model, x: torch.Tensor, y: torch.Tensor | None, q: Distribution, prior: Distribution,
+               noise: Noise, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of `samples` draws z_k ~ q for each x: (log sum_k w_k, sum_k log p(x|z_k)), each (batch,)."""
+    z = rsample(q, (samples,), noise)  # (samples, batch, latent)
+    log_px_z = likelihood(model, z, y).log_prob(x)
+    log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
+    return log_sum_exp(log_w, 0), log_px_z.sum(0)
+
+
+# evaluate.compile = "auto" compiles the chunks on a CPU where a rank scores this many (image,
+# sample) pairs or more: enough for the faster chunks to earn the compile back (benchmarks/nll_speed.py)
+AUTO_COMPILE_SAMPLES = 10_000_000
+
+
+def compiles_scoring(setting: bool | str, device: torch.device, pairs: int) -> bool:
+    """Whether an evaluation compiles its chunks (evaluate.compile: true, false or "auto", on a CPU for
+    `pairs` (image, sample) pairs or more than AUTO_COMPILE_SAMPLES)."""
+    if setting == "auto":
+        return device.type == "cpu" and pairs >= AUTO_COMPILE_SAMPLES
+    return bool(setting)
+
+
+class CompiledChunk:
+    """`chunk_sums` for chunks of `samples` draws, compiled with `torch.compile`, the noise drawn ahead.
+
+    Built on `training.compiled.NoiseCompiled`: the first call notes the draws q makes, every call
+    draws them ahead from the generator (the numbers the eager chunk would draw, in the same order)
+    and hands them to the graph; x of another shape (the last, shorter chunk of images) runs
+    eagerly, and so does every chunk once compiling has failed (`error` says why). The graph runs
+    the encoder on its chunk's images itself, and reads the prior made once for the evaluation.
+    """
+
+    def __init__(self, model: Model, prior: Distribution, samples: int) -> None:
+        from .training.compiled import NoiseCompiled
+
+        self.samples = samples
+
+        def eager(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, kl_weight: float = 1.0) -> tuple:
+            return chunk_sums(model, x, y, posterior(model, x, y), prior, noise, samples)
+
+        def traced(x: torch.Tensor, y: torch.Tensor | None, noise: list[torch.Tensor], kl_weight: torch.Tensor) -> tuple:
+            return chunk_sums(model, x, y, posterior(model, x, y), prior, NoisePlayback(noise), samples)
+
+        self._compiled = NoiseCompiled(eager, eager, traced)
+
+    @property
+    def error(self) -> str | None:
+        return self._compiled.error
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._compiled(x, y, generator)
 
 
 @torch.no_grad()
@@ -153,13 +267,14 @@ def check_scorable(config: Any, model: Model | None = None) -> None:
 @torch.no_grad()
 def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0, memory_mb: float | None = None,
                     progress: bool = False, parallel: Parallel | None = None,
-                    threads: int | str | ThreadAdapter = "auto") -> dict[str, Any]:
+                    threads: int | str | ThreadAdapter = "auto", compile: bool | str = "auto") -> dict[str, Any]:
     """ELBO and terms, NLL with its standard error, active units and KL per dimension over a split.
 
     Deterministic given `seed` and `memory_mb` (which sets how the work is chunked; unset, see
     `chunk_memory_mb`; the result records it), up to float rounding where the thread count
-    changes (`threads`: train.threads, re-decided between chunks; see `vaelab.threads`). Under
-    torchrun each rank scores its share of the images and the results are combined.
+    changes (`threads`: train.threads, re-decided between chunks; see `vaelab.threads`) or the
+    chunks run compiled (`compile`: evaluate.compile, see `compiles_scoring`; the result says
+    whether they did). Under torchrun each rank scores its share of the images and the results are combined.
     """
     parallel = parallel or Parallel()
     if k < 1:
@@ -180,15 +295,17 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
     bar = progress_bar(len(log_px), f"evaluating (K={k})", "image", enabled=progress and parallel.is_main)
     adapter = threads if isinstance(threads, ThreadAdapter) else ThreadAdapter(threads)
     closed = True  # the KL in closed form (set per chunk; a rank without images keeps it)
-    with adapter.active():
+    with adapter.active(), flush_subnormals():
+        prior = model.prior()  # once: the model's weights do not change while it is scored
+        compiled = (CompiledChunk(model, prior, plan.samples)
+                    if compiles_scoring(compile, device, (share.stop - share.start) * k) else None)
         for start in range(share.start, share.stop, plan.points):
             index = slice(start, min(start + plan.points, share.stop))
             x = images.batch(index, generator).to(device)
             y = images.labels[index].to(device) if n_labels(model) else None
             q = posterior(model, x, y)
-            estimate, reconstruction = importance_log_likelihood(model, x, k, generator, plan.samples, y)
+            estimate, reconstruction = _importance_sums(model, x, k, generator, plan.samples, y, q, prior, compiled)
             log_px[start - share.start:start - share.start + len(x)] = estimate.double()
-            prior = model.prior()
             closed = _has_closed_form_kl(q, prior)
             z = rsample(q, (min(k, 64),), generator) if not closed else None
             kl_term = kl(model, q, prior, z)
@@ -216,6 +333,7 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
         "unit_activity": activity.tolist(),
         "kl_per_dim": None if kl_dims is None else (kl_dims / n).tolist(),
         "kl_estimate": _kl_estimate(model, closed, min(k, 64)) if n else None,
+        "compiled": compiled is not None and compiled.error is None,
     }
 
 
@@ -255,7 +373,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", k: int = 5000, seed: 
         data = make_views(raw, config.data, torch_device)
     started = time.perf_counter()
     result = evaluate_images(model, getattr(data, split), k, seed, memory_mb, progress, parallel,
-                             config.train.threads)
+                             config.train.threads, config.evaluate.compile)
     result |= {
         "split": split, "binarization": config.data.binarization, "data": config.data.name,
         "units": "nats per image (summed over pixels)", "seed": seed,

@@ -28,7 +28,7 @@ from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, In
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .distributions import diagonal_normal
+from .distributions import diagonal_normal, plain
 
 DataRange = Literal["binary", "unit", "8bit"]
 """What a head scores: "binary" x in {0, 1} (binarized data); "unit" any x in [0, 1] (grey levels
@@ -64,6 +64,8 @@ class BernoulliImage(Independent):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """value: (..., n_pixels), broadcast against the logits (..., n_pixels) -> (...)."""
+        if plain():
+            return super().log_prob(value)
         logits = self.base_dist.logits
         value = value.to(logits.dtype)
         if logits[..., 0].numel() > value[..., 0].numel():
