@@ -261,7 +261,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again(tmp_path, 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_finishes_the_study(tmp_path, tiny_npz):
     study = tmp_path / "study"
-    args = ("tune", "--config", str(search_toml(tmp_path / "s.toml", tiny_npz, epochs=6, trials=3)),
+    # trials of 60 epochs (seconds each): with 6 (0.3 s), the Ctrl-C could land after the last trial's end
+    args = ("tune", "--config", str(search_toml(tmp_path / "s.toml", tiny_npz, epochs=60, trials=3)),
             "--out", str(study), "--workers", "2")
     proc = vaelab(*args, cwd=tmp_path)
     _wait_for(lambda: _training_trial(study), "a trial mid-training")
