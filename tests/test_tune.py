@@ -57,8 +57,11 @@ def search_toml(path: Path, data: Path, epochs: int = 1, **tune) -> Path:
 def vaelab(*args: str, cwd: Path) -> subprocess.Popen:
     """`python -m vaelab ARGS` in its own process (workers are processes; a signal reaches this one)."""
     env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    # a test run started as a background job of a non-interactive shell inherits SIGINT ignored,
+    # which the Ctrl-C test's vaelab would inherit too: give it Ctrl-C's default, as a terminal does
     return subprocess.Popen([sys.executable, "-m", "vaelab", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
