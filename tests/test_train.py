@@ -16,9 +16,12 @@ from vaelab.training import Trainer, dataset_elbo, learning_rate
 
 
 def tiny_config(*overrides):
+    # One thread, pinned: under the default "start" the count follows the machine's load when each
+    # run starts, and runs compared bit for bit must reduce their sums over the same thread count
+    # (test_threads covers the decision and its record on resume).
     return resolve_config(overrides=["data.val_size=100", "train.batch_size=32", "train.epochs=3",
                                      "model.encoder_hidden=[32]", "model.decoder_hidden=[32]",
-                                     "train.eval_batch_size=50", *overrides])
+                                     "train.eval_batch_size=50", "train.threads=1", *overrides])
 
 
 def make_trainer(tmp_path, raw, *overrides, name="run"):
