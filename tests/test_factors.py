@@ -13,7 +13,7 @@ import torch
 from vaelab.config import ConfigError, resolve_config
 from vaelab.data.errors import DataError
 from vaelab.data.factors import TEST_SIZE, VAL_SIZE, FactorGrid
-from vaelab.data.generated import DSPRITES, load_generated
+from vaelab.data.generated import DSPRITES, SHAPES3D, load_generated
 from vaelab.data.load import load_data
 from vaelab.data.views import make_views
 
@@ -258,3 +258,203 @@ def test_the_full_dsprites_grid_is_drawn_as_pinned(tmp_path):
 
 
 FULL_DIGEST = "980007ed1d326a87791576215c3e080cef82e8f55bd7c2a2ee44fc0801155b73"
+
+
+# ---------------------------------------------------------------- shapes3d-like
+
+COLOUR = [2, 2, 2, 3, 4, 3]  # floor, wall, object hue, scale, shape, orientation: 288 images
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory):
+    return load_generated("shapes3d-like", tmp_path_factory.mktemp("cache"), levels=COLOUR, progress=False)
+
+
+def test_shapes3d_like_has_3d_shapes_factors_and_values():
+    assert SHAPES3D.names == ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+    assert SHAPES3D.sizes == (10, 10, 10, 8, 4, 15) and math.prod(SHAPES3D.sizes) == 480_000
+    np.testing.assert_array_equal(SHAPES3D.values[0], np.linspace(0, 0.9, 10))
+    np.testing.assert_array_equal(SHAPES3D.values[3], np.linspace(0.75, 1.25, 8))
+    np.testing.assert_array_equal(SHAPES3D.values[5], np.linspace(-30, 30, 15))
+
+
+def test_shapes3d_like_images_follow_their_factors(colour):
+    grid = colour.grid
+    assert grid.images.shape == (288, 3, 64, 64) and not grid.binary
+    assert colour.label_names == ("cube", "cylinder", "sphere", "capsule")
+
+    def image(*levels):
+        return grid.images[grid.index(np.array([levels]))[0]].astype(int)
+
+    base = image(0, 0, 1, 1, 0, 1)
+    floor, wall, centre = (slice(None), 62, 2), (slice(None), 3, 2), (slice(None), 40, 32)
+    changed = {"floor": image(1, 0, 1, 1, 0, 1), "wall": image(0, 1, 1, 1, 0, 1), "object": image(0, 0, 0, 1, 0, 1)}
+    assert (changed["floor"][floor] != base[floor]).any() and (changed["floor"][wall] == base[wall]).all()
+    assert (changed["wall"][wall] != base[wall]).any() and (changed["wall"][floor] == base[floor]).all()
+    assert (changed["object"][centre] != base[centre]).any()
+    assert (changed["object"][wall] == base[wall]).all() and (changed["object"][floor] == base[floor]).all()
+    background = image(0, 0, 1, 0, 0, 1)
+
+    def area(*levels):  # pixels that differ from the object-free background around them
+        return int((np.abs(image(*levels) - background).sum(0) > 0).sum())
+
+    for shape in range(4):
+        assert area(0, 0, 1, 0, shape, 1) < area(0, 0, 1, 1, shape, 1) < area(0, 0, 1, 2, shape, 1)
+    shapes = [image(0, 0, 1, 2, shape, 1) for shape in range(4)]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(shapes) for b in shapes[i + 1:])
+    for shape in range(4):  # every shape shows its orientation (its light turns with it)
+        assert not np.array_equal(image(0, 0, 1, 2, shape, 0), image(0, 0, 1, 2, shape, 2))
+
+
+def test_colour_factor_views_read_x_over_255(colour):
+    config = resolve_config(overrides=['data.name="shapes3d-like"', f"data.factor_levels={COLOUR}",
+                                       'data.binarization="grey"', 'model.likelihood="gaussian"'])
+    data = make_views(colour, config.data)
+    assert data.factors is colour.grid and data.image_shape == (3, 64, 64)
+    assert not data.train.binary and torch.equal(data.train.labels, data.train.factors[:, 4])
+    factors = colour.grid.sample(7, np.random.default_rng(0))
+    rows = torch.from_numpy(colour.grid.index(factors))
+    assert torch.equal(colour.grid.batch(factors), data.train.batch(rows))
+
+
+def test_shapes3d_like_is_deterministic(tmp_path, colour):
+    again = load_generated("shapes3d-like", tmp_path, levels=COLOUR, progress=False)
+    assert file_digest(Path(again.grid.images.filename)) == file_digest(Path(colour.grid.images.filename))
+
+
+# ---------------------------------------------------------------- the published files (fakes of their layout)
+
+def fake_dsprites(path: Path, sizes=(3, 2, 4, 2, 2), metadata: bool = True, **replace) -> dict[str, np.ndarray]:
+    """A file laid out as dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz, over a smaller grid."""
+    n = math.prod(sizes)
+    levels = np.stack(np.unravel_index(np.arange(n), sizes), axis=1)
+    classes = np.concatenate([np.zeros((n, 1), np.int64), levels], axis=1)
+    values = classes.astype(np.float64) * np.array([0, 1, 0.1, 0.5, 1 / 31, 1 / 31]) + np.array([1, 1, 0.5, 0, 0, 0])
+    rng = np.random.default_rng(0)
+    arrays = {"imgs": (rng.random((n, 64, 64)) < 0.1).astype(np.uint8), "latents_classes": classes,
+              "latents_values": values}
+    arrays |= replace
+    if metadata:  # the real file's metadata is a pickled dict: it must never be read
+        arrays["metadata"] = np.array([{"title": "dSprites"}], dtype=object)
+    np.savez_compressed(path, **arrays)
+    return arrays
+
+
+def images_config(path: Path, *more: str):
+    return resolve_config("images", overrides=[f'data.data_dir="{path}"', *more])
+
+
+def test_a_dsprites_file_is_read_with_its_factors_and_no_pickle(tmp_path):
+    path = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    arrays = fake_dsprites(path)
+    raw = load_data(images_config(path).data, progress=False)
+    grid = raw.factors
+    assert grid.names == ("shape", "scale", "orientation", "x", "y") and grid.sizes == (3, 2, 4, 2, 2)
+    np.testing.assert_allclose(grid.values[1], [0.5, 0.6])
+    assert grid.binary and grid.images.shape == (96, 1, 64, 64)
+    np.testing.assert_array_equal(grid.images[:, 0], arrays["imgs"])
+    assert raw.label_names == ("square", "ellipse", "heart") and raw.y_train.tolist() == np.repeat([0, 1, 2], 32).tolist()
+    again = load_data(images_config(path).data, progress=False)  # from the cache now
+    assert again.factors.images.filename == grid.images.filename
+
+
+def test_training_on_a_dsprites_file_records_its_factors(tmp_path):
+    import vaelab
+
+    path = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    fake_dsprites(path)
+    run = vaelab.train(data=path, out=tmp_path / "run", log=lambda line: None, overrides=[
+        'model.likelihood="auto"', 'data.binarization="auto"', "model.encoder_hidden=[8]",
+        "model.decoder_hidden=[8]", "train.epochs=1", "train.threads=1", "figures.names=[]"])
+    data = vaelab.open_run(tmp_path / "run").config.data
+    assert (data.binarization, run.config.model.likelihood) == ("static", "bernoulli")
+    assert (data.factor_names, data.factor_sizes) == (["shape", "scale", "orientation", "x", "y"], [3, 2, 4, 2, 2])
+    assert make_views(load_data(data, progress=False), data).factors.sizes == (3, 2, 4, 2, 2)
+
+
+@pytest.mark.parametrize("replace, message", [
+    ({"latents_classes": np.zeros((96, 5), np.int64)}, "latents_classes must be \\(N, 6\\)"),
+    ({"imgs": np.zeros((96, 32, 32), np.uint8)}, "imgs: expected \\(96, 64, 64\\) uint8"),
+    ({"imgs": np.zeros((96, 64, 64), np.float32)}, "imgs: expected \\(96, 64, 64\\) uint8"),
+])
+def test_a_bad_dsprites_file_is_one_line_naming_file_and_key(tmp_path, replace, message):
+    path = tmp_path / "dsprites_bad.npz"
+    fake_dsprites(path, **replace)
+    with pytest.raises(DataError, match=message) as info:
+        load_data(images_config(path).data, progress=False)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_dsprites_file_out_of_grid_order_or_missing_a_key_is_refused(tmp_path):
+    path = tmp_path / "dsprites_shuffled.npz"
+    arrays = fake_dsprites(path, metadata=False)
+    fake_dsprites(path, latents_classes=arrays["latents_classes"][::-1].copy())
+    with pytest.raises(DataError, match="latents_classes is not the 3x2x4x2x2 grid"):
+        load_data(images_config(path).data, progress=False)
+    np.savez(path, imgs=arrays["imgs"], latents_values=arrays["latents_values"])
+    with pytest.raises(DataError, match=f"{path}: npz lacks arrays latents_classes"):
+        load_data(images_config(path).data, progress=False)
+
+
+def fake_3dshapes(path: Path, sizes=(2, 2, 2, 2, 4, 3), images=None, labels=None) -> np.ndarray:
+    import h5py
+
+    n = math.prod(sizes)
+    levels = np.stack(np.unravel_index(np.arange(n), sizes), axis=1)
+    values = levels * np.array([0.1, 0.1, 0.1, 0.5 / 7, 1, 60 / 14]) + np.array([0, 0, 0, 0.75, 0, -30])
+    pixels = np.random.default_rng(1).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f["images"] = pixels if images is None else images
+        f["labels"] = values if labels is None else labels
+    return pixels
+
+
+def test_a_3dshapes_file_is_read_with_its_factors(tmp_path):
+    path = tmp_path / "3dshapes.h5"
+    pixels = fake_3dshapes(path)
+    raw = load_data(images_config(path).data, progress=False)
+    grid = raw.factors
+    assert grid.names == ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+    assert grid.sizes == (2, 2, 2, 2, 4, 3) and not grid.binary
+    np.testing.assert_allclose(grid.values[5], [-30, -30 + 60 / 14, -30 + 120 / 14])
+    np.testing.assert_array_equal(grid.images, pixels.transpose(0, 3, 1, 2))  # channel-first
+    assert raw.label_names == ("cube", "cylinder", "sphere", "capsule")
+    assert raw.y_val.tolist() == raw.split_factors("val")[:, 4].tolist()
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (np.zeros((192, 64, 64), np.uint8), None, "images must be \\(192, 64, 64, 3\\) uint8"),
+    (None, np.zeros((192, 5)), "labels must be \\(N, 6\\) floats"),
+])
+def test_a_bad_3dshapes_file_is_one_line_naming_file_and_key(tmp_path, images, labels, message):
+    path = tmp_path / "3dshapes.h5"
+    fake_3dshapes(path, images=images, labels=labels)
+    with pytest.raises(DataError, match=message) as info:
+        load_data(images_config(path).data, progress=False)
+    assert str(path) in str(info.value)
+
+
+def test_a_missing_h5py_is_one_line_naming_the_install_command(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "3dshapes.h5"
+    fake_3dshapes(path)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if it were not installed
+    with pytest.raises(DataError, match='needs h5py: pip install "vaelab\\[h5\\]"'):
+        load_data(images_config(path).data, progress=False)
+
+
+def test_an_mpi3d_file_is_read_as_its_grid(tmp_path):
+    from vaelab.data.factor_files import MPI3D_NAMES, load_factor_file
+
+    path = tmp_path / "mpi3d_toy.npz"
+    sizes = (2, 3, 2, 1, 1, 2, 2)
+    pixels = np.random.default_rng(2).integers(0, 256, (48, 64, 64, 3), dtype=np.uint8)
+    np.savez(path, images=pixels)
+    raw = load_factor_file(path, "mpi3d", progress=False, sizes=sizes)
+    assert raw.factors.names == MPI3D_NAMES and raw.factors.sizes == sizes
+    np.testing.assert_array_equal(raw.factors.images, pixels.transpose(0, 3, 1, 2))
+    assert raw.label_names == ("cone", "cube", "cylinder")
+    # through --images, the real grid is expected: a smaller file is one line naming it and the key
+    with pytest.raises(DataError, match=rf"{path}: images: expected \(1036800, 64, 64, 3\) uint8 \(C order\), got \(48, 64, 64, 3\) uint8"):
+        load_data(images_config(path).data, progress=False)

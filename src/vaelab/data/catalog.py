@@ -46,6 +46,8 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     DatasetInfo("cifar10", (3, 32, 32), 50_000, 10_000, 10, _CIFAR10, "colour"),
     DatasetInfo("dsprites", (1, 64, 64), 737_280, 10_000, 3, ("square", "ellipse", "heart"), "binary",
                 generated=True),
+    DatasetInfo("shapes3d-like", (3, 64, 64), 480_000, 10_000, 4, ("cube", "cylinder", "sphere", "capsule"),
+                "colour", generated=True),
 )}
 
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {name: info.image_shape for name, info in DATASETS.items()}

@@ -113,9 +113,84 @@ shape 1..3 (square, ellipse, heart), scale 0.5..1 (6), orientation 0..2 pi (40, 
 included, as the original), x and y 0..1 (32 each; y goes down the image)."""
 
 
+# ---------------------------------------------------------------- shapes3d-like
+
+SHAPES3D_SHAPES = DATASETS["shapes3d-like"].label_names  # cube, cylinder, sphere, capsule
+_HORIZON = 40  # the first row of floor; above it, wall
+_GROUND = 54  # the row objects stand on
+_HEIGHT = 24.0  # an object's height at scale 1, in pixels
+
+
+def _object_mask(shape: int, scale: float, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """((64, 64) bool, (64, 64) float32 shade in [0.6, 1]): where the object is, and its light,
+    turned by `degrees` in the image plane about its centre (anticlockwise), standing on _GROUND."""
+    h = _HEIGHT * scale
+    angle = math.radians(degrees)
+    c, s = round(math.cos(angle), 12) + 0.0, round(math.sin(angle), 12) + 0.0  # as in _sprite
+    centre = np.arange(SIDE, dtype=np.float64) + 0.5
+    dx, dy = centre[None, :] - SIDE / 2, (_GROUND - h / 2) - centre[:, None]  # dy: up the image
+    u, v = c * dx + s * dy, -s * dx + c * dy  # in the object's own frame
+    half = h / 2
+    if shape == 0:  # cube: a square
+        inside = (np.abs(u) <= half) & (np.abs(v) <= half)
+    elif shape == 1:  # cylinder: a narrower box with an elliptic top
+        top = v - half
+        inside = ((np.abs(u) <= 0.4 * h) & (np.abs(v) <= half)) | (
+            (u * u) / (0.16 * h * h) + (top * top) / (0.0144 * h * h) <= 1)
+    elif shape == 2:  # sphere: a disc
+        inside = u * u + v * v <= half * half
+    else:  # capsule: a stadium, a segment of half-length 0.2 h thickened by 0.3 h
+        along = np.clip(v, -0.2 * h, 0.2 * h)
+        inside = u * u + (v - along) * (v - along) <= 0.09 * h * h
+    # lit from the object's own left: the light turns with it, so every shape shows its orientation
+    shade = 0.6 + 0.4 * np.clip(0.5 - u / (2 * h), 0.0, 1.0)
+    return inside, shade.astype(np.float32)
+
+
+def _to_bytes(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _background(floor: float, wall: float) -> np.ndarray:
+    """(3, 64, 64) uint8: a wall of hue `wall` above the horizon, a floor of hue `floor` below,
+    the floor darker towards the horizon (the far side)."""
+    rows = np.arange(SIDE, dtype=np.float64)[:, None]
+    depth = np.clip((rows - _HORIZON) / (SIDE - 1 - _HORIZON), 0.0, 1.0)
+    light = np.where(rows < _HORIZON, 0.85, 0.6 + 0.35 * depth)  # (64, 1)
+    colour = np.where(rows[None] < _HORIZON, hue_rgb(wall)[:, None, None], hue_rgb(floor)[:, None, None])
+    return _to_bytes(colour * light[None] * np.ones((1, 1, SIDE)))
+
+
+def _render_shapes3d(levels: tuple[np.ndarray, ...]) -> Iterator[np.ndarray]:
+    """Blocks of (len(scale) * len(shape) * len(orientation), 3, 64, 64) images, one block per
+    (floor hue, wall hue, object hue): the objects are drawn once, each block only composes them."""
+    floors, walls, objects, scales, shapes, angles = levels
+    values = SHAPES3D.values
+    drawn = [_object_mask(int(shape), values[3][scale], values[5][angle])
+             for scale in scales for shape in shapes for angle in angles]
+    masks = np.stack([mask for mask, _ in drawn])[:, None]  # (m, 1, 64, 64)
+    shades = np.stack([shade for _, shade in drawn])[:, None]
+    layers = {hue: _to_bytes(hue_rgb(values[2][hue])[None, :, None, None] * shades) for hue in objects}
+    for floor in floors:
+        for wall in walls:
+            background = _background(values[0][floor], values[1][wall])
+            for hue in objects:
+                yield np.where(masks, layers[hue], background[None])
+
+
+SHAPES3D = Generator(
+    "shapes3d-like", ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"),
+    (np.linspace(0.0, 0.9, 10), np.linspace(0.0, 0.9, 10), np.linspace(0.0, 0.9, 10),
+     np.linspace(0.75, 1.25, 8), np.arange(4.0), np.linspace(-30.0, 30.0, 15)),
+    (3, SIDE, SIDE), False, 4, SHAPES3D_SHAPES, _render_shapes3d)
+"""3D Shapes' factors, levels and values (floor, wall and object hue 0..0.9 (10 each), scale
+0.75..1.25 (8), shape 0..3 (cube, cylinder, sphere, capsule), orientation -30..30 degrees (15):
+480,000 images), drawn flat in 2-D: a wall and a floor, and the object as a shaded silhouette."""
+
+
 # ---------------------------------------------------------------- the registry
 
-GENERATORS: dict[str, Generator] = {DSPRITES.name: DSPRITES}
+GENERATORS: dict[str, Generator] = {generator.name: generator for generator in (DSPRITES, SHAPES3D)}
 
 
 def subgrid(generator: Generator, levels: Sequence[int] = ()) -> tuple[np.ndarray, ...]:

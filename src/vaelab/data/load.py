@@ -49,6 +49,11 @@ def _load_images(path: Path, data: Any, progress: bool) -> Any:
     from .own.arrays import load_image_file
     from .own.folder import load_image_folder
 
+    from .factor_files import factor_file_kind, load_factor_file
+
+    kind = factor_file_kind(path) if path.is_file() else None
+    if kind:  # dSprites', 3D Shapes' or MPI3D's own file: read with its factors
+        return load_factor_file(path, kind, seed=data.split_seed, progress=progress)
     shared = image_options(data)
     if path.is_dir():
         return load_image_folder(path, skip_bad=data.skip_bad, progress=progress, **shared)
@@ -56,7 +61,7 @@ def _load_images(path: Path, data: Any, progress: bool) -> Any:
         return load_image_file(path, **shared)
     if not path.exists():
         raise DataError(f"{path}: no such folder or file (data.data_dir)")
-    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz file (data.data_dir)")
+    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz / .h5 file (data.data_dir)")
 
 
 def save_arrays(images: Any, cache_dir: str | os.PathLike | None = None) -> Path:
