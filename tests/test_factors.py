@@ -252,7 +252,9 @@ def test_a_tiny_run_records_its_factors_and_gets_its_grid_back(tmp_path):
 @pytest.mark.slow
 def test_the_full_dsprites_grid_is_drawn_as_pinned(tmp_path):
     """The whole 737,280 images (3 GB, about a minute): the bytes every install draws."""
-    full = load_generated("dsprites", tmp_path, progress=False)
+    from vaelab.data import load_dataset
+
+    full = load_dataset("dsprites", cache_dir=tmp_path, progress=False)  # as `vaelab data fetch dsprites` asks
     assert full.grid.images.shape == (737_280, 1, 64, 64)
     assert file_digest(Path(full.grid.images.filename)) == FULL_DIGEST
 

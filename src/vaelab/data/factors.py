@@ -104,6 +104,7 @@ class FactorDataset:
     label_levels: np.ndarray | None = None  # the label of each level of the label factor (None: the level)
     labelled: bool = True
     splits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # split -> grid rows (None: all)
+    digests: dict[str, str] = field(default_factory=dict, repr=False)  # none: generated, or checked by layout
 
     def __post_init__(self) -> None:
         n = len(self.grid)
