@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import IMAGES
+from .catalog import DATASETS, IMAGES
 from .errors import DataError
 from .sources import default_cache_dir, load_dataset
 
@@ -26,6 +26,10 @@ def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bo
     `data_dir` overrides `data.data_dir` (the --data-dir of the command line).
     """
     where = data_dir or data.data_dir
+    info = DATASETS.get(data.name)
+    if info and info.generated:  # drawn by vaelab into the cache, once
+        from .generated import load_generated
+        return load_generated(data.name, levels=data.factor_levels, seed=data.split_seed, progress=progress)
     if data.name != IMAGES:
         return load_dataset(data.name, where, progress=progress)
     if not where:
@@ -45,6 +49,11 @@ def _load_images(path: Path, data: Any, progress: bool) -> Any:
     from .own.arrays import load_image_file
     from .own.folder import load_image_folder
 
+    from .factor_files import factor_file_kind, load_factor_file
+
+    kind = factor_file_kind(path) if path.is_file() else None
+    if kind:  # dSprites', 3D Shapes' or MPI3D's own file: read with its factors
+        return load_factor_file(path, kind, seed=data.split_seed, progress=progress)
     shared = image_options(data)
     if path.is_dir():
         return load_image_folder(path, skip_bad=data.skip_bad, progress=progress, **shared)
@@ -52,7 +61,7 @@ def _load_images(path: Path, data: Any, progress: bool) -> Any:
         return load_image_file(path, **shared)
     if not path.exists():
         raise DataError(f"{path}: no such folder or file (data.data_dir)")
-    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz file (data.data_dir)")
+    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz / .h5 file (data.data_dir)")
 
 
 def save_arrays(images: Any, cache_dir: str | os.PathLike | None = None) -> Path:
