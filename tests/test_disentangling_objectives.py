@@ -220,3 +220,130 @@ def test_btcvae_trains_on_tiny_data(tmp_path, tiny_raw, sampling):
     assert all(math.isfinite(r["train_objective"]) for r in records)
     # beta = 4 on the total correlation: the objective is below the ELBO where the TC estimate is positive
     assert all(r["train_objective"] != r["train_elbo"] for r in records)
+
+
+@pytest.mark.parametrize("objective, interrupt_at", [
+    (BTCVAE + ("objective.btcvae.sampling=\"mss\"",), 19),  # the end of the first epoch (16 steps an epoch)
+    (("objective.name=\"capacity\"", "objective.capacity.steps=30", "objective.capacity.gamma=10"), 7),  # C rising
+    (("objective.name=\"capacity\"", "objective.capacity.steps=30", "objective.capacity.gamma=10"), 38),  # C held
+])
+def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, tiny_raw, objective, interrupt_at):
+    from test_train import interrupted_and_reloaded
+    from vaelab.storage import read_jsonl
+
+    reference = tiny_trainer(tmp_path, tiny_raw, *objective, name="reference")
+    summary = reference.fit()
+    second = interrupted_and_reloaded(tiny_trainer(tmp_path, tiny_raw, *objective, name="resumed"), interrupt_at)
+    assert second.state.global_step == interrupt_at
+    assert second.fit()["test_elbo"] == summary["test_elbo"]
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(second.run_dir / "metrics.jsonl")) == strip(read_jsonl(reference.run_dir / "metrics.jsonl"))
+
+
+# ---------------------------------------------------------------- annealed capacity
+
+@pytest.mark.parametrize("step, c", [(0, 0.0), (40, 10.0), (100, 25.0), (500, 25.0)])
+def test_capacity_is_the_reconstruction_less_gamma_times_the_distance_of_the_kl_from_c(step, c):
+    from vaelab.objectives import capacity, elbo
+
+    model = LinearGaussian()
+    x = sample_data(model, n=8)
+    out = capacity(model, x, generator=torch.Generator().manual_seed(0), step=torch.tensor(float(step),
+                   dtype=torch.float64), gamma=7.0, max_nats=25.0, steps=100)
+    terms = elbo(model, x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.elbo, terms.elbo)  # the ELBO reported as usual
+    expected = terms.reconstruction - 7.0 * abs(terms.kl.mean().item() - c)
+    torch.testing.assert_close(out.objective, expected)
+
+
+def test_capacity_without_a_schedule_holds_c_at_its_maximum():
+    from vaelab.objectives import capacity
+
+    model = LinearGaussian()
+    x = sample_data(model, n=8)
+    held = capacity(model, x, generator=torch.Generator().manual_seed(0), step=0, max_nats=3.0, steps=0)
+    ended = capacity(model, x, generator=torch.Generator().manual_seed(0), step=10**6, max_nats=3.0, steps=10)
+    torch.testing.assert_close(held.objective, ended.objective)
+
+
+def test_the_training_step_gives_capacity_the_steps_taken_before_each(tmp_path, tiny_raw):
+    trainer = tiny_trainer(tmp_path, tiny_raw, "objective.name=\"capacity\"", "objective.capacity.steps=20",
+                           "train.epochs=2")
+    seen, objective = [], trainer.step.objective
+
+    def recording(*args, step, **kwargs):
+        seen.append(step.item())
+        return objective(*args, step=step, **kwargs)
+
+    trainer.step.objective = recording
+    trainer.fit()
+    assert seen == [float(s) for s in range(32)]  # 16 steps an epoch
+
+
+# ---------------------------------------------------------------- DIP-VAE
+
+def test_dip_covariances_and_penalty_are_the_numpy_ones():
+    import numpy as np
+    from vaelab.objectives import DIP_TYPES, dip_penalty
+
+    table = TablePosteriors(n=7, d=4)
+    q_dims = table.posterior(table.x).base_dist
+    mu, sigma = table.mu.numpy(), table.sigma.numpy()
+    cov_mu = np.cov(mu, rowvar=False, bias=True)  # the batch's own covariance, 1/N
+    expected = {"i": cov_mu, "ii": cov_mu + np.diag((sigma**2).mean(0))}
+    for kind, matrix in expected.items():
+        mine = DIP_TYPES[kind](q_dims)
+        np.testing.assert_allclose(mine.numpy(), matrix, rtol=1e-12, atol=1e-12)
+        off = sum(matrix[i, j] ** 2 for i in range(4) for j in range(4) if i != j)
+        diagonal = sum((matrix[i, i] - 1) ** 2 for i in range(4))
+        assert dip_penalty(mine, 3.0, 0.5).item() == pytest.approx(3.0 * off + 0.5 * diagonal, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind, lambda_d, expected_d", [("i", None, 20.0), ("ii", None, 2.0), ("i", 0.5, 0.5)])
+def test_dipvae_is_the_weighted_elbo_less_the_penalty(kind, lambda_d, expected_d):
+    from vaelab.objectives import DIP_TYPES, dip_penalty, dipvae, elbo
+
+    model = LinearGaussian()
+    model.stretch = 1.7
+    x = sample_data(model, n=8)
+    out = dipvae(model, x, generator=torch.Generator().manual_seed(0), kl_weight=3.0, type=kind, lambda_od=2.0,
+                 lambda_d=lambda_d)
+    terms = elbo(model, x, generator=torch.Generator().manual_seed(0))
+    penalty = dip_penalty(DIP_TYPES[kind](model.posterior(x).base_dist), 2.0, expected_d)
+    torch.testing.assert_close(out.objective, terms.reconstruction - 3.0 * terms.kl - penalty)
+    torch.testing.assert_close(out.elbo, terms.elbo)
+    assert penalty.item() > 0.1
+
+
+@pytest.mark.parametrize("kind", ["i", "ii"])
+def test_dipvae_trains_on_tiny_data(tmp_path, tiny_raw, kind):
+    from vaelab.training import dataset_elbo
+
+    trainer = tiny_trainer(tmp_path, tiny_raw, "objective.name=\"dipvae\"", f"objective.dipvae.type=\"{kind}\"",
+                           "train.epochs=2")
+    before = dataset_elbo(trainer.model, trainer.data.val, 50)
+    summary = trainer.fit()
+    assert dataset_elbo(trainer.model, trainer.data.val, 50)["elbo"] > before["elbo"] + 20
+    assert math.isfinite(summary["test_elbo"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (("objective.name=\"capacity\"", "objective.beta=4"), "objective.beta"),  # gamma weighs |KL - C|
+    (("objective.name=\"capacity\"", "objective.capacity.max_nats=-1"), "objective.capacity.max_nats"),
+    (("objective.name=\"capacity\"", "objective.capacity.steps=-5"), "objective.capacity.steps"),
+    (("objective.name=\"dipvae\"", "objective.dipvae.type=\"iii\""), "objective.dipvae.type"),
+    (("objective.name=\"dipvae\"", "objective.dipvae.lambda_d=-1"), "objective.dipvae.lambda_d"),
+    (("objective.name=\"dipvae\"", "model.pseudo_inputs=10"), "model.pseudo_inputs"),
+    (("objective.name=\"elbo\"", "objective.dipvae.lambda_od=1"), "objective.dipvae.lambda_od"),
+])
+def test_bad_capacity_and_dipvae_settings_are_one_line_errors_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(overrides=list(overrides))
+    assert str(err.value).startswith(f"{key}:") and "\n" not in str(err.value)
+
+
+def test_beta_vae_is_the_elbo_with_beta_on_any_data():
+    config = resolve_config(overrides=["objective.beta=6"])
+    assert config.objective.name == "elbo" and config.objective.keywords() == {}

@@ -58,6 +58,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
     "objective.name": ("objectives", "OBJECTIVES"),
     "objective.btcvae.sampling": ("objectives", "TC_SAMPLINGS"),
+    "objective.dipvae.type": ("objectives", "DIP_TYPES"),
     "optim.name": ("optimizers", "OPTIMIZERS"),
     "optim.schedule": ("optimizers", "SCHEDULES"),
     "train.nonfinite": ("config", "NONFINITE"),
@@ -264,14 +265,43 @@ class BtcvaeConfig:
 
 
 @dataclass
+class CapacityConfig:
+    """Annealed capacity (Burgess et al., 2018); defaults: their dSprites settings."""
+
+    gamma: float = 1000.0  # weight of |KL - C|
+    max_nats: float = 25.0  # C's final value, nats per image
+    steps: int = 100_000  # optimizer steps over which C rises linearly from 0 (0: C = max_nats from the start)
+
+    def validate(self, prefix: str = "objective.capacity") -> None:
+        for key in ("gamma", "max_nats", "steps"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class DipvaeConfig:
+    """DIP-VAE (Kumar et al., 2018); defaults: their dSprites lambda_od, lambda_d by their rule."""
+
+    type: str = "i"  # i: Cov[mu(x)] | ii: Cov[z] = E[Sigma(x)] + Cov[mu(x)]
+    lambda_od: float = 10.0  # weight of the squared off-diagonal entries
+    lambda_d: float | None = None  # weight of the squared (diagonal - 1); unset: 10 lambda_od (i), lambda_od (ii)
+
+    def validate(self, prefix: str = "objective.dipvae") -> None:
+        _one_of(self.type, choices("objective.dipvae.type"), f"{prefix}.type")
+        _check(self.lambda_od >= 0, f"{prefix}.lambda_od", f"must be >= 0, got {self.lambda_od}")
+        _check(self.lambda_d is None or self.lambda_d >= 0, f"{prefix}.lambda_d", f"must be >= 0, got {self.lambda_d}")
+
+
+@dataclass
 class ObjectiveConfig:
-    name: str = "elbo"  # elbo | iwae | btcvae | ... (see objectives.OBJECTIVES)
+    name: str = "elbo"  # elbo (beta-VAE at beta != 1) | iwae | btcvae | capacity | dipvae (objectives.OBJECTIVES)
     samples: int = 1  # r Monte-Carlo samples (elbo) or k importance samples (iwae) per data point
-    beta: float = 1.0  # weight of the KL term (elbo; 1 = the true ELBO), of the total correlation (btcvae)
+    beta: float = 1.0  # weight of the KL term (elbo, dipvae; 1 = the true ELBO), of the total correlation (btcvae)
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
     args: dict[str, Any] = field(default_factory=dict)  # keywords of a registered objective of your own
     # Each objective's own settings, in a section named as the objective; passed to it as keywords
     btcvae: BtcvaeConfig = field(default_factory=BtcvaeConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    dipvae: DipvaeConfig = field(default_factory=DipvaeConfig)
 
     def validate(self, prefix: str = "objective") -> None:
         _one_of(self.name, choices("objective.name"), f"{prefix}.name")

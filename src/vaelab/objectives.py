@@ -58,7 +58,12 @@ def elbo(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = Non
     x: (batch, n_pixels); y: (batch,) labels for a conditional model. The KL term is analytic
     for Gaussian q and prior, so then only the reconstruction term carries Monte-Carlo noise.
     """
-    q = posterior(model, x, y)
+    return elbo_of(model, posterior(model, x, y), x, samples, generator, y)
+
+
+def elbo_of(model: Model, q: Distribution, x: torch.Tensor, samples: int = 1, generator: Noise = None,
+            y: torch.Tensor | None = None) -> ElboTerms:
+    """`elbo` with the posterior q(z|x) already computed (an objective that needs q itself too)."""
     if samples == 1:  # the usual case, without a sample dimension to add and average away
         z = rsample(q, (), generator)  # (batch, latent): the same draws as shape (1, batch, latent)
         reconstruction = likelihood(model, z, y).log_prob(x)
@@ -230,8 +235,90 @@ btcvae.needs = ("dataset_size",)
 btcvae.diagonal_latent = True  # config checks the model's latent settings (`per_dimension`)
 
 
+# ---------------------------------------------------------------- annealed capacity (Burgess et al., 2018)
+
+def capacity(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None, y: torch.Tensor | None = None,
+             kl_weight: float | torch.Tensor = 1.0, *, step: float | torch.Tensor = 0.0, gamma: float = 1000.0,
+             max_nats: float = 25.0, steps: int = 100_000) -> ObjectiveTerms:
+    """Burgess et al. (2018), eq. 8: reconstruction - gamma |KL - C|, the capacity C rising linearly
+    from 0 to `max_nats` over `steps` optimizer steps (then held; steps = 0: C = max_nats throughout).
+
+    `step` is the optimizer steps taken before this one (the training step supplies it). The KL
+    is the batch's mean, as in the paper's objective (an expectation over the data inside |.|)
+    and the reference code; every image carries the batch's penalty, so the batch's mean objective
+    is mean reconstruction - gamma |mean KL - C|. (Under torchrun: each rank's share of the batch.)
+    """
+    terms = elbo(model, x, samples, generator, y)
+    step = torch.as_tensor(step, dtype=terms.kl.dtype, device=terms.kl.device)
+    c = max_nats * torch.clamp(step / steps, max=1.0) if steps else torch.full_like(step, max_nats)
+    penalty = gamma * (terms.kl.mean() - c).abs()
+    return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl, terms.reconstruction - penalty)
+
+
+capacity.needs = ("step",)
+capacity.takes_kl_weight = False  # gamma weighs |KL - C|: beta and KL warm-up do not apply (config checks this)
+
+
+# ---------------------------------------------------------------- DIP-VAE I and II (Kumar et al., 2018)
+
+def covariance_of_means(q_dims: Distribution) -> torch.Tensor:
+    """DIP-VAE I's matrix: Cov_p(x)[mu(x)] over the batch, (d, d), with 1/batch (the batch's own covariance).
+
+    q_dims: the per-dimension posterior (`per_dimension`), batch shape (batch, d).
+    """
+    centered = q_dims.mean - q_dims.mean.mean(0)
+    return centered.T @ centered / len(centered)
+
+
+def covariance_of_aggregate(q_dims: Distribution) -> torch.Tensor:
+    """DIP-VAE II's matrix: Cov_q(z)[z] = E_p(x)[Sigma(x)] + Cov_p(x)[mu(x)] over the batch, (d, d)."""
+    return covariance_of_means(q_dims) + torch.diag(q_dims.variance.mean(0))
+
+
+# objective.dipvae.type: the covariance matrix whose off-diagonal entries are pushed to 0 and diagonal to 1
+DIP_TYPES: dict[str, Callable[[Distribution], torch.Tensor]] = {
+    "i": covariance_of_means,
+    "ii": covariance_of_aggregate,
+}
+
+
+def dip_penalty(covariance: torch.Tensor, lambda_od: float, lambda_d: float) -> torch.Tensor:
+    """lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2 (Kumar et al., 2018, eqs. 7-9), 0-d."""
+    diagonal = torch.diagonal(covariance)
+    off = covariance - torch.diag(diagonal)
+    return lambda_od * (off**2).sum() + lambda_d * ((diagonal - 1) ** 2).sum()
+
+
+def dip_lambda_d(type: str, lambda_od: float, lambda_d: float | None) -> float:
+    """lambda_d as set, or by Kumar et al.'s rule (§5): 10 lambda_od for DIP-VAE I, lambda_od for II
+    (disentanglement_lib's lambda_d_factor 10 and 1)."""
+    if lambda_d is not None:
+        return lambda_d
+    return (10.0 if type == "i" else 1.0) * lambda_od
+
+
+def dipvae(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None, y: torch.Tensor | None = None,
+           kl_weight: float | torch.Tensor = 1.0, *, type: str = "i", lambda_od: float = 10.0,
+           lambda_d: float | None = None) -> ObjectiveTerms:
+    """DIP-VAE (Kumar et al., 2018): reconstruction - kl_weight KL - the batch's covariance penalty.
+
+    Type "i" penalizes Cov[mu(x)], "ii" Cov_q(z) = E[Sigma] + Cov[mu] (`DIP_TYPES`, `dip_penalty`);
+    lambda_d None: Kumar et al.'s rule (`dip_lambda_d`). Every image carries the batch's penalty.
+    """
+    q = posterior(model, x, y)
+    covariance = DIP_TYPES[type](per_dimension(q, "the posterior q(z|x)"))
+    terms = elbo_of(model, q, x, samples, generator, y)
+    penalty = dip_penalty(covariance, lambda_od, dip_lambda_d(type, lambda_od, lambda_d))
+    return ObjectiveTerms(terms.elbo, terms.reconstruction, terms.kl,
+                          terms.reconstruction - kl_weight * terms.kl - penalty)
+
+
+dipvae.diagonal_latent = True
+
 OBJECTIVES: dict[str, Callable[..., ObjectiveTerms]] = {
     "elbo": weighted_elbo,
     "iwae": iwae_bound,
     "btcvae": btcvae,
+    "capacity": capacity,
+    "dipvae": dipvae,
 }
