@@ -708,10 +708,13 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _sections(cls: type) -> list[str]:
-    """The dotted keys of `cls`'s tree that are sections (tables), not values."""
-    hints = typing.get_type_hints(cls)
-    return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])]
+def _sections(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of `cls`'s tree that are sections (tables), not values (`model`, `objective.btcvae`)."""
+    hints, sections = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            sections += [f"{prefix}{f.name}", *_sections(hints[f.name], f"{prefix}{f.name}.")]
+    return sections
 
 
 def _meant(where: str) -> str:
