@@ -57,6 +57,8 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "model.likelihood": ("likelihoods", "LIKELIHOOD_HEADS"),
     "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
     "objective.name": ("objectives", "OBJECTIVES"),
+    "objective.btcvae.sampling": ("objectives", "TC_SAMPLINGS"),
+    "objective.dipvae.type": ("objectives", "DIP_TYPES"),
     "optim.name": ("optimizers", "OPTIMIZERS"),
     "optim.schedule": ("optimizers", "SCHEDULES"),
     "train.nonfinite": ("config", "NONFINITE"),
@@ -268,12 +270,57 @@ class ModelConfig:
 
 
 @dataclass
+class BtcvaeConfig:
+    """β-TCVAE (Chen et al., 2018); its TC weight is objective.beta."""
+
+    sampling: str = "mws"  # how a batch estimates q(z): mws (minibatch-weighted) | mss (stratified)
+    alpha: float = 1.0  # weight of the index-code mutual information
+    gamma: float = 1.0  # weight of the dimension-wise KL
+
+    def validate(self, prefix: str = "objective.btcvae") -> None:
+        _one_of(self.sampling, choices("objective.btcvae.sampling"), f"{prefix}.sampling")
+        for key in ("alpha", "gamma"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class CapacityConfig:
+    """Annealed capacity (Burgess et al., 2018); defaults: their dSprites settings."""
+
+    gamma: float = 1000.0  # weight of |KL - C|
+    max_nats: float = 25.0  # C's final value, nats per image
+    steps: int = 100_000  # optimizer steps over which C rises linearly from 0 (0: C = max_nats from the start)
+
+    def validate(self, prefix: str = "objective.capacity") -> None:
+        for key in ("gamma", "max_nats", "steps"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class DipvaeConfig:
+    """DIP-VAE (Kumar et al., 2018); defaults: their dSprites lambda_od, lambda_d by their rule."""
+
+    type: str = "i"  # i: Cov[mu(x)] | ii: Cov[z] = E[Sigma(x)] + Cov[mu(x)]
+    lambda_od: float = 10.0  # weight of the squared off-diagonal entries
+    lambda_d: float | None = None  # weight of the squared (diagonal - 1); unset: 10 lambda_od (i), lambda_od (ii)
+
+    def validate(self, prefix: str = "objective.dipvae") -> None:
+        _one_of(self.type, choices("objective.dipvae.type"), f"{prefix}.type")
+        _check(self.lambda_od >= 0, f"{prefix}.lambda_od", f"must be >= 0, got {self.lambda_od}")
+        _check(self.lambda_d is None or self.lambda_d >= 0, f"{prefix}.lambda_d", f"must be >= 0, got {self.lambda_d}")
+
+
+@dataclass
 class ObjectiveConfig:
-    name: str = "elbo"  # elbo | iwae
+    name: str = "elbo"  # elbo (beta-VAE at beta != 1) | iwae | btcvae | capacity | dipvae (objectives.OBJECTIVES)
     samples: int = 1  # r Monte-Carlo samples (elbo) or k importance samples (iwae) per data point
-    beta: float = 1.0  # weight of the KL term (elbo only; 1 = the true ELBO)
+    beta: float = 1.0  # weight of the KL term (elbo, dipvae; 1 = the true ELBO), of the total correlation (btcvae)
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
     args: dict[str, Any] = field(default_factory=dict)  # keywords of a registered objective of your own
+    # Each objective's own settings, in a section named as the objective; passed to it as keywords
+    btcvae: BtcvaeConfig = field(default_factory=BtcvaeConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    dipvae: DipvaeConfig = field(default_factory=DipvaeConfig)
 
     def validate(self, prefix: str = "objective") -> None:
         _one_of(self.name, choices("objective.name"), f"{prefix}.name")
@@ -283,6 +330,27 @@ class ObjectiveConfig:
         weighted = getattr(registry("objective.name")[self.name], "takes_kl_weight", True)
         _check(weighted or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
                f"beta and KL warm-up do not apply to the {self.name} objective: it has no separate KL term")
+        for section in self._sections():
+            getattr(self, section).validate(f"{prefix}.{section}")
+            self._check_applies(section, prefix)
+
+    def _sections(self) -> list[str]:
+        """The objectives' own sections (btcvae, ...), each named as its objective."""
+        return [f.name for f in dataclasses.fields(self) if dataclasses.is_dataclass(getattr(self, f.name))]
+
+    def _check_applies(self, section: str, prefix: str) -> None:
+        """A section's settings changed from their defaults while another objective trains would be ignored."""
+        if section == self.name:
+            return
+        values, defaults = dataclasses.asdict(getattr(self, section)), dataclasses.asdict(type(getattr(self, section))())
+        for key, value in values.items():
+            _check(value == defaults[key], f"{prefix}.{section}.{key}",
+                   f"applies to objective.name = {toml_value(section)} only, not {toml_value(self.name)}")
+
+    def keywords(self) -> dict[str, Any]:
+        """The objective's keywords: its own section's settings, then objective.args."""
+        own = getattr(self, self.name, None) if self.name in self._sections() else None
+        return {**(dataclasses.asdict(own) if own is not None else {}), **self.args}
 
 
 @dataclass
@@ -560,6 +628,7 @@ class RunConfig:
 
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
+        self._check_diagonal_latent()
         likelihood, view = self.model.likelihood, self.data.binarization
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
@@ -576,6 +645,18 @@ class RunConfig:
             # any size whose sides survive the halvings, odd ones included (the rule: conv_shapes.conv_sides)
             misfit = conv_misfit(h, w, len(self.model.conv_channels), f"{self.data.name} is")
             _check(misfit is None, "model.conv_channels", misfit)
+
+    def _check_diagonal_latent(self) -> None:
+        """Objectives that take the posterior apart by dimension (`diagonal_latent`: btcvae, dipvae) need
+        one diagonal posterior and prior; a model of your own is checked when it first trains."""
+        name, model = self.objective.name, self.model
+        if not getattr(registry("objective.name")[name], "diagonal_latent", False) or model.custom:
+            return
+        categorical = getattr(registry("model.latent")[model.latent], "kind", "continuous") == "categorical"
+        for key, bad in (("latent", categorical), ("latent_dim2", model.latent_dim2), ("pseudo_inputs", model.pseudo_inputs)):
+            _check(not bad, f"model.{key}", f"objective.name = {toml_value(name)} needs a diagonal posterior and prior "
+                   "over one latent vector: model.latent = \"normal\" or \"laplace\", no latent_dim2, no "
+                   "pseudo_inputs (VampPrior)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -646,10 +727,13 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _sections(cls: type) -> list[str]:
-    """The dotted keys of `cls`'s tree that are sections (tables), not values."""
-    hints = typing.get_type_hints(cls)
-    return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])]
+def _sections(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of `cls`'s tree that are sections (tables), not values (`model`, `objective.btcvae`)."""
+    hints, sections = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            sections += [f"{prefix}{f.name}", *_sections(hints[f.name], f"{prefix}{f.name}.")]
+    return sections
 
 
 def _meant(where: str) -> str:

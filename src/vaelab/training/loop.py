@@ -123,7 +123,8 @@ class Trainer:
         self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
                                  self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
                                  lambda message: self.log(message),  # looked up each time: log may be replaced
-                                 after_update=self._average, grad_norms=self.grad_norms)
+                                 after_update=self._average, grad_norms=self.grad_norms,
+                                 dataset_size=len(self.data.train), global_step=lambda: self.state.global_step)
         self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
