@@ -342,8 +342,23 @@ def test_bad_capacity_and_dipvae_settings_are_one_line_errors_naming_the_key(ove
     with pytest.raises(ConfigError) as err:
         resolve_config(overrides=list(overrides))
     assert str(err.value).startswith(f"{key}:") and "\n" not in str(err.value)
+    if key == "objective.beta":
+        assert str(err.value).endswith("objective.capacity.gamma weighs |KL - C|, and C's schedule is "
+                                       "objective.capacity.steps")
 
 
 def test_beta_vae_is_the_elbo_with_beta_on_any_data():
     config = resolve_config(overrides=["objective.beta=6"])
     assert config.objective.name == "elbo" and config.objective.keywords() == {}
+
+
+def test_a_config_file_sets_an_objectives_section_as_a_preset_would(tmp_path):
+    import tomllib
+    from vaelab.config import config_from_dict, to_toml
+
+    path = tmp_path / "btcvae.toml"
+    path.write_text('[objective]\nname = "btcvae"\nbeta = 6\n\n[objective.btcvae]\nsampling = "mss"\n')
+    config = resolve_config(config_file=path)
+    assert config.objective.beta == 6.0 and config.objective.btcvae.sampling == "mss"
+    # written back (config.toml of a run, `vaelab config`) and read again, the same config
+    assert config_from_dict(tomllib.loads(to_toml(config.to_dict()))) == config

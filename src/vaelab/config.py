@@ -327,9 +327,11 @@ class ObjectiveConfig:
         _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
         _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
         _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        weighted = getattr(registry("objective.name")[self.name], "takes_kl_weight", True)
+        objective = registry("objective.name")[self.name]
+        weighted = getattr(objective, "takes_kl_weight", True)
+        why = getattr(objective, "kl_weight_note", "it has no separate KL term")  # what the objective says instead
         _check(weighted or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
-               f"beta and KL warm-up do not apply to the {self.name} objective: it has no separate KL term")
+               f"beta and KL warm-up do not apply to the {self.name} objective: {why}")
         for section in self._sections():
             getattr(self, section).validate(f"{prefix}.{section}")
             self._check_applies(section, prefix)

@@ -256,7 +256,8 @@ def capacity(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise =
 
 
 capacity.needs = ("step",)
-capacity.takes_kl_weight = False  # gamma weighs |KL - C|: beta and KL warm-up do not apply (config checks this)
+capacity.takes_kl_weight = False  # config refuses objective.beta and KL warm-up, saying:
+capacity.kl_weight_note = "objective.capacity.gamma weighs |KL - C|, and C's schedule is objective.capacity.steps"
 
 
 # ---------------------------------------------------------------- DIP-VAE I and II (Kumar et al., 2018)
