@@ -474,12 +474,13 @@ def evaluate_disentanglement(run_dir: str | Path, samples: int = DISENTANGLEMENT
     ImageData with `factors`) and `model` (as `load_run` returns it) are used instead of loading them.
     """
     from .device import resolve_device
-    from .disentanglement import score_model
+    from .disentanglement import require_sklearn, score_model
     from .runs import RunFolder, load_run
 
     if samples < 1:
         raise EvaluationError(f"samples (--samples) must be >= 1 factor samples, got {samples}")
     folder = RunFolder(run_dir).check()
+    require_sklearn()  # an optional dependency: its one-line error before any work
     torch_device = resolve_device(device or "auto", "--device")
     config = model.run_config if model is not None else folder.config()
     data = load_run_data(config, torch_device, data_dir, progress) if data is None else data

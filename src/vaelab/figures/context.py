@@ -173,11 +173,9 @@ def current_kl(folder: Any, held: str | None) -> tuple[list[float] | None, str]:
 
 
 def _load_data(config: Any, device: torch.device) -> ImageData:
-    from ..data import load_data
-    from ..data.views import make_views
+    from ..evaluate import load_run_data
 
-    raw = load_data(config.data, progress=False)
-    return make_views(raw, config.data, device)
+    return load_run_data(config, device)
 
 
 def figure_context(run_dir: str | Path, *, model: Model | None = None, data: ImageData | None = None,

@@ -45,15 +45,6 @@ class FactorInformation:
         return self.names[k], float(self.normalized[dim, k]), float(self.mi[dim, k])
 
 
-def factor_entropy(factors: np.ndarray) -> np.ndarray:
-    """(n, k) integer levels -> (k,) entropy of each column's empirical distribution, nats."""
-    out = np.zeros(factors.shape[1])
-    for j in range(factors.shape[1]):
-        p = np.unique(factors[:, j], return_counts=True)[1] / len(factors)
-        out[j] = float(-(p * np.log(p)).sum())
-    return out
-
-
 def factor_grid(ctx: FigureContext) -> object:
     """The run's FactorGrid; FigureSkipped where its data has none (MNIST, a folder of images)."""
     grid = getattr(ctx.data, "factors", None)
@@ -67,7 +58,7 @@ def factor_grid(ctx: FigureContext) -> object:
 @torch.no_grad()
 def factor_information(ctx: FigureContext) -> FactorInformation:
     """Codes and mutual information of `factor_samples` factor samples drawn with `seed`; computed once."""
-    from ..disentanglement import mutual_information
+    from ..disentanglement import entropy, mutual_information
     from ..evaluate import BatchedEncoder
 
     if ctx._factors is None:
@@ -76,7 +67,7 @@ def factor_information(ctx: FigureContext) -> FactorInformation:
         codes = np.concatenate([BatchedEncoder(ctx.model, ctx.batch_size)(grid.batch(factors[i:i + ctx.batch_size])).numpy()
                                 for i in range(0, len(factors), ctx.batch_size)])
         mi = np.asarray(mutual_information(codes, factors), dtype=np.float64)
-        ctx._factors = FactorInformation(tuple(grid.names), factors, codes, mi, factor_entropy(factors))
+        ctx._factors = FactorInformation(tuple(grid.names), factors, codes, mi, np.asarray(entropy(factors), dtype=np.float64))
     return ctx._factors
 
 
@@ -94,6 +85,7 @@ def draw_traversals_factors(ctx: FigureContext) -> Figure:
     named by the factor it is most informative about (normalized mutual information, MI / H(factor)).
 
     Needs a run on a factor data set (dsprites): its factor samples give the codes and the MI."""
+    factor_grid(ctx)
     if is_categorical(ctx.model) or is_two_layer(ctx.model):
         raise FigureSkipped("traversals sweep one continuous latent layer; this latent is categorical or two-layer")
     info = factor_information(ctx)
@@ -104,8 +96,8 @@ def draw_traversals_factors(ctx: FigureContext) -> Figure:
         z[j * steps:(j + 1) * steps, j] = traversal_values(ctx, j, info.codes)
     images = as_images(decode(ctx.model, z.to(device_of(ctx.model))), ctx.image_shape)
     labels = [f"z{j}: {name} {nmi:.2f}" for j in range(d) for name, nmi, _ in [info.best(j)]]
-    what = (f"latent traversals; each row z_j: the factor of highest normalized MI (MI / H(factor)) and it, "
-            f"over {len(info.factors)} factor samples, seed {ctx.seed}")
+    what = (f"latent traversals; row z_j names the factor z_j has the highest normalized MI (MI / H(factor)) "
+            f"with, and that MI, over {len(info.factors)} factor samples, seed {ctx.seed}")
     return image_grid_figure(tile(images, d, steps, inverted=ctx.inverted), ctx.headline(what), labels,
                              scale=max(0.04, 0.6 / ctx.image_shape[2]), inverted=ctx.inverted)
 
@@ -119,7 +111,7 @@ def draw_mi_matrix(ctx: FigureContext) -> Figure:
     info = factor_information(ctx)
     nmi = info.normalized
     d, k = nmi.shape
-    fig = Figure(figsize=(2.5 + 0.8 * k, 1.6 + 0.3 * d), dpi=100)
+    fig = Figure(figsize=(max(6.0, 2.5 + 0.8 * k), 2.2 + 0.3 * d), dpi=100, layout="constrained")  # room for the title
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(nmi, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
