@@ -278,7 +278,9 @@ FIGURE_FLAGS = {
     "manifold_label": "manifold: the label a conditional model decodes with",
     "scatter_method": "latent-scatter beyond 2-D: pca or tsne",
     "tsne_points": "latent-scatter with tsne: the test images it embeds",
-    "seed": "the seed of samples and random test images",
+    "factor_samples": "traversals-factors, mi-matrix: factor samples the mutual information is estimated from",
+    "traversal_steps": "traversals-factors: STEPS images along each latent dimension",
+    "seed": "the seed of samples and random test images (and of factor samples)",
 }
 
 
@@ -306,10 +308,10 @@ def _figure_list(width: int = 79) -> str:
 
     from .figures import FIGURES, describe
 
-    lines = ["figures:"]
+    lines, column = ["figures:"], max(map(len, FIGURES)) + 1  # every name followed by a space
     for name in FIGURES:
-        lines += textwrap.wrap(describe(name), width, initial_indent=f"  {name:17s}", subsequent_indent=" " * 19,
-                               break_on_hyphens=False)
+        lines += textwrap.wrap(describe(name), width, initial_indent=f"  {name:{column}s}",
+                               subsequent_indent=" " * (column + 2), break_on_hyphens=False)
     return "\n".join(lines)
 
 
