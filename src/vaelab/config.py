@@ -143,6 +143,13 @@ class DataConfig:
     split_seed: int = 0
     skip_bad: bool = False  # skip (and count) unreadable files instead of stopping at the first
     label_names: list[str] = field(default_factory=list)
+    # A factor data set (dsprites, ...: a full grid of images over the factors that made them).
+    # factor_levels: draw only this many evenly spaced levels of each factor ([] the whole grid), for
+    # tests and quick looks; factor_names / factor_sizes are filled in when training starts, so the
+    # run's config says which factors its images have (scores and figures use them).
+    factor_levels: list[int] = field(default_factory=list)
+    factor_names: list[str] = field(default_factory=list)
+    factor_sizes: list[int] = field(default_factory=list)
 
     def validate(self, prefix: str = "data") -> None:
         _one_of(self.name, choices("data.name"), f"{prefix}.name")
@@ -164,6 +171,18 @@ class DataConfig:
             _check(0 <= getattr(self, key) < 1, f"{prefix}.{key}", f"must be in [0, 1), got {getattr(self, key)}")
         _check(self.val_fraction + self.test_fraction < 1, f"{prefix}.test_fraction",
                "val_fraction + test_fraction must leave some images to train on")
+        self._validate_factors(prefix)
+
+    def _validate_factors(self, prefix: str) -> None:
+        info = DATASETS.get(self.name)
+        _check(not self.factor_levels or bool(info and info.generated), f"{prefix}.factor_levels",
+               "only a data set vaelab generates (" + ", ".join(n for n, i in DATASETS.items() if i.generated)
+               + ") is drawn on a sub-grid; leave it []")
+        _check(all(n >= 1 for n in self.factor_levels), f"{prefix}.factor_levels",
+               f"each count must be >= 1, got {self.factor_levels}")
+        _check(len(self.factor_names) == len(self.factor_sizes) and all(n >= 1 for n in self.factor_sizes),
+               f"{prefix}.factor_sizes", f"must give one size >= 1 for each of factor_names {self.factor_names}, "
+               f"got {self.factor_sizes}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import IMAGES
+from .catalog import DATASETS, IMAGES
 from .errors import DataError
 from .sources import default_cache_dir, load_dataset
 
@@ -26,6 +26,10 @@ def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bo
     `data_dir` overrides `data.data_dir` (the --data-dir of the command line).
     """
     where = data_dir or data.data_dir
+    info = DATASETS.get(data.name)
+    if info and info.generated:  # drawn by vaelab into the cache, once
+        from .generated import load_generated
+        return load_generated(data.name, levels=data.factor_levels, seed=data.split_seed, progress=progress)
     if data.name != IMAGES:
         return load_dataset(data.name, where, progress=progress)
     if not where:
