@@ -63,7 +63,9 @@ def squares(tmp_path_factory):
     grid = SquareGrid()
     config = resolve_config(overrides=["data.val_size=50", "train.batch_size=50", "train.epochs=3",
                                        "model.latent_dim=3", "model.encoder_hidden=[64]",
-                                       "model.decoder_hidden=[64]", "train.eval_batch_size=100"])
+                                       "model.decoder_hidden=[64]", "train.eval_batch_size=100",
+                                       # as training records a factor data set's factors (pipeline)
+                                       'data.factor_names=["x", "y", "size"]', "data.factor_sizes=[5, 5, 2]"])
     data = make_views(grid_raw(grid), config.data)
     data.factors = grid
     run_dir = tmp_path_factory.mktemp("squares") / "run"
@@ -176,7 +178,7 @@ def test_a_run_without_factors_is_one_line_before_any_work(run, tiny_data, capsy
         patched.setattr("vaelab.runs.load_run", lambda *a, **k: pytest.fail("the model was loaded"))
         assert main(["evaluate", str(run), "--disentanglement"]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {run}: its data (tiny) has no factors; disentanglement is measured on a factor data set " \
+    assert err == f"error: {run}: its data (mnist) has no factors; disentanglement is measured on a factor data set " \
                   "such as dsprites\n"
     assert not list(Path(run).glob("disentanglement-*.json"))
     assert main(["figures", str(run), "mi-matrix"]) == 2
@@ -190,3 +192,28 @@ def test_disentanglement_refuses_options_of_the_likelihood_evaluation(squares_cl
     assert "drop --split and --memory-mb" in capsys.readouterr().err
     assert main(["evaluate", str(squares_cli), "--disentanglement", "--samples", "0"]) == 2
     assert "must be >= 1 factor samples" in capsys.readouterr().err
+
+
+def test_a_dsprites_run_end_to_end_through_the_command(tmp_path):
+    """Trained through vaelab.train on a dSprites sub-grid (data23's generated set), then the commands as
+    a user types them, in a fresh process: the run's own data gives the factors."""
+    import subprocess
+    import sys
+
+    import vaelab
+
+    vaelab.train(out=tmp_path / "run", log=lambda line: None, overrides=[
+        'data.name="dsprites"', "data.factor_levels=[3, 3, 5, 4, 4]", 'data.binarization="auto"',
+        'model.likelihood="auto"', "model.encoder_hidden=[16]", "model.decoder_hidden=[16]", "train.epochs=1",
+        "train.batch_size=64", "train.threads=1", "figures.names=[]"])
+    run_dir = tmp_path / "run"
+    for args in (["evaluate", str(run_dir), "--disentanglement", "--samples", "300", "--seed", "4"],
+                 ["figures", str(run_dir), "traversals-factors", "mi-matrix", "--factor-samples", "300"]):
+        done = subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    result = json.loads((run_dir / "disentanglement-n300.json").read_text())
+    assert result["factors"] == ["shape", "scale", "orientation", "x", "y"] and result["factor_sizes"] == [3, 3, 5, 4, 4]
+    assert (result["samples"], result["seed"], result["data"]) == (300, 4, "dsprites")
+    for name in ("traversals-factors", "mi-matrix"):
+        assert imread(run_dir / "figures" / f"{name}.png").shape[0] > 100
+    assert json.loads((run_dir / "figures" / "figures.json").read_text())["mi-matrix"]["options"]["factor_samples"] == 300

@@ -431,9 +431,19 @@ def run_factors(data: Any, run_dir: str | Path) -> Any:
     """The FactorGrid of a run's data (`ImageData.factors`); a NoFactorsError naming the run where there is none."""
     grid = getattr(data, "factors", None)
     if grid is None:
-        raise NoFactorsError(f"{run_dir}: its data ({getattr(data, 'name', '?')}) has no factors; disentanglement "
-                             "is measured on a factor data set such as dsprites")
+        raise _no_factors(run_dir, getattr(data, "name", "?"))
     return grid
+
+
+def check_run_has_factors(config: Any, run_dir: str | Path) -> None:
+    """Refuse, from its config alone, a run whose data has no factors (training records data.factor_names)."""
+    if not config.data.factor_names:
+        raise _no_factors(run_dir, config.data.name)
+
+
+def _no_factors(run_dir: str | Path, data_name: str) -> NoFactorsError:
+    return NoFactorsError(f"{run_dir}: its data ({data_name}) has no factors; disentanglement is measured on a "
+                          "factor data set such as dsprites")
 
 
 def load_run_data(config: Any, device: torch.device, data_dir: str | None = None, progress: bool = False) -> Any:
@@ -483,6 +493,7 @@ def evaluate_disentanglement(run_dir: str | Path, samples: int = DISENTANGLEMENT
     require_sklearn()  # an optional dependency: its one-line error before any work
     torch_device = resolve_device(device or "auto", "--device")
     config = model.run_config if model is not None else folder.config()
+    check_run_has_factors(config, folder.path)  # before the data (dsprites: a 3 GB map) and the model load
     data = load_run_data(config, torch_device, data_dir, progress) if data is None else data
     grid = run_factors(data, folder.path)
     model = model if model is not None else load_run(folder.path, torch_device)
