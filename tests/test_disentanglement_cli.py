@@ -140,6 +140,18 @@ def test_report_and_compare_show_the_scores(squares_cli, run, capsys):
     assert "dis_mig" in csv.splitlines()[0] and "dis_total_correlation" in csv.splitlines()[0]
 
 
+def test_the_report_of_a_factor_run_never_scored_says_how_to_score_it(squares, tmp_path):
+    import shutil
+
+    from vaelab.report import write_report
+
+    copy = Path(shutil.copytree(squares[0], tmp_path / "copy"))
+    for path in copy.glob("disentanglement-*.json"):
+        path.unlink()
+    page = write_report(copy, evaluate=False, figures=False, progress=False).read_text()
+    assert "Not scored yet: <code>vaelab evaluate RUN --disentanglement</code>" in page and "(x, y, size)" in page
+
+
 def test_the_figures_name_each_dimension_by_its_factor(squares_cli, capsys):
     from vaelab.disentanglement import entropy, mutual_information
     from vaelab.figures import figure_context
@@ -152,7 +164,7 @@ def test_the_figures_name_each_dimension_by_its_factor(squares_cli, capsys):
         assert str(path) in out
         height, width = imread(path).shape[:2]
         assert 150 <= height <= 3000 and 200 <= width <= 3000, (name, height, width)
-    run_dir, data = squares_cli, None
+    run_dir = squares_cli
     ctx = figure_context(run_dir, seed=5, factor_samples=800)
     info = factor_information(ctx)
     # the labels and cells are the MI of the codes of the factor samples, recomputed here

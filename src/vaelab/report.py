@@ -169,13 +169,17 @@ def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: 
     return "".join(parts)
 
 
-def _disentanglement_section(found: tuple[Path, dict[str, Any]] | None) -> str:
+def _disentanglement_section(found: tuple[Path, dict[str, Any]] | None, factors: Sequence[str] = ()) -> str:
     """The disentanglement scores of the current weights, with the factor samples and seed they came from;
-    nothing for a run never scored (`vaelab evaluate RUN --disentanglement` scores one)."""
+    for a run on factor data (`factors`, its data.factor_names) never scored, how to score it; else nothing."""
     from .evaluate import SCORE_NAMES, flat_scores
 
     if found is None:
-        return ""
+        if not factors:
+            return ""
+        return ('<h2>Disentanglement</h2><p class="note">Not scored yet: <code>vaelab evaluate RUN '
+                "--disentanglement</code> (or <code>run.evaluate_disentanglement()</code>) scores this run's latent "
+                f"against its data's factors ({_e(', '.join(factors))}).</p>")
     path, result = found
     values = flat_scores(result)
     where = f"{result.get('samples', '?')} factor samples, seed {result.get('seed', '?')}"
@@ -291,7 +295,7 @@ def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any]
     body = "".join([
         _header(run_dir, config, summary, binarization),
         _metrics_section(evaluation, eval_note, summary, binarization),
-        _disentanglement_section(disentanglement),
+        _disentanglement_section(disentanglement, dotted_get(config, "data.factor_names") or ()),
         _summary_section(summary, binarization),
         _curve_section(records, summary.get("best_epoch")),
         _figures_section(run_dir, figure_notes or {}, skipped or {}),

@@ -99,7 +99,7 @@ def draw_traversals_factors(ctx: FigureContext) -> Figure:
     what = (f"latent traversals; row z_j names the factor z_j has the highest normalized MI (MI / H(factor)) "
             f"with, and that MI, over {len(info.factors)} factor samples, seed {ctx.seed}")
     return image_grid_figure(tile(images, d, steps, inverted=ctx.inverted), ctx.headline(what), labels,
-                             scale=max(0.04, 0.6 / ctx.image_shape[2]), inverted=ctx.inverted)
+                             scale=min(0.04, 0.9 / ctx.image_shape[2]), inverted=ctx.inverted)  # ~0.9 in an image
 
 
 def draw_mi_matrix(ctx: FigureContext) -> Figure:
