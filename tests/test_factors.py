@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from vaelab.config import ConfigError, resolve_config
 from vaelab.data.errors import DataError
 from vaelab.data.factors import TEST_SIZE, VAL_SIZE, FactorGrid
 from vaelab.data.generated import DSPRITES, SHAPES3D, load_generated
-from vaelab.data.load import load_data
+from vaelab.data.load import load_data, load_factors
 from vaelab.data.views import make_views
 
 SMALL = [3, 3, 5, 4, 4]  # levels of shape, scale, orientation, x, y: 720 images
@@ -243,6 +244,10 @@ def test_a_tiny_run_records_its_factors_and_gets_its_grid_back(tmp_path):
     data = vaelab.open_run(tmp_path / "run").config.data
     assert (data.binarization, run.config.model.likelihood) == ("static", "bernoulli")
     assert data.factor_names == ["shape", "scale", "orientation", "x", "y"] and data.factor_sizes == SMALL
+    assert load_factors(data, progress=False).sizes == tuple(SMALL)
+    changed = dataclasses.replace(data, factor_sizes=[3, 3, 5, 4, 5])
+    with pytest.raises(DataError, match="trained on factors .* sizes \\[3, 3, 5, 4, 5\\], but its data now has factors"):
+        load_factors(changed, progress=False)
     reloaded = make_views(load_data(data, progress=False), data)
     assert reloaded.factors.names == tuple(data.factor_names) and reloaded.factors.sizes == tuple(SMALL)
     assert reloaded.test.factors.shape == (720, 5)
@@ -460,3 +465,11 @@ def test_an_mpi3d_file_is_read_as_its_grid(tmp_path):
     # through --images, the real grid is expected: a smaller file is one line naming it and the key
     with pytest.raises(DataError, match=rf"{path}: images: expected \(1036800, 64, 64, 3\) uint8 \(C order\), got \(48, 64, 64, 3\) uint8"):
         load_data(images_config(path).data, progress=False)
+
+
+def test_images_without_factors_have_none(tmp_path):
+    path = tmp_path / "plain.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    config = images_config(path, 'data.binarization="grey"')
+    assert load_factors(config.data, progress=False) is None
+    assert make_views(load_data(config.data, progress=False), config.data).factors is None

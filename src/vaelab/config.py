@@ -182,6 +182,8 @@ class DataConfig:
                + ") is drawn on a sub-grid; leave it []")
         _check(all(n >= 1 for n in self.factor_levels), f"{prefix}.factor_levels",
                f"each count must be >= 1, got {self.factor_levels}")
+        _check(all(self.factor_names) and len(set(self.factor_names)) == len(self.factor_names),
+               f"{prefix}.factor_names", f"must be distinct non-empty names, got {self.factor_names}")
         _check(len(self.factor_names) == len(self.factor_sizes) and all(n >= 1 for n in self.factor_sizes),
                f"{prefix}.factor_sizes", f"must give one size >= 1 for each of factor_names {self.factor_names}, "
                f"got {self.factor_sizes}")

@@ -38,6 +38,19 @@ def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bo
     return _load_images(Path(where).expanduser(), data, progress)
 
 
+def load_factors(data: Any, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Any:
+    """The FactorGrid of a run's data config (`config.data`), or None when its images have no factors
+    (MNIST, a folder of images). A run that recorded factors (data.factor_names / factor_sizes) gets
+    the same grid back, or a DataError saying how the data now differs."""
+    grid = getattr(load_data(data, data_dir, progress), "factors", None)
+    recorded = (list(data.factor_names), list(data.factor_sizes))
+    if recorded[0] and (grid is None or (list(grid.names), list(grid.sizes)) != recorded):
+        found = "no factors" if grid is None else f"factors {list(grid.names)} of sizes {list(grid.sizes)}"
+        raise DataError(f"data.factor_names: the run was trained on factors {recorded[0]} of sizes {recorded[1]}, "
+                        f"but its data now has {found}")
+    return grid
+
+
 def image_options(data: Any) -> dict[str, Any]:
     """How a data config's settings shape a user's images, as the image readers take them."""
     return {"image_size": tuple(data.image_size) or None, "resize_mode": data.resize_mode,
