@@ -57,7 +57,7 @@ def batch_estimates(table, rows, z, sampling):
 
 def test_with_the_whole_data_set_as_the_batch_mws_is_the_exact_log_q_z_less_log_n():
     """MWS weighs every q(z_i|x_j) by 1/(N M): with M = N it is the exact aggregate posterior
-    density divided by N, the offset by which MWS underestimates log q(z) (Chen et al.'s eq. 6)."""
+    density divided by N, the offset by which MWS underestimates log q(z) (Chen et al.'s MWS)."""
     table = TablePosteriors()
     z = rsample(table.posterior(table.x), (), torch.Generator().manual_seed(1))
     joint, dims = batch_estimates(table, range(6), z, "mws")
@@ -100,7 +100,7 @@ def test_the_log_weights_of_each_sample_sum_to_one_for_mss_and_to_1_over_n_for_m
         torch.testing.assert_close(torch.logsumexp(mss_log_weights(batch, n), 1), torch.zeros(batch))
     torch.testing.assert_close(torch.logsumexp(mws_log_weights(batch, n), 1), torch.full((batch,), -math.log(n)))
     weights = mss_log_weights(batch, n).exp()
-    if batch > 2:  # own 1/N, the next one (N - M)/(N M), the rest 1/M (Chen et al., appendix C.2)
+    if batch > 2:  # own 1/N, the next one (N - M)/(N M), the rest 1/M (Chen et al.'s appendix)
         m = batch - 1
         assert weights[0, 0].item() == pytest.approx(1 / n)
         assert weights[0, 1].item() == pytest.approx((n - m) / (n * m))

@@ -126,7 +126,7 @@ def per_dimension(dist: Distribution, what: str) -> Distribution:
 
 
 def mws_log_weights(batch: int, dataset_size: int, like: torch.Tensor | None = None) -> torch.Tensor:
-    """Minibatch-weighted sampling (Chen et al., 2018, eq. 6; appendix C.1): every entry log 1/(N M).
+    """Minibatch-weighted sampling (Chen et al., 2018): every entry log 1/(N M).
 
     (batch, batch) log-weights w[i, j] of q(z_i | x_j) in the estimate q(z_i) ~ sum_j exp(w[i, j]) q(z_i | x_j).
     Biased: where the posteriors do not overlap, log q(z) comes out log M too low. On `like`'s
@@ -142,14 +142,14 @@ def _full(shape: tuple[int, ...], value: float, like: torch.Tensor | None) -> to
 
 
 def mss_log_weights(batch: int, dataset_size: int, like: torch.Tensor | None = None) -> torch.Tensor:
-    """Minibatch-stratified sampling (Chen et al., 2018, appendix C.2), (batch, batch) log-weights.
+    """Minibatch-stratified sampling (Chen et al., 2018, appendix), (batch, batch) log-weights.
 
     With M = batch - 1 others beside the sample's own x_i: 1/N on q(z_i | x_i), (N - M)/(N M) on one
     other (here the next in the batch, x_{i+1 mod batch}) and 1/M on the remaining M - 1. The weights
     sum to 1, and since a shuffled batch's others are equally likely to be any of the N - 1 other
-    images, the estimate of q(z_i) itself (not its log) is unbiased. The authors' code places the
-    (N - M)/(N M) weights with a stride that misses the diagonal (rtqichen/beta-tcvae, pull request
-    #1); these are the appendix's. A batch of one has no others: its weight is MWS's, 1/N.
+    images, the estimate of q(z_i) itself (not its log) is unbiased. The authors' code indexes the
+    flattened matrix with stride `batch` where the diagonal's is `batch + 1`, so its weights miss
+    the diagonal (rtqichen/beta-tcvae, pull request #1); these are the appendix's. A batch of one has no others: its weight is MWS's, 1/N.
     """
     n, m = dataset_size, batch - 1
     if m == 0:
@@ -181,7 +181,7 @@ def aggregate_log_densities(pairwise: torch.Tensor, log_w: torch.Tensor) -> tupl
 
 @dataclass
 class TcTerms(ElboTerms):
-    """The KL's decomposition (Chen et al., 2018, eq. 2), each (batch,), Monte-Carlo over the drawn z:
+    """The KL's decomposition (Chen et al., 2018), each (batch,), Monte-Carlo over the drawn z:
     mutual_information + total_correlation + dimensionwise_kl = log q(z|x) - log p(z), whose
     expectation is the ELBO's KL."""
 
@@ -221,7 +221,7 @@ def btcvae(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = N
            alpha: float = 1.0, gamma: float = 1.0) -> ObjectiveTerms:
     """β-TCVAE (Chen et al., 2018): reconstruction - (alpha MI + beta TC + gamma dimension-wise KL).
 
-    beta is `kl_weight` (objective.beta, through its warm-up: the authors' code anneals it so too);
+    beta is `kl_weight` (objective.beta, through its warm-up; the authors' code can anneal it too);
     at alpha = beta = gamma = 1 the objective is the ELBO with a Monte-Carlo KL. The ELBO terms
     reported beside it are the usual ones (analytic KL), so logs compare with other objectives.
     """
@@ -240,7 +240,7 @@ btcvae.diagonal_latent = True  # config checks the model's latent settings (`per
 def capacity(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None, y: torch.Tensor | None = None,
              kl_weight: float | torch.Tensor = 1.0, *, step: float | torch.Tensor = 0.0, gamma: float = 1000.0,
              max_nats: float = 25.0, steps: int = 100_000) -> ObjectiveTerms:
-    """Burgess et al. (2018), eq. 8: reconstruction - gamma |KL - C|, the capacity C rising linearly
+    """Burgess et al. (2018): reconstruction - gamma |KL - C|, the capacity C rising linearly
     from 0 to `max_nats` over `steps` optimizer steps (then held; steps = 0: C = max_nats throughout).
 
     `step` is the optimizer steps taken before this one (the training step supplies it). The KL
@@ -284,14 +284,14 @@ DIP_TYPES: dict[str, Callable[[Distribution], torch.Tensor]] = {
 
 
 def dip_penalty(covariance: torch.Tensor, lambda_od: float, lambda_d: float) -> torch.Tensor:
-    """lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2 (Kumar et al., 2018, eqs. 7-9), 0-d."""
+    """lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2 (Kumar et al., 2018), 0-d."""
     diagonal = torch.diagonal(covariance)
     off = covariance - torch.diag(diagonal)
     return lambda_od * (off**2).sum() + lambda_d * ((diagonal - 1) ** 2).sum()
 
 
 def dip_lambda_d(type: str, lambda_od: float, lambda_d: float | None) -> float:
-    """lambda_d as set, or by Kumar et al.'s rule (§5): 10 lambda_od for DIP-VAE I, lambda_od for II
+    """lambda_d as set, or by Kumar et al.'s rule: 10 lambda_od for DIP-VAE I, lambda_od for II
     (disentanglement_lib's lambda_d_factor 10 and 1)."""
     if lambda_d is not None:
         return lambda_d
