@@ -96,7 +96,9 @@ def test_evaluate_disentanglement_prints_then_keeps_the_scores(squares_cli, caps
     from vaelab.evaluate import flat_scores
 
     scores = flat_scores(result)
-    assert 0.0 <= scores["mig"] <= 1.0, scores
+    assert all(value is not None for key, value in scores.items() if key != "total_correlation"), scores
+    assert 0.0 <= scores["mig"] <= 1.0 and 0.0 <= scores["beta_vae"] <= 1.0, scores
+    assert result["mig"]["samples"] == 600 and result["dci"]["seed"] == 3  # each score with its sizes and seed
     assert f"{scores['mig']:8.3f}" in out and "600 factor samples, seed 3" in out
     assert not list(squares_cli.glob(".disentanglement*"))  # no temporary file left behind
 
