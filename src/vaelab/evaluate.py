@@ -456,10 +456,10 @@ def load_run_data(config: Any, device: torch.device, data_dir: str | None = None
 
 class BatchedEncoder:
     """encode(x: (n, pixels) float) -> (n, latent_dim) CPU float posterior means, `batch` images a pass on the
-    model's device; counts the images it encoded on a progress display (the scores' work is mostly this)."""
+    model's device (what `disentanglement.score_model` and the factor figures encode with)."""
 
-    def __init__(self, model: Model, batch: int = 1000, bar: Any = None) -> None:
-        self.model, self.batch, self.bar, self.images = model, batch, bar, 0
+    def __init__(self, model: Model, batch: int = 1000) -> None:
+        self.model, self.batch = model, batch
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -467,9 +467,6 @@ class BatchedEncoder:
         x = torch.as_tensor(x, dtype=torch.float32)
         means = [encode_mean(self.model, x[i:i + self.batch].to(device), None).flatten(1).float().cpu()
                  for i in range(0, len(x), self.batch)]
-        self.images += len(x)
-        if self.bar is not None:
-            self.bar.update(len(x))
         return torch.cat(means) if means else torch.empty(0, latent_size(self.model))
 
 
