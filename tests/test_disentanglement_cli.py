@@ -124,8 +124,7 @@ def test_the_api_scores_alike_and_finds_them(squares):
     run_dir, data = squares
     result = evaluate_disentanglement(run_dir, 200, 1, data=data, progress=False)
     again = evaluate_disentanglement(run_dir, 200, 1, data=data, progress=False)
-    keep = ("seconds",)
-    assert {k: v for k, v in result.items() if k not in keep} == {k: v for k, v in again.items() if k not in keep}
+    assert untimed(result) == untimed(again)  # the same scores, sizes and seeds; only the times differ
     assert vaelab.open_run(run_dir).disentanglement()["samples"] >= 200
 
 
