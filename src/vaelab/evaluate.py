@@ -456,10 +456,10 @@ def load_run_data(config: Any, device: torch.device, data_dir: str | None = None
 
 class BatchedEncoder:
     """encode(x: (n, pixels) float) -> (n, latent_dim) CPU float posterior means, `batch` images a pass on the
-    model's device; counts the images it encoded on a progress display (the scores' work is mostly this)."""
+    model's device (what `disentanglement.score_model` and the factor figures encode with)."""
 
-    def __init__(self, model: Model, batch: int = 1000, bar: Any = None) -> None:
-        self.model, self.batch, self.bar, self.images = model, batch, bar, 0
+    def __init__(self, model: Model, batch: int = 1000) -> None:
+        self.model, self.batch = model, batch
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -467,9 +467,6 @@ class BatchedEncoder:
         x = torch.as_tensor(x, dtype=torch.float32)
         means = [encode_mean(self.model, x[i:i + self.batch].to(device), None).flatten(1).float().cpu()
                  for i in range(0, len(x), self.batch)]
-        self.images += len(x)
-        if self.bar is not None:
-            self.bar.update(len(x))
         return torch.cat(means) if means else torch.empty(0, latent_size(self.model))
 
 
@@ -498,9 +495,8 @@ def evaluate_disentanglement(run_dir: str | Path, samples: int = DISENTANGLEMENT
     grid = run_factors(data, folder.path)
     model = model if model is not None else load_run(folder.path, torch_device)
     started = time.perf_counter()
-    bar = progress_bar(None, "scoring disentanglement (encoding factor samples)", "image", enabled=progress)
-    with bar, torch.no_grad():
-        scores = score_model(BatchedEncoder(model, bar=bar), grid, samples=samples, seed=seed)
+    with torch.no_grad():  # score_model shows its own progress: encoding, then each score's
+        scores = score_model(BatchedEncoder(model), grid, samples=samples, seed=seed, progress=progress)
     return _disentanglement_result(folder, scores, grid, data, model, config, samples, seed, started,
                                    torch_device, save)
 
@@ -555,15 +551,17 @@ def format_disentanglement(r: dict[str, Any]) -> str:
     for key, name in SCORE_NAMES:
         value = flat_scores(r)[key]
         if value is not None:
-            lines.append(f"  {name:26s} {value:8.3f}{_sizes_text(r.get(key))}")
+            entry = r.get("dci") if key == "dci_disentanglement" else r.get(key)  # DCI's sizes once, on its first line
+            lines.append(f"  {name:26s} {value:8.3f}{_sizes_text(entry)}")
     lines.append(f"  {r['seconds']:.1f} s on {r['device']}")
     return "\n".join(lines)
 
 
 def _sizes_text(entry: Any) -> str:
-    """'   (samples 10000, seed 0)': the sample sizes a score records beside its value, if it does."""
+    """'   (samples 10000, bins 20)': the sizes a score records beside its value (whole numbers but its seed,
+    which the block's head gives once), if it does."""
     if not isinstance(entry, dict):
         return ""
-    facts = [f"{k.replace('_', ' ')} {v}" for k, v in entry.items() if k not in ("value", "score")
-             and isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    facts = [f"{k.replace('_', ' ')} {v}" for k, v in entry.items() if k != "seed"
+             and isinstance(v, int) and not isinstance(v, bool)]
     return f"   ({', '.join(facts)})" if facts else ""

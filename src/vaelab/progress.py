@@ -37,7 +37,7 @@ class LineProgress:
     until some has been timed, a line says when the estimate comes. `clock` is for tests.
     """
 
-    def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0, every: float | None = None,
+    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, every: float | None = None,
                  file: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
         self.every = LINE_EVERY if every is None else every  # read now, so a test can set LINE_EVERY
@@ -62,11 +62,8 @@ class LineProgress:
         return (self.n - self.paced_from[1]) / (now - self.paced_from[0])
 
     def _line(self, now: float) -> None:
-        done = f"{self.desc}: {self.n}{'' if self.total is None else f'/{self.total}'} {plural(self.unit)}"
+        done = f"{self.desc}: {self.n}/{self.total} {plural(self.unit)}"
         rate = self.rate(now)
-        if self.total is None:  # work of no known size: how much, and how fast
-            print(done + (f" ({rate:.1f}/s)" if rate else ""), file=self.file, flush=True)
-            return
         if rate is None:
             print(f"{done} (time left: estimated after the first {plural(self.unit)})", file=self.file, flush=True)
             return
@@ -87,10 +84,9 @@ class _Silent(LineProgress):
         self.n += n
 
 
-def progress(total: int | None, desc: str, unit: str = "item", *, enabled: bool = True, initial: int = 0,
+def progress(total: int, desc: str, unit: str = "item", *, enabled: bool = True, initial: int = 0,
              leave: bool = False) -> Any:
-    """A tqdm bar when stderr is a terminal, else a `LineProgress`; nothing shown when not `enabled`.
-    `total` None: work of no known size (a count and a rate, no time left)."""
+    """A tqdm bar when stderr is a terminal, else a `LineProgress`; nothing shown when not `enabled`."""
     if not enabled:
         return _Silent(total, desc, unit, initial)
     if sys.stderr.isatty():
