@@ -405,9 +405,9 @@ def factor_vae_score(encode: Callable, grid: Any, *, seed: int = 0, train_points
 class _bar:
     """`progress.progress` as a context manager that closes the bar, shown only when asked."""
 
-    def __init__(self, total: int, desc: str, enabled: bool):
+    def __init__(self, total: int, desc: str, enabled: bool, unit: str = "image"):
         from .progress import progress
-        self._bar = progress(total, desc, "image", enabled=enabled)
+        self._bar = progress(total, desc, unit, enabled=enabled)
 
     def __enter__(self):
         return self._bar
@@ -448,9 +448,13 @@ def score_model(encode: Callable, grid: Any, *, samples: int = 10_000, seed: int
                            "encode_seconds": time.perf_counter() - clock}
     common = {"seed": seed}
 
+    # DCI and SAP fit thousands of models with no inner progress of their own: one step per score
+    scores_bar = _bar(7, "disentanglement scores", progress, unit="score")
+
     def timed(name: str, fn: Callable[[], dict[str, Any]]) -> None:
         start = time.perf_counter()
         out[name] = {**fn(), **common, "seconds": time.perf_counter() - start}
+        scores_bar._bar.update(1)
 
     timed("mutual_information", lambda: {"matrix": mutual_information(codes, factors).tolist(),
                                          "samples": samples, "bins": BINS, "unit": "nats"})
@@ -472,6 +476,7 @@ def score_model(encode: Callable, grid: Any, *, samples: int = 10_000, seed: int
              "variance_samples": samples, "prune": 0.05}
     timed("factor_vae", lambda: {"score": factor_vae_score(encode, grid, seed=seed, progress=progress, **sizes),
                                  **sizes})
+    scores_bar._bar.close()
     return out
 
 
