@@ -13,6 +13,7 @@ import torch
 
 from .contract import Model, kl, likelihood, posterior
 from .distributions import Noise, rsample
+from .factorvae import density_ratio
 
 
 @dataclass
@@ -89,7 +90,35 @@ def iwae_bound(model: Model, x: torch.Tensor, k: int = 50, generator: Noise = No
 iwae_bound.takes_kl_weight = False  # beta and KL warm-up mean nothing for it (config checks this)
 
 
+@dataclass
+class FactorVaeTerms(ObjectiveTerms):
+    z: torch.Tensor  # (batch, latent): the codes drawn, which the discriminator trains on next
+    tc: torch.Tensor  # (batch,): the discriminator's estimate of log q(z) / prod_j q(z_j) at each code
+
+
+def factor_vae(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None,
+               y: torch.Tensor | None = None, kl_weight: float | torch.Tensor = 1.0, *,
+               discriminator: torch.nn.Module, gamma: float) -> FactorVaeTerms:
+    """FactorVAE (Kim & Mnih, 2018): reconstruction - kl_weight * KL - gamma * TC, TC estimated by
+    `discriminator` (held fixed here; vaelab.factorvae.Adversary trains it after the step).
+
+    One z per image (config refuses objective.samples > 1); x: (batch, n_pixels).
+    """
+    q = posterior(model, x, y)
+    z = rsample(q, (), generator)
+    reconstruction = likelihood(model, z, y).log_prob(x)
+    kl_term = kl(model, q, model.prior(), z.unsqueeze(0))
+    codes = z.flatten(1)
+    tc = density_ratio(discriminator, codes.float(), frozen=True)
+    objective = reconstruction - kl_weight * kl_term - gamma * tc
+    return FactorVaeTerms(reconstruction - kl_term, reconstruction, kl_term, objective, codes, tc)
+
+
+factor_vae.adversary = True  # trains a discriminator beside the model (training.step, config check this)
+
+
 OBJECTIVES: dict[str, Callable[..., ObjectiveTerms]] = {
     "elbo": weighted_elbo,
     "iwae": iwae_bound,
+    "factorvae": factor_vae,
 }
