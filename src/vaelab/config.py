@@ -313,8 +313,28 @@ class DipvaeConfig:
 
 
 @dataclass
+class FactorvaeConfig:
+    """FactorVAE (Kim & Mnih, 2018): the weight of its TC estimate, and the discriminator trained beside the model."""
+
+    # Kim & Mnih (2018) train dSprites with gamma between 10 and 100 (their Fig. 3 and 4); the disvae and
+    # 1Konny/FactorVAE re-implementations default to 6.4. A preset sets its own.
+    gamma: float = 35.0
+    discriminator_hidden: list[int] = field(default_factory=lambda: [1000] * 5)  # the paper's 6 linear layers
+    discriminator_lr: float = 1e-4  # its own Adam, betas (0.5, 0.9) as in the paper
+
+    trainer_keys = ("discriminator_hidden", "discriminator_lr")  # the trainer's, not the objective's keywords
+
+    def validate(self, prefix: str = "objective.factorvae") -> None:
+        _check(self.gamma >= 0, f"{prefix}.gamma", f"must be >= 0, got {self.gamma}")
+        _check(bool(self.discriminator_hidden) and all(isinstance(n, int) and n >= 1 for n in self.discriminator_hidden),
+               f"{prefix}.discriminator_hidden",
+               f"must be a non-empty list of layer widths >= 1, got {toml_value(self.discriminator_hidden)}")
+        _check(self.discriminator_lr > 0, f"{prefix}.discriminator_lr", f"must be > 0, got {self.discriminator_lr}")
+
+
+@dataclass
 class ObjectiveConfig:
-    name: str = "elbo"  # elbo (beta-VAE at beta != 1) | iwae | btcvae | capacity | dipvae (objectives.OBJECTIVES)
+    name: str = "elbo"  # elbo (beta-VAE at beta != 1) | iwae | btcvae | capacity | dipvae | factorvae (objectives.OBJECTIVES)
     samples: int = 1  # r Monte-Carlo samples (elbo) or k importance samples (iwae) per data point
     beta: float = 1.0  # weight of the KL term (elbo, dipvae; 1 = the true ELBO), of the total correlation (btcvae)
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
@@ -323,6 +343,7 @@ class ObjectiveConfig:
     btcvae: BtcvaeConfig = field(default_factory=BtcvaeConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     dipvae: DipvaeConfig = field(default_factory=DipvaeConfig)
+    factorvae: FactorvaeConfig = field(default_factory=FactorvaeConfig)
 
     def validate(self, prefix: str = "objective") -> None:
         _one_of(self.name, choices("objective.name"), f"{prefix}.name")
@@ -334,6 +355,9 @@ class ObjectiveConfig:
         why = getattr(objective, "kl_weight_note", "it has no separate KL term")  # what the objective says instead
         _check(weighted or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
                f"beta and KL warm-up do not apply to the {self.name} objective: {why}")
+        adversarial = getattr(registry("objective.name")[self.name], "adversary", False)
+        _check(not adversarial or self.samples == 1, f"{prefix}.samples",
+               f"must be 1 for the {self.name} objective (its discriminator takes one code per image), got {self.samples}")
         for section in self._sections():
             getattr(self, section).validate(f"{prefix}.{section}")
             self._check_applies(section, prefix)
@@ -354,7 +378,10 @@ class ObjectiveConfig:
     def keywords(self) -> dict[str, Any]:
         """The objective's keywords: its own section's settings, then objective.args."""
         own = getattr(self, self.name, None) if self.name in self._sections() else None
-        return {**(dataclasses.asdict(own) if own is not None else {}), **self.args}
+        settings = dataclasses.asdict(own) if own is not None else {}
+        # a section's settings for the trainer (factorvae's discriminator) are not the objective's keywords
+        settings = {k: v for k, v in settings.items() if k not in getattr(own, "trainer_keys", ())}
+        return {**settings, **self.args}
 
 
 @dataclass
@@ -626,6 +653,21 @@ class RunConfig:
         _check(subset <= available, "train.train_subset",
                f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
 
+    def _check_adversary(self) -> None:
+        """An objective that trains a discriminator beside the model (factorvae) needs a vector of
+        continuous codes, and an eager step: the compiled steps have no place for a second network's update."""
+        if not getattr(registry("objective.name")[self.objective.name], "adversary", False):
+            return
+        _check(self.train.compile is not True, "train.compile",
+               f"true is not possible with the {self.objective.name} objective: its discriminator's update "
+               "runs only in the eager step; set train.compile = false (\"auto\" trains it eagerly)")
+        kind = getattr(registry("model.latent")[self.model.latent], "kind", "continuous")
+        _check(kind == "continuous", "model.latent",
+               f"{self.model.latent} codes are not for the {self.objective.name} objective, whose "
+               "discriminator permutes continuous codes: use model.latent = \"normal\" or \"laplace\"")
+        _check(self.model.latent_dim2 == 0, "model.latent_dim2",
+               f"must be 0 for the {self.objective.name} objective: its discriminator takes one layer of codes")
+
     def _check_sweep_members(self) -> None:
         """Each sweep member's overrides must give a valid config."""
         member_configs(self)
@@ -633,6 +675,7 @@ class RunConfig:
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
         self._check_diagonal_latent()
+        self._check_adversary()
         likelihood, view = self.model.likelihood, self.data.binarization
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels

@@ -31,6 +31,7 @@ TRAINING_CONTEXT = ("dataset_size", "step")
 
 class ObjectiveError(VaelabError, ValueError):
     """A model the objective cannot score (e.g. β-TCVAE with a posterior that is not diagonal)."""
+from .factorvae import density_ratio
 
 
 @dataclass
@@ -315,6 +316,32 @@ def dipvae(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = N
 
 
 dipvae.diagonal_latent = True
+@dataclass
+class FactorVaeTerms(ObjectiveTerms):
+    z: torch.Tensor  # (batch, latent): the codes drawn, which the discriminator trains on next
+    tc: torch.Tensor  # (batch,): the discriminator's estimate of log q(z) / prod_j q(z_j) at each code
+
+
+def factor_vae(model: Model, x: torch.Tensor, samples: int = 1, generator: Noise = None,
+               y: torch.Tensor | None = None, kl_weight: float | torch.Tensor = 1.0, *,
+               discriminator: torch.nn.Module, gamma: float) -> FactorVaeTerms:
+    """FactorVAE (Kim & Mnih, 2018): reconstruction - kl_weight * KL - gamma * TC, TC estimated by
+    `discriminator` (held fixed here; vaelab.factorvae.Adversary trains it after the step).
+
+    One z per image (config refuses objective.samples > 1); x: (batch, n_pixels).
+    """
+    q = posterior(model, x, y)
+    z = rsample(q, (), generator)
+    reconstruction = likelihood(model, z, y).log_prob(x)
+    kl_term = kl(model, q, model.prior(), z.unsqueeze(0))
+    codes = z.flatten(1)
+    tc = density_ratio(discriminator, codes.float(), frozen=True)
+    objective = reconstruction - kl_weight * kl_term - gamma * tc
+    return FactorVaeTerms(reconstruction - kl_term, reconstruction, kl_term, objective, codes, tc)
+
+
+factor_vae.adversary = True  # trains a discriminator beside the model (training.step, config check this)
+
 
 OBJECTIVES: dict[str, Callable[..., ObjectiveTerms]] = {
     "elbo": weighted_elbo,
@@ -322,4 +349,5 @@ OBJECTIVES: dict[str, Callable[..., ObjectiveTerms]] = {
     "btcvae": btcvae,
     "capacity": capacity,
     "dipvae": dipvae,
+    "factorvae": factor_vae,
 }

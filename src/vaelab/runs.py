@@ -69,6 +69,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
+DISCRIMINATOR = "discriminator.safetensors"  # factorvae: its discriminator when training ended (vaelab.factorvae)
 SUMMARY = "summary.json"
 FIGURES = "figures"
 FIGURE_LOG = "figures.json"
@@ -254,6 +255,10 @@ class RunFolder:
         data = weights_bytes(state_dict)
         atomic_write_bytes(self.file(WEIGHTS), data)
         return hashlib.sha256(data).hexdigest()
+
+    def save_discriminator(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Write discriminator.safetensors: a factorvae run's discriminator, to estimate TC with later."""
+        save_tensors(self.file(DISCRIMINATOR), state_dict, {"format": "vaelab-discriminator"})
 
     def weights(self) -> tuple[dict[str, torch.Tensor], str, Path]:
         """(best weights, their fingerprint, the file they came from).
