@@ -19,7 +19,7 @@ def test_each_entry_is_consistent(name):
     info = DATASETS[name]
     assert info.name == name
     assert len(info.label_names) == info.n_classes == len(set(info.label_names))
-    channels = {"grey": 1, "colour": 3}[info.pixels]
+    channels = {"grey": 1, "colour": 3, "binary": 1}[info.pixels]
     assert info.image_shape[0] == channels and min(info.image_shape) >= 1
     assert info.train_size > 0 and info.test_size > 0
 

@@ -89,9 +89,15 @@ def _weights(trainer):
     (("model.latent_dim2=3", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]"), True),  # Monte-Carlo KL
     (("objective.name=iwae", "objective.samples=4"), True),  # the IWAE bound, four z's an image
     (("model.pseudo_inputs=6",), True),  # a VampPrior: a mixture prior, pseudo-inputs among the weights
+    (("objective.name=btcvae", "objective.beta=4", "objective.btcvae.sampling=mss"), True),  # dataset_size given
+    # the step count an input of the graph: C moves every step without recompiling
+    (("objective.name=capacity", "objective.capacity.steps=20", "objective.capacity.gamma=10",
+      "objective.capacity.max_nats=5"), True),
+    (("objective.name=dipvae", "objective.dipvae.type=ii"), True),
 ])
 def test_compiled_step_trains_like_the_eager_step(tmp_path, tiny_raw, extra, whole):
-    warmup = () if "objective.name=iwae" in extra else ("objective.warmup_epochs=1",)  # a changing KL weight
+    fixed_weight = ("objective.name=iwae", "objective.name=capacity")  # no KL weight to warm up
+    warmup = () if set(fixed_weight) & set(extra) else ("objective.warmup_epochs=1",)  # a changing KL weight
     settings = ("train.epochs=2", "train.precision=float32", *warmup, *extra)
     eager = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=false", name="eager")
     compiled = make_trainer(tmp_path, tiny_raw, *settings, "train.compile=true", name="compiled")

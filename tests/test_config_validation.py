@@ -63,6 +63,9 @@ INVALID: dict[str, list] = {
     "data.test_fraction": [1.5, 0.95],  # 0.95 with the default val_fraction of 0.1 leaves nothing to train on
     "data.split_seed": [-1, 2**32],
     "data.skip_bad": ["yes"],  # a bool: only a wrong type is invalid
+    "data.factor_levels": [[0], [1, 2]],  # [1, 2]: the default mnist is not a set vaelab draws
+    "data.factor_names": [["a", "a"], [""]],
+    "data.factor_sizes": [[3], [0]],  # one size for each of factor_names ([] by default)
     "model.latent_dim": [0, -3],
     "model.encoder_hidden": [[0], [64, -1]],
     "model.decoder_hidden": [[0]],
@@ -92,6 +95,18 @@ INVALID: dict[str, list] = {
     "objective.samples": [0, -1],
     "objective.beta": [-0.5],
     "objective.warmup_epochs": [-1],
+    "objective.btcvae.sampling": ["msw", "MSS"],
+    "objective.btcvae.alpha": [-1.0],
+    "objective.btcvae.gamma": [-0.5],
+    "objective.capacity.gamma": [-1.0],
+    "objective.capacity.max_nats": [-25.0],
+    "objective.capacity.steps": [-1, 2.5],
+    "objective.dipvae.type": ["iii", "I", 2],
+    "objective.dipvae.lambda_od": [-10.0],
+    "objective.dipvae.lambda_d": [-1.0],
+    "objective.factorvae.gamma": [-1.0],
+    "objective.factorvae.discriminator_hidden": [[], [0], [1000, -1]],
+    "objective.factorvae.discriminator_lr": [0.0, -1e-4],
     "optim.name": ["lbfgs"],
     "optim.lr": [0.0, -1e-3, float("inf"), float("nan")],
     "optim.weight_decay": [-1e-4],
@@ -275,7 +290,7 @@ def test_unknown_top_level_keys_and_non_table_configs(tmp_path):
     ("model.likelihood='bernouli'", 'model.likelihood: "bernouli" is not one of bernoulli, gaussian, '
                                     "continuous_bernoulli, discretized_logistic, auto; did you mean bernoulli?"),
     ("figures.names=['sample']", 'figures.names: "sample" is not one of samples, '),
-    ("data.name='mnsit'", 'data.name: "mnsit" is not one of mnist, fashion-mnist, cifar10, images; did you mean mnist?'),
+    ("data.name='mnsit'", 'data.name: "mnsit" is not one of mnist, fashion-mnist, cifar10, dsprites, shapes3d-like, images; did you mean mnist?'),
 ])
 def test_a_near_miss_says_what_was_meant(override, message):
     with pytest.raises(ConfigError) as info:

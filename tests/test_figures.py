@@ -8,7 +8,7 @@ from figure_cases import tiny_data  # noqa: F401  (fixture)
 from figure_cases import CATEGORICAL_MANIFOLD, METRICS, VARIANTS, make_ctx, png_size, variant_data, variant_model
 from vaelab.config import resolve_config
 from vaelab.data.views import make_views
-from vaelab.figures import FIGURES, FigureSkipped, figure_context, latent_text, make_figures, run_title
+from vaelab.figures import FACTOR_FIGURES, FIGURES, FigureSkipped, figure_context, latent_text, make_figures, run_title
 from vaelab.runs import RunFolder
 from vaelab.training import Trainer
 
@@ -21,6 +21,10 @@ def test_every_figure_writes_a_png(tmp_path, tiny_data, name, latent_dim):
         with pytest.raises(FigureSkipped, match="need a conditional model"):
             FIGURES[name](ctx)
         return
+    if name in FACTOR_FIGURES:  # MNIST-like data: drawn in test_disentanglement_cli.py on a factor grid
+        with pytest.raises(FigureSkipped, match=r"its data \(tiny\) has no factors"):
+            FIGURES[name](ctx)
+        return
     path = FIGURES[name](ctx)
     assert path == tmp_path / "figures" / f"{name}.png"
     height, width = png_size(path)
@@ -30,7 +34,7 @@ def test_every_figure_writes_a_png(tmp_path, tiny_data, name, latent_dim):
 
 def test_registry_names():
     assert list(FIGURES) == ["samples", "class-samples", "reconstructions", "interpolations", "latent-scatter",
-                             "manifold", "curves", "kl-per-dim"]
+                             "manifold", "curves", "kl-per-dim", "traversals-factors", "mi-matrix"]
     assert all(callable(f) for f in FIGURES.values())
 
 
@@ -88,6 +92,9 @@ def test_make_figures_on_a_run_folder(tiny_run, tiny_raw, monkeypatch):
         if name == "class-samples":  # the run's model is unconditional
             assert path is None and "conditional model" in note
             continue
+        if name in FACTOR_FIGURES:  # among all figures, skipped for data without factors
+            assert path is None and "has no factors" in note
+            continue
         assert path == run_dir / "figures" / f"{name}.png" and note, (name, note)
         png_size(path)
     ctx = figure_context(run_dir, data=tiny_run.data)
@@ -132,6 +139,7 @@ def test_every_figure_of_every_variant_draws_or_says_why_not(tmp_path, tiny_raw,
     expected = dict(EXPECTED_SKIPS.get(variant, {}))
     if not VARIANTS[variant].get("conditional"):
         expected["class-samples"] = UNCONDITIONAL_CLASS_SAMPLES
+    expected |= {name: "its data" for name in FACTOR_FIGURES}  # no factor grid in these data
     assert [name for name, _, _ in results] == list(FIGURES)
     for name, path, note in results:
         if name in expected:

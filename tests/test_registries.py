@@ -43,6 +43,8 @@ IMPLEMENTED_BY = {
     "model.likelihood": likelihoods.LIKELIHOOD_HEADS,
     "model.gaussian_variance": likelihoods.GAUSSIAN_VARIANCES,
     "objective.name": objectives.OBJECTIVES,
+    "objective.btcvae.sampling": objectives.TC_SAMPLINGS,
+    "objective.dipvae.type": objectives.DIP_TYPES,
     "optim.name": optimizers.OPTIMIZERS,
     "optim.schedule": optimizers.SCHEDULES,
     "train.nonfinite": config.NONFINITE,
@@ -84,8 +86,13 @@ def test_every_one_of_check_uses_its_registry_names(monkeypatch):
 
 def _with(key: str, value) -> dict:
     values = RunConfig().to_dict()
-    section, name = key.split(".")
-    values[section][name] = [value] if key in LISTS else value
+    *sections, name = key.split(".")
+    node = values
+    for section in sections:
+        node = node[section]
+    node[name] = [value] if key in LISTS else value
+    if sections[0] == "objective" and len(sections) == 2:  # an objective's own section: that objective trains
+        values["objective"]["name"] = sections[1]
     return values
 
 

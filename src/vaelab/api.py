@@ -3,6 +3,7 @@
     import vaelab
     run = vaelab.train("mnist-lab", epochs=5)        # a preset, overrides as keywords or a dict
     run.evaluate(samples=1000)                        # the same result the CLI prints as JSON, kept in the run
+    run.evaluate_disentanglement()                    # MIG, DCI, SAP, ... over the data's factors (dsprites)
     run.figure("manifold")                            # shown inline in Jupyter, saved as PNG
     run.report()                                      # report.html, shown inline in Jupyter
     run.model.posterior(x)                            # the model's torch.distributions API
@@ -314,6 +315,24 @@ class Run:
         result = evaluate_run(self.path, split, samples, seed, memory_mb, progress=progress, device=device,
                               data_dir=data_dir, save=False)
         self.folder.save_evaluation(result)
+        return result
+
+    def disentanglement(self) -> dict[str, Any] | None:
+        """The disentanglement scores of the current weights with the most factor samples, or None."""
+        found = self.folder.current_disentanglement()
+        return found[1] if found else None
+
+    def evaluate_disentanglement(self, samples: int | None = None, *, seed: int = 0, device: str | None = None,
+                                 data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+        """The β-VAE and FactorVAE scores, MIG, DCI, SAP and the total correlation of the run's latent over its
+        data's factors (`samples` factor samples, default 10000, drawn with `seed`); kept in the run folder. A
+        run whose data has no factors (MNIST) is refused before any work."""
+        from .evaluate import DISENTANGLEMENT_SAMPLES, evaluate_disentanglement
+
+        samples = DISENTANGLEMENT_SAMPLES if samples is None else samples
+        result = evaluate_disentanglement(self.path, samples, seed, progress=progress, device=device,
+                                          data_dir=data_dir, save=False)
+        self.folder.save_disentanglement(result)
         return result
 
     def figure(self, name: str, **options: Any) -> Figure:

@@ -106,8 +106,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .device import resolve_device
 
     folder = RunFolder(_work_dir(args)).check()
+    if args.disentanglement:
+        return _evaluate_disentanglement(folder, args)
     parallel, device = from_environment(resolve_device(args.device or "auto", "--device"))
-    result = evaluate_run(folder.path, args.split, args.samples, args.seed, args.memory_mb, progress=not args.json,
+    samples = 5000 if args.samples is None else args.samples
+    result = evaluate_run(folder.path, args.split, samples, args.seed, args.memory_mb, progress=not args.json,
                           device=str(device), data_dir=args.data_dir, parallel=parallel, save=False)
     if not parallel.is_main:
         return 0
@@ -119,6 +122,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_evaluation(result), flush=True)
     path = folder.save_evaluation(result)
+    if not args.json:
+        print(f"  saved in {path}")
+    return 0
+
+
+def _evaluate_disentanglement(folder: Any, args: argparse.Namespace) -> int:
+    """`vaelab evaluate RUN --disentanglement`: the scores printed, then kept in the run folder."""
+    from .device import resolve_device
+    from .evaluate import DISENTANGLEMENT_SAMPLES, evaluate_disentanglement, format_disentanglement
+
+    if args.split != "test" or args.memory_mb is not None:
+        raise ConfigError("--disentanglement scores samples of the data's factor grid, not a split, in batches of "
+                          "images: drop --split and --memory-mb")
+    samples = DISENTANGLEMENT_SAMPLES if args.samples is None else args.samples
+    result = evaluate_disentanglement(folder.path, samples, args.seed, progress=not args.json, save=False,
+                                      device=str(resolve_device(args.device or "auto", "--device")),
+                                      data_dir=args.data_dir)
+    # Printed before it is written, as the evaluation is: a failed write must not lose the work.
+    print(json.dumps(result) if args.json else format_disentanglement(result), flush=True)
+    path = folder.save_disentanglement(result)
     if not args.json:
         print(f"  saved in {path}")
     return 0
@@ -198,6 +221,11 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if getattr(raw, "factors", None) is not None:  # a set vaelab draws: no download, no digests to pin
+        grid = raw.factors
+        print(f"{raw.name}: {len(grid)} images {'x'.join(map(str, raw.image_shape))}, factors "
+              + ", ".join(f"{name} ({size})" for name, size in zip(grid.names, grid.sizes)) + f"; {raw.source}")
+        return 0
     pinned = raw.name in EXPECTED_DIGESTS
     status = "verified" if pinned else "NOT PINNED (structure checked only)"
     print(f"{raw.name}: served by {raw.source}")
@@ -255,7 +283,9 @@ FIGURE_FLAGS = {
     "manifold_label": "manifold: the label a conditional model decodes with",
     "scatter_method": "latent-scatter beyond 2-D: pca or tsne",
     "tsne_points": "latent-scatter with tsne: the test images it embeds",
-    "seed": "the seed of samples and random test images",
+    "factor_samples": "traversals-factors, mi-matrix: factor samples the mutual information is estimated from",
+    "traversal_steps": "traversals-factors: STEPS images along each latent dimension",
+    "seed": "the seed of samples and random test images (and of factor samples)",
 }
 
 
@@ -283,10 +313,10 @@ def _figure_list(width: int = 79) -> str:
 
     from .figures import FIGURES, describe
 
-    lines = ["figures:"]
+    lines, column = ["figures:"], max(map(len, FIGURES)) + 1  # every name followed by a space
     for name in FIGURES:
-        lines += textwrap.wrap(describe(name), width, initial_indent=f"  {name:17s}", subsequent_indent=" " * 19,
-                               break_on_hyphens=False)
+        lines += textwrap.wrap(describe(name), width, initial_indent=f"  {name:{column}s}",
+                               subsequent_indent=" " * (column + 2), break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -368,11 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--cpus", help=argparse.SUPPRESS)
     tune.set_defaults(func=_cmd_tune)
 
-    evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run")
+    evaluate = commands.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units of a run; "
+                                   "--disentanglement: its scores against the data's factors")
     evaluate.add_argument("run_dir", help=RUN_DIR_HELP)
     evaluate.add_argument("--split", choices=EVALUATION_SPLITS, default=EVALUATION_SPLITS[0])
-    evaluate.add_argument("--samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
+    evaluate.add_argument("--samples", "-k", type=int, default=None, help="importance samples K (default 5000); "
+                          "with --disentanglement, factor samples (default 10000)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--disentanglement", action="store_true",
+                          help="score the latent against the data's factors instead (beta-VAE and FactorVAE scores, "
+                               "MIG, DCI, SAP, total correlation): for a run on a factor data set such as dsprites")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--memory-mb", type=_positive_mb, default=None,
                           help="memory bound of one chunk of work (default 64 on a CPU, 1024 on a GPU)")

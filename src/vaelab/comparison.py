@@ -6,6 +6,7 @@ fragment (the sweep's report; a study's). Every format has the same columns:
 
     run | each config key whose value differs between the runs | kept epoch | val ELBO | [val NLL, K]
         | test ELBO, rec., KL | [test NLL +- s.e., active units] | test from (an evaluation's K, or training)
+        | [MIG, beta-VAE, FactorVAE, DCI disentanglement, SAP, scored on (factor samples, seed)]
 
 (the bracketed ones where some run has such an evaluation).
 
@@ -117,7 +118,17 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         row |= {"test_elbo": summary.get("test_elbo"), "test_reconstruction": summary.get("test_reconstruction"),
                 "test_kl": summary.get("test_kl"), "test_nll": None, "test_nll_stderr": None, "test_k": None,
                 "active_units": None, "test_from": SUMMARY if "test_elbo" in summary else None}
-    return row
+    return row | disentanglement_cells(run)
+
+
+def disentanglement_cells(run: RunFolder) -> dict[str, Any]:
+    """dis_<score> (see evaluate.SCORE_NAMES), dis_samples, dis_seed of the current weights' scores; None without."""
+    from .evaluate import flat_scores
+
+    found = run.current_disentanglement()
+    result = found[1] if found else {}
+    return ({f"dis_{key}": value for key, value in flat_scores(result).items()}
+            | {"dis_samples": result.get("samples"), "dis_seed": result.get("seed")})
 
 
 # ---------------------------------------------------------------- formatting cells
@@ -247,7 +258,28 @@ def _metric_columns(rows: list[dict[str, Any]]) -> list[Column]:
         columns += [with_stderr("test_nll", "test NLL \u00b1 s.e.", "test"),
                     number("active_units", "active units", "test")]
     source = (("test_from", lambda r: r["test_from"]), ("test_k", lambda r: r["test_k"]))
-    return columns + [Column("test from", "test", _test_from, source)]
+    return columns + [Column("test from", "test", _test_from, source)] + _disentanglement_columns(rows)
+
+
+# Disentanglement scores a table shows, by their evaluate.SCORE_NAMES key; the others are in its CSV only.
+SHOWN_SCORES = {"mig": "MIG", "beta_vae": "β-VAE", "factor_vae": "FactorVAE", "dci_disentanglement": "DCI dis.",
+                "sap": "SAP"}
+
+
+def _disentanglement_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The scores of `vaelab evaluate --disentanglement`, where some run has them, then their samples and seed."""
+    from .evaluate import SCORE_NAMES
+
+    if all(r.get("dis_samples") is None for r in rows):
+        return []
+    columns = [Column(header, "disentanglement", lambda r, k=f"dis_{key}": cell_text(r.get(k), 3),
+                      ((f"dis_{key}", lambda r, k=f"dis_{key}": r.get(k)),), numeric=True)
+               for key, header in SHOWN_SCORES.items()]
+    hidden = tuple((f"dis_{key}", lambda r, k=f"dis_{key}": r.get(k)) for key, _ in SCORE_NAMES if key not in SHOWN_SCORES)
+    scored = Column("scored on", "disentanglement",
+                    lambda r: "" if r["dis_samples"] is None else f"N={r['dis_samples']}, seed {r['dis_seed']}",
+                    (("dis_samples", lambda r: r["dis_samples"]), ("dis_seed", lambda r: r["dis_seed"])) + hidden)
+    return columns + [scored]
 
 
 def _test_from(row: dict[str, Any]) -> str:
@@ -348,7 +380,7 @@ def _csv(columns: list[Column], rows: list[dict[str, Any]]) -> str:
 
 
 GROUP_HEADS = {"trial": "trial", "settings": "config", "val": "validation: choose by these",
-               "test": "test: report the chosen run's"}
+               "test": "test: report the chosen run's", "disentanglement": "disentanglement: the latent vs. the factors"}
 
 
 def _breakable(text: str, after: str) -> str:
@@ -472,7 +504,8 @@ def study_rows(study_dir: str | Path) -> list[dict[str, Any]]:
 def _no_run_row(settings: dict[str, Any]) -> dict[str, Any]:
     """`run_row`'s keys for a trial without a run folder: its settings, no numbers."""
     keys = ("binarization", "epochs", "kept_epoch", "val_elbo", "val_nll", "val_nll_stderr", "val_k", "test_elbo",
-            "test_reconstruction", "test_kl", "test_nll", "test_nll_stderr", "test_k", "active_units", "test_from")
+            "test_reconstruction", "test_kl", "test_nll", "test_nll_stderr", "test_k", "active_units", "test_from",
+            "dis_samples", "dis_seed")
     return {"run": "", "settings": settings} | dict.fromkeys(keys)
 
 

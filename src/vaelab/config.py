@@ -57,6 +57,8 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "model.likelihood": ("likelihoods", "LIKELIHOOD_HEADS"),
     "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
     "objective.name": ("objectives", "OBJECTIVES"),
+    "objective.btcvae.sampling": ("objectives", "TC_SAMPLINGS"),
+    "objective.dipvae.type": ("objectives", "DIP_TYPES"),
     "optim.name": ("optimizers", "OPTIMIZERS"),
     "optim.schedule": ("optimizers", "SCHEDULES"),
     "train.nonfinite": ("config", "NONFINITE"),
@@ -143,6 +145,13 @@ class DataConfig:
     split_seed: int = 0
     skip_bad: bool = False  # skip (and count) unreadable files instead of stopping at the first
     label_names: list[str] = field(default_factory=list)
+    # A factor data set (dsprites, ...: a full grid of images over the factors that made them).
+    # factor_levels: draw only this many evenly spaced levels of each factor ([] the whole grid), for
+    # tests and quick looks; factor_names / factor_sizes are filled in when training starts, so the
+    # run's config says which factors its images have (scores and figures use them).
+    factor_levels: list[int] = field(default_factory=list)
+    factor_names: list[str] = field(default_factory=list)
+    factor_sizes: list[int] = field(default_factory=list)
 
     def validate(self, prefix: str = "data") -> None:
         _one_of(self.name, choices("data.name"), f"{prefix}.name")
@@ -164,6 +173,20 @@ class DataConfig:
             _check(0 <= getattr(self, key) < 1, f"{prefix}.{key}", f"must be in [0, 1), got {getattr(self, key)}")
         _check(self.val_fraction + self.test_fraction < 1, f"{prefix}.test_fraction",
                "val_fraction + test_fraction must leave some images to train on")
+        self._validate_factors(prefix)
+
+    def _validate_factors(self, prefix: str) -> None:
+        info = DATASETS.get(self.name)
+        _check(not self.factor_levels or bool(info and info.generated), f"{prefix}.factor_levels",
+               "only a data set vaelab generates (" + ", ".join(n for n, i in DATASETS.items() if i.generated)
+               + ") is drawn on a sub-grid; leave it []")
+        _check(all(n >= 1 for n in self.factor_levels), f"{prefix}.factor_levels",
+               f"each count must be >= 1, got {self.factor_levels}")
+        _check(all(self.factor_names) and len(set(self.factor_names)) == len(self.factor_names),
+               f"{prefix}.factor_names", f"must be distinct non-empty names, got {self.factor_names}")
+        _check(len(self.factor_names) == len(self.factor_sizes) and all(n >= 1 for n in self.factor_sizes),
+               f"{prefix}.factor_sizes", f"must give one size >= 1 for each of factor_names {self.factor_names}, "
+               f"got {self.factor_sizes}")
 
 
 @dataclass
@@ -249,21 +272,116 @@ class ModelConfig:
 
 
 @dataclass
+class BtcvaeConfig:
+    """β-TCVAE (Chen et al., 2018); its TC weight is objective.beta."""
+
+    sampling: str = "mws"  # how a batch estimates q(z): mws (minibatch-weighted) | mss (stratified)
+    alpha: float = 1.0  # weight of the index-code mutual information
+    gamma: float = 1.0  # weight of the dimension-wise KL
+
+    def validate(self, prefix: str = "objective.btcvae") -> None:
+        _one_of(self.sampling, choices("objective.btcvae.sampling"), f"{prefix}.sampling")
+        for key in ("alpha", "gamma"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class CapacityConfig:
+    """Annealed capacity (Burgess et al., 2018); defaults: their dSprites settings."""
+
+    gamma: float = 1000.0  # weight of |KL - C|
+    max_nats: float = 25.0  # C's final value, nats per image
+    steps: int = 100_000  # optimizer steps over which C rises linearly from 0 (0: C = max_nats from the start)
+
+    def validate(self, prefix: str = "objective.capacity") -> None:
+        for key in ("gamma", "max_nats", "steps"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class DipvaeConfig:
+    """DIP-VAE (Kumar et al., 2018); defaults: their dSprites lambda_od, lambda_d by their rule."""
+
+    type: str = "i"  # i: Cov[mu(x)] | ii: Cov[z] = E[Sigma(x)] + Cov[mu(x)]
+    lambda_od: float = 10.0  # weight of the squared off-diagonal entries
+    lambda_d: float | None = None  # weight of the squared (diagonal - 1); unset: 10 lambda_od (i), lambda_od (ii)
+
+    def validate(self, prefix: str = "objective.dipvae") -> None:
+        _one_of(self.type, choices("objective.dipvae.type"), f"{prefix}.type")
+        _check(self.lambda_od >= 0, f"{prefix}.lambda_od", f"must be >= 0, got {self.lambda_od}")
+        _check(self.lambda_d is None or self.lambda_d >= 0, f"{prefix}.lambda_d", f"must be >= 0, got {self.lambda_d}")
+
+
+@dataclass
+class FactorvaeConfig:
+    """FactorVAE (Kim & Mnih, 2018): the weight of its TC estimate, and the discriminator trained beside the model."""
+
+    # Kim & Mnih (2018) train dSprites with gamma between 10 and 100 (their Fig. 3 and 4); the disvae and
+    # 1Konny/FactorVAE re-implementations default to 6.4. A preset sets its own.
+    gamma: float = 35.0
+    discriminator_hidden: list[int] = field(default_factory=lambda: [1000] * 5)  # the paper's 6 linear layers
+    discriminator_lr: float = 1e-4  # its own Adam, betas (0.5, 0.9) as in the paper
+
+    trainer_keys = ("discriminator_hidden", "discriminator_lr")  # the trainer's, not the objective's keywords
+
+    def validate(self, prefix: str = "objective.factorvae") -> None:
+        _check(self.gamma >= 0, f"{prefix}.gamma", f"must be >= 0, got {self.gamma}")
+        _check(bool(self.discriminator_hidden) and all(isinstance(n, int) and n >= 1 for n in self.discriminator_hidden),
+               f"{prefix}.discriminator_hidden",
+               f"must be a non-empty list of layer widths >= 1, got {toml_value(self.discriminator_hidden)}")
+        _check(self.discriminator_lr > 0, f"{prefix}.discriminator_lr", f"must be > 0, got {self.discriminator_lr}")
+
+
+@dataclass
 class ObjectiveConfig:
-    name: str = "elbo"  # elbo | iwae
+    name: str = "elbo"  # elbo (beta-VAE at beta != 1) | iwae | btcvae | capacity | dipvae | factorvae (objectives.OBJECTIVES)
     samples: int = 1  # r Monte-Carlo samples (elbo) or k importance samples (iwae) per data point
-    beta: float = 1.0  # weight of the KL term (elbo only; 1 = the true ELBO)
+    beta: float = 1.0  # weight of the KL term (elbo, dipvae; 1 = the true ELBO), of the total correlation (btcvae)
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
     args: dict[str, Any] = field(default_factory=dict)  # keywords of a registered objective of your own
+    # Each objective's own settings, in a section named as the objective; passed to it as keywords
+    btcvae: BtcvaeConfig = field(default_factory=BtcvaeConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    dipvae: DipvaeConfig = field(default_factory=DipvaeConfig)
+    factorvae: FactorvaeConfig = field(default_factory=FactorvaeConfig)
 
     def validate(self, prefix: str = "objective") -> None:
         _one_of(self.name, choices("objective.name"), f"{prefix}.name")
         _check(self.samples >= 1, f"{prefix}.samples", f"must be >= 1, got {self.samples}")
         _check(self.beta >= 0, f"{prefix}.beta", f"must be >= 0, got {self.beta}")
         _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        weighted = getattr(registry("objective.name")[self.name], "takes_kl_weight", True)
+        objective = registry("objective.name")[self.name]
+        weighted = getattr(objective, "takes_kl_weight", True)
+        why = getattr(objective, "kl_weight_note", "it has no separate KL term")  # what the objective says instead
         _check(weighted or (self.beta == 1.0 and self.warmup_epochs == 0), f"{prefix}.beta",
-               f"beta and KL warm-up do not apply to the {self.name} objective: it has no separate KL term")
+               f"beta and KL warm-up do not apply to the {self.name} objective: {why}")
+        adversarial = getattr(registry("objective.name")[self.name], "adversary", False)
+        _check(not adversarial or self.samples == 1, f"{prefix}.samples",
+               f"must be 1 for the {self.name} objective (its discriminator takes one code per image), got {self.samples}")
+        for section in self._sections():
+            getattr(self, section).validate(f"{prefix}.{section}")
+            self._check_applies(section, prefix)
+
+    def _sections(self) -> list[str]:
+        """The objectives' own sections (btcvae, ...), each named as its objective."""
+        return [f.name for f in dataclasses.fields(self) if dataclasses.is_dataclass(getattr(self, f.name))]
+
+    def _check_applies(self, section: str, prefix: str) -> None:
+        """A section's settings changed from their defaults while another objective trains would be ignored."""
+        if section == self.name:
+            return
+        values, defaults = dataclasses.asdict(getattr(self, section)), dataclasses.asdict(type(getattr(self, section))())
+        for key, value in values.items():
+            _check(value == defaults[key], f"{prefix}.{section}.{key}",
+                   f"applies to objective.name = {toml_value(section)} only, not {toml_value(self.name)}")
+
+    def keywords(self) -> dict[str, Any]:
+        """The objective's keywords: its own section's settings, then objective.args."""
+        own = getattr(self, self.name, None) if self.name in self._sections() else None
+        settings = dataclasses.asdict(own) if own is not None else {}
+        # a section's settings for the trainer (factorvae's discriminator) are not the objective's keywords
+        settings = {k: v for k, v in settings.items() if k not in getattr(own, "trainer_keys", ())}
+        return {**settings, **self.args}
 
 
 @dataclass
@@ -535,12 +653,29 @@ class RunConfig:
         _check(subset <= available, "train.train_subset",
                f"{subset} is more than the {available} training images ({self.data.name} less data.val_size)")
 
+    def _check_adversary(self) -> None:
+        """An objective that trains a discriminator beside the model (factorvae) needs a vector of
+        continuous codes, and an eager step: the compiled steps have no place for a second network's update."""
+        if not getattr(registry("objective.name")[self.objective.name], "adversary", False):
+            return
+        _check(self.train.compile is not True, "train.compile",
+               f"true is not possible with the {self.objective.name} objective: its discriminator's update "
+               "runs only in the eager step; set train.compile = false (\"auto\" trains it eagerly)")
+        kind = getattr(registry("model.latent")[self.model.latent], "kind", "continuous")
+        _check(kind == "continuous", "model.latent",
+               f"{self.model.latent} codes are not for the {self.objective.name} objective, whose "
+               "discriminator permutes continuous codes: use model.latent = \"normal\" or \"laplace\"")
+        _check(self.model.latent_dim2 == 0, "model.latent_dim2",
+               f"must be 0 for the {self.objective.name} objective: its discriminator takes one layer of codes")
+
     def _check_sweep_members(self) -> None:
         """Each sweep member's overrides must give a valid config."""
         member_configs(self)
 
     def _check_combinations(self) -> None:
         """Settings that are each valid but make no sense together."""
+        self._check_diagonal_latent()
+        self._check_adversary()
         likelihood, view = self.model.likelihood, self.data.binarization
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
@@ -557,6 +692,18 @@ class RunConfig:
             # any size whose sides survive the halvings, odd ones included (the rule: conv_shapes.conv_sides)
             misfit = conv_misfit(h, w, len(self.model.conv_channels), f"{self.data.name} is")
             _check(misfit is None, "model.conv_channels", misfit)
+
+    def _check_diagonal_latent(self) -> None:
+        """Objectives that take the posterior apart by dimension (`diagonal_latent`: btcvae, dipvae) need
+        one diagonal posterior and prior; a model of your own is checked when it first trains."""
+        name, model = self.objective.name, self.model
+        if not getattr(registry("objective.name")[name], "diagonal_latent", False) or model.custom:
+            return
+        categorical = getattr(registry("model.latent")[model.latent], "kind", "continuous") == "categorical"
+        for key, bad in (("latent", categorical), ("latent_dim2", model.latent_dim2), ("pseudo_inputs", model.pseudo_inputs)):
+            _check(not bad, f"model.{key}", f"objective.name = {toml_value(name)} needs a diagonal posterior and prior "
+                   "over one latent vector: model.latent = \"normal\" or \"laplace\", no latent_dim2, no "
+                   "pseudo_inputs (VampPrior)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -627,10 +774,13 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _sections(cls: type) -> list[str]:
-    """The dotted keys of `cls`'s tree that are sections (tables), not values."""
-    hints = typing.get_type_hints(cls)
-    return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])]
+def _sections(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of `cls`'s tree that are sections (tables), not values (`model`, `objective.btcvae`)."""
+    hints, sections = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            sections += [f"{prefix}{f.name}", *_sections(hints[f.name], f"{prefix}{f.name}.")]
+    return sections
 
 
 def _meant(where: str) -> str:

@@ -416,3 +416,152 @@ def code_provenance(model: Any) -> dict[str, Any]:
     if getattr(model, "code_changed", None):
         out["code_changed"] = model.code_changed
     return out
+
+
+# ---------------------------------------------------------------- disentanglement
+
+DISENTANGLEMENT_SAMPLES = 10_000  # factor samples a score draws by default (`vaelab evaluate --disentanglement`)
+
+
+class NoFactorsError(EvaluationError):
+    """A run whose data has no factor grid (MNIST, a folder of images): nothing to score or draw against."""
+
+
+def run_factors(data: Any, run_dir: str | Path) -> Any:
+    """The FactorGrid of a run's data (`ImageData.factors`); a NoFactorsError naming the run where there is none."""
+    grid = getattr(data, "factors", None)
+    if grid is None:
+        raise _no_factors(run_dir, getattr(data, "name", "?"))
+    return grid
+
+
+def check_run_has_factors(config: Any, run_dir: str | Path) -> None:
+    """Refuse, from its config alone, a run whose data has no factors (training records data.factor_names)."""
+    if not config.data.factor_names:
+        raise _no_factors(run_dir, config.data.name)
+
+
+def _no_factors(run_dir: str | Path, data_name: str) -> NoFactorsError:
+    return NoFactorsError(f"{run_dir}: its data ({data_name}) has no factors; disentanglement is measured on a "
+                          "factor data set such as dsprites")
+
+
+def load_run_data(config: Any, device: torch.device, data_dir: str | None = None, progress: bool = False) -> Any:
+    """The run's data in its view (an ImageData), on `device`."""
+    from .data import load_data
+    from .data.views import make_views
+
+    return make_views(load_data(config.data, data_dir, progress=progress), config.data, device)
+
+
+class BatchedEncoder:
+    """encode(x: (n, pixels) float) -> (n, latent_dim) CPU float posterior means, `batch` images a pass on the
+    model's device (what `disentanglement.score_model` and the factor figures encode with)."""
+
+    def __init__(self, model: Model, batch: int = 1000) -> None:
+        self.model, self.batch = model, batch
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        device = device_of(self.model)
+        x = torch.as_tensor(x, dtype=torch.float32)
+        means = [encode_mean(self.model, x[i:i + self.batch].to(device), None).flatten(1).float().cpu()
+                 for i in range(0, len(x), self.batch)]
+        return torch.cat(means) if means else torch.empty(0, latent_size(self.model))
+
+
+def evaluate_disentanglement(run_dir: str | Path, samples: int = DISENTANGLEMENT_SAMPLES, seed: int = 0, *,
+                             progress: bool = True, data: Any = None, model: Any = None, device: str | None = None,
+                             data_dir: str | None = None, save: bool = True) -> dict[str, Any]:
+    """Score a run's best weights with `vaelab.disentanglement.score_model` over its data's factor grid.
+
+    The result holds each score with its sample sizes and seed, and names the weights, data and
+    factors it scored; with `save`, it is kept as RUN_DIR/disentanglement-n<samples>.json. A run
+    whose data has no factors is refused (NoFactorsError) before the model is loaded. `data` (an
+    ImageData with `factors`) and `model` (as `load_run` returns it) are used instead of loading them.
+    """
+    from .device import resolve_device
+    from .disentanglement import require_sklearn, score_model
+    from .runs import RunFolder, load_run
+
+    if samples < 1:
+        raise EvaluationError(f"samples (--samples) must be >= 1 factor samples, got {samples}")
+    folder = RunFolder(run_dir).check()
+    require_sklearn()  # an optional dependency: its one-line error before any work
+    torch_device = resolve_device(device or "auto", "--device")
+    config = model.run_config if model is not None else folder.config()
+    check_run_has_factors(config, folder.path)  # before the data (dsprites: a 3 GB map) and the model load
+    data = load_run_data(config, torch_device, data_dir, progress) if data is None else data
+    grid = run_factors(data, folder.path)
+    model = model if model is not None else load_run(folder.path, torch_device)
+    started = time.perf_counter()
+    with torch.no_grad():  # score_model shows its own progress: encoding, then each score's
+        scores = score_model(BatchedEncoder(model), grid, samples=samples, seed=seed, progress=progress)
+    return _disentanglement_result(folder, scores, grid, data, model, config, samples, seed, started,
+                                   torch_device, save)
+
+
+def _disentanglement_result(folder: Any, scores: dict[str, Any], grid: Any, data: Any, model: Any, config: Any,
+                            samples: int, seed: int, started: float, device: torch.device, save: bool) -> dict[str, Any]:
+    """The scores with what they describe (weights, data, factors, samples, seed, time), saved when `save`."""
+    result = {"samples": samples, "seed": seed} | dict(scores) | {
+        "data": getattr(data, "name", config.data.name), "factors": list(grid.names),
+        "factor_sizes": [int(s) for s in grid.sizes], "latent_dim": _latent_dim(config, model),
+        "weights_sha256": getattr(model, "weights_sha256", None), **code_provenance(model),
+        "seconds": round(time.perf_counter() - started, 2), "device": str(device),
+    }
+    if save:
+        folder.save_disentanglement(result)
+    return result
+
+
+# The scores `score_model` returns, in the order the printout, the report and the table show them:
+# (key in the result, name as people read it).
+SCORE_NAMES = (("beta_vae", "\u03b2-VAE score"), ("factor_vae", "FactorVAE score"), ("mig", "MIG"),
+               ("dci_disentanglement", "DCI disentanglement"), ("dci_completeness", "DCI completeness"),
+               ("dci_informativeness", "DCI informativeness"), ("sap", "SAP"),
+               ("total_correlation", "total correlation (nats)"))
+
+
+def _score_value(entry: Any) -> float | None:
+    """A score as a number: the entry itself, or a dict's "value" / "score" (a score kept with its sample sizes)."""
+    if isinstance(entry, dict):
+        entry = entry.get("value", entry.get("score"))
+    return float(entry) if isinstance(entry, (int, float)) and not isinstance(entry, bool) else None
+
+
+def flat_scores(result: dict[str, Any] | None) -> dict[str, float | None]:
+    """{key of SCORE_NAMES: number or None} from a saved disentanglement result; DCI may be one "dci" entry
+    holding its three parts."""
+    result = result or {}
+    dci = result.get("dci") if isinstance(result.get("dci"), dict) else {}
+    out = {}
+    for key, _ in SCORE_NAMES:
+        part = key.removeprefix("dci_")
+        out[key] = _score_value(result[key]) if key in result else (
+            _score_value(dci.get(part)) if key.startswith("dci_") else None)
+    return out
+
+
+def format_disentanglement(r: dict[str, Any]) -> str:
+    """The scores as a short human-readable block, with the samples and seed they came from."""
+    factors = ", ".join(f"{name} ({size})" for name, size in zip(r.get("factors", []), r.get("factor_sizes", [])))
+    lines = [f"{r.get('data')}: disentanglement of the {r.get('latent_dim')}-D latent over factors {factors}",
+             f"  {r['samples']} factor samples, seed {r['seed']}"]
+    for key, name in SCORE_NAMES:
+        value = flat_scores(r)[key]
+        if value is not None:
+            entry = r.get("dci") if key == "dci_disentanglement" else r.get(key)  # DCI's sizes once, on its first line
+            lines.append(f"  {name:26s} {value:8.3f}{_sizes_text(entry)}")
+    lines.append(f"  {r['seconds']:.1f} s on {r['device']}")
+    return "\n".join(lines)
+
+
+def _sizes_text(entry: Any) -> str:
+    """'   (samples 10000, bins 20)': the sizes a score records beside its value (whole numbers but its seed,
+    which the block's head gives once), if it does."""
+    if not isinstance(entry, dict):
+        return ""
+    facts = [f"{k.replace('_', ' ')} {v}" for k, v in entry.items() if k != "seed"
+             and isinstance(v, int) and not isinstance(v, bool)]
+    return f"   ({', '.join(facts)})" if facts else ""

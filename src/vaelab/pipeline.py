@@ -73,6 +73,8 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     log(f"data: {raw.name} from {raw.source}")
     if config.data.name == IMAGES and not resume:
         config = fit_to_images(config, raw, data_dir, log)
+    if getattr(raw, "factors", None) is not None and not resume:
+        config = fit_to_factors(config, raw, log)
     data = make_views(raw, config.data, device, config.train.train_subset)
     if not resume:
         config = fit_batch_to_data(config, len(data.train), log)
@@ -152,7 +154,7 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
                                               f"{', ...' if len(raw.label_names) > 10 else ''})"
                                               if raw.labelled else "no labels"))
     if AUTO in (data["binarization"], model["likelihood"]):
-        binarization, likelihood, reason = likelihood_for_data(raw.x_train)
+        binarization, likelihood, reason = _binary_defaults(raw) or likelihood_for_data(raw.x_train)
         data["binarization"] = binarization if data["binarization"] == AUTO else data["binarization"]
         model["likelihood"] = likelihood if model["likelihood"] == AUTO else model["likelihood"]
         kept = " (the pixels kept in their levels, not binarized)" if data["binarization"] == "grey" else ""
@@ -163,6 +165,36 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
         if not raw.labelled:
             raise ConfigError("model.conditional: the images have no labels (put each class in its own sub-folder)")
         model["n_classes"] = max(2, len(raw.label_names))
+    return config_from_dict(values)
+
+
+def _binary_defaults(raw: Any) -> Any:
+    """The view and likelihood of {0,1} images (dSprites), which `likelihood_for_data` would read as
+    near-black grey; None for other data."""
+    from .likelihoods import _defaults
+
+    return _defaults("binary", "the images are {0,1} (a binary factor data set)") if getattr(raw, "binary", False) \
+        else None
+
+
+def fit_to_factors(config: RunConfig, raw: Any, log: Callable[[str], None]) -> RunConfig:
+    """The config with the factors of a factor data set (dSprites, ...) recorded in data.factor_names /
+    factor_sizes, and "auto" binarization and likelihood chosen for its pixels, saying so."""
+    values = config.to_dict()
+    data, model = values["data"], values["model"]
+    grid = raw.factors
+    data |= {"factor_names": list(grid.names), "factor_sizes": list(grid.sizes)}
+    log("factors: " + ", ".join(f"{name} ({size})" for name, size in zip(grid.names, grid.sizes))
+        + f"; {count(len(grid), 'image')} in all, trained on all of them")
+    if AUTO in (data["binarization"], model["likelihood"]):
+        from .likelihoods import likelihood_for_data
+
+        # the validation images are a random sample of the grid, already in memory
+        defaults = _binary_defaults(raw) or likelihood_for_data(raw.x_val)
+        data["binarization"] = defaults.binarization if data["binarization"] == AUTO else data["binarization"]
+        model["likelihood"] = defaults.likelihood if model["likelihood"] == AUTO else model["likelihood"]
+        log(f"model.likelihood = {toml_value(model['likelihood'])}, data.binarization = "
+            f"{toml_value(data['binarization'])}: {defaults.reason}")
     return config_from_dict(values)
 
 

@@ -169,6 +169,27 @@ def _metrics_section(evaluation: tuple[Path, dict[str, Any]] | None, eval_note: 
     return "".join(parts)
 
 
+def _disentanglement_section(found: tuple[Path, dict[str, Any]] | None, factors: Sequence[str] = ()) -> str:
+    """The disentanglement scores of the current weights, with the factor samples and seed they came from;
+    for a run on factor data (`factors`, its data.factor_names) never scored, how to score it; else nothing."""
+    from .evaluate import SCORE_NAMES, flat_scores
+
+    if found is None:
+        if not factors:
+            return ""
+        return ('<h2>Disentanglement</h2><p class="note">Not scored yet: <code>vaelab evaluate RUN '
+                "--disentanglement</code> (or <code>run.evaluate_disentanglement()</code>) scores this run's latent "
+                f"against its data's factors ({_e(', '.join(factors))}).</p>")
+    path, result = found
+    values = flat_scores(result)
+    where = f"{result.get('samples', '?')} factor samples, seed {result.get('seed', '?')}"
+    rows = [[name, cell_text(values[key], 3), where] for key, name in SCORE_NAMES if values[key] is not None]
+    factors = ", ".join(f"{n} ({s})" for n, s in zip(result.get("factors", []), result.get("factor_sizes", [])))
+    return ("<h2>Disentanglement</h2>" + _table(["score", "value", "measured with"], rows, numeric=[False, True])
+            + f'<p class="note">From <code>{_e(path.name)}</code>: the {_e(result.get("latent_dim", "?"))}-D latent '
+            f"against the factors of {_e(result.get('data', '?'))}: {_e(factors)}.</p>")
+
+
 def _kl_per_dim(values: Any) -> str:
     """A small table with a bar per latent dimension, numbered from 0 as the figures number them."""
     if not isinstance(values, list) or not values:
@@ -264,14 +285,17 @@ def _figures_section(run_dir: Path, notes: dict[str, str], skipped: dict[str, st
 
 def render_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], records: list[dict[str, Any]],
                   evaluation: tuple[Path, dict[str, Any]] | None, eval_note: str = "",
-                  figure_notes: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
-    """The report page as text, from what was read out of the run folder."""
+                  figure_notes: dict[str, str] | None = None, skipped: dict[str, str] | None = None,
+                  disentanglement: tuple[Path, dict[str, Any]] | None = None) -> str:
+    """The report page as text, from what was read out of the run folder (`disentanglement`: the current
+    weights' scores, `RunFolder.current_disentanglement`)."""
     binarization = webpage.pixels_text(binarization_of(evaluation[1] if evaluation else None, summary, config),
                                     _channels(config))
     name = config.get("name") or run_dir.name
     body = "".join([
         _header(run_dir, config, summary, binarization),
         _metrics_section(evaluation, eval_note, summary, binarization),
+        _disentanglement_section(disentanglement, dotted_get(config, "data.factor_names") or ()),
         _summary_section(summary, binarization),
         _curve_section(records, summary.get("best_epoch")),
         _figures_section(run_dir, figure_notes or {}, skipped or {}),
@@ -390,7 +414,7 @@ def write_report(run_dir: str | Path, *, k: int = 5000, evaluate: bool = True, f
         say("drawing figures")
         figure_notes, skipped = _draw_figures(run.path, progress, figure_options, **given)
     page = render_report(run.path, run.config_dict(), run.summary(), run.metrics(), evaluation, eval_note,
-                         figure_notes, skipped)
+                         figure_notes, skipped, run.current_disentanglement())
     atomic_write_bytes(run.report_path, page.encode("utf-8"))
     say(f"wrote {run.report_path} ({len(page) / 1e6:.1f} MB)")
     return run.report_path

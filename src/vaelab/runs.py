@@ -7,6 +7,8 @@
         model.safetensors       the best weights, written when training ends
         summary.json            how training went and the test ELBO of the weights in model.safetensors
         eval-<split>-k<K>.json  evaluations, each naming the weights it scored by their SHA-256
+        disentanglement-n<N>.json  disentanglement scores over N factor samples (`vaelab evaluate
+                                --disentanglement`), naming the weights, the samples and the seed
         figures/<name>.png      figures; figures.json says what was drawn with which options
         report.html, explorer.html
         card.json, card.md      a model shipped in the package (see below): its model card
@@ -60,13 +62,14 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from .config import ConfigError, RunConfig, _did_you_mean, config_from_dict, member_configs
 from .errors import VaelabError
-from .storage import (append_jsonl, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
+from .storage import (append_jsonl, atomic_path, atomic_write_bytes, load_tensors, load_tensors_bytes, read_json, read_jsonl,
                  save_tensors, write_json)
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
+DISCRIMINATOR = "discriminator.safetensors"  # factorvae: its discriminator when training ended (vaelab.factorvae)
 SUMMARY = "summary.json"
 FIGURES = "figures"
 FIGURE_LOG = "figures.json"
@@ -84,6 +87,7 @@ CODE_CHANGES = "code-changes.jsonl"  # each time a command went on with model co
 TABLES = {"md": "table.md", "csv": "table.csv"}
 EVALUATION_SPLITS = ("test", "val")  # the splits an evaluation scores, each into its own file:
 EVALUATION = re.compile(rf"eval-({'|'.join(EVALUATION_SPLITS)})-k(\d+)\.json")  # eval-<split>-k<K>.json
+DISENTANGLEMENT = re.compile(r"disentanglement-n(\d+)\.json")  # disentanglement-n<N>.json, N factor samples
 WEIGHTS_FORMAT = {"format": "vaelab-weights"}
 PRETRAINED = "pretrained:"  # pretrained:NAME stands for the run folder of a model shipped in the package
 SHIPPED_ROOT = Path(__file__).resolve().parent / "pretrained"
@@ -105,6 +109,10 @@ class NotARunError(RunFolderError):
 
 def evaluation_name(split: str, k: int) -> str:
     return f"eval-{split}-k{k}.json"
+
+
+def disentanglement_name(samples: int) -> str:
+    return f"disentanglement-n{samples}.json"
 
 
 def weights_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
@@ -248,6 +256,10 @@ class RunFolder:
         atomic_write_bytes(self.file(WEIGHTS), data)
         return hashlib.sha256(data).hexdigest()
 
+    def save_discriminator(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Write discriminator.safetensors: a factorvae run's discriminator, to estimate TC with later."""
+        save_tensors(self.file(DISCRIMINATOR), state_dict, {"format": "vaelab-discriminator"})
+
     def weights(self) -> tuple[dict[str, torch.Tensor], str, Path]:
         """(best weights, their fingerprint, the file they came from).
 
@@ -327,6 +339,37 @@ class RunFolder:
         """Evaluations of weights the folder no longer holds (or that do not say which weights they scored)."""
         held = self.fingerprint()
         return [(p, r) for p, r in self.evaluations(split) if not held or r.get("weights_sha256") != held]
+
+    # -- disentanglement scores (vaelab.disentanglement over the run's factor grid)
+
+    def save_disentanglement(self, result: dict[str, Any]) -> Path:
+        """Write the scores: to a temporary file, read back and compared, then renamed into place, so a
+        file of this name always holds whole, verified scores."""
+        path = self.file(disentanglement_name(result["samples"]))
+        with atomic_path(path) as tmp:
+            write_json(tmp, result)
+            if json.dumps(read_json(tmp)) != json.dumps(result):  # as text: a NaN score equals itself
+                raise RunFolderError(f"{path}: the scores read back differ from those written; not saved")
+        return path
+
+    def disentanglements(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Every readable disentanglement result, (path, result), most samples first, newest first among equals."""
+        found = []
+        for path in self.path.glob("disentanglement-n*.json"):
+            match = DISENTANGLEMENT.fullmatch(path.name)
+            try:
+                result = read_json(path) if match else None
+            except (ValueError, OSError) as err:
+                warnings.warn(f"{path}: skipped ({err})", stacklevel=2)
+                continue
+            if isinstance(result, dict):
+                found.append((int(match.group(1)), path.stat().st_mtime, path, result))
+        return [(path, result) for _, _, path, result in sorted(found, key=lambda f: f[:2], reverse=True)]
+
+    def current_disentanglement(self) -> tuple[Path, dict[str, Any]] | None:
+        """The scores of the weights held now with the most samples (the newest among equals), or None."""
+        held = self.fingerprint()
+        return next(((p, r) for p, r in self.disentanglements() if held and r.get("weights_sha256") == held), None)
 
     # -- figures and pages
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import IMAGES
+from .catalog import DATASETS, IMAGES
 from .errors import DataError
 from .sources import default_cache_dir, load_dataset
 
@@ -26,12 +26,29 @@ def load_data(data: Any, data_dir: str | os.PathLike | None = None, progress: bo
     `data_dir` overrides `data.data_dir` (the --data-dir of the command line).
     """
     where = data_dir or data.data_dir
+    info = DATASETS.get(data.name)
+    if info and info.generated:  # drawn by vaelab into the cache, once
+        from .generated import load_generated
+        return load_generated(data.name, levels=data.factor_levels, seed=data.split_seed, progress=progress)
     if data.name != IMAGES:
         return load_dataset(data.name, where, progress=progress)
     if not where:
         raise DataError("data.data_dir: no images given; name a folder of images, an .npy or an .npz "
                         "(vaelab train --images PATH)")
     return _load_images(Path(where).expanduser(), data, progress)
+
+
+def load_factors(data: Any, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Any:
+    """The FactorGrid of a run's data config (`config.data`), or None when its images have no factors
+    (MNIST, a folder of images). A run that recorded factors (data.factor_names / factor_sizes) gets
+    the same grid back, or a DataError saying how the data now differs."""
+    grid = getattr(load_data(data, data_dir, progress), "factors", None)
+    recorded = (list(data.factor_names), list(data.factor_sizes))
+    if recorded[0] and (grid is None or (list(grid.names), list(grid.sizes)) != recorded):
+        found = "no factors" if grid is None else f"factors {list(grid.names)} of sizes {list(grid.sizes)}"
+        raise DataError(f"data.factor_names: the run was trained on factors {recorded[0]} of sizes {recorded[1]}, "
+                        f"but its data now has {found}")
+    return grid
 
 
 def image_options(data: Any) -> dict[str, Any]:
@@ -45,6 +62,11 @@ def _load_images(path: Path, data: Any, progress: bool) -> Any:
     from .own.arrays import load_image_file
     from .own.folder import load_image_folder
 
+    from .factor_files import factor_file_kind, load_factor_file
+
+    kind = factor_file_kind(path) if path.is_file() else None
+    if kind:  # dSprites', 3D Shapes' or MPI3D's own file: read with its factors
+        return load_factor_file(path, kind, seed=data.split_seed, progress=progress)
     shared = image_options(data)
     if path.is_dir():
         return load_image_folder(path, skip_bad=data.skip_bad, progress=progress, **shared)
@@ -52,7 +74,7 @@ def _load_images(path: Path, data: Any, progress: bool) -> Any:
         return load_image_file(path, **shared)
     if not path.exists():
         raise DataError(f"{path}: no such folder or file (data.data_dir)")
-    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz file (data.data_dir)")
+    raise DataError(f"{path}: neither a folder of images nor an .npy / .npz / .h5 file (data.data_dir)")
 
 
 def save_arrays(images: Any, cache_dir: str | os.PathLike | None = None) -> Path:

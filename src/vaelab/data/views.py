@@ -25,17 +25,20 @@ from ..config import ConfigError, DataConfig
 from .catalog import drawn_inverted, known_label_names
 
 if TYPE_CHECKING:
+    from .factors import FactorGrid
     from .sources import RawDataset
 
 
 @dataclass
 class ImageSet:
-    """pixels: (n, n_pixels) uint8, either 0..255 or {0,1} (`binary`); labels: (n,) int64."""
+    """pixels: (n, n_pixels) uint8, either 0..255 or {0,1} (`binary`); labels: (n,) int64;
+    factors: (n, k) int64 factor levels of each image (a factor data set, see factors.py), else None."""
 
     pixels: torch.Tensor
     labels: torch.Tensor
     resample: bool  # True: binarize anew at every draw (pixels are 0..255)
     binary: bool  # True: pixels are {0,1}
+    factors: torch.Tensor | None = None
     # Built by the first `draw` of a sparse set (see `_binarized`): the flat positions and the
     # probabilities of the pixels strictly between 0 and 255, and the binarized set they are drawn into.
     _uncertain: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False,
@@ -74,12 +77,13 @@ class ImageSet:
         loop reuses from epoch to epoch (a fresh 47 MB for MNIST costs 20 ms of page faults).
         """
         labels = self.labels.index_select(0, index)
+        factors = None if self.factors is None else self.factors.index_select(0, index.to(self.factors.device))
         if out is not None and (out.shape != (len(index), self.pixels.shape[1]) or out.dtype != torch.uint8):
             raise ValueError(f"draw: out must be uint8 of shape {(len(index), self.pixels.shape[1])}, "
                              f"not {out.dtype} {tuple(out.shape)}")
         source = self._binarized(generator) if self.resample else self.pixels
         return ImageSet(torch.index_select(source, 0, index, out=out), labels, resample=False,
-                        binary=self.binary or self.resample)
+                        binary=self.binary or self.resample, factors=factors)
 
     def _binarized(self, generator: torch.Generator | None) -> torch.Tensor:
         """All pixels binarized once, (n, n_pixels) uint8 in {0, 1}, in the set's order.
@@ -125,11 +129,16 @@ class ImageSet:
 
     def mean_image(self) -> torch.Tensor:
         """(n_pixels,) in [0, 1]: the mean intensity, which is also the mean of the binarized pixels."""
-        mean = self.pixels.float().mean(0)
+        # summed in blocks: a float copy of a large set (dSprites: 3 GB of bytes) would not fit in memory
+        total = torch.zeros(self.pixels.shape[1], dtype=torch.float64, device=self.pixels.device)
+        for start in range(0, len(self), _DRAW_ROWS):
+            total += self.pixels[start:start + _DRAW_ROWS].sum(0, dtype=torch.float64)
+        mean = (total / max(1, len(self))).float()
         return mean if self.binary else mean / 255.0
 
     def to(self, device: torch.device | str) -> ImageSet:
-        return ImageSet(self.pixels.to(device), self.labels.to(device), self.resample, self.binary)
+        factors = None if self.factors is None else self.factors.to(device)
+        return ImageSet(self.pixels.to(device), self.labels.to(device), self.resample, self.binary, factors)
 
 
 _DRAW_ROWS = 4096  # images binarized at a time when every pixel draws (bounds the float temporaries)
@@ -150,6 +159,7 @@ class ImageData:
     label_names: tuple[str, ...] = ()  # the name of each label
     labelled: bool = True  # False: the images came without labels (their labels are all 0)
     drawn_inverted: bool = False  # figures draw it dark on white (`catalog.drawn_inverted` of data.name)
+    factors: FactorGrid | None = None  # the grid of factors that made the images (dSprites, ...), else None
 
     @property
     def n_pixels(self) -> int:
@@ -172,15 +182,29 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
     of them). Binarized views binarize the splits they fix once with `binarization_seed`.
     """
     splits = _splits(raw, config)
+    factors = _split_factors(raw)
     if train_subset:
         splits["train"] = tuple(t[:train_subset] for t in splits["train"])
-    sets = {name: _view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
+        factors["train"] = None if factors["train"] is None else factors["train"][:train_subset]
+    # Binary images ({0,1}: dSprites) are the same in every view: binarizing them changes nothing, and
+    # drawing a number per pixel to do so would cost as much as the training step.
+    view = _binary if getattr(raw, "binary", False) else _view
+    sets = {name: view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
+    for name, levels in factors.items():
+        sets[name].factors = levels
     shape = tuple(raw.x_train.shape[1:]) if raw.x_train.ndim == 4 else (1, *raw.x_train.shape[1:3])
     labelled = getattr(raw, "y_train", None) is not None
     names = tuple(getattr(raw, "label_names", ()) or known_label_names(raw.name))
     return ImageData(raw.name, config.binarization, raw.source, shape,
                      **{name: s.to(device) for name, s in sets.items()}, label_names=names, labelled=labelled,
-                     drawn_inverted=drawn_inverted(config.name))
+                     drawn_inverted=drawn_inverted(config.name), factors=getattr(raw, "factors", None))
+
+
+def _split_factors(raw: Any) -> dict[str, torch.Tensor | None]:
+    """{split: (n, k) int64 factor levels of its images, or None} (a FactorDataset has them)."""
+    if not hasattr(raw, "split_factors"):
+        return {"train": None, "val": None, "test": None}
+    return {split: torch.from_numpy(raw.split_factors(split)) for split in ("train", "val", "test")}
 
 
 def _splits(raw: Any, config: DataConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -234,6 +258,11 @@ def _dynamic(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: Dat
 
 def _static(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
     return ImageSet(binarize(pixels, binarization_seed(config, split)), labels, resample=False, binary=True)
+
+
+def _binary(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:
+    """Images already {0,1} (a binary data set), whatever data.binarization: they are their own binarization."""
+    return ImageSet(pixels, labels, resample=False, binary=True)
 
 
 def _grey(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataConfig) -> ImageSet:

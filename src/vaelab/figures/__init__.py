@@ -8,7 +8,8 @@ which draws any of them for a run folder into RUN_DIR/figures/<name>.png.
 Every figure is built by a `draw_*` function that returns a matplotlib `Figure` (so tests can
 inspect it) and is written as PNG by `write_png`. The drawers live by what they show: `grids`
 (samples, class samples, reconstructions, interpolations), `latent` (manifold, latent scatter),
-`curves` (training curves) and `kl` (KL per dimension); `context` holds what they draw from and
+`curves` (training curves), `kl` (KL per dimension) and `factors` (traversals and the mutual
+information against the factors of a factor data set); `context` holds what they draw from and
 `variants` what each model variant means for a figure.
 
 Every model variant is drawn. A figure that means nothing for a variant raises `FigureSkipped`
@@ -29,14 +30,16 @@ from matplotlib.figure import Figure
 from ..data.views import ImageData
 from ..storage import atomic_write_bytes
 from ..contract import Model
+from ..errors import VaelabError
 from .context import OPTIONS, FigureContext, FigureError, FigureSkipped, current_kl, figure_context, run_title
 from .curves import draw_curves
+from .factors import draw_mi_matrix, draw_traversals_factors
 from .grids import draw_class_samples, draw_interpolations, draw_reconstructions, draw_samples, tile
 from .kl import draw_kl_per_dim
 from .latent import draw_latent_scatter, draw_manifold
 from .variants import latent_text
 
-__all__ = ["DRAWERS", "FIGURES", "OPTIONS", "FigureContext", "FigureError", "FigureSkipped", "current_kl", "describe",
+__all__ = ["DRAWERS", "FACTOR_FIGURES", "FIGURES", "OPTIONS", "FigureContext", "FigureError", "FigureSkipped", "current_kl", "describe",
            "figure_context", "latent_text", "make_figures", "run_title", "tile", "write_png"]
 
 
@@ -58,7 +61,10 @@ DRAWERS: dict[str, Callable[[FigureContext], Figure]] = {
     "manifold": draw_manifold,
     "curves": draw_curves,
     "kl-per-dim": draw_kl_per_dim,
+    "traversals-factors": draw_traversals_factors,
+    "mi-matrix": draw_mi_matrix,
 }
+FACTOR_FIGURES = ("traversals-factors", "mi-matrix")  # they need the run's factors (a factor data set)
 
 
 def _png_figure(name: str, draw: Callable[[FigureContext], Figure]) -> Callable[[FigureContext], Path]:
@@ -101,11 +107,13 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
     """
     from ..runs import RunFolder
 
+    explicit = names is not None
     names = list(FIGURES) if names is None else list(names)
     unknown = [name for name in names if name not in FIGURES]
     if unknown:
         raise FigureError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
     ctx = figure_context(run_dir, model=model, data=data, **options)
+    _check_factors(names, explicit, ctx, run_dir)
     if out_dir is not None:
         ctx = dataclasses.replace(ctx, out_dir=Path(out_dir))
     results: list[tuple[str, Path | None, str]] = []
@@ -120,6 +128,18 @@ def make_figures(run_dir: str | Path, names: Sequence[str] | None = None, *, mod
     if drawn and out_dir is None:
         RunFolder(run_dir).log_figures(drawn)
     return results
+
+
+def _check_factors(names: list[str], explicit: bool, ctx: FigureContext, run_dir: str | Path) -> None:
+    """A factor figure named for a run whose data has no factors is an error before anything is drawn;
+    among all figures (a report) it is skipped."""
+    from ..evaluate import run_factors
+
+    if explicit and any(name in FACTOR_FIGURES for name in names):
+        try:
+            run_factors(ctx.data, run_dir)
+        except VaelabError as err:
+            raise FigureError(f"{', '.join(n for n in names if n in FACTOR_FIGURES)}: {err}") from None
 
 
 def _options_of(ctx: FigureContext) -> dict[str, Any]:

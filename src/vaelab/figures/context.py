@@ -58,7 +58,10 @@ class FigureContext:
     scatter_method: str = "pca"  # for latents of more than 2 dims: pca | tsne (needs scikit-learn)
     tsne_points: int = 2000  # t-SNE is quadratic-ish; it embeds a seeded subset of the test set
     batch_size: int = 1000  # test images per forward pass
+    factor_samples: int = 10_000  # traversals-factors, mi-matrix: factor tuples the MI is estimated from
+    traversal_steps: int = 9  # traversals-factors: images along each latent dimension
     _means: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _factors: Any = field(default=None, init=False, repr=False, compare=False)  # factors.FactorInformation, once
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -67,7 +70,8 @@ class FigureContext:
         if self.scatter_method not in SCATTER_METHODS:
             raise FigureError(f"scatter_method: {self.scatter_method!r} is not one of {', '.join(SCATTER_METHODS)}")
         for name in ("samples_n", "class_samples_n", "reconstructions_n", "interpolation_pairs",
-                     "interpolation_steps", "manifold_n", "tsne_points", "batch_size"):
+                     "interpolation_steps", "manifold_n", "tsne_points", "batch_size", "factor_samples",
+                     "traversal_steps"):
             if getattr(self, name) < 1:
                 raise FigureError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.manifold_dims is not None:
@@ -169,11 +173,9 @@ def current_kl(folder: Any, held: str | None) -> tuple[list[float] | None, str]:
 
 
 def _load_data(config: Any, device: torch.device) -> ImageData:
-    from ..data import load_data
-    from ..data.views import make_views
+    from ..evaluate import load_run_data
 
-    raw = load_data(config.data, progress=False)
-    return make_views(raw, config.data, device)
+    return load_run_data(config, device)
 
 
 def figure_context(run_dir: str | Path, *, model: Model | None = None, data: ImageData | None = None,

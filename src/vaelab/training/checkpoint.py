@@ -10,9 +10,13 @@ tensors, and metadata that are strings (JSON here), so loading one runs no pickl
     rng.epoch_start         the generator when the epoch in progress began
     sums                    the epoch's summed elbo, reconstruction, KL and objective so far
     ema.<name>              the averaged weights and their count n_averaged (train.ema_decay > 0)
+    adversary.model.<name>  factorvae: the discriminator's weights now
+    adversary.optim.<i>.<k> factorvae: its optimizer's state tensors
+    adversary.sums          factorvae: the epoch's summed TC estimates and classifications so far
     metadata "state"        `TrainState`, as JSON
     metadata "optimizer"    the optimizer's param groups and non-tensor state, as JSON
     metadata "schedule"     the learning-rate scheduler's state_dict (numbers only), as JSON
+    metadata "adversary_optimizer"  factorvae: its optimizer's param groups and non-tensor state, as JSON
 
 Checkpoints written before schedules and averages were kept have neither: they load with
 `schedule` and `ema` None (the trainer then brings its schedule to the checkpoint's epoch).
@@ -75,6 +79,7 @@ class Checkpoint:
     sums: torch.Tensor
     schedule: dict[str, Any] | None = None  # the scheduler's state_dict
     ema: dict[str, torch.Tensor] | None = None  # the AveragedModel's state_dict
+    adversary: dict[str, Any] | None = None  # factorvae.Adversary.state(): weights, optimizer, sums
 
     def contents(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The file's tensors and metadata."""
@@ -87,6 +92,9 @@ class Checkpoint:
         meta = {"state": self.state.to_json(), "optimizer": optim_meta}
         if self.schedule is not None:
             meta["schedule"] = json.dumps(self.schedule)
+        if self.adversary is not None:
+            adversary_tensors, meta["adversary_optimizer"] = _adversary_tensors(self.adversary)
+            tensors |= adversary_tensors
         return tensors, meta
 
     @classmethod
@@ -98,28 +106,47 @@ class Checkpoint:
                    optimizer=_optimizer_state(tensors, meta["optimizer"]),
                    rng=tensors["rng.current"], epoch_start_rng=tensors["rng.epoch_start"], sums=tensors["sums"],
                    schedule=json.loads(meta["schedule"]) if "schedule" in meta else None,
-                   ema={k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None)
+                   ema={k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None,
+                   adversary=_adversary_state(tensors, meta["adversary_optimizer"])
+                   if "adversary_optimizer" in meta else None)
 
 
-def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """Split an optimizer state_dict into tensors (for safetensors) and the rest (JSON); no pickle."""
+def _adversary_tensors(adversary: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The discriminator's weights, optimizer and sums as tensors under "adversary.", and its optimizer's JSON."""
+    tensors, meta = _optimizer_tensors(adversary["optimizer"], prefix="adversary.optim.")
+    tensors |= {f"adversary.model.{k}": v for k, v in adversary["weights"].items()}
+    tensors["adversary.sums"] = adversary["sums"]
+    return tensors, meta
+
+
+def _adversary_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, Any]:
+    """What `_adversary_tensors` split, back as factorvae.Adversary.state() gives it."""
+    prefix = "adversary.model."
+    return {"weights": {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)},
+            "optimizer": _optimizer_state(tensors, text, prefix="adversary.optim."),
+            "sums": tensors["adversary.sums"]}
+
+
+def _optimizer_tensors(state: dict[str, Any], prefix: str = "optim.") -> tuple[dict[str, torch.Tensor], str]:
+    """Split an optimizer state_dict into tensors (for safetensors, named `prefix`<index>.<key>) and the
+    rest (JSON); no pickle."""
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{key}"] = value
+                tensors[f"{prefix}{index}.{key}"] = value
             else:
                 scalars[f"{index}.{key}"] = value
     return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], text: str) -> dict[str, Any]:
+def _optimizer_state(tensors: dict[str, torch.Tensor], text: str, prefix: str = "optim.") -> dict[str, Any]:
     """The optimizer state_dict `_optimizer_tensors` split."""
     meta = json.loads(text)
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
+        if name.startswith(prefix):
+            index, key = name.removeprefix(prefix).split(".", 1)
             state.setdefault(int(index), {})[key] = value
     for name, value in meta["scalars"].items():
         index, key = name.split(".", 1)

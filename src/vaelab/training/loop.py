@@ -29,7 +29,8 @@ from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
 from ..contract import Model, device_of, latent_size, n_labels
 from ..model import VAE, build_model
-from ..objectives import elbo
+from ..factorvae import Adversary
+from ..objectives import OBJECTIVES, elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
@@ -120,10 +121,13 @@ class Trainer:
         self.tracker = Tracker(self.config, self.run_dir, enabled=self.parallel.is_main)  # log.backends; rank 0 logs
         # The epoch's summed gradient norms and their count, only where a tracker will read them
         self.grad_norms = torch.zeros(2, device=self.device) if self.tracker.names else None
+        self.adversary = self._new_adversary()  # factorvae's discriminator; None for other objectives
         self.step = TrainingStep(self.model, self.optimizer, self.config, self.parallel, self.guard, self.noise,
                                  self.kl_weight, self.sums, self.network_dtype, self.planned_steps(),
                                  lambda message: self.log(message),  # looked up each time: log may be replaced
-                                 after_update=self._average, grad_norms=self.grad_norms)
+                                 after_update=self._average, grad_norms=self.grad_norms,
+                                 dataset_size=len(self.data.train), global_step=lambda: self.state.global_step,
+                                 adversary=self.adversary)
         self.stop_requested = False  # set by the first Ctrl-C: stop after this step
         self._clock = time.perf_counter()  # when train_seconds was last brought up to date
         self._epoch_pixels: torch.Tensor | None = None  # the buffer each epoch's images are drawn into
@@ -144,6 +148,15 @@ class Trainer:
         if self.config.model.output_bias == "data_mean":
             model.init_output_bias(self.data.train.mean_image())
         return model
+
+    def _new_adversary(self) -> Adversary | None:
+        """The discriminator an objective trains beside the model (factorvae), its init drawn from train.seed."""
+        objective, cfg = self.config.objective, self.config.train
+        if not getattr(OBJECTIVES[objective.name], "adversary", False):
+            return None
+        return Adversary(latent_size(self.model), objective.factorvae.discriminator_hidden,
+                         objective.factorvae.discriminator_lr, self.device, cfg.seed,
+                         self.parallel if self.parallel.active else None)
 
     @property
     def folder(self) -> RunFolder:
@@ -211,7 +224,8 @@ class Trainer:
             return
         checkpoint = Checkpoint(self.state, self.model.state_dict(), self.best_weights, self.optimizer.state_dict(),
                                 self.generator.get_state(), self.epoch_start_rng, self.sums,
-                                self.schedule.state_dict(), self.ema.state_dict() if self.ema else None)
+                                self.schedule.state_dict(), self.ema.state_dict() if self.ema else None,
+                                self.adversary.state() if self.adversary else None)
         self.folder.save_checkpoint(*checkpoint.contents())
 
     def load_checkpoint(self) -> None:
@@ -232,6 +246,10 @@ class Trainer:
             self._restore_schedule(saved.schedule)
             if self.ema is not None:
                 self.ema.load_state_dict(saved.ema if saved.ema is not None else {})
+            if self.adversary is not None:
+                if saved.adversary is None:
+                    raise KeyError("no discriminator in it")
+                self.adversary.load_state(saved.adversary)
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             path = self.folder.file(CHECKPOINT)
             raise RunFolderError(f"{path}: checkpoint does not match the run's config ({err})") from None
@@ -382,6 +400,8 @@ class Trainer:
         """Forget the epoch in progress without validating or checkpointing it (for benchmarks)."""
         self.state.step_in_epoch, self.state.seconds = 0, 0.0
         self.sums.zero_()
+        if self.adversary is not None:
+            self.adversary.sums.zero_()
         if self.grad_norms is not None:
             self.grad_norms.zero_()
 
@@ -405,6 +425,8 @@ class Trainer:
         state.epoch += 1
         state.step_in_epoch, state.seconds = 0, 0.0
         self.sums.zero_()
+        if self.adversary is not None:
+            self.adversary.sums.zero_()
         if self.grad_norms is not None:
             self.grad_norms.zero_()
         self._plan_to_budget()
@@ -489,6 +511,8 @@ class Trainer:
                                self.config.objective.samples, seed=self.config.data.eval_seed,
                                parallel=self.parallel, threads=self.threads)
             record |= {"val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"]}
+        if self.adversary is not None:  # factorvae: the TC estimate and how well its discriminator tells
+            record |= self.adversary.record()
         record |= {"seconds": round(state.seconds, 3), "lr": self.optimizer.param_groups[0]["lr"]}
         if cfg.nonfinite == "skip":
             record["skipped_steps"] = state.skipped_steps
@@ -501,6 +525,8 @@ class Trainer:
         self.model.load_state_dict(self.best_weights)
         self.model.eval()
         weights_sha256 = self.folder.save_weights(self.model.state_dict()) if self.parallel.is_main else None
+        if self.adversary is not None and self.parallel.is_main:
+            self.folder.save_discriminator(self.adversary.discriminator.state_dict())
         cfg = self.config
         test = dataset_elbo(self.model, self.data.test, cfg.train.eval_batch_size, cfg.objective.samples,
                             seed=cfg.data.eval_seed, parallel=self.parallel, threads=self.threads)

@@ -24,7 +24,8 @@ import torch
 from ..config import RunConfig, toml_value
 from ..contract import device_of, mixed_precision
 from ..distributions import Noise
-from ..objectives import OBJECTIVES, ObjectiveTerms
+from ..factorvae import Adversary
+from ..objectives import OBJECTIVES, TRAINING_CONTEXT, ObjectiveTerms
 from ..parallel import Parallel
 from .compiled import NoiseCompiled, adam_step, adam_supported, objective_step
 from .guard import NonFiniteGuard
@@ -69,30 +70,44 @@ class TrainingStep:
     reconstruction, KL and objective) and the optimizer's state; `kl_weight()` is the KL weight
     of the step in progress, `log` where the compile is reported, `after_update()` what follows
     every update of the weights (a skipped step has none), however the step ran.
+
+    An objective that names `dataset_size` or `step` in its `needs` (objectives.TRAINING_CONTEXT)
+    is given `dataset_size` (the training images) and `step` (a 0-d tensor holding `global_step()`,
+    the optimizer steps before this one, refilled each step, so a compiled graph reads it as an
+    input and does not recompile as it counts).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: RunConfig,
                  parallel: Parallel, guard: NonFiniteGuard, noise: torch.Generator,
                  kl_weight: Callable[[], float], sums: torch.Tensor, network_dtype: torch.dtype | None,
                  planned_steps: int, log: Callable[[str], None],
-                 after_update: Callable[[], None] = lambda: None, grad_norms: torch.Tensor | None = None) -> None:
+                 after_update: Callable[[], None] = lambda: None, grad_norms: torch.Tensor | None = None,
+                 dataset_size: int = 0, global_step: Callable[[], int] = lambda: 0,
+                 adversary: Adversary | None = None) -> None:
         self.after_update = after_update
+        # factorvae: the discriminator stepped after each update of the model, in eager steps only
+        # (config refuses train.compile = true for it; "auto" leaves it eager)
+        self.adversary = adversary
         self.grad_norms = grad_norms  # (2,): the epoch's summed gradient norms and their count, for the trackers
         self.model, self.optimizer, self.parallel, self.guard = model, optimizer, parallel, guard
         self.noise, self.kl_weight, self.sums, self.network_dtype, self.log = noise, kl_weight, sums, network_dtype, log
         self.objective, self.samples = OBJECTIVES[config.objective.name], config.objective.samples
-        self.objective_args = config.objective.args  # a registered objective's own keywords
+        self.objective_args = config.objective.keywords()  # its config section's and objective.args
+        self.global_step, self.step_count = global_step, torch.zeros((), device=device_of(model))
+        context = {"dataset_size": dataset_size, "step": self.step_count}
+        self.objective_args |= {k: context[k] for k in getattr(self.objective, "needs", ()) if k in TRAINING_CONTEXT}
         self.parameters = list(model.parameters())
         self.batch_size, self.compile_setting = config.train.batch_size, config.train.compile
         self.compiled: NoiseCompiled | None = None
         self.whole = False
         whole = whole_step_fits(optimizer, config, parallel)
-        if compiles(config.train.compile, device_of(model), planned_steps, whole):
+        if adversary is None and compiles(config.train.compile, device_of(model), planned_steps, whole):
             mode, self.whole = config.train.compile_mode, whole
             self.compiled = (adam_step(self.terms, batch_loss, model, optimizer, sums, self._eager_whole, mode)
                              if whole else objective_step(self.terms, mode))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int) -> torch.Tensor:
+        self.step_count.fill_(self.global_step())
         if self.compiled is None or batch_total != self.batch_size:  # a graph is for full batches
             return self.eager(x, y, batch_total, self.noise, self.kl_weight())
         if not self.whole:  # the objective compiled; autograd and the optimizer as in eager steps
@@ -108,7 +123,8 @@ class TrainingStep:
               kl_weight: float | torch.Tensor) -> ObjectiveTerms:
         """The objective's terms for the batch, the networks multiplying in the training precision."""
         with mixed_precision(self.model, self.network_dtype):
-            return self.objective(self.model, x, self.samples, noise, y, kl_weight, **self.objective_args)
+            extra = self.adversary.keywords() if self.adversary is not None else {}
+            return self.objective(self.model, x, self.samples, noise, y, kl_weight, **self.objective_args, **extra)
 
     def eager(self, x: torch.Tensor, y: torch.Tensor | None, batch_total: int, noise: Noise, kl_weight: float,
               compiled_terms: Callable[..., ObjectiveTerms] | None = None, follow: bool = True) -> torch.Tensor:
@@ -127,6 +143,8 @@ class TrainingStep:
             self.grad_norms += torch.stack((torch.nn.utils.get_total_norm(grads, foreach=True).float(),
                                             torch.ones((), device=loss.device)))  # on the device: read once an epoch
         self.optimizer.step()
+        if self.adversary is not None:  # its codes were drawn before the update, as in Kim & Mnih's Algorithm 2
+            self.adversary.step(terms.z, terms.tc, noise, batch_total)
         if follow:
             self.after_update()
         with torch.no_grad():  # summed on the device; read once per epoch
