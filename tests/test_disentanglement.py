@@ -248,7 +248,7 @@ def test_missing_scikit_learn_is_one_line_naming_the_extra():
             "try:\n    D.dci(np.random.default_rng(0).normal(size=(20, 2)), np.arange(20)[:, None] % 2)\n"
             "except D.MissingSklearn as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == 'DCI, SAP and the beta-VAE score need scikit-learn: pip install "vaelab[disentanglement]"'
+    assert out.strip() == 'DCI, SAP and the beta-VAE score need scikit-learn, which this install lacks: pip install "scikit-learn>=1.4"'
 
 
 # factors_and_codes(1500, seed=1), trained on rows :1000, tested on rows 1000:; disent 0.8.0's

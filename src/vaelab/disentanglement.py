@@ -37,14 +37,14 @@ class MissingSklearn(VaelabError, ImportError):
 
 
 def _sklearn():
-    """The sklearn modules DCI/SAP/β-VAE use; a one-line error naming the extra when missing."""
+    """The sklearn modules DCI/SAP/β-VAE use (a vaelab dependency); a one-line error when an install lacks it."""
     try:
         import sklearn.ensemble  # noqa: F401
         import sklearn.linear_model  # noqa: F401
         import sklearn.svm  # noqa: F401
     except ImportError:
-        raise MissingSklearn('DCI, SAP and the beta-VAE score need scikit-learn: '
-                             'pip install "vaelab[disentanglement]"') from None
+        raise MissingSklearn('DCI, SAP and the beta-VAE score need scikit-learn, which this install lacks: '
+                             'pip install "scikit-learn>=1.4"') from None
     import sklearn
     return sklearn
 
