@@ -138,6 +138,7 @@ INVALID: dict[str, list] = {
     "train.validate_every": [0, -2],
     "train.threads": [0, -1, "many", "2", "Auto", "Start"],  # "start", "auto", "fixed" or a count >= 1
     "evaluate.samples": [-1],
+    "evaluate.disentanglement": [-1, 39],
     "evaluate.memory_mb": [0.0, -5.0, float("inf")],
     "evaluate.compile": ["yes", 1, "true", 0.5],  # true, false or "auto"
     "figures.names": [["histogram"], "samples"],

@@ -237,3 +237,30 @@ def test_a_dsprites_run_end_to_end_through_the_command(tmp_path):
     for name in ("traversals-factors", "mi-matrix"):
         assert imread(run_dir / "figures" / f"{name}.png").shape[0] > 100
     assert json.loads((run_dir / "figures" / "figures.json").read_text())["mi-matrix"]["options"]["factor_samples"] == 300
+
+
+def test_training_with_evaluate_disentanglement_prints_and_keeps_the_scores(tmp_path):
+    """evaluate.disentanglement = N (as the dsprites presets set it): `vaelab train` scores the run it
+    trained, prints the block, and keeps the same scores as `evaluate --disentanglement` would."""
+    import vaelab
+
+    lines: list[str] = []
+    run = vaelab.train(out=tmp_path / "run", log=lines.append, overrides=[
+        'data.name="dsprites"', "data.factor_levels=[3, 2, 4, 4, 4]", "model.encoder_hidden=[16]",
+        "model.decoder_hidden=[16]", "train.epochs=1", "train.batch_size=64", "train.threads=1",
+        "figures.names=[]", "evaluate.disentanglement=120"])
+    kept = json.loads((tmp_path / "run" / "disentanglement-n120.json").read_text())
+    assert (kept["samples"], kept["seed"], kept["data"]) == (120, 0, "dsprites")
+    assert kept["weights_sha256"] == json.loads((tmp_path / "run" / "summary.json").read_text())["weights_sha256"]
+    text = "\n".join(lines)
+    assert "scoring disentanglement over the factors: 120 factor samples, seed 0" in text
+    assert "MIG" in text and f"{kept['mig']['score']:8.3f}" in text
+    assert run.disentanglement() == kept
+
+
+def test_evaluate_disentanglement_on_data_without_factors_is_refused_before_training():
+    from vaelab.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(overrides=["evaluate.disentanglement=1000"])  # mnist-lab: MNIST has no factors
+    assert "evaluate.disentanglement" in str(caught.value) and "\n" not in str(caught.value)

@@ -482,9 +482,14 @@ class EvaluateConfig:
     # torch.compile the NLL's chunks: true | false | "auto" = on a CPU, for evaluate.AUTO_COMPILE_SAMPLES
     # (10,000,000) (image, sample) pairs or more (the test set at K = 5000)
     compile: bool | str = "auto"
+    # factor samples of the disentanglement scores (MIG, DCI, SAP, ...; `vaelab evaluate --disentanglement`)
+    # when training ends, for data with factors (dsprites); 0 = none
+    disentanglement: int = 0
 
     def validate(self, prefix: str = "evaluate") -> None:
         _check(self.samples >= 0, f"{prefix}.samples", f"must be >= 0 (0 = no NLL), got {self.samples}")
+        _check(self.disentanglement == 0 or self.disentanglement >= 40, f"{prefix}.disentanglement",
+               f"must be 0 (no scores) or at least 40 factor samples, got {self.disentanglement}")
         _check(self.memory_mb is None or self.memory_mb > 0, f"{prefix}.memory_mb", f"must be > 0, got {self.memory_mb}")
         _check(isinstance(self.compile, bool) or self.compile == "auto", f"{prefix}.compile",
                f"must be true, false or \"auto\", got {toml_value(self.compile)}")
@@ -676,6 +681,10 @@ class RunConfig:
         """Settings that are each valid but make no sense together."""
         self._check_diagonal_latent()
         self._check_adversary()
+        known = DATASETS.get(self.data.name)
+        _check(not self.evaluate.disentanglement or known is None or known.generated, "evaluate.disentanglement",
+               f"{self.data.name} has no factors to score against; use a factor data set (dsprites, "
+               "shapes3d-like) or 0")
         likelihood, view = self.model.likelihood, self.data.binarization
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels

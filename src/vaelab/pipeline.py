@@ -110,6 +110,8 @@ def train_run(config: RunConfig, run_dir: Path, *, data_dir: str | None = None, 
     model = trainer.model
     model.run_config, model.weights_sha256 = config, summary["weights_sha256"]
     _evaluate(folder, config, model, data, parallel, summary, log)
+    if parallel.is_main:
+        _score_disentanglement(folder, config, model, data, log)
     trainer.tracker.log_evaluation(summary.get("evaluation"))
     warning = learned_little(summary, config, folder.path)
     if warning:
@@ -275,6 +277,24 @@ def _evaluate(folder: RunFolder, config: RunConfig, model: Any, data: Any, paral
     summary["evaluation"] = result
     if parallel.is_main:
         folder.save_evaluation(result)
+
+
+def _score_disentanglement(folder: RunFolder, config: RunConfig, model: Any, data: Any,
+                           log: Callable[[str], None]) -> None:
+    """evaluate.disentanglement factor samples' scores (MIG, DCI, ...), printed before they are kept."""
+    from .evaluate import EvaluationError, evaluate_disentanglement, format_disentanglement
+
+    samples = config.evaluate.disentanglement
+    if not samples:
+        return
+    log(f"scoring disentanglement over the factors: {samples} factor samples, seed 0")
+    try:
+        result = evaluate_disentanglement(folder.path, samples, 0, data=data, model=model, save=False)
+    except EvaluationError as err:  # a user's images without factors: the run itself is kept
+        log(f"no disentanglement scores: {err}")
+        return
+    log(format_disentanglement(result))
+    folder.save_disentanglement(result)
 
 
 def _draw(folder: RunFolder, config: RunConfig, model: Any, data: Any,
