@@ -17,7 +17,19 @@ def short_config(name):
     overrides = list(SHORT)
     if values.get("evaluate", {}).get("samples"):
         overrides.append("evaluate.samples=3")
+    if is_generated(values):  # a factor set (dsprites): a small sub-grid of it, and few factor samples
+        overrides.append("data.factor_levels=[3, 2, 4, 4, 4]")
+        if values.get("evaluate", {}).get("disentanglement"):
+            overrides.append("evaluate.disentanglement=100")
     return resolve_config(name, overrides=overrides)
+
+
+def is_generated(values):
+    """Whether a preset trains on a data set vaelab draws itself (its factor grid), not on MNIST-like data."""
+    from vaelab.data.catalog import DATASETS
+
+    info = DATASETS.get(values.get("data", {}).get("name", ""))
+    return info is not None and info.generated
 
 
 def quiet(*args):
@@ -34,8 +46,12 @@ def test_every_preset_runs_end_to_end_on_a_small_subset(name, tmp_path, tiny_raw
 
         raw = load_image_arrays(tiny_raw.x_train, tiny_raw.y_train, x_test=tiny_raw.x_test, y_test=tiny_raw.y_test,
                                 **image_options(config.data))
+    if is_generated(preset_dict(name)):
+        raw = None  # drawn by vaelab (the sub-grid short_config asks for), with its factors
     summary = train_run(config, tmp_path / name, raw=raw, log=quiet)
     assert summary["steps"] == 4
+    if config.evaluate.disentanglement:
+        assert (tmp_path / name / f"disentanglement-n{config.evaluate.disentanglement}.json").exists()
     figures = tmp_path / name / "figures"
     drawn = {p.stem for p in figures.glob("*.png")}
     assert drawn == set(config.figures.names), drawn
@@ -72,7 +88,7 @@ def test_full_preset_on_real_mnist(name, tmp_path, mnist_raw):
 @pytest.mark.skipif(not os.environ.get("VAELAB_FULL_PRESETS"),
                     reason="the long presets take from 10 minutes to hours on a CPU; set VAELAB_FULL_PRESETS=1")
 @pytest.mark.parametrize("name", ["mnist-2d", "mnist-iwae", "mnist-latent-sweep", "fashion-mnist", "mnist-burda-vae",
-                                  "mnist-vampprior"])
+                                  "mnist-vampprior", "dsprites-btcvae", "dsprites-betavae"])
 def test_long_presets_on_real_data(name, tmp_path):
     from vaelab.cli import main
 
