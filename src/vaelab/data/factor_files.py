@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import progress as progress_bar
 from ..storage import atomic_path
 from .errors import DataError
-from .factors import FactorDataset, FactorGrid
+from .factors import FactorDataset, FactorGrid, write_blocks
 from .npzfile import check_member, read_npy_header, read_npz
 
 DSPRITES_NAMES = ("shape", "scale", "orientation", "x", "y")
@@ -183,15 +182,8 @@ def _cached(path: Path, kind: str, shape: tuple[int, ...], rows: Rows, progress:
     first = next(blocks, None)  # the file's layout is checked before a byte is written
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        done = 0
-        with progress_bar(shape[0], f"copying {path.name} into the cache (once)", "image", enabled=progress) as bar:
-            for block in itertools.chain([] if first is None else [first], blocks):
-                out[done:done + len(block)] = block
-                done += len(block)
-                bar.update(len(block))
-        out.flush()
-        del out
+        done = write_blocks(tmp, shape, itertools.chain([] if first is None else [first], blocks),
+                            f"copying {path.name} into the cache (once)", progress)
         if done != shape[0]:
             raise DataError(f"{path}: holds {done} images, not {shape[0]}")
     return np.load(target, mmap_mode="r")

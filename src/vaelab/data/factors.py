@@ -11,10 +11,14 @@ Row order is the published files': the last factor changes fastest (`np.ravel_mu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..progress import progress as progress_bar
 
 VAL_SIZE = 5_000
 TEST_SIZE = 10_000
@@ -153,3 +157,19 @@ def split_rows(n: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {split: np.sort(rng.choice(n, size=min(size, n), replace=False))
             for split, size in (("val", VAL_SIZE), ("test", TEST_SIZE))}
+
+
+def write_blocks(path: Path, shape: tuple[int, ...], blocks: Iterable[np.ndarray], label: str,
+                 progress: bool) -> int:
+    """Write `blocks` of uint8 images, in order, into a new .npy of `shape` at `path` (a temp file the
+    caller checks and renames), with a progress bar; the number of images written."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    done = 0
+    with progress_bar(shape[0], label, "image", enabled=progress) as bar:
+        for block in blocks:
+            out[done:done + len(block)] = block
+            done += len(block)
+            bar.update(len(block))
+    out.flush()
+    del out  # closes the map before the caller reads the file back or renames it
+    return done

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import progress as progress_bar
 from ..storage import atomic_path
 from .catalog import DATASETS
 from .errors import DataError
-from .factors import FactorDataset, FactorGrid
+from .factors import FactorDataset, FactorGrid, write_blocks
 
 VERSION = 1  # of the drawings: a change to a renderer bumps it, so an old cache file is not reused
 
@@ -248,16 +247,8 @@ def _generate(generator: Generator, chosen: tuple[np.ndarray, ...], path: Path, 
     """Render into a temp .npy beside `path`, re-read and check it, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        done = 0
-        with progress_bar(shape[0], f"drawing {generator.name} (once, into the cache)", "image",
-                          enabled=progress) as bar:
-            for block in generator.render(chosen):
-                out[done:done + len(block)] = block
-                done += len(block)
-                bar.update(len(block))
-        out.flush()
-        del out
+        done = write_blocks(tmp, shape, generator.render(chosen), f"drawing {generator.name} (once, into the cache)",
+                            progress)
         if done != shape[0]:
             raise DataError(f"{path}: drew {done} images for a grid of {shape[0]}")
         _check_written(generator, chosen, tmp, shape)
