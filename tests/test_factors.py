@@ -197,7 +197,7 @@ def dsprites_config(*more: str):
     return resolve_config(overrides=['data.name="dsprites"', f"data.factor_levels={SMALL}", *more])
 
 
-@pytest.mark.parametrize("binarization", ["dynamic", "static", "grey"])
+@pytest.mark.parametrize("binarization", ["dynamic", "static", "grey", "binary"])
 def test_views_keep_binary_images_and_their_factors(small, binarization):
     config = dsprites_config(f'data.binarization="{binarization}"')
     data = make_views(small, config.data)
@@ -242,7 +242,7 @@ def test_a_tiny_run_records_its_factors_and_gets_its_grid_back(tmp_path):
         "train.threads=1", "figures.names=[]"])
     assert any(line.startswith("factors: shape (3), scale (3)") for line in lines)
     data = vaelab.open_run(tmp_path / "run").config.data
-    assert (data.binarization, run.config.model.likelihood) == ("static", "bernoulli")
+    assert (data.binarization, run.config.model.likelihood) == ("binary", "bernoulli")
     assert data.factor_names == ["shape", "scale", "orientation", "x", "y"] and data.factor_sizes == SMALL
     assert load_factors(data, progress=False).sizes == tuple(SMALL)
     changed = dataclasses.replace(data, factor_sizes=[3, 3, 5, 4, 5])
@@ -252,6 +252,37 @@ def test_a_tiny_run_records_its_factors_and_gets_its_grid_back(tmp_path):
     assert reloaded.factors.names == tuple(data.factor_names) and reloaded.factors.sizes == tuple(SMALL)
     assert reloaded.test.factors.shape == (720, 5)
     assert math.isfinite(run.summary["test_elbo"])
+
+
+def test_a_binary_set_is_recorded_as_its_own_binarization_whatever_was_asked(tmp_path):
+    """dSprites' {0,1} images are never re-binarized: a run asking for the default "dynamic" records
+    "binary", says why, and its ELBO line and evaluation do not speak of a binarization seed."""
+    import vaelab
+
+    lines = []
+    run = vaelab.train(out=tmp_path / "run", log=lines.append, overrides=[
+        'data.name="dsprites"', f"data.factor_levels={SMALL}", "model.encoder_hidden=[16]",
+        "model.decoder_hidden=[16]", "train.epochs=1", "train.batch_size=64", "train.threads=1", "figures.names=[]",
+        "evaluate.samples=2"])
+    assert run.config.data.binarization == "binary"
+    assert vaelab.open_run(tmp_path / "run").config.data.binarization == "binary"
+    assert any(line.startswith('data.binarization = "binary": the images are {0,1}') and '("dynamic" asked for)' in line
+               for line in lines), lines
+    elbo = next(line for line in lines if line.startswith("test ELBO"))
+    assert "{0,1} pixels as drawn" in elbo and "seed" not in elbo, elbo
+    evaluation = run.evaluation()
+    assert evaluation["binarization"] == "binary" and evaluation["binarization_seed"] is None
+
+
+def test_the_binary_view_is_refused_for_grey_images(tmp_path):
+    with pytest.raises(ConfigError, match="^data.binarization: \"binary\" keeps images that are already \\{0,1\\} "
+                                          "\\(dsprites\\), but mnist's are grey levels"):
+        resolve_config(overrides=['data.binarization="binary"'])
+    path = tmp_path / "grey.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    config = images_config(path, 'data.binarization="binary"')
+    with pytest.raises(ConfigError, match="data.binarization = \"binary\" keeps images that are already"):
+        make_views(load_data(config.data, progress=False), config.data)
 
 
 @pytest.mark.slow
@@ -374,7 +405,7 @@ def test_training_on_a_dsprites_file_records_its_factors(tmp_path):
         'model.likelihood="auto"', 'data.binarization="auto"', "model.encoder_hidden=[8]",
         "model.decoder_hidden=[8]", "train.epochs=1", "train.threads=1", "figures.names=[]"])
     data = vaelab.open_run(tmp_path / "run").config.data
-    assert (data.binarization, run.config.model.likelihood) == ("static", "bernoulli")
+    assert (data.binarization, run.config.model.likelihood) == ("binary", "bernoulli")
     assert (data.factor_names, data.factor_sizes) == (["shape", "scale", "orientation", "x", "y"], [3, 2, 4, 2, 2])
     assert make_views(load_data(data, progress=False), data).factors.sizes == (3, 2, 4, 2, 2)
 

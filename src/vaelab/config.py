@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .conv_shapes import conv_misfit
-from .data.catalog import AUTO, DATASETS, IMAGES, image_shape, label_names
+from .data.catalog import AUTO, BINARY, DATASETS, IMAGES, image_shape, label_names
 from .errors import VaelabError
 
 
@@ -129,7 +129,7 @@ def _seed(value: int, key: str) -> None:
 @dataclass
 class DataConfig:
     name: str = "mnist"  # a known data set, or "images": your own (a folder, .npy or .npz at data_dir)
-    binarization: str = "dynamic"  # or "auto": chosen from the images when they are loaded
+    binarization: str = "dynamic"  # static | grey | binary (data/views.py) | "auto": chosen from the images when they are loaded
     val_size: int = 10_000  # taken from the end of the training images (known data sets)
     static_seed: int = 0  # seed of the one-off binarization of `static` data
     eval_seed: int = 1234  # seed of the fixed binarization of validation and test images
@@ -686,6 +686,9 @@ class RunConfig:
                f"{self.data.name} has no factors to score against; use a factor data set (dsprites, "
                "shapes3d-like) or 0")
         likelihood, view = self.model.likelihood, self.data.binarization
+        _check(view != BINARY or known is None or known.pixels == BINARY, "data.binarization",
+               f'"binary" keeps images that are already {{0,1}} (dsprites), but {self.data.name}\'s are '
+               f"{known.pixels if known else ''} levels 0..255: use dynamic, static or grey")
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
             _check(binary or view == "grey", "model.likelihood",

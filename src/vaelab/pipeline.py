@@ -9,7 +9,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, config_from_dict, member_configs, parse_override, toml_value
 from .config import _merge as merge_dicts
-from .data.catalog import AUTO, IMAGES, image_shape
+from .data.catalog import AUTO, BINARY, IMAGES, image_shape
 from .data.views import binarization_seed
 from .progress import count
 from .webpage import pixels_text
@@ -173,21 +173,28 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
 def _binary_defaults(raw: Any) -> Any:
     """The view and likelihood of {0,1} images (dSprites), which `likelihood_for_data` would read as
     near-black grey; None for other data."""
-    from .likelihoods import _defaults
+    from .likelihoods import DataDefaults, _defaults
 
-    return _defaults("binary", "the images are {0,1} (a binary factor data set)") if getattr(raw, "binary", False) \
-        else None
+    if not getattr(raw, "binary", False):
+        return None
+    return DataDefaults(BINARY, _defaults("binary", "").likelihood, "the images are {0,1} (a binary factor data set)")
 
 
 def fit_to_factors(config: RunConfig, raw: Any, log: Callable[[str], None]) -> RunConfig:
     """The config with the factors of a factor data set (dSprites, ...) recorded in data.factor_names /
-    factor_sizes, and "auto" binarization and likelihood chosen for its pixels, saying so."""
+    factor_sizes, and "auto" binarization and likelihood chosen for its pixels, saying so. A binary
+    set's images are their own binarization whatever data.binarization asked: recorded as "binary"."""
     values = config.to_dict()
     data, model = values["data"], values["model"]
     grid = raw.factors
     data |= {"factor_names": list(grid.names), "factor_sizes": list(grid.sizes)}
     log("factors: " + ", ".join(f"{name} ({size})" for name, size in zip(grid.names, grid.sizes))
         + f"; {count(len(grid), 'image')} in all, trained on all of them")
+    asked = data["binarization"]
+    if getattr(raw, "binary", False) and asked not in (AUTO, BINARY):
+        data["binarization"] = BINARY
+        log(f'data.binarization = "binary": the images are {{0,1}}, their own binarization, so they are used as '
+            f"they are ({toml_value(asked)} asked for)")
     if AUTO in (data["binarization"], model["likelihood"]):
         from .likelihoods import likelihood_for_data
 
@@ -314,8 +321,9 @@ def _quiet(*args: Any) -> None:
 def describe_elbo(summary: dict[str, Any], config: RunConfig) -> str:
     """The final test ELBO line, saying the units, the binarization and the samples of z."""
     view = config.data.binarization
-    how = (f"{view} binarization, test images binarized once with seed {binarization_seed(config.data, 'test')}"
-           if view != "grey" else pixels_text(view, image_shape(config.data)[0]))
+    seed = binarization_seed(config.data, "test")
+    how = (f"{view} binarization, test images binarized once with seed {seed}" if seed is not None
+           else pixels_text(view, image_shape(config.data)[0]))
     return (f"test ELBO {summary['test_elbo']:.2f} nats per image (reconstruction "
             f"{summary['test_reconstruction']:.2f}, KL {summary['test_kl']:.2f}; {how}; "
             f"{config.objective.samples} sample(s) of z)")

@@ -27,9 +27,14 @@ def json_for_script(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+BINARY_PIXELS = "{0,1} pixels as drawn (a binary data set, not re-binarized)"
+
+
 def pixels_text(binarization: Any, channels: int = 1) -> str:
     """How a run's pixels were modelled, for pages: "<binarization> binarization", or the levels of
-    grey or colour pixels that nothing binarized (data.binarization "grey")."""
+    grey or colour pixels that nothing binarized (data.binarization "grey"), or {0,1} images ("binary")."""
+    if binarization == "binary":
+        return BINARY_PIXELS
     if binarization == "grey":
         return "grey-level pixels (not binarized)" if channels == 1 else "colour pixels in their levels (not binarized)"
     if binarization is None:

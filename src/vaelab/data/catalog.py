@@ -61,6 +61,10 @@ AUTO = "auto"
 """data.binarization / model.likelihood chosen from the data when it is loaded (see
 `likelihoods.likelihood_for_data`), and recorded in the run's config."""
 
+BINARY = "binary"
+"""data.binarization of {0,1} data sets (pixels "binary"): used as they are, nothing binarizes them
+(data/views.py's `binary` view)."""
+
 
 def image_shape(data: object) -> tuple[int, int, int]:
     """(C, H, W) of the images a data config describes (a user's images: as resolved when loaded)."""

@@ -1,4 +1,4 @@
-"""Training, validation and test images held on the training device, in one of three views.
+"""Training, validation and test images held on the training device, in one of four views.
 
 - `dynamic`: the training images are re-binarized as Bernoulli(x/255) at every draw, which
   training makes once an epoch (the likelihood literature's protocol); validation and test
@@ -6,6 +6,9 @@
   epochs and runs.
 - `static`: all images binarized once with `static_seed`.
 - `grey`: x/255 in [0, 1].
+- `binary`: images that are already {0,1} (dSprites), kept as they are: their own binarization.
+  A binary data set is always in this view (`pipeline.fit_to_factors` records it so); other data
+  cannot be (`make_views` refuses it).
 
 Images stay uint8 on the device; the float batch is made there, so no DataLoader and no
 host-to-device copy sits in the training loop.
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, DataConfig
-from .catalog import drawn_inverted, known_label_names
+from .catalog import BINARY, drawn_inverted, known_label_names
 
 if TYPE_CHECKING:
     from .factors import FactorGrid
@@ -188,7 +191,11 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
         factors["train"] = None if factors["train"] is None else factors["train"][:train_subset]
     # Binary images ({0,1}: dSprites) are the same in every view: binarizing them changes nothing, and
     # drawing a number per pixel to do so would cost as much as the training step.
-    view = _binary if getattr(raw, "binary", False) else _view
+    binary = getattr(raw, "binary", False)
+    if config.binarization == BINARY and not binary:
+        raise ConfigError(f'data.binarization = "binary" keeps images that are already {{0,1}} (dsprites), but '
+                          f"{raw.name}'s are grey levels 0..255: use dynamic, static or grey")
+    view = _binary if binary else _view
     sets = {name: view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
     for name, levels in factors.items():
         sets[name].factors = levels
@@ -242,7 +249,7 @@ def _view(split: str, pixels: torch.Tensor, labels: torch.Tensor, config: DataCo
 def binarization_seed(config: DataConfig, split: str) -> int | None:
     """The seed `split`'s images are binarized with once: `dynamic` test `eval_seed`, validation
     `eval_seed + 1`; `static` train, validation, test `static_seed` + 0, 1, 2. None where they are
-    not binarized once (`dynamic` training images, `grey`)."""
+    not binarized once (`dynamic` training images, `grey`, `binary`)."""
     if config.binarization == "dynamic" and split != "train":
         return config.eval_seed + {"test": 0, "val": 1}[split]
     if config.binarization == "static":
@@ -274,4 +281,5 @@ VIEWS: dict[str, Callable[[str, torch.Tensor, torch.Tensor, DataConfig], ImageSe
     "dynamic": _dynamic,
     "static": _static,
     "grey": _grey,
+    BINARY: _binary,
 }
