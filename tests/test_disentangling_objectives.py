@@ -228,18 +228,9 @@ def test_btcvae_trains_on_tiny_data(tmp_path, tiny_raw, sampling):
     (("objective.name=\"capacity\"", "objective.capacity.steps=30", "objective.capacity.gamma=10"), 38),  # C held
 ])
 def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, tiny_raw, objective, interrupt_at):
-    from test_train import interrupted_and_reloaded
-    from vaelab.storage import read_jsonl
+    from test_train import resumed_like_reference
 
-    reference = tiny_trainer(tmp_path, tiny_raw, *objective, name="reference")
-    summary = reference.fit()
-    second = interrupted_and_reloaded(tiny_trainer(tmp_path, tiny_raw, *objective, name="resumed"), interrupt_at)
-    assert second.state.global_step == interrupt_at
-    assert second.fit()["test_elbo"] == summary["test_elbo"]
-    for key, value in reference.model.state_dict().items():
-        assert torch.equal(value, second.model.state_dict()[key]), key
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
-    assert strip(read_jsonl(second.run_dir / "metrics.jsonl")) == strip(read_jsonl(reference.run_dir / "metrics.jsonl"))
+    resumed_like_reference(lambda name: tiny_trainer(tmp_path, tiny_raw, *objective, name=name), interrupt_at)
 
 
 # ---------------------------------------------------------------- annealed capacity

@@ -49,6 +49,32 @@ def interrupted_and_reloaded(first, interrupt_at):
     return second
 
 
+def resumed_like_reference(make, interrupt_at):
+    """(reference, resumed): `make(name)`'s trainer run through, and another interrupted after step
+    `interrupt_at`, reloaded and run to the end; asserts the two end with the same test ELBO, the same
+    weights and the same metrics.jsonl (but its seconds), and returns both for the caller's own checks."""
+    reference = make("reference")
+    summary = reference.fit()
+    second = interrupted_and_reloaded(make("resumed"), interrupt_at)
+    assert second.state.global_step == interrupt_at
+    assert second.fit()["test_elbo"] == summary["test_elbo"]
+    assert_same_tensors(reference.model.state_dict(), second.model.state_dict())
+    records = read_jsonl(reference.run_dir / "metrics.jsonl")
+    assert _strip_seconds(read_jsonl(second.run_dir / "metrics.jsonl")) == _strip_seconds(records)
+    return reference, second
+
+
+def assert_same_tensors(expected, got):
+    """Two state dicts hold the same tensors, bit for bit."""
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+def _strip_seconds(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
 def test_training_improves_the_elbo_and_writes_the_run_folder(tmp_path, tiny_raw):
     trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=6")
     before = dataset_elbo(trainer.model, trainer.data.val, 50)
@@ -271,10 +297,6 @@ def test_bfloat16_products_train_like_float32(tmp_path, tiny_raw):
 
 # ---------------------------------------------------------------- schedules, weight averaging, time budgets
 
-def _strip_seconds(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
 @pytest.mark.parametrize("recipe", [
     ("train.epochs=4", "optim.schedule=warmup_cosine", "optim.warmup_epochs=1", "train.ema_decay=0.9"),
     # at this lr the validation ELBO of epoch 5 is worse than epoch 4's: epoch 6 runs at half the lr
@@ -283,18 +305,11 @@ def _strip_seconds(records):
 @pytest.mark.parametrize("interrupt_at", [7, 19, 45])  # mid-epoch, the end of the first epoch, later
 def test_a_resumed_run_with_a_schedule_and_averaged_weights_ends_bit_for_bit_the_same(tmp_path, tiny_raw, recipe,
                                                                                        interrupt_at):
-    reference = make_trainer(tmp_path, tiny_raw, *recipe, name="reference")
-    summary = reference.fit()
-    second = interrupted_and_reloaded(make_trainer(tmp_path, tiny_raw, *recipe, name="resumed"), interrupt_at)
-    assert second.state.global_step == interrupt_at
-    assert second.fit()["test_elbo"] == summary["test_elbo"]
+    reference, second = resumed_like_reference(lambda name: make_trainer(tmp_path, tiny_raw, *recipe, name=name),
+                                               interrupt_at)
     assert second.schedule.state_dict() == reference.schedule.state_dict()
-    for key, value in reference.ema.state_dict().items():
-        assert torch.equal(value, second.ema.state_dict()[key]), key
-    for key, value in reference.model.state_dict().items():
-        assert torch.equal(value, second.model.state_dict()[key]), key
+    assert_same_tensors(reference.ema.state_dict(), second.ema.state_dict())
     records = read_jsonl(reference.run_dir / "metrics.jsonl")
-    assert _strip_seconds(read_jsonl(second.run_dir / "metrics.jsonl")) == _strip_seconds(records)
     assert len({r["lr"] for r in records}) > 1  # the schedule moved the lr
 
 
