@@ -88,7 +88,8 @@ def test_full_preset_on_real_mnist(name, tmp_path, mnist_raw):
 @pytest.mark.skipif(not os.environ.get("VAELAB_FULL_PRESETS"),
                     reason="the long presets take from 10 minutes to hours on a CPU; set VAELAB_FULL_PRESETS=1")
 @pytest.mark.parametrize("name", ["mnist-2d", "mnist-iwae", "mnist-latent-sweep", "fashion-mnist", "mnist-burda-vae",
-                                  "mnist-vampprior", "dsprites-btcvae", "dsprites-betavae"])
+                                  "mnist-vampprior", "dsprites-btcvae", "dsprites-betavae", "dsprites-capacity",
+                                  "dsprites-dipvae", "dsprites-factorvae"])
 def test_long_presets_on_real_data(name, tmp_path):
     from vaelab.cli import main
 
