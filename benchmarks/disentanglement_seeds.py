@@ -2,7 +2,8 @@
 
 Chen et al. (2018) report MIG near 0.2 for the β-VAE and up to about 0.4 for β-TCVAE on dSprites, at
 the same β; this trains each preset once per seed (the presets' own time budgets), scores every run
-with `vaelab evaluate RUN --disentanglement`, and prints a Markdown table.
+with `vaelab evaluate RUN --disentanglement`, and prints two Markdown tables: one row a run, then
+each preset's mean and standard deviation over its seeds.
 
     python benchmarks/disentanglement_seeds.py [--presets dsprites-btcvae,dsprites-betavae] [--seeds 0,1,2]
                                               [--runs runs/disentanglement-seeds] [--parallel 2]
@@ -44,9 +45,11 @@ def run_one(preset: str, seed: int, folder: Path, overrides: list[str]) -> dict:
         scored = sorted(folder.glob("disentanglement*.json"))
     result = json.loads(scored[-1].read_text())
     summary = json.loads((folder / "summary.json").read_text())
+    evaluation = summary.get("evaluation") or {}
     return {"preset": preset, "seed": seed, "run": str(folder), "minutes": summary["train_seconds"] / 60,
             "epochs": summary["epochs_run"], "steps": summary["steps"], "test_elbo": summary["test_elbo"],
-            "scores": flat_scores(result)}
+            "nll": evaluation.get("nll"), "nll_stderr": evaluation.get("nll_stderr"), "k": evaluation.get("k"),
+            "weights": summary["weights_sha256"][:16], "scores": flat_scores(result)}
 
 
 def flat_scores(result: dict) -> dict[str, float]:
@@ -79,6 +82,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def runs_table(rows: list[dict]) -> str:
+    """One row a run: its training, test ELBO and NLL, every score, and its weights' fingerprint."""
+    lines = ["| preset | seed | epochs (steps) | test ELBO | NLL | MIG | β-VAE | FactorVAE | DCI dis. / comp. / info. "
+             "| SAP | TC (nats) | weights |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["scores"]
+        elbo = f"{r['test_elbo']:.2f}".replace("-", "−")
+        nll = f"{r['nll']:.2f} ± {r['nll_stderr']:.2f} (K = {r['k']})" if r.get("nll") is not None else "–"
+        dci = " / ".join(f"{s.get(f'dci_{part}', float('nan')):.3f}"
+                         for part in ("disentanglement", "completeness", "informativeness"))
+        lines.append(f"| `{r['preset']}` | {r['seed']} | {r['epochs']} ({r['steps']:,}) | {elbo} | {nll} "
+                     f"| {s.get('mig', float('nan')):.3f} | {s.get('beta_vae', float('nan')):.3f} "
+                     f"| {s.get('factor_vae', float('nan')):.3f} | {dci} | {s.get('sap', float('nan')):.3f} "
+                     f"| {s.get('total_correlation', float('nan')):.3f} | `{r['weights']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="dsprites-btcvae,dsprites-betavae")
@@ -93,7 +113,7 @@ def main() -> None:
     started = time.perf_counter()
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda job: run_one(*job, Path(args.runs) / f"{job[0]}-seed{job[1]}", args.set), jobs))
-    text = table(rows)
+    text = runs_table(rows) + "\n\n" + table(rows)
     print(text)
     print(f"\n{len(rows)} runs in {(time.perf_counter() - started) / 60:.1f} minutes")
     print(json.dumps(rows, indent=1))
