@@ -14,7 +14,7 @@ from test_report import make_run
 
 import vaelab
 from vaelab import cli
-from vaelab.comparison import MAX_KEY_COLUMNS, CompareError, compare_table, setting_text
+from vaelab.comparison import MAX_KEY_COLUMNS, CompareError, compare_table, config_settings, setting_text
 from vaelab.config import resolve_config
 from vaelab.pipeline import sweep_run
 from vaelab.report import write_report
@@ -176,6 +176,21 @@ def test_many_differing_keys_share_one_settings_cell_but_not_in_csv(tmp_path):
     lines = list(csv.DictReader(io.StringIO(compare_table([a, b], fmt="csv"))))
     keys = [k for k in lines[0] if "." in k]
     assert len(keys) == 7 > MAX_KEY_COLUMNS and lines[1]["model.encoder_hidden"] == "[8, 8, 8, 8, 8, 8]"
+
+
+def test_runs_of_two_objectives_show_each_its_own_section_only(tmp_path):
+    """A capacity run and a DIP-VAE run: each row shows its own objective's settings, not the other
+    objective's defaults (objective.capacity.steps = 100000 of a DIP-VAE run means nothing)."""
+    capacity = edit_config(make_run(tmp_path / "capacity"), objective={"name": "capacity"})
+    edit_config(capacity, objective={"capacity": {"gamma": 1000.0, "max_nats": 25.0, "steps": 12000}})
+    dipvae = edit_config(make_run(tmp_path / "dipvae"), objective={"name": "dipvae"})
+    lines = list(csv.DictReader(io.StringIO(compare_table([capacity, dipvae], fmt="csv"))))
+    keys = [k for k in lines[0] if k.startswith("objective.")]
+    assert set(keys) == {"objective.name"} | {f"objective.capacity.{k}" for k in ("gamma", "max_nats", "steps")} | \
+        {f"objective.dipvae.{k}" for k in ("type", "lambda_od", "lambda_d")}, keys
+    assert lines[0]["objective.capacity.steps"] == "12000" and lines[1]["objective.capacity.steps"] == ""
+    assert lines[1]["objective.dipvae.lambda_od"] == "10.0" and lines[0]["objective.dipvae.lambda_od"] == ""
+    assert config_settings(json.loads((dipvae / "config.json").read_text()))["objective.name"] == "dipvae"
 
 
 def test_descriptions_plans_and_code_do_not_flood_the_table(tmp_path):

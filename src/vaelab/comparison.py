@@ -71,7 +71,13 @@ def config_settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A config as {dotted key: value}, in the config's order, without `NOT_COMPARED`.
 
     `code` (file -> SHA-256 of the user's own source files) stays one value: its keys are paths.
+    Only the run's own objective's section is kept (objective.btcvae for btcvae, ...): the others
+    hold their defaults (the config refuses anything else) and say nothing about the run.
     """
+    objective = config.get("objective") if not prefix else None
+    if isinstance(objective, dict):
+        config = config | {"objective": {key: value for key, value in objective.items()
+                                         if not isinstance(value, dict) or key == objective.get("name")}}
     settings: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
