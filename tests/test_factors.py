@@ -276,13 +276,26 @@ def test_a_binary_set_is_recorded_as_its_own_binarization_whatever_was_asked(tmp
 
 def test_the_binary_view_is_refused_for_grey_images(tmp_path):
     with pytest.raises(ConfigError, match="^data.binarization: \"binary\" keeps images that are already \\{0,1\\} "
-                                          "\\(dsprites\\), but mnist's are grey levels"):
+                                          "\\(dsprites\\), but the images of mnist are not: use dynamic, static or grey$"):
         resolve_config(overrides=['data.binarization="binary"'])
     path = tmp_path / "grey.npy"
     np.save(path, np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8))
     config = images_config(path, 'data.binarization="binary"')
-    with pytest.raises(ConfigError, match="data.binarization = \"binary\" keeps images that are already"):
+    with pytest.raises(ConfigError, match="^data.binarization: \"binary\" keeps images that are already"):
         make_views(load_data(config.data, progress=False), config.data)
+
+
+def test_the_binary_view_of_a_users_grey_images_is_one_line_before_training(tmp_path, capsys):
+    from vaelab.cli import main
+
+    path = tmp_path / "grey.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    assert main(["train", "--images", str(path), "--out", str(tmp_path / "run"), "--set",
+                 'data.binarization="binary"']) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['error: data.binarization: "binary" keeps images that are already {0,1} (dsprites), but the '
+                   "images of grey are not: use dynamic, static or grey"], err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .conv_shapes import conv_misfit
-from .data.catalog import AUTO, BINARY, DATASETS, IMAGES, image_shape, label_names
+from .data.catalog import AUTO, BINARY, DATASETS, IMAGES, image_shape, label_names, not_binary
 from .errors import VaelabError
 
 
@@ -686,9 +686,8 @@ class RunConfig:
                f"{self.data.name} has no factors to score against; use a factor data set (dsprites, "
                "shapes3d-like) or 0")
         likelihood, view = self.model.likelihood, self.data.binarization
-        _check(view != BINARY or known is None or known.pixels == BINARY, "data.binarization",
-               f'"binary" keeps images that are already {{0,1}} (dsprites), but {self.data.name}\'s are '
-               f"{known.pixels if known else ''} levels 0..255: use dynamic, static or grey")
+        if view == BINARY and known is not None and known.pixels != BINARY:
+            raise ConfigError(not_binary(self.data.name))
         if AUTO not in (likelihood, view):  # "auto" is decided, and checked again, when the data is loaded
             binary = registry("model.likelihood")[likelihood].data_range == "binary"  # scores {0,1} pixels
             _check(binary or view == "grey", "model.likelihood",

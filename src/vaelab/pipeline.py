@@ -9,7 +9,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, config_from_dict, member_configs, parse_override, toml_value
 from .config import _merge as merge_dicts
-from .data.catalog import AUTO, BINARY, IMAGES, image_shape
+from .data.catalog import AUTO, BINARY, IMAGES, image_shape, not_binary
 from .data.views import binarization_seed
 from .progress import count
 from .webpage import pixels_text
@@ -143,6 +143,8 @@ def fit_to_images(config: RunConfig, raw: Any, data_dir: str | None, log: Callab
 
     values = config.to_dict()
     data, model = values["data"], values["model"]
+    if data["binarization"] == BINARY and not getattr(raw, "binary", False):
+        raise ConfigError(not_binary(raw.name))
     c, h, w = raw.image_shape
     where = data_dir or data["data_dir"]
     data |= {"image_size": [h, w], "channels": c, "label_names": list(raw.label_names),

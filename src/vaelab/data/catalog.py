@@ -66,6 +66,12 @@ BINARY = "binary"
 (data/views.py's `binary` view)."""
 
 
+def not_binary(name: str) -> str:
+    """Why data.binarization = "binary" is refused for data set `name`, whose images are not {0,1}."""
+    return (f'data.binarization: "binary" keeps images that are already {{0,1}} (dsprites), but the images of '
+            f"{name} are not: use dynamic, static or grey")
+
+
 def image_shape(data: object) -> tuple[int, int, int]:
     """(C, H, W) of the images a data config describes (a user's images: as resolved when loaded)."""
     name = getattr(data, "name")

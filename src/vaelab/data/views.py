@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, DataConfig
-from .catalog import BINARY, drawn_inverted, known_label_names
+from .catalog import BINARY, drawn_inverted, known_label_names, not_binary
 
 if TYPE_CHECKING:
     from .factors import FactorGrid
@@ -193,8 +193,7 @@ def make_views(raw: Any, config: DataConfig, device: torch.device | str = "cpu",
     # drawing a number per pixel to do so would cost as much as the training step.
     binary = getattr(raw, "binary", False)
     if config.binarization == BINARY and not binary:
-        raise ConfigError(f'data.binarization = "binary" keeps images that are already {{0,1}} (dsprites), but '
-                          f"{raw.name}'s are grey levels 0..255: use dynamic, static or grey")
+        raise ConfigError(not_binary(raw.name))
     view = _binary if binary else _view
     sets = {name: view(name, pixels, labels, config) for name, (pixels, labels) in splits.items()}
     for name, levels in factors.items():
