@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import VaelabError
 from .runs import SUMMARY, RunFolder, StudyFolder, is_study, run_folders, run_label
-from .webpage import BINARY_PIXELS, escape
+from .webpage import escape, pixels_text
 
 # Config parts that are no setting of the run itself: prose, and the plans of the sweep or study
 # that made it (a sweep member's own [sweep] is emptied; a trial's sampled values are in its keys).
@@ -333,11 +333,8 @@ def best_rows(rows: list[dict[str, Any]]) -> set[int]:
 
 
 def _pixels(binarization: Any) -> str:
-    if binarization == "binary":
-        return BINARY_PIXELS
-    if binarization == "grey":
-        return "pixels not binarized"
-    return "binarization unknown" if binarization is None else f"{binarization} binarization"
+    # the table's note is shorter than a page's for grey levels; every other view as pages say it
+    return "pixels not binarized" if binarization == "grey" else pixels_text(binarization)
 
 
 def table_notes(rows: list[dict[str, Any]], sort: str | None) -> list[str]:
