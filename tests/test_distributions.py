@@ -9,7 +9,7 @@ from torch.distributions import Bernoulli, MixtureSameFamily, Normal, kl_diverge
 from vaelab.config import ModelConfig
 from vaelab.distributions import (TwoStep, diagonal_normal, log_sum_exp, plain_log_probs, rsample, standard_normal,
                                   uniform_mixture)
-from vaelab.likelihoods import BernoulliHead, GaussianHead
+from vaelab.likelihoods import BernoulliHead, GaussianHead, fused_bernoulli_log_prob
 
 
 def test_bernoulli_head_matches_torch_and_closed_form():
@@ -32,6 +32,33 @@ def test_bernoulli_head_is_finite_where_log_sigmoid_overflows():
     ours = BernoulliHead(ModelConfig(), 4)(logits).log_prob(x)
     assert not torch.isfinite(naive)  # the seeds' log(sigmoid(.)) gives -inf here
     torch.testing.assert_close(ours, torch.tensor([-400.0]))
+
+
+@pytest.mark.parametrize("pixels", [784, 50, 7])  # whole groups of SOFTPLUS_GROUP, and a remainder
+def test_fused_bernoulli_log_prob_matches_torch_eager_and_compiled(pixels):
+    torch.manual_seed(0)
+    logits = torch.randn(300, 2, pixels) * 6
+    logits[0, 0, :4] = torch.tensor([-200.0, 200.0, 0.0, -1e-6])[:pixels]  # far out, and at softplus's log 2
+    x = torch.bernoulli(torch.full((2, pixels), 0.3))  # one image per column of samples, broadcast
+    reference = Bernoulli(logits=logits.double()).log_prob(x.double()).sum(-1)
+    for fused in (fused_bernoulli_log_prob, torch.compile(fused_bernoulli_log_prob)):
+        ours = fused(logits, x)
+        assert ours.shape == (300, 2) and ours.dtype == torch.float32
+        # float32 rounding of sums of hundreds of nats
+        torch.testing.assert_close(ours.double(), reference, atol=1e-5 * pixels, rtol=1e-6)
+
+
+def test_bernoulli_head_takes_the_fused_sum_only_in_compiled_scoring():
+    torch.manual_seed(0)
+    logits, x = torch.randn(50, 3, 784) * 4, torch.bernoulli(torch.full((3, 784), 0.5))
+    head = BernoulliHead(ModelConfig(), 784)
+    score = torch.compile(lambda logits: head(logits).log_prob(x))
+    reference = Bernoulli(logits=logits).log_prob(x).sum(-1)
+    with torch.no_grad():
+        torch.testing.assert_close(score(logits), reference, atol=2e-3, rtol=1e-5)
+    grad_logits = logits.clone().requires_grad_()
+    score(grad_logits).sum().backward()  # with gradients: the plain formula, and its gradient x - sigmoid(l)
+    torch.testing.assert_close(grad_logits.grad, (x - torch.sigmoid(logits)))
 
 
 @pytest.mark.parametrize("mode", ["fixed", "shared", "per_pixel"])

@@ -6,7 +6,7 @@ import torch
 from vaelab.config import ConfigError, ModelConfig, resolve_config
 from vaelab.conv_shapes import conv_sides
 from vaelab.model import VAE
-from vaelab.nets import ConvDecoder, ConvEncoder
+from vaelab.nets import ConvDecoder, ConvEncoder, Linear, Tanh
 
 SIZES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (3, 45, 37), (1, 7, 9), (1, 1, 5)]
 
@@ -160,3 +160,27 @@ def test_config_accepts_sides_the_old_rule_refused_and_explains_a_refusal():
                                           r"\(rounding down\), so every side needs at least 64 pixels; "
                                           r"cifar10 is 32x32"):
         resolve_config(overrides=["data.name=cifar10", "model.net=conv", "model.conv_channels=[4, 4, 4, 4, 4, 4]"])
+
+
+def test_tanh_written_through_exp_in_compiled_scoring_matches_torch():
+    a = torch.cat([torch.randn(10_000) * 3, torch.tensor([0.0, -0.0, 1e-30, -1e-8, 1e-4, 20.0, -20.0, 1e4, -1e4,
+                                                          float("inf"), -float("inf")])])
+    tanh = Tanh()
+    with torch.no_grad():
+        fast = torch.compile(tanh)(a)
+    exact = torch.tanh(a.double())
+    torch.testing.assert_close(fast.double(), exact, atol=2e-7, rtol=0)
+    assert (fast * a >= 0).all() and fast.abs().max() <= 1  # never the other sign, never past 1
+    # eager, or with gradients: torch.tanh itself
+    assert torch.equal(tanh(a), torch.tanh(a))
+    b = a[:100].clone().requires_grad_()
+    torch.testing.assert_close(torch.compile(Tanh())(b), torch.tanh(b))
+    assert isinstance(tanh, torch.nn.Tanh)
+
+
+def test_linear_adds_its_bias_apart_in_compiled_scoring_and_computes_the_same():
+    torch.manual_seed(0)
+    layer, x = Linear(20, 30), torch.randn(4, 5, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(layer)(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    assert isinstance(layer, torch.nn.Linear) and set(layer.state_dict()) == {"weight", "bias"}

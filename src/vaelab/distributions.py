@@ -42,6 +42,15 @@ def plain() -> bool:
     return _PLAIN[0]
 
 
+def compiled_scoring() -> bool:
+    """Inside a graph torch.compile traces without gradients (compiled scoring), outside `plain_log_probs`?
+
+    There `nets.Linear`, `nets.Tanh` and `likelihoods.BernoulliImage` take forms written for the
+    compiler to fuse into fewer passes over memory: the same functions to float32 rounding.
+    """
+    return torch.compiler.is_compiling() and not torch.is_grad_enabled() and not plain()
+
+
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
     """N(loc, diag scale^2) over the last dimension; log_prob sums over it.
 

@@ -10,10 +10,42 @@ from torch import nn
 
 from .config import ConfigError
 from .conv_shapes import conv_misfit, conv_sides
+from .distributions import compiled_scoring
+
+class Linear(nn.Linear):
+    """nn.Linear, its bias added apart from the product in compiled scoring (`distributions.compiled_scoring`).
+
+    A compiled CPU graph runs nn.Linear as addmm, which first copies the bias into every row of
+    the output; a product and an addition let the compiler add the bias inside the next layer's
+    fused pass (the activation, or the Bernoulli log-density of the logits) instead.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if compiled_scoring():
+            return torch.matmul(x, self.weight.t()) + self.bias
+        return super().forward(x)
+
+
+class Tanh(nn.Tanh):
+    """nn.Tanh, written through exp in compiled scoring (`distributions.compiled_scoring`).
+
+    tanh(a) = sign(a) (1 - e) / (1 + e) with e = exp(-2|a|) in (0, 1]: the same function to about
+    1e-7 (tests/test_nets.py checks it against torch.tanh), which a compiled CPU kernel computes
+    with one vectorized exp and a division, several times faster than its vectorized tanh: after
+    the matrix products, the hidden layers' tanh is the largest cost of importance-sampled scoring.
+    Training and eager code call torch.tanh.
+    """
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if compiled_scoring():
+            e = torch.exp(-2 * a.abs())
+            return torch.copysign((1 - e) / (1 + e), a)
+        return torch.tanh(a)
+
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
-    "tanh": nn.Tanh,
+    "tanh": Tanh,
     "softplus": nn.Softplus,
 }
 
@@ -48,7 +80,7 @@ class MLP(nn.Sequential):
         sizes = [in_features, *hidden, out_features]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            linear = nn.Linear(n_in, n_out)
+            linear = Linear(n_in, n_out)
             init_linear(linear, init, init_std)
             layers.append(linear)
             if i < len(sizes) - 2:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import VaelabError
 from ..likelihoods import LIKELIHOOD_HEADS
+from .. import nets
 from ..nets import MLP, ConvDecoder
 
 
@@ -147,7 +148,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
                 raise ExplorerError(f"{where}: cannot reshape {shape} to {target}")
             layers.append({"op": "reshape", "shape": target})
             shape = target
-        elif type(module) is nn.Linear:
+        elif type(module) in (nn.Linear, nets.Linear):  # exact types: a subclass may compute another function
             if len(shape) != 1 or shape[0] != module.in_features:
                 raise ExplorerError(f"{where}: a Linear of {module.in_features} inputs after an output of shape {shape}")
             layers.append({"op": "linear", "in": module.in_features, "out": module.out_features,
@@ -160,7 +161,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
                       "bias": blob.add(module.bias, module.out_channels)}
             layers.append(layer)
             shape = layer["out_shape"]
-        elif type(module) in (nn.ReLU, nn.Tanh):
+        elif type(module) in (nn.ReLU, nn.Tanh, nets.Tanh):
             layers.append({"op": type(module).__name__.lower()})
         elif type(module) is nn.Softplus:
             layers.append({"op": "softplus", "beta": float(module.beta), "threshold": float(module.threshold)})
