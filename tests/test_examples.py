@@ -229,7 +229,8 @@ def test_resnet_example_trains_on_a_folder_of_colour_images(tmp_path, capsys, mo
     args = ["train", "--preset", "images-64", "--images", str(folder),
             "--set", "model.encoder=examples/resnet_conv.py:ResNetEncoder",
             "--set", "model.decoder=examples/resnet_conv.py:ResNetDecoder",
-            "--set", "model.args.width=8", "--set", "train.epochs=1", "--set", "evaluate.samples=0",
+            "--set", "model.args.width=8", "--set", "train.epochs=1", "--set", "train.min_steps=0",
+            "--set", "evaluate.samples=0",
             "--set", 'figures.names=["samples", "curves"]', "--set", "figures.samples_n=2", "--out", str(run)]
     assert main(args) == 0
     capsys.readouterr()

@@ -80,7 +80,10 @@ def test_presets_say_what_they_are():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist-lab", "mnist-cvae"])
 def test_full_preset_on_real_mnist(name, tmp_path, mnist_raw):
-    summary = train_run(resolve_config(name), tmp_path / name, raw=mnist_raw, log=quiet)
+    # the preset's training in full; its NLL (mnist-cvae's K = 1000 over the test set, a minute and
+    # more) is what tests/test_pretrained.py checks on the shipped weights of the same preset
+    config = resolve_config(name, overrides=["evaluate.samples=0"])
+    summary = train_run(config, tmp_path / name, raw=mnist_raw, log=quiet)
     assert summary["test_elbo"] > (-160 if name == "mnist-lab" else -110), summary["test_elbo"]
 
 
