@@ -84,7 +84,7 @@ SOFTPLUS_GROUP = 16  # factors in (1, 2] multiplied before one log: at most 2^16
 
 
 def fused_bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """sum_i x_i l_i - softplus(l_i) over the last dim, written for one fused pass when compiled.
+    """sum_i x_i l_i - softplus(l_i) over the last dim, written for the compiler to fuse into few passes.
 
     softplus(l) = max(l, 0) + log(1 + exp(-|l|)), and the second terms of SOFTPLUS_GROUP pixels
     are summed as the log of their product: one exp per pixel and one log per group, where
