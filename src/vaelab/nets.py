@@ -12,6 +12,7 @@ from .config import ConfigError
 from .conv_shapes import conv_misfit, conv_sides
 from .distributions import compiled_scoring
 
+
 class Linear(nn.Linear):
     """nn.Linear, its bias added apart from the product in compiled scoring (`distributions.compiled_scoring`).
 

@@ -16,8 +16,7 @@ from torch import nn
 
 from ..errors import VaelabError
 from ..likelihoods import LIKELIHOOD_HEADS
-from .. import nets
-from ..nets import MLP, ConvDecoder
+from ..nets import MLP, ConvDecoder, Linear, Tanh
 
 
 class ExplorerError(VaelabError, ValueError):
@@ -148,7 +147,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
                 raise ExplorerError(f"{where}: cannot reshape {shape} to {target}")
             layers.append({"op": "reshape", "shape": target})
             shape = target
-        elif type(module) in (nn.Linear, nets.Linear):  # exact types: a subclass may compute another function
+        elif type(module) in (nn.Linear, Linear):  # exact types: a subclass may compute another function
             if len(shape) != 1 or shape[0] != module.in_features:
                 raise ExplorerError(f"{where}: a Linear of {module.in_features} inputs after an output of shape {shape}")
             layers.append({"op": "linear", "in": module.in_features, "out": module.out_features,
@@ -161,7 +160,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
                       "bias": blob.add(module.bias, module.out_channels)}
             layers.append(layer)
             shape = layer["out_shape"]
-        elif type(module) in (nn.ReLU, nn.Tanh, nets.Tanh):
+        elif type(module) in (nn.ReLU, nn.Tanh, Tanh):
             layers.append({"op": type(module).__name__.lower()})
         elif type(module) is nn.Softplus:
             layers.append({"op": "softplus", "beta": float(module.beta), "threshold": float(module.threshold)})
