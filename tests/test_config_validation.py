@@ -12,6 +12,7 @@ import copy
 from typing import Any
 import dataclasses
 import json
+import re
 import typing
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def test_the_defaults_and_every_preset_are_valid():
 
 
 @pytest.mark.parametrize("path, value", [(p, v) for p, values in INVALID.items() for v in values],
-                         ids=lambda x: x if isinstance(x, str) else repr(x))
+                         ids=lambda x: x if isinstance(x, str) else re.sub(" at 0x[0-9a-f]+", "", repr(x)))
 def test_invalid_value_is_refused_naming_the_field(path, value):
     assert_names(path, with_value(path, value))
 
