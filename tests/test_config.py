@@ -1,9 +1,12 @@
 """Configs: presets, overrides, and errors that name the key."""
 
+from types import SimpleNamespace
+
 import pytest
 
-from vaelab.config import (ConfigError, RunConfig, config_from_dict, member_configs, parse_override, preset_names,
-                           resolve_config)
+import vaelab.config
+from vaelab.config import (ConfigError, RunConfig, config_from_dict, member_configs, parse_override, preset_dict,
+                           preset_names, resolve_config)
 
 
 def test_default_preset_is_the_lab_model():
@@ -13,6 +16,31 @@ def test_default_preset_is_the_lab_model():
     assert config.model.decoder_hidden == [512] and config.model.activation == "relu"
     assert config.model.likelihood == "bernoulli" and config.data.binarization == "dynamic"
     assert config.optim.name == "adam" and config.optim.lr == 1e-3 and config.train.batch_size == 128
+
+
+def test_a_preset_based_on_another_changes_only_what_it_names():
+    base, variant = resolve_config("mnist-vampprior").to_dict(), resolve_config("mnist-vampprior-10min").to_dict()
+    own = preset_dict("mnist-vampprior-10min")
+    assert "based_on" not in own and own["optim"]["lr"] == 4e-3 and own["model"] == preset_dict("mnist-vampprior")["model"]
+    changed = {(section, key) for section in base if isinstance(base[section], dict)
+               for key in base[section] if base[section][key] != variant[section][key]}
+    assert changed == {("objective", "warmup_epochs"), ("optim", "lr"), ("train", "time_budget"),
+                       ("train", "validate_every")}
+    assert variant["name"] == "mnist-vampprior-10min" != base["name"]
+
+
+def test_a_preset_based_on_itself_or_on_nothing_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "a.toml").write_text('based_on = "b"\n[model]\nlatent_dim = 3\n')
+    (tmp_path / "b.toml").write_text('based_on = "a"\n')
+    (tmp_path / "c.toml").write_text('based_on = "no-such"\n')
+    (tmp_path / "d.toml").write_text('based_on = "a"\n')
+    monkeypatch.setattr(vaelab.config, "resources", SimpleNamespace(files=lambda package: tmp_path))
+    with pytest.raises(ConfigError, match="preset 'b': based_on must name another preset without a cycle, not 'a'"):
+        preset_dict("a")
+    with pytest.raises(ConfigError, match="preset 'c': based_on must name another preset without a cycle, not 'no-such'"):
+        preset_dict("c")
+    with pytest.raises(ConfigError, match="preset 'b': .* not 'a'"):  # d's base is in a cycle
+        preset_dict("d")
 
 
 def test_overrides_are_parsed_as_toml_values():

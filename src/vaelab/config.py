@@ -954,11 +954,19 @@ def preset_names() -> list[str]:
     return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
 
 
-def preset_dict(name: str) -> dict[str, Any]:
+def preset_dict(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The preset's values; one with `based_on = "OTHER"` is OTHER's values with its own laid over
+    them (as a --config file is laid over a preset), so a variant names only what it changes."""
     path = resources.files("vaelab.presets") / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(f"preset {name!r} does not exist (known: {', '.join(preset_names())})")
-    return tomllib.loads(path.read_text())
+    values = tomllib.loads(path.read_text())
+    base = values.pop("based_on", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or base in (name, *_seen) or base not in preset_names():
+        raise ConfigError(f"preset {name!r}: based_on must name another preset without a cycle, not {base!r}")
+    return _merge(preset_dict(base, (*_seen, name)), values)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
