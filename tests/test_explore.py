@@ -49,6 +49,7 @@ MODELS = {
     "mlp-relu": [],
     "mlp-tanh-two-hidden": ["model.activation=tanh", "model.decoder_hidden=[24, 16]"],
     "mlp-softplus": ["model.activation=softplus"],
+    "mlp-elu-two-hidden": ["model.activation=elu", "model.decoder_hidden=[24, 16]"],
     "mlp-no-hidden": ["model.decoder_hidden=[]"],
     "conv": ["model.net=conv"],
     "conv-cifar-three-layers-softplus": GREY + ["data.name=cifar10", "model.net=conv", "model.conv_channels=[3, 4, 5]",
@@ -200,6 +201,8 @@ def numpy_decode(spec: dict, z: np.ndarray, y: int | None = None) -> np.ndarray:
             x = np.tanh(x)
         elif op == "softplus":
             x = np.where(x > layer["threshold"], x, np.log1p(np.exp(np.minimum(x, layer["threshold"]))))
+        elif op == "elu":
+            x = np.where(x > 0, x, layer["alpha"] * np.expm1(np.minimum(x, 0)))
         else:
             raise AssertionError(op)
     out, n = x.ravel(), math.prod(spec["image_shape"])

@@ -27,7 +27,7 @@ def test_public_api_returns_distributions_with_summed_log_prob():
     assert mean.shape == (2, 7, 784) and mean.min() >= 0 and mean.max() <= 1
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "softplus"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "softplus", "elu"])
 def test_mlp_layers_and_activation(activation):
     net = MLP(10, [20, 30], 4, activation=activation)
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]

@@ -115,7 +115,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
     """The decoder of `model` as data the page's JavaScript runs; ExplorerError if it cannot.
 
     Returns {"input": size of [z, one_hot(y)], "latent_size", "n_labels", "image_shape" (C, H, W),
-    "layers": [{"op": "linear" | "relu" | "tanh" | "softplus" | "reshape" | "conv_transpose", ...}],
+    "layers": [{"op": "linear" | "relu" | "tanh" | "softplus" | "elu" | "reshape" | "conv_transpose", ...}],
     "head": {"type", "params_per_pixel", ...}, "weights": base64 little-endian float32, "n_weights"}.
     Layers hold [offset, count] references into the weights. The decoder output is
     (params_per_pixel * C*H*W), parameter-major, as the likelihood heads read it: the first C*H*W
@@ -164,9 +164,11 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
             layers.append({"op": type(module).__name__.lower()})
         elif type(module) is nn.Softplus:
             layers.append({"op": "softplus", "beta": float(module.beta), "threshold": float(module.threshold)})
+        elif type(module) is nn.ELU:
+            layers.append({"op": "elu", "alpha": float(module.alpha)})
         else:
             raise ExplorerError(f"{where} is a {type(module).__name__}, which the explorer does not implement "
-                                "(it knows Linear, ConvTranspose2d, ReLU, Tanh and Softplus)")
+                                "(it knows Linear, ConvTranspose2d, ReLU, Tanh, Softplus and ELU)")
     if math.prod(shape) != params * n_pixels:
         raise ExplorerError(f"the decoder gives {math.prod(shape)} outputs; the {page['type']} head needs "
                             f"{params} x {n_pixels}")

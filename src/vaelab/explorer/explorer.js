@@ -140,6 +140,10 @@
       const beta = l.beta, th = l.threshold;
       for (let i = 0; i < n; i++) { const bx = beta * x[i]; if (bx <= th) x[i] = Math.log1p(Math.exp(bx)) / beta; }
     }
+    else if (l.op === "elu") {  // torch: x where x > 0, else alpha (e^x - 1)
+      const alpha = l.alpha;
+      for (let i = 0; i < n; i++) { if (x[i] <= 0) x[i] = alpha * Math.expm1(x[i]); }
+    }
     return t;
   }
 
