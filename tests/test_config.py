@@ -21,11 +21,12 @@ def test_default_preset_is_the_lab_model():
 def test_a_preset_based_on_another_changes_only_what_it_names():
     base, variant = resolve_config("mnist-vampprior").to_dict(), resolve_config("mnist-vampprior-10min").to_dict()
     own = preset_dict("mnist-vampprior-10min")
-    assert "based_on" not in own and own["optim"]["lr"] == 4e-3 and own["model"] == preset_dict("mnist-vampprior")["model"]
+    assert "based_on" not in own and own["optim"]["lr"] == 4e-3 and own["model"]["activation"] == "elu"
+    assert own["model"]["latent_dim2"] == preset_dict("mnist-vampprior")["model"]["latent_dim2"] == 50  # the base's
     changed = {(section, key) for section in base if isinstance(base[section], dict)
                for key in base[section] if base[section][key] != variant[section][key]}
-    assert changed == {("objective", "warmup_epochs"), ("optim", "lr"), ("train", "time_budget"),
-                       ("train", "validate_every")}
+    assert changed == {("model", "activation"), ("model", "pseudo_inputs"), ("objective", "warmup_epochs"),
+                       ("optim", "lr"), ("train", "time_budget"), ("train", "validate_every")}
     assert variant["name"] == "mnist-vampprior-10min" != base["name"]
 
 
