@@ -60,7 +60,8 @@ def listing() -> str:
     names = shipped_names()
     if not names:
         return f"no trained models are shipped in this install ({SHIPPED_ROOT} holds none)\n"
-    lines = [f"{'name':20s} {'test NLL (nats)':>24s} {'minutes':>8s} {'size':>8s}  description"]
+    width = max(20, *map(len, names))  # the name column as wide as the longest name
+    lines = [f"{'name':{width}s} {'test NLL (nats)':>24s} {'minutes':>8s} {'size':>8s}  description"]
     for name in names:
         folder = shipped_run(name)
         card = read_card(folder)
@@ -68,7 +69,7 @@ def listing() -> str:
         nll = f"{test.get('nll', float('nan')):.2f} \u00b1 {test.get('nll_stderr', float('nan')):.2f}, K={test.get('k')}"
         minutes = card.get("training", {}).get("minutes", float("nan"))
         size = f"{folder_bytes(folder) / 2**20:.1f} MB"
-        lines.append(f"{name:20s} {nll:>24s} {minutes:8.1f} {size:>8s}  {card.get('description', '')}")
+        lines.append(f"{name:{width}s} {nll:>24s} {minutes:8.1f} {size:>8s}  {card.get('description', '')}")
     lines.append(f"open one: vaelab explore {PRETRAINED}NAME, or `vaelab pretrained NAME` for its card")
     return "\n".join(lines) + "\n"
 
