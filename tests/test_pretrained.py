@@ -284,6 +284,9 @@ def test_listing_names_each_shipped_model_with_its_nll():
     for name in SHIPPED:
         nll = card(name)["test"]
         assert name in text and f"{nll['nll']:.2f} \u00b1 {nll['nll_stderr']:.2f}, K={nll['k']}" in text
+    header, *rows, _ = text.splitlines()
+    nll_end = header.index("test NLL (nats)") + len("test NLL (nats)")  # right-aligned: every row's K ends here
+    assert all(row[nll_end - 1].isdigit() and row[nll_end] == " " for row in rows), text
 
 
 # ---------------------------------------------------------------- the wheel
