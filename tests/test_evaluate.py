@@ -9,7 +9,7 @@ from linear_gaussian import LinearGaussian, sample_data
 from vaelab.config import DataConfig, ModelConfig, RunConfig
 from vaelab.data.views import make_views
 from vaelab.distributions import plain_log_probs, rsample
-from vaelab.evaluate import (CACHE_CHUNK_FACTOR, EvaluationError, _cache_size, check_scorable, chunk_memory_mb, compiles_scoring,
+from vaelab.evaluate import (CACHE_CHUNK_FACTOR, CPU_CHUNK_MIN_MB, EvaluationError, _cache_size, check_scorable, chunk_memory_mb, compiles_scoring,
                              evaluate_images, importance_log_likelihood, l2_cache_bytes, plan_chunks,
                              reference_log_likelihood)
 from vaelab.model import VAE
@@ -146,7 +146,7 @@ def test_bernoulli_nll_of_grey_pixels_is_refused():
 
 def test_chunk_memory_defaults_by_device_and_is_recorded(tiny_data):
     cpu = chunk_memory_mb(None, torch.device("cpu"))
-    assert cpu == CACHE_CHUNK_FACTOR * l2_cache_bytes() / 2**20  # sized to the core's L2 cache
+    assert cpu == max(CACHE_CHUNK_FACTOR * l2_cache_bytes() / 2**20, CPU_CHUNK_MIN_MB)  # sized to the L2 cache
     assert cpu < 32  # and below malloc's 32 MB mmap ceiling per tensor
     assert chunk_memory_mb(None, torch.device("cuda")) == 1024.0
     assert chunk_memory_mb(3.0, torch.device("cpu")) == 3.0
@@ -160,11 +160,36 @@ def test_cache_sizes_read_as_sysfs_writes_them():
     assert 2**14 <= l2_cache_bytes() <= 2**30
 
 
-def test_chunks_split_k_evenly():
-    plan = plan_chunks(5000, 784, 200, memory_mb=16)
-    assert plan.points == 1 and plan.samples < 5000
-    chunks = math.ceil(5000 / plan.samples)
-    assert plan.samples * chunks - 5000 < chunks  # all chunks but the last of one size, the last nearly so
+@pytest.mark.parametrize("memory_mb", [4, 16, 18, 36])
+def test_chunks_split_k_evenly(memory_mb):
+    # every chunk of one size, so that the compiled chunk serves them all
+    plan = plan_chunks(5000, 784, 200, memory_mb=memory_mb)
+    rows = memory_mb * 2**20 // (4 * (4 * 784 + 2 * 200 + 64))
+    assert plan.points == 1 and 5000 % plan.samples == 0 and rows / 2 <= plan.samples <= rows
+    assert plan_chunks(5000, 784, 200, memory_mb=16).samples == 1000
+
+
+def test_k_without_a_divisor_near_the_bound_ends_with_one_shorter_chunk():
+    plan = plan_chunks(4999, 784, 200, memory_mb=16)  # 4999 = 4999 * 1: a prime
+    chunks = math.ceil(4999 / plan.samples)
+    assert plan.samples <= 1165 and plan.samples * chunks - 4999 < chunks
+
+
+@pytest.mark.parametrize("block", [1, 7])
+def test_the_elbo_terms_per_block_of_images_are_those_per_image(tiny_data, block, monkeypatch):
+    # a closed-form KL draws nothing: the same draws for the NLL, whatever images share a block,
+    # and the last block shorter than the others (100 images in blocks of 7)
+    import vaelab.evaluate as evaluate
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[16], decoder_hidden=[16])).eval()
+    whole = evaluate_images(model, tiny_data.test, k=300, seed=2, memory_mb=0.5)
+    monkeypatch.setattr(evaluate, "EXTRAS_BLOCK", block)
+    parts = evaluate_images(model, tiny_data.test, k=300, seed=2, memory_mb=0.5)
+    for key in ("nll", "nll_stderr", "elbo", "reconstruction", "kl"):
+        assert parts[key] == pytest.approx(whole[key], abs=1e-6), key
+    assert parts["unit_activity"] == pytest.approx(whole["unit_activity"], abs=1e-7)  # float32 products of other batch sizes
+    assert parts["kl_per_dim"] == pytest.approx(whole["kl_per_dim"], abs=1e-6)
 
 
 # ---------------------------------------------------------------- the fast path against the plain one

@@ -56,8 +56,20 @@ def plan_chunks(k: int, n_pixels: int, hidden: int, memory_mb: float) -> ChunkPl
     rows = max(1, int(memory_mb * 2**20) // bytes_per_row)
     if rows >= k:
         return ChunkPlan(points=rows // k, samples=k)
-    chunks = math.ceil(k / rows)  # K in chunks of one size, so that a compiled chunk serves them all
-    return ChunkPlan(points=1, samples=math.ceil(k / chunks))
+    return ChunkPlan(points=1, samples=even_chunk(k, rows))
+
+
+def even_chunk(k: int, rows: int) -> int:
+    """Samples per chunk, at most `rows`, for K in chunks of one size: one compiled chunk serves them all.
+
+    The largest divisor of K that fits, where one is at least half the bound (K = 5000 in rows of
+    1,165: chunks of 1,000); else (a K with no such divisor, a prime) chunks of ceil(K / chunks),
+    the last one shorter, which runs eagerly.
+    """
+    divisor = next(d for d in range(rows, 0, -1) if k % d == 0)
+    if 2 * divisor >= rows:
+        return divisor
+    return math.ceil(k / math.ceil(k / rows))
 
 
 def chunk_memory_mb(memory_mb: float | None, device: torch.device) -> float:
@@ -66,17 +78,21 @@ def chunk_memory_mb(memory_mb: float | None, device: torch.device) -> float:
     On a CPU the chunk's tensors are read again by the next operation: when one chunk's
     decoder output stays in the core's L2 cache (a chunk of CACHE_CHUNK_FACTOR times the L2,
     of which the logits are about a fifth), that read comes from the cache instead of memory.
-    Much larger chunks (above 32 MB) are also mapped fresh from the kernel by malloc and paid
-    for page by page when first written. GPU memory is cached by torch.
+    A chunk also pays a fixed cost (its noise drawn, the compiled graph called, the running
+    log-sum-exp): below about a thousand samples (CPU_CHUNK_MIN_MB) that costs more than the
+    cache saves, so a core with a small L2 (AMD's 512 KB) gets chunks of that size. Much larger
+    chunks (above 32 MB) are mapped fresh from the kernel by malloc and paid for page by page
+    when first written. GPU memory is cached by torch.
     """
     if memory_mb is not None:
         return memory_mb
     if device.type == "cuda":
         return 1024.0
-    return CACHE_CHUNK_FACTOR * l2_cache_bytes() / 2**20
+    return max(CACHE_CHUNK_FACTOR * l2_cache_bytes() / 2**20, CPU_CHUNK_MIN_MB)
 
 
 CACHE_CHUNK_FACTOR = 8  # a CPU chunk's memory bound in L2 caches (see chunk_memory_mb; benchmarks/nll_speed.py)
+CPU_CHUNK_MIN_MB = 16.0  # and at least this: K = 5000 in chunks of 1,000 samples of a 784-pixel image
 
 
 def l2_cache_bytes() -> int:
@@ -144,9 +160,12 @@ def importance_log_likelihood(model: Model, x: torch.Tensor, k: int, generator: 
 
 
 def _importance_sums(model: Model, x: torch.Tensor, k: int, generator: torch.Generator | None, chunk: int,
-                     y: torch.Tensor | None, q: Distribution, prior: Distribution,
+                     y: torch.Tensor | None, q: Distribution | None, prior: Distribution,
                      compiled: CompiledChunk | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """importance_log_likelihood's loop over chunks of `chunk` samples; `compiled` runs the chunks it was made for."""
+    """importance_log_likelihood's loop over chunks of `chunk` samples; `compiled` runs the chunks it was made for.
+
+    q: q(z|x), made here when an eager chunk first needs it (None: a compiled chunk runs the encoder itself).
+    """
     log_sum = torch.full((len(x),), -math.inf, device=x.device)
     reconstruction = torch.zeros(len(x), device=x.device)
     for start in range(0, k, chunk):
@@ -154,6 +173,7 @@ def _importance_sums(model: Model, x: torch.Tensor, k: int, generator: torch.Gen
         if compiled is not None and samples == compiled.samples:
             chunk_log_sum, chunk_reconstruction = compiled(x, y, generator)
         else:
+            q = posterior(model, x, y) if q is None else q
             chunk_log_sum, chunk_reconstruction = chunk_sums(model, x, y, q, prior, generator, samples)
         log_sum = torch.logaddexp(log_sum, chunk_log_sum)
         reconstruction += chunk_reconstruction
@@ -167,6 +187,11 @@ def chunk_sums(model: Model, x: torch.Tensor, y: torch.Tensor | None, q: Distrib
     log_px_z = likelihood(model, z, y).log_prob(x)
     log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
     return log_sum_exp(log_w, 0), log_px_z.sum(0)
+
+
+# Images whose KL, posterior means and active units an evaluation computes in one pass (at K = 5000 a
+# chunk of samples holds one image, and these small passes, one an image, cost a few per cent of its time)
+EXTRAS_BLOCK = 64
 
 
 # evaluate.compile = "auto" compiles the chunks on a CPU where a rank scores this many (image,
@@ -294,22 +319,32 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
     kl_dims, mean_sum, mean_sq_sum = None, None, None
     bar = progress_bar(len(log_px), f"evaluating (K={k})", "image", enabled=progress and parallel.is_main)
     adapter = threads if isinstance(threads, ThreadAdapter) else ThreadAdapter(threads)
-    closed = True  # the KL in closed form (set per chunk; a rank without images keeps it)
+    closed = True  # the KL in closed form (set per block; a rank without images keeps it)
     with adapter.active(), flush_subnormals():
         prior = model.prior()  # once: the model's weights do not change while it is scored
         compiled = (CompiledChunk(model, prior, plan.samples)
                     if compiles_scoring(compile, device, (share.stop - share.start) * k) else None)
-        for start in range(share.start, share.stop, plan.points):
-            index = slice(start, min(start + plan.points, share.stop))
+        # The ELBO's terms and the posterior means, per block of images: one small pass for many
+        # images, where a chunk of K = 5000 samples holds one image
+        block = plan.points * max(1, EXTRAS_BLOCK // plan.points)
+        for start in range(share.start, share.stop, block):
+            index = slice(start, min(start + block, share.stop))
             x = images.batch(index, generator).to(device)
             y = images.labels[index].to(device) if n_labels(model) else None
+            for part in range(0, len(x), plan.points):
+                x_part = x[part:part + plan.points]
+                y_part = None if y is None else y[part:part + plan.points]
+                estimate, reconstruction = _importance_sums(model, x_part, k, generator, plan.samples, y_part,
+                                                            None, prior, compiled)
+                at = start - share.start + part
+                log_px[at:at + len(x_part)] = estimate.double()
+                sums[0] += reconstruction.sum().double()
+                bar.update(len(x_part))
+                adapter.tick()  # between chunks: the thread count follows the other processes' load
             q = posterior(model, x, y)
-            estimate, reconstruction = _importance_sums(model, x, k, generator, plan.samples, y, q, prior, compiled)
-            log_px[start - share.start:start - share.start + len(x)] = estimate.double()
             closed = _has_closed_form_kl(q, prior)
             z = rsample(q, (min(k, 64),), generator) if not closed else None
-            kl_term = kl(model, q, prior, z)
-            sums += torch.stack([reconstruction.sum(), kl_term.sum()]).double()
+            sums[1] += kl(model, q, prior, z).sum().double()
             means = _posterior_mean(model, q, x, y).double().flatten(1)
             mean_sum = means.sum(0) if mean_sum is None else mean_sum + means.sum(0)
             mean_sq_sum = (means**2).sum(0) if mean_sq_sum is None else mean_sq_sum + (means**2).sum(0)
@@ -317,8 +352,6 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
             if per_dim is not None:
                 per_dim = per_dim.double().flatten(1).sum(0)
                 kl_dims = per_dim if kl_dims is None else kl_dims + per_dim
-            bar.update(len(x))
-            adapter.tick()  # between chunks: the thread count follows the other processes' load
     bar.close()
     nll = -parallel.gather(log_px)
     for total in (sums, mean_sum, mean_sq_sum) + ((kl_dims,) if kl_dims is not None else ()):
