@@ -217,6 +217,24 @@ def test_python_takes_a_class_or_an_object_and_says_when_a_new_process_cannot_re
     assert config["model"]["custom"].endswith(":TinyVAE")
 
 
+def test_a_vae_object_trains_on_from_its_own_weights(tmp_path, tiny_data):
+    # vaelab.train(model=vaelab.load_run(...)) trains that model further: its pseudo-inputs and output
+    # bias are not started again at training images and their mean, as a new VAE's are
+    from vaelab.config import ModelConfig
+
+    torch.manual_seed(0)
+    vamp = VAE(ModelConfig(latent_dim=2, encoder_hidden=[8], decoder_hidden=[8], pseudo_inputs=3,
+                           output_bias="data_mean"))
+    with torch.no_grad():
+        vamp.pseudo_logits.fill_(0.5)
+    # the preset's model section as a VampPrior preset's would be: it asks a new VAE for both set-ups
+    settings = ["model.pseudo_inputs=3", 'model.output_bias="data_mean"', "optim.lr=1e-9", "optim.schedule=constant"]
+    run = vaelab.train(model=vamp, overrides=TINY + settings, out=tmp_path / "on", log=lambda *_: None)
+    trained = run.model.state_dict()
+    for name, weight in vamp.state_dict().items():  # a rate of 1e-9 moves no weight further than that
+        torch.testing.assert_close(trained[name], weight, atol=1e-6, rtol=0, msg=name)
+
+
 def test_a_class_from_main_says_a_new_process_cannot_import_it():
     config = resolve_config(overrides=['model.custom="__main__:NotThere"'])
     with pytest.raises(ConfigError, match=r"defined in __main__ .* put the class in a .py file"):

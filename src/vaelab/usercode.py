@@ -124,6 +124,11 @@ def ref_for(obj: Any, key: str) -> str:
     return f"{token}:{type(obj).__name__}"
 
 
+def names_object(ref: str | None) -> bool:
+    """Does `ref` (a config's model.custom) name an object given in Python, rather than a class?"""
+    return bool(ref) and ref.startswith("<object-")
+
+
 def _object(where: str, name: str, key: str) -> Any:
     if where not in _OBJECTS:
         keyword = {"model.encoder": "encoder", "model.decoder": "decoder"}.get(key, "model")

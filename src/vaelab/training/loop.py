@@ -29,6 +29,7 @@ from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
 from ..contract import Model, device_of, latent_size, n_labels
 from ..model import VAE, build_model
+from ..usercode import names_object
 from ..factorvae import Adversary
 from ..objectives import OBJECTIVES, elbo
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
@@ -139,7 +140,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
             torch.manual_seed(self.config.train.seed)
             model = build_model(self.config.model, self.data.image_shape).to(self.device)
-            if not isinstance(model, VAE):  # the user's own model: nothing of the VAE's set-up applies
+            # the user's own model, or a model object given in Python, which may be trained already
+            # (vaelab.train(model=vaelab.load_run(...)) trains it further): nothing of the VAE's set-up applies
+            if not isinstance(model, VAE) or names_object(self.config.model.custom):
                 return model
             if self.config.model.pseudo_inputs:  # the VampPrior starts at random training images
                 train = self.data.train
