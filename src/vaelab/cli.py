@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--memory-mb", type=_positive_mb, default=None,
                           help="memory bound of one chunk of work, in MB (default: sized to a core's L2 cache on a CPU, "
-                               "1024 on a GPU)")
+                               "at least 16; 1024 on a GPU)")
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     evaluate.add_argument("--data-dir")
     _add_out_flag(evaluate)
