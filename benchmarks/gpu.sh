@@ -3,12 +3,13 @@
 #
 #   bash benchmarks/gpu.sh              # on the GPU machine (the device tool: carry [".gpu-data"])
 #   GPU_SECTIONS="env burda vampprior" bash benchmarks/gpu.sh   # a second call: the long presets
+#   GPU_SECTIONS="env vampprior10" GPU_LONG_MINUTES=5 bash benchmarks/gpu.sh   # the NLL curve's recipe
 #   bash benchmarks/gpu.sh --dry-run    # here, on the CPU, tiny sizes, every section: proves the
 #                                       # plumbing and the JSON (also VAELAB_GPU_DRY=1)
 #
 # Sections, in order, each under `timeout` and cut shorter when the total budget runs low
-# (GPU_SECTIONS picks them: env speed_eager speed_compiled preset burda vampprior; by default the
-# first four, which fill the budget; "preset" is preset_train, preset_eval and nll_speed):
+# (GPU_SECTIONS picks them: env speed_eager speed_compiled preset burda vampprior vampprior10; by
+# default the first four, which fill the budget; "preset" is preset_train, preset_eval and nll_speed):
 #   env          machine facts: nvidia-smi, torch and CUDA, vaelab's dependencies, where MNIST comes from
 #   speed_eager  train_speed.py --device cuda --eager: the PyTorch example against vaelab's eager step
 #   speed_compiled  the same with --compile --compile-mode reduce-overhead (CUDA graphs), the eager step beside it
@@ -16,10 +17,11 @@
 #                takes as Ctrl-C (finishes the step, saves a checkpoint), so no step count must be guessed
 #   preset_eval  vaelab evaluate --samples 5000 on the whole test set: its NLL, and the IS-NLL throughput
 #   nll_speed    nll_speed.py on that run: the fast scoring against the plain one (torch's own formulas)
-#   burda_train, burda_eval; vampprior_train, vampprior_eval
-#                the long presets (mnist-burda-vae, mnist-vampprior) trained for a fixed number of
-#                minutes through their own train.time_budget (so they finish as they would on a
-#                laptop: warm-up + cosine fitted to the minutes, EMA weights kept, summary.json),
+#   burda_train, burda_eval; vampprior_train, vampprior_eval; vampprior10_train, vampprior10_eval
+#                the long presets (mnist-burda-vae, mnist-vampprior, and mnist-vampprior-10min: the
+#                recipe of the NLL-against-minutes curve, ELU units and 200 pseudo-inputs) trained
+#                for a fixed number of minutes through their own train.time_budget (so they finish
+#                as on a laptop: warm-up + cosine fitted to the minutes, EMA weights kept, summary.json),
 #                then vaelab evaluate --samples 5000 on the whole test set
 # then gpu_summary.py writes $OUT/gpu.json from what the sections left, and if even that fails, a
 # shell fallback writes a JSON of the sections' exit statuses: the JSON is always there.
@@ -42,7 +44,7 @@ DRY=${VAELAB_GPU_DRY:-0}
 for arg in "$@"; do
     case $arg in
         --dry-run) DRY=1 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "gpu.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -85,7 +87,7 @@ if [ "$DRY" = 1 ]; then
     EVAL_SPLIT=val  # the 200 validation images: the whole test set would take a CPU most of a minute
     EVAL_K=10
     NLL_ARGS=(--device cpu --images 4 --samples 50 --repeats 1)
-    SECTIONS=${GPU_SECTIONS:-env speed_eager speed_compiled preset burda vampprior}
+    SECTIONS=${GPU_SECTIONS:-env speed_eager speed_compiled preset burda vampprior vampprior10}
     LONG_MINUTES=${GPU_LONG_MINUTES:-0.1}
     LONG_START=45 LONG_EVAL=30 LONG_MIN=6
     # The long presets' own networks on 500 images, validated on 200; a few seconds of budget each.
@@ -135,9 +137,9 @@ section() {
 
 for name in $SECTIONS; do
     case $name in
-        env|speed_eager|speed_compiled|preset|burda|vampprior) ;;
+        env|speed_eager|speed_compiled|preset|burda|vampprior|vampprior10) ;;
         *) echo "gpu.sh: unknown section $name in GPU_SECTIONS" \
-               "(env speed_eager speed_compiled preset burda vampprior)" >&2
+               "(env speed_eager speed_compiled preset burda vampprior vampprior10)" >&2
            exit 2 ;;
     esac
 done
@@ -184,6 +186,7 @@ long_preset() {
 LONG=()
 wanted burda && LONG+=("burda mnist-burda-vae")
 wanted vampprior && LONG+=("vampprior mnist-vampprior")
+wanted vampprior10 && LONG+=("vampprior10 mnist-vampprior-10min")
 # What the long presets selected need kept back while the sections before them run.
 LONG_NEED=$((${#LONG[@]} * (LONG_START + LONG_EVAL + LONG_MIN)))
 

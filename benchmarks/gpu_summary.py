@@ -131,7 +131,7 @@ def evaluation_facts(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 # The long presets gpu.sh trains for fixed minutes: its section name -> the preset.
-LONG_PRESETS = {"burda": "mnist-burda-vae", "vampprior": "mnist-vampprior"}
+LONG_PRESETS = {"burda": "mnist-burda-vae", "vampprior": "mnist-vampprior", "vampprior10": "mnist-vampprior-10min"}
 
 
 def long_preset(out: Path, name: str) -> dict[str, Any] | None:

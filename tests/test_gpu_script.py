@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 # a dry run selects every section, the long presets' too
 SECTIONS = {"env", "speed_eager", "speed_compiled", "preset_train", "preset_eval", "nll_speed",
-            "burda_train", "burda_eval", "vampprior_train", "vampprior_eval"}
+            "burda_train", "burda_eval", "vampprior_train", "vampprior_eval", "vampprior10_train", "vampprior10_eval"}
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="gpu.sh needs bash and coreutils' timeout")
@@ -74,8 +74,9 @@ def test_dry_run_writes_every_number(tmp_path, mnist_dir):
     assert nll["images"] == 4 and nll["samples"] == 50 and nll["speedup"] > 0
     fast, plain = nll["nll"]["fast"], nll["nll"]["plain"]  # the fast scoring against torch's plain formulas
     assert abs(fast["nll"] - plain["nll"]) < 5 * plain["stderr"] + 5
-    assert result["selected"] == ["env", "speed_eager", "speed_compiled", "preset", "burda", "vampprior"]
-    for name, preset_name in (("burda", "mnist-burda-vae"), ("vampprior", "mnist-vampprior")):
+    assert result["selected"] == ["env", "speed_eager", "speed_compiled", "preset", "burda", "vampprior", "vampprior10"]
+    for name, preset_name in (("burda", "mnist-burda-vae"), ("vampprior", "mnist-vampprior"),
+                              ("vampprior10", "mnist-vampprior-10min")):
         long = result["long_presets"][name]  # trained through its own time budget, which ended it
         assert long["preset"] == preset_name and long["finished"] and long["epochs_run"] >= 1, long
         assert long["stop_reason"].startswith("time budget of") and 5 <= long["train_seconds_budget"] <= 6
