@@ -73,6 +73,9 @@ LONG_EVAL=45   # its K = 5000 scoring
 LONG_MIN=60    # the least training a long preset selected keeps from the sections before it
 RUN="$OUT/runs/preset"
 START=$SECONDS
+# Every section GPU_SECTIONS may name, in the order they run; the long presets, section:preset.
+ALL_SECTIONS="env speed_eager speed_compiled preset burda vampprior vampprior10"
+LONG_PRESETS="burda:mnist-burda-vae vampprior:mnist-vampprior vampprior10:mnist-vampprior-10min"
 
 if [ "$DRY" = 1 ]; then
     # Every section on the CPU, on sizes that take seconds: the plumbing, not the numbers.
@@ -87,7 +90,7 @@ if [ "$DRY" = 1 ]; then
     EVAL_SPLIT=val  # the 200 validation images: the whole test set would take a CPU most of a minute
     EVAL_K=10
     NLL_ARGS=(--device cpu --images 4 --samples 50 --repeats 1)
-    SECTIONS=${GPU_SECTIONS:-env speed_eager speed_compiled preset burda vampprior vampprior10}
+    SECTIONS=${GPU_SECTIONS:-$ALL_SECTIONS}
     LONG_MINUTES=${GPU_LONG_MINUTES:-0.1}
     LONG_START=45 LONG_EVAL=30 LONG_MIN=6
     # The long presets' own networks on 500 images, validated on 200; a few seconds of budget each.
@@ -136,10 +139,9 @@ section() {
 }
 
 for name in $SECTIONS; do
-    case $name in
-        env|speed_eager|speed_compiled|preset|burda|vampprior|vampprior10) ;;
-        *) echo "gpu.sh: unknown section $name in GPU_SECTIONS" \
-               "(env speed_eager speed_compiled preset burda vampprior vampprior10)" >&2
+    case " $ALL_SECTIONS " in
+        *" $name "*) ;;
+        *) echo "gpu.sh: unknown section $name in GPU_SECTIONS ($ALL_SECTIONS)" >&2
            exit 2 ;;
     esac
 done
@@ -184,9 +186,9 @@ long_preset() {
     fi
 }
 LONG=()
-wanted burda && LONG+=("burda mnist-burda-vae")
-wanted vampprior && LONG+=("vampprior mnist-vampprior")
-wanted vampprior10 && LONG+=("vampprior10 mnist-vampprior-10min")
+for pair in $LONG_PRESETS; do
+    wanted "${pair%%:*}" && LONG+=("${pair%%:*} ${pair#*:}")
+done
 # What the long presets selected need kept back while the sections before them run.
 LONG_NEED=$((${#LONG[@]} * (LONG_START + LONG_EVAL + LONG_MIN)))
 

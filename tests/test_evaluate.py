@@ -166,7 +166,10 @@ def test_chunks_split_k_evenly(memory_mb):
     plan = plan_chunks(5000, 784, 200, memory_mb=memory_mb)
     rows = memory_mb * 2**20 // (4 * (4 * 784 + 2 * 200 + 64))
     assert plan.points == 1 and 5000 % plan.samples == 0 and rows / 2 <= plan.samples <= rows
-    assert plan_chunks(5000, 784, 200, memory_mb=16).samples == 1000
+
+
+def test_the_cpu_floor_gives_chunks_of_a_thousand_samples():
+    assert plan_chunks(5000, 784, 200, memory_mb=CPU_CHUNK_MIN_MB).samples == 1000
 
 
 def test_k_without_a_divisor_near_the_bound_ends_with_one_shorter_chunk():
