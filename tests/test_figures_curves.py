@@ -33,3 +33,14 @@ def test_epochs_without_validation_have_train_points_only_and_the_best_is_a_vali
         assert list(train.get_xdata()) == [1, 2, 3]
         assert list(val.get_xdata()) == [2, 3] and list(val.get_ydata()) == [r[f"val_{key}"] for r in METRICS[1:]]
         assert list(best.get_xdata()) == [3, 3]  # the best validation ELBO's epoch is marked
+
+
+def test_an_iwae_runs_validation_bound_is_drawn_and_its_best_epoch_is_the_one_marked(tmp_path, tiny_data):
+    # the bound rises while the ELBO falls after epoch 1: the kept epoch is the bound's best, 3
+    metrics = [r | {"val_bound": r["val_elbo"] + 2 * r["epoch"] + (10 if r["epoch"] == 3 else 0)} for r in METRICS]
+    metrics[0]["val_elbo"] = max(r["val_elbo"] for r in METRICS) + 1
+    elbo_panel, kl_panel = draw_curves(make_ctx(tmp_path, tiny_data, metrics=metrics)).axes[::2]
+    train, val, bound, kept = elbo_panel.get_lines()[:4]
+    assert list(bound.get_ydata()) == [r["val_bound"] for r in metrics]
+    assert list(kept.get_xdata()) == [3, 3] and "IWAE bound" in kept.get_label()
+    assert len(kl_panel.get_lines()) == 3  # train, validation, the kept epoch: the bound is an ELBO panel's

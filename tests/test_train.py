@@ -11,8 +11,9 @@ from vaelab.data.views import make_views
 from vaelab.device import native_bfloat16, network_dtype
 from vaelab.storage import load_tensors, read_jsonl
 from vaelab.pipeline import extended_config, finished_message
-from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder
+from vaelab.runs import CHECKPOINT, WEIGHTS, RunFolder, RunFolderError
 from vaelab.training import Trainer, dataset_elbo, learning_rate
+from vaelab.training.checkpoint import TrainState
 
 
 def tiny_config(*overrides):
@@ -576,3 +577,81 @@ def test_a_run_validated_every_few_epochs_resumes_bit_for_bit(tmp_path, tiny_raw
     records = read_jsonl(reference.run_dir / "metrics.jsonl")
     assert _strip_seconds(read_jsonl(second.run_dir / "metrics.jsonl")) == _strip_seconds(records)
     assert 0 < len(_validated(records)) < len(records)
+
+
+def test_an_iwae_run_keeps_the_weights_of_its_best_validation_bound_not_of_its_best_elbo(tmp_path, tiny_raw):
+    # at this rate the 5-sample bound keeps rising while the ELBO of the same weights peaks early:
+    # kept by the ELBO, the run would keep an early epoch, and lose what IWAE training gained
+    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=8", "optim.lr=0.03", "objective.name=iwae",
+                           "objective.samples=5")
+    summary = trainer.fit()
+    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    by_bound = max(records, key=lambda r: r["val_bound"])
+    assert by_bound["epoch"] != max(records, key=lambda r: r["val_elbo"])["epoch"]  # the case this test is for
+    assert (summary["best_epoch"], summary["best_val_bound"]) == (by_bound["epoch"], by_bound["val_bound"])
+    assert summary["best_val_elbo"] == by_bound["val_elbo"] and summary["bound_k"] == 5
+    assert summary["selected_by"] == "validation IWAE bound (k = 5)"
+    assert RunFolder(trainer.run_dir).kept_epoch()["epoch"] == by_bound["epoch"]
+    weights, _ = load_tensors(trainer.run_dir / WEIGHTS)
+    trainer.model.load_state_dict(weights)
+    kept = dataset_elbo(trainer.model, trainer.data.val, 50, 5, seed=trainer.config.data.eval_seed, bound_k=5)
+    assert kept["bound"] == pytest.approx(by_bound["val_bound"], abs=1e-4)
+    test = dataset_elbo(trainer.model, trainer.data.test, 50, 5, seed=trainer.config.data.eval_seed, bound_k=5)
+    assert summary["test_bound"] == pytest.approx(test["bound"], abs=1e-4) and test["bound"] >= test["elbo"]
+
+
+def test_an_elbo_run_records_no_bound_and_says_it_kept_its_weights_by_the_elbo(tmp_path, tiny_raw):
+    summary = make_trainer(tmp_path, tiny_raw, "train.epochs=1").fit()
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert summary["selected_by"] == "validation ELBO" and "test_bound" not in summary
+    assert all("val_bound" not in r for r in records)
+
+
+def test_a_kept_bound_survives_a_checkpoint_and_an_old_checkpoint_reads_without_one():
+    state = TrainState(best_val_elbo=-90.5, best_val_bound=-88.25)
+    assert TrainState.from_json(state.to_json()) == state
+    assert TrainState.from_json(TrainState().to_json()).best_val_bound == -math.inf
+    assert TrainState.from_json('{"best_val_elbo": -90.5}').best_val_bound == -math.inf
+
+
+def test_train_init_starts_from_a_runs_kept_weights_and_records_their_fingerprint(tmp_path, tiny_raw):
+    source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
+    source.fit()
+    weights, _ = load_tensors(source.run_dir / WEIGHTS)
+    tuned = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "objective.name=iwae", "objective.samples=3",
+                         f"train.init={source.run_dir}", name="tuned")
+    assert_same_tensors(weights, tuned.model.state_dict())
+    assert_same_tensors(weights, tuned.best_weights)  # before any validation, the kept weights are the start's
+    summary = tuned.fit()
+    assert summary["init"] == {"from": str(source.run_dir), "weights_sha256": RunFolder(source.run_dir).fingerprint()}
+    # a fresh model's first validation is far below the trained one's: this one starts where the source ended
+    fresh = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "objective.name=iwae", "objective.samples=3",
+                         name="fresh").fit()
+    assert summary["best_val_elbo"] > fresh["best_val_elbo"] + 20
+
+
+def test_train_init_refuses_another_model_and_a_missing_folder_in_one_line(tmp_path, tiny_raw):
+    source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
+    source.fit()
+    with pytest.raises(RunFolderError, match=r"^train.init: .*source has another model \(model.latent_dim = 2, "
+                                             r"this run's 3\); its model section must be this run's$"):
+        make_trainer(tmp_path, tiny_raw, "model.latent_dim=3", f"train.init={source.run_dir}", name="other")
+    with pytest.raises(RunFolderError, match=r"^train.init: .*nowhere: no such run folder$"):
+        make_trainer(tmp_path, tiny_raw, f"train.init={tmp_path / 'nowhere'}", name="missing")
+    with pytest.raises(RunFolderError, match=r"^train.init: pretrained:nothing: no such shipped model"):
+        make_trainer(tmp_path, tiny_raw, "train.init=pretrained:nothing", name="unknown")
+
+
+def test_a_fine_tuned_run_resumes_from_its_checkpoint_without_its_source(tmp_path, tiny_raw):
+    import shutil
+    source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
+    source.fit()
+    digest = RunFolder(source.run_dir).fingerprint()
+    first = make_trainer(tmp_path, tiny_raw, "train.epochs=2", f"train.init={source.run_dir}", name="tuned")
+    first.fit()
+    shutil.rmtree(source.run_dir)
+    config = tiny_config("train.epochs=3", f"train.init={source.run_dir}")
+    again = Trainer(config, first.run_dir, first.data, progress=False, log=lambda *a: None)
+    again.load_checkpoint()
+    assert again.reopen()
+    assert again.fit()["init"]["weights_sha256"] == digest

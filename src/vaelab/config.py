@@ -446,6 +446,9 @@ class TrainConfig:
     # seconds (results then agree to float rounding only); "fixed" = torch's own count (all cores);
     # or a count to pin (see vaelab.threads)
     threads: int | str = "start"
+    # start from the kept weights of this run folder or shipped model ("pretrained:NAME") instead of a
+    # random draw: fine-tuning, e.g. with another objective; its model section must be this run's
+    init: str = ""
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")

@@ -111,6 +111,15 @@ def iwae_bound(model: Model, x: torch.Tensor, k: int = 50, generator: Noise = No
 
 
 iwae_bound.takes_kl_weight = False  # beta and KL warm-up mean nothing for it (config checks this)
+# Validation scores it, and keeps the weights of its best, by this k-sample bound and not by the ELBO:
+# as IWAE training tightens the bound, the ELBO of the same weights falls, so the ELBO would keep early epochs.
+iwae_bound.validated_by_bound = True
+
+
+def validation_bound_k(name: str, samples: int) -> int:
+    """k of the bound validation selects weights by for objective `name` (see `iwae_bound`), or 0:
+    the ELBO, for objectives whose target is the ELBO or a penalized one."""
+    return samples if getattr(OBJECTIVES[name], "validated_by_bound", False) else 0
 
 
 # ---------------------------------------------------------------- β-TCVAE (Chen et al., 2018)

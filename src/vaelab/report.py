@@ -42,12 +42,16 @@ CURVE_COLUMNS = {
     "epoch": "epoch", "step": "step",
     "train_elbo": "train ELBO", "train_reconstruction": "train rec.", "train_kl": "train KL",
     "train_objective": "train objective", "val_elbo": "val ELBO", "val_reconstruction": "val rec.",
-    "val_kl": "val KL", "lr": "learning rate", "skipped_steps": "skipped steps", "seconds": "seconds",
+    "val_kl": "val KL", "val_bound": "val IWAE bound", "lr": "learning rate", "skipped_steps": "skipped steps", "seconds": "seconds",
 }
 
 SUMMARY_LABELS = {
-    "best_epoch": "best epoch (by validation ELBO)",
-    "best_val_elbo": "best validation ELBO",
+    "best_epoch": "kept epoch",
+    "selected_by": "weights kept by",
+    "best_val_elbo": "validation ELBO of the kept epoch",
+    "best_val_bound": "validation IWAE bound of the kept epoch",
+    "test_bound": "test IWAE bound at the end of training",
+    "bound_k": "samples of z in those IWAE bounds",
     "epochs_run": "epochs run",
     "steps": "optimizer steps",
     "stop_reason": "stop reason",

@@ -96,6 +96,10 @@ CARD_TEXT = "card.md"  # the same card for people (`vaelab pretrained NAME`)
 SHIPPED_FILES = (CONFIG, WEIGHTS, SUMMARY, METRICS, CARD, CARD_TEXT)  # and the card's test evaluation
 
 
+# metrics.jsonl's keys training keeps weights by, and their names: "val_bound" where validation
+# scores the IWAE bound (an IWAE run, objectives.validation_bound_k), else "val_elbo"
+SELECTED_BY = {"val_bound": "IWAE bound", "val_elbo": "ELBO"}
+
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> fingerprint of its weights
 
 
@@ -105,6 +109,25 @@ class RunFolderError(VaelabError, ValueError):
 
 class NotARunError(RunFolderError):
     """A folder that is neither a run nor a sweep of runs; the message names it."""
+
+
+def selection_key(records: list[dict[str, Any]]) -> str:
+    """The key of SELECTED_BY the run of these metrics records kept its weights by."""
+    return "val_bound" if any("val_bound" in r for r in records) else "val_elbo"
+
+
+def kept_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the epoch whose weights training kept, or None before a validated one.
+
+    Training keeps the weights of the first epoch with the highest validation score (its
+    `selection_key`; a NaN is never best), so that record's val_* describe the weights kept.
+    """
+    key, best = selection_key(records), None
+    for record in records:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and value == value and (best is None or value > best[key]):
+            best = record
+    return best
 
 
 def evaluation_name(split: str, k: int) -> str:
@@ -197,17 +220,9 @@ class RunFolder:
         return [r for r in read_jsonl(path) if isinstance(r, dict)] if path.is_file() else []
 
     def kept_epoch(self) -> dict[str, Any] | None:
-        """The metrics.jsonl record of the epoch whose weights the folder holds, or None before one.
-
-        Training keeps the weights of the first epoch with the highest validation ELBO (a NaN is
-        never best), so this is that record: its `val_elbo` describes the weights held now.
-        """
-        best = None
-        for record in self.metrics():
-            value = record.get("val_elbo")
-            if isinstance(value, (int, float)) and value == value and (best is None or value > best["val_elbo"]):
-                best = record
-        return best
+        """The metrics.jsonl record of the epoch whose weights the folder holds, or None before one
+        (see `kept_record`)."""
+        return kept_record(self.metrics())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         append_jsonl(self.file(METRICS), record)

@@ -432,7 +432,8 @@ class Tracker:
     def log_summary(self, summary: dict[str, Any]) -> None:
         """summary.json's numbers: the test ELBO and its terms, the best epoch, the weights' SHA-256."""
         keys = {"test_elbo": "test/elbo", "test_reconstruction": "test/reconstruction", "test_kl": "test/kl",
-                "best_val_elbo": "val/best_elbo", "best_epoch": "best_epoch", "epochs_run": "epochs_run",
+                "best_val_elbo": "val/best_elbo", "best_val_bound": "val/best_bound",
+                "test_bound": "test/bound", "best_epoch": "best_epoch", "epochs_run": "epochs_run",
                 "train_seconds": "train_seconds", "weights_sha256": "weights_sha256", "stop_reason": "stop_reason"}
         values = {name: summary[k] for k, name in keys.items() if isinstance(summary.get(k), (int, float, str))}
         self._each("log_summary", values | {"run_folder": str(self.run_dir)}, self.last_epoch)

@@ -16,6 +16,7 @@ import torch
 from ..data.views import ImageData
 from ..contract import Model, device_of
 from ..errors import VaelabError
+from ..runs import kept_record
 from .variants import class_names, encode, is_conditional, latent_text
 
 
@@ -147,8 +148,8 @@ def _epoch_text(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         return "no epochs recorded"
     best = summary.get("best_epoch")
     if best is None:
-        scored = [r for r in metrics if "val_elbo" in r]
-        best = max(scored, key=lambda r: r["val_elbo"])["epoch"] if scored else None
+        kept = kept_record(metrics)
+        best = kept["epoch"] if kept else None
     if best is None or best < 1 or best == last:
         return f"epoch {last}"
     return f"best epoch {best} of {last}"

@@ -8,6 +8,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..runs import SELECTED_BY, kept_record, selection_key
 from .context import FigureContext, FigureSkipped
 
 CURVE_PANELS = (
@@ -25,9 +26,9 @@ def draw_curves(ctx: FigureContext) -> Figure:
     fig = Figure(figsize=(13.0, 4.0), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
-    best = max((r for r in records if "val_elbo" in r), key=lambda r: r["val_elbo"], default=None)
+    best, kept_by = kept_record(records), SELECTED_BY[selection_key(records)]
     for ax, (key, label) in zip(axes, CURVE_PANELS):
-        _plot_panel(ax, records, key, label, best)
+        _plot_panel(ax, records, key, label, best, kept_by)
     axes[0].legend(fontsize=8)
     fig.suptitle(ctx.headline("training curves: train (mean over the epoch's batches, while it trained) "
                               "and validation (at the end of the epoch)"), fontsize=9)
@@ -35,14 +36,20 @@ def draw_curves(ctx: FigureContext) -> Figure:
     return fig
 
 
-def _plot_panel(ax: Any, records: list[dict[str, Any]], key: str, label: str, best: dict[str, Any] | None) -> None:
-    """One term's train and validation curves, with the epoch of the best validation ELBO marked."""
-    for split, style in (("train", "-o"), ("val", "--s")):
-        points = [(r["epoch"], r[f"{split}_{key}"]) for r in records if f"{split}_{key}" in r]
+def _plot_panel(ax: Any, records: list[dict[str, Any]], key: str, label: str, best: dict[str, Any] | None,
+                kept_by: str) -> None:
+    """One term's train and validation curves, with the kept epoch (best validation `kept_by`) marked;
+    an IWAE run's ELBO panel shows its validation bound too."""
+    curves = [("train", "-o", "train"), ("val", "--s", "validation")]
+    if key == "elbo":
+        curves.append(("val_bound", ":^", "validation IWAE bound"))
+    for name, style, legend in curves:
+        field = name if name == "val_bound" else f"{name}_{key}"
+        points = [(r["epoch"], r[field]) for r in records if field in r]
         if points:
-            ax.plot(*zip(*points), style, markersize=3, label=split if split == "train" else "validation")
+            ax.plot(*zip(*points), style, markersize=3, label=legend)
     if best is not None:
-        ax.axvline(best["epoch"], color="0.6", linewidth=0.8, linestyle=":", label="best val. ELBO")
+        ax.axvline(best["epoch"], color="0.6", linewidth=0.8, linestyle=":", label=f"kept: best val. {kept_by}")
     ax.set_title(label, fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")

@@ -39,7 +39,8 @@ class TrainState:
     epoch: int = 0  # the epoch in progress (0-based)
     step_in_epoch: int = 0  # batches of `epoch` already done
     global_step: int = 0
-    best_val_elbo: float = -math.inf
+    best_val_elbo: float = -math.inf  # of the kept weights
+    best_val_bound: float = -math.inf  # of the kept weights, in a run kept by its IWAE bound (else -inf)
     best_epoch: int = -1
     epochs_since_best: int = 0
     finished: bool = False
@@ -52,18 +53,24 @@ class TrainState:
     # torch's CPU threads when training (re)started: under train.threads = "start" the count decided
     # when the run started, which a resume keeps (the last bits depend on it); 0 = not recorded
     threads: int = 0
+    init_sha256: str = ""  # train.init: the fingerprint of the weights the run started from
 
     def to_json(self) -> str:
         values = dict(self.__dict__)
-        values["best_val_elbo"] = None if math.isinf(self.best_val_elbo) else self.best_val_elbo
+        for key in _UNBOUNDED:  # JSON has no infinity
+            values[key] = None if math.isinf(values[key]) else values[key]
         return json.dumps(values)
 
     @classmethod
     def from_json(cls, text: str) -> TrainState:
         values = json.loads(text)
-        if values["best_val_elbo"] is None:
-            values["best_val_elbo"] = -math.inf
+        for key in _UNBOUNDED:  # a checkpoint from before best_val_bound has none: -inf, its default
+            if values.get(key) is None:
+                values[key] = -math.inf
         return cls(**values)
+
+
+_UNBOUNDED = ("best_val_elbo", "best_val_bound")  # TrainState's fields that start at -inf
 
 
 @dataclass

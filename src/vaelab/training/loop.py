@@ -31,13 +31,13 @@ from ..contract import Model, device_of, latent_size, n_labels
 from ..model import VAE, build_model
 from ..usercode import names_object
 from ..factorvae import Adversary
-from ..objectives import OBJECTIVES, elbo
+from ..objectives import OBJECTIVES, elbo, iwae_bound, validation_bound_k
 from ..optimizers import OPTIMIZERS, build_optimizer, learning_rate, schedule_epochs  # noqa: F401  (re-exported)
 from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
 from ..progress import count
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, RunFolder, RunFolderError
+from ..runs import CHECKPOINT, SELECTED_BY, NotARunError, RunFolder, RunFolderError, is_pretrained, shipped_run
 from ..threads import ThreadAdapter
 from ..tracking import Tracker
 from .checkpoint import Checkpoint, TrainState
@@ -49,8 +49,11 @@ from .step import TrainingStep
 
 @torch.no_grad()
 def dataset_elbo(model: Model, images: ImageSet, batch_size: int, samples: int = 1, seed: int = 0,
-                 parallel: Parallel | None = None, threads: ThreadAdapter | None = None) -> dict[str, float]:
-    """Mean ELBO, reconstruction and KL over a whole split, nats per image.
+                 parallel: Parallel | None = None, threads: ThreadAdapter | None = None,
+                 bound_k: int = 0) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL over a whole split, nats per image; with `bound_k` > 0 also
+    "bound", the k-sample IWAE bound, from the same draws (the KL beside it is then the k-sample
+    average of log q - log p, as an IWAE run's training terms are).
 
     The noise comes from a generator seeded with `seed`, so the same weights give the same number.
     Under torchrun each rank scores its share and the sums are added up. `threads`, if given, is
@@ -60,19 +63,20 @@ def dataset_elbo(model: Model, images: ImageSet, batch_size: int, samples: int =
     was_training = model.training
     model.eval()
     generator = torch.Generator(device_of(model)).manual_seed(seed + parallel.rank)
-    sums = torch.zeros(3, device=device_of(model))
+    sums = torch.zeros(4 if bound_k else 3, device=device_of(model))
     share = parallel.shard(len(images))
     for start in range(share.start, share.stop, batch_size):
         stop = min(start + batch_size, share.stop)
         index = slice(start, stop)
         x, y = images.batch(index, generator), images.labels[index] if n_labels(model) else None
-        terms = elbo(model, x, samples, generator, y)
-        sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+        terms = iwae_bound(model, x, bound_k, generator, y) if bound_k else elbo(model, x, samples, generator, y)
+        parts = [terms.elbo, terms.reconstruction, terms.kl] + ([terms.objective] if bound_k else [])
+        sums += torch.stack([part.sum() for part in parts])
         if threads is not None:
             threads.tick()
     model.train(was_training)
-    total = parallel.sum_(sums).cpu() / len(images)
-    return {"elbo": total[0].item(), "reconstruction": total[1].item(), "kl": total[2].item()}
+    total = (parallel.sum_(sums).cpu() / len(images)).tolist()
+    return dict(zip(("elbo", "reconstruction", "kl", "bound"), total))
 
 
 # ---------------------------------------------------------------- the trainer
@@ -114,7 +118,7 @@ class Trainer:
                       else self.generator)
         self.epoch_start_rng = self.generator.get_state()
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
-        self.state = TrainState()
+        self.state = TrainState(init_sha256=getattr(self, "init_sha256", ""))
         self.schedule = build_schedule(self.optimizer, self.config.optim, self.planned_epochs)  # asks the state
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
         self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
@@ -136,7 +140,9 @@ class Trainer:
         self.threads = ThreadAdapter(self.config.train.threads)
 
     def _new_model(self) -> Model:
-        """The model with its initial weights, drawn from train.seed."""
+        """The model with its initial weights: drawn from train.seed, or train.init's."""
+        if self.config.train.init and not self.folder.has_checkpoint():  # resuming: the checkpoint's weights
+            return self._initialized_model()
         with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
             torch.manual_seed(self.config.train.seed)
             model = build_model(self.config.model, self.data.image_shape).to(self.device)
@@ -152,6 +158,29 @@ class Trainer:
             model.init_output_bias(self.data.train.mean_image())
         return model
 
+    def _initialized_model(self) -> Model:
+        """The model with train.init's kept weights, whose fingerprint state.init_sha256 records (a
+        resumed run loads its checkpoint over them)."""
+        source = self.config.train.init
+        try:
+            folder = shipped_run(source) if is_pretrained(source) else RunFolder(source).check()
+        except NotARunError as err:
+            raise RunFolderError(f"train.init: {err}") from None
+        theirs, ours = folder.config().model.__dict__, self.config.model.__dict__
+        differ = [key for key in ours if theirs.get(key) != ours[key]]
+        if differ:
+            key = differ[0]
+            raise RunFolderError(f"train.init: {source} has another model (model.{key} = {theirs.get(key)!r}, "
+                                 f"this run's {ours[key]!r}); its model section must be this run's")
+        weights, digest, path = folder.weights()
+        model = build_model(self.config.model, self.data.image_shape)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as err:
+            raise RunFolderError(f"train.init: {path}: weights do not fit the model ({err})") from None
+        self.init_sha256 = digest
+        return model.to(self.device)
+
     def _new_adversary(self) -> Adversary | None:
         """The discriminator an objective trains beside the model (factorvae), its init drawn from train.seed."""
         objective, cfg = self.config.objective, self.config.train
@@ -160,6 +189,17 @@ class Trainer:
         return Adversary(latent_size(self.model), objective.factorvae.discriminator_hidden,
                          objective.factorvae.discriminator_lr, self.device, cfg.seed,
                          self.parallel if self.parallel.active else None)
+
+    @property
+    def bound_k(self) -> int:
+        """k of the IWAE bound validation keeps the weights by, or 0: by the ELBO (objectives.validation_bound_k)."""
+        objective = self.config.objective
+        return validation_bound_k(objective.name, objective.samples)
+
+    @property
+    def selection_key(self) -> str:
+        """The metrics.jsonl key the kept weights, early stopping and a plateau schedule follow."""
+        return "val_bound" if self.bound_k else "val_elbo"
 
     @property
     def folder(self) -> RunFolder:
@@ -420,8 +460,10 @@ class Trainer:
         if self.parallel.is_main:
             self.folder.append_metrics(record)
             self.tracker.log_epoch(record)
-        if validated and record["val_elbo"] > state.best_val_elbo:
+        key = self.selection_key
+        if validated and record[key] > (state.best_val_bound if key == "val_bound" else state.best_val_elbo):
             state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
+            state.best_val_bound = record.get("val_bound", -math.inf)
             self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_model().state_dict().items()}
         else:  # epochs, validated or not: train.patience counts epochs
             state.epochs_since_best += 1
@@ -435,12 +477,12 @@ class Trainer:
         self._plan_to_budget()
         # Per epoch, not per step: plateau needs a validation ELBO and burda counts epochs, and with
         # the lr fixed within an epoch a mid-epoch checkpoint holds no position inside the schedule.
-        step_schedule(self.schedule, record.get("val_elbo"))  # None: a plateau schedule waits for a validation
+        step_schedule(self.schedule, record.get(key))  # None: a plateau schedule waits for a validation
         if stop_reason:
             state.finished, state.stop_reason = True, stop_reason
         elif validated and self.early_stop_due():  # decided on a validation, never between two
             state.finished = True
-            state.stop_reason = f"early stop: no better validation ELBO for {count(cfg.patience, 'epoch')}"
+            state.stop_reason = f"early stop: no better validation {SELECTED_BY[key]} for {count(cfg.patience, 'epoch')}"
         self._log_epoch(record)
         self.save_checkpoint()
         if self.on_epoch is not None:
@@ -454,6 +496,8 @@ class Trainer:
         epoch = record["epoch"]
         val = (f"val ELBO {record['val_elbo']:9.3f} (rec {record['val_reconstruction']:9.3f}, "
                f"KL {record['val_kl']:7.3f})" if "val_elbo" in record else f"{'(not validated)':46s}")
+        if "val_bound" in record:  # what an IWAE run keeps its weights by
+            val += f"  val bound {record['val_bound']:9.3f}"
         self.log(f"epoch {epoch:3d}  train ELBO {record['train_elbo']:9.3f}  {val}  {record['seconds']:6.1f} s")
 
     def _epoch_line_due(self, epoch: int) -> bool:
@@ -512,8 +556,10 @@ class Trainer:
         if validated:
             val = dataset_elbo(self.evaluated_model(), self.data.val, cfg.eval_batch_size,
                                self.config.objective.samples, seed=self.config.data.eval_seed,
-                               parallel=self.parallel, threads=self.threads)
+                               parallel=self.parallel, threads=self.threads, bound_k=self.bound_k)
             record |= {"val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"], "val_kl": val["kl"]}
+            if "bound" in val:
+                record["val_bound"] = val["bound"]
         if self.adversary is not None:  # factorvae: the TC estimate and how well its discriminator tells
             record |= self.adversary.record()
         record |= {"seconds": round(state.seconds, 3), "lr": self.optimizer.param_groups[0]["lr"]}
@@ -532,10 +578,13 @@ class Trainer:
             self.folder.save_discriminator(self.adversary.discriminator.state_dict())
         cfg = self.config
         test = dataset_elbo(self.model, self.data.test, cfg.train.eval_batch_size, cfg.objective.samples,
-                            seed=cfg.data.eval_seed, parallel=self.parallel, threads=self.threads)
+                            seed=cfg.data.eval_seed, parallel=self.parallel, threads=self.threads,
+                            bound_k=self.bound_k)
         summary = {
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
             "best_val_elbo": self.state.best_val_elbo, "best_epoch": self.state.best_epoch,
+            "selected_by": f"validation {SELECTED_BY[self.selection_key]}"
+                           + (f" (k = {self.bound_k})" if self.bound_k else ""),
             "epochs_run": self.state.epoch, "steps": self.state.global_step, "stop_reason": self.state.stop_reason,
             "train_seconds": round(self.state.train_seconds, 3), "weights_sha256": weights_sha256,
             "units": "nats per image (summed over pixels)", "binarization": cfg.data.binarization,
@@ -549,6 +598,11 @@ class Trainer:
             "model": type(self.model).__name__, "latent_size": latent_size(self.model),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
+        if self.config.train.init:  # where it started: a fine-tuned model's provenance
+            summary["init"] = {"from": self.config.train.init, "weights_sha256": self.state.init_sha256}
+        if self.bound_k:  # an IWAE run: the bound it maximized and kept its weights by
+            summary |= {"test_bound": test["bound"], "best_val_bound": self.state.best_val_bound,
+                        "bound_k": self.bound_k}
         summary["processes"] = self.parallel.world
         if self.parallel.is_main:
             self.folder.write_summary(summary)
