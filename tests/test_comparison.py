@@ -284,3 +284,29 @@ def test_a_run_validated_every_other_epoch_keeps_and_shows_a_validated_epoch(tmp
     assert f'<td class="num">{records[0]["train_elbo"]:.2f}</td>' in epoch_1
     assert epoch_1.count('<td class="num"></td>') == 3  # its validation ELBO, reconstruction and KL: blank
     assert "not validated (train.validate_every)" in curve
+
+
+def test_an_iwae_run_shows_the_bound_it_kept_its_weights_by(tmp_path, one_thread):
+    from conftest import make_tiny_raw
+    from vaelab.data.views import make_views
+    from vaelab.training import Trainer
+
+    config = resolve_config(overrides=TINY + ["train.epochs=3", "objective.name=iwae", "objective.samples=4"])
+    run = tmp_path / "iwae"
+    RunFolder(run).create(config)
+    summary = Trainer(config, run, make_views(make_tiny_raw(n_train=300, n_test=60), config.data), progress=False,
+                      log=quiet).fit()
+    kept = max(RunFolder(run).metrics(), key=lambda r: r["val_bound"])
+    (line,) = csv.DictReader(io.StringIO(compare_table([run], fmt="csv")))
+    _, rows = markdown_rows(compare_table([run]))
+    assert float(line["val_bound"]) == kept["val_bound"] == summary["best_val_bound"]
+    assert rows[0]["val IWAE bound (kept epoch)"] == f"{kept['val_bound']:.2f}"
+    page = write_report(run, evaluate=False, figures=False, progress=False).read_text(encoding="utf-8")
+    assert "the best epoch by validation IWAE bound, whose weights the run keeps" in page
+    assert "val IWAE bound" in page and "weights kept by" in page
+    elbo_only = tmp_path / "elbo"
+    config = resolve_config(overrides=TINY + ["train.epochs=1"])
+    RunFolder(elbo_only).create(config)
+    Trainer(config, elbo_only, make_views(make_tiny_raw(n_train=300, n_test=60), config.data), progress=False,
+            log=quiet).fit()
+    assert "val IWAE bound (kept epoch)" not in markdown_rows(compare_table([elbo_only]))[0]

@@ -137,6 +137,7 @@ INVALID: dict[str, list] = {
     "train.ema_decay": [-0.1, 1.0],
     "train.time_budget": [-1.0, "10m"],
     "train.validate_every": [0, -2],
+    "train.init_from": [3, ["runs/a"]],  # a run folder or pretrained:NAME, as a string
     "train.threads": [0, -1, "many", "2", "Auto", "Start"],  # "start", "auto", "fixed" or a count >= 1
     "evaluate.samples": [-1],
     "evaluate.disentanglement": [-1, 39],

@@ -41,7 +41,7 @@ def test_every_preset_runs_end_to_end_on_a_small_subset(name, tmp_path, tiny_raw
     config = short_config(name)
     # a preset that fine-tunes a shipped model needs images like those it learnt: on the tiny set's
     # noise its trained encoder's variances overflow
-    raw = request.getfixturevalue("mnist_raw") if config.train.init else tiny_raw
+    raw = request.getfixturevalue("mnist_raw") if config.train.init_from else tiny_raw
     if config.data.name == "images":  # the tiny set as a user's images, shaped as the preset says
         from vaelab.data import load_image_arrays
         from vaelab.data.load import image_options

@@ -619,7 +619,7 @@ def test_train_init_starts_from_a_runs_kept_weights_and_records_their_fingerprin
     source.fit()
     weights, _ = load_tensors(source.run_dir / WEIGHTS)
     tuned = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "objective.name=iwae", "objective.samples=3",
-                         f"train.init={source.run_dir}", name="tuned")
+                         f"train.init_from={source.run_dir}", name="tuned")
     assert_same_tensors(weights, tuned.model.state_dict())
     assert_same_tensors(weights, tuned.best_weights)  # before any validation, the kept weights are the start's
     summary = tuned.fit()
@@ -633,13 +633,13 @@ def test_train_init_starts_from_a_runs_kept_weights_and_records_their_fingerprin
 def test_train_init_refuses_another_model_and_a_missing_folder_in_one_line(tmp_path, tiny_raw):
     source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
     source.fit()
-    with pytest.raises(RunFolderError, match=r"^train.init: .*source has another model \(model.latent_dim = 2, "
+    with pytest.raises(RunFolderError, match=r"^train.init_from: .*source has another model \(model.latent_dim = 2, "
                                              r"this run's 3\); its model section must be this run's$"):
-        make_trainer(tmp_path, tiny_raw, "model.latent_dim=3", f"train.init={source.run_dir}", name="other")
-    with pytest.raises(RunFolderError, match=r"^train.init: .*nowhere: no such run folder$"):
-        make_trainer(tmp_path, tiny_raw, f"train.init={tmp_path / 'nowhere'}", name="missing")
-    with pytest.raises(RunFolderError, match=r"^train.init: pretrained:nothing: no such shipped model"):
-        make_trainer(tmp_path, tiny_raw, "train.init=pretrained:nothing", name="unknown")
+        make_trainer(tmp_path, tiny_raw, "model.latent_dim=3", f"train.init_from={source.run_dir}", name="other")
+    with pytest.raises(RunFolderError, match=r"^train.init_from: .*nowhere: no such run folder$"):
+        make_trainer(tmp_path, tiny_raw, f"train.init_from={tmp_path / 'nowhere'}", name="missing")
+    with pytest.raises(RunFolderError, match=r"^train.init_from: pretrained:nothing: no such shipped model"):
+        make_trainer(tmp_path, tiny_raw, "train.init_from=pretrained:nothing", name="unknown")
 
 
 def test_a_fine_tuned_run_resumes_from_its_checkpoint_without_its_source(tmp_path, tiny_raw):
@@ -647,10 +647,10 @@ def test_a_fine_tuned_run_resumes_from_its_checkpoint_without_its_source(tmp_pat
     source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
     source.fit()
     digest = RunFolder(source.run_dir).fingerprint()
-    first = make_trainer(tmp_path, tiny_raw, "train.epochs=2", f"train.init={source.run_dir}", name="tuned")
+    first = make_trainer(tmp_path, tiny_raw, "train.epochs=2", f"train.init_from={source.run_dir}", name="tuned")
     first.fit()
     shutil.rmtree(source.run_dir)
-    config = tiny_config("train.epochs=3", f"train.init={source.run_dir}")
+    config = tiny_config("train.epochs=3", f"train.init_from={source.run_dir}")
     again = Trainer(config, first.run_dir, first.data, progress=False, log=lambda *a: None)
     again.load_checkpoint()
     assert again.reopen()

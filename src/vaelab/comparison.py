@@ -115,7 +115,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
            "binarization": binarization_of(evaluation, summary, config),
            "epochs": summary.get("epochs_run") or (max((r.get("epoch", 0) for r in records), default=None)),
            "kept_epoch": (kept or {}).get("epoch"), "val_elbo": (kept or {}).get("val_elbo"),
-           "val_nll": val.get("nll"), "val_nll_stderr": val.get("nll_stderr"), "val_k": val.get("k")}
+           "val_bound": (kept or {}).get("val_bound"), "val_nll": val.get("nll"), "val_nll_stderr": val.get("nll_stderr"), "val_k": val.get("k")}
     if found:
         row |= {f"test_{key}": evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr",
                                                                 "k")}
@@ -254,6 +254,8 @@ def _metric_columns(rows: list[dict[str, Any]]) -> list[Column]:
     kept = Column("kept epoch", "val", lambda r: _of(r["kept_epoch"], r["epochs"]),
                   (("kept_epoch", lambda r: r["kept_epoch"]), ("epochs", lambda r: r["epochs"])), numeric=True)
     columns = [kept, number("val_elbo", "val ELBO (kept epoch)", "val")]
+    if any(r["val_bound"] is not None for r in rows):  # an IWAE run: the bound it kept its weights by
+        columns.append(number("val_bound", "val IWAE bound (kept epoch)", "val"))
     # The numbers of an importance-sampled evaluation only where some run has one: blank columns
     # would only make the table wider.
     if any(r["val_k"] is not None for r in rows):
@@ -508,7 +510,7 @@ def study_rows(study_dir: str | Path) -> list[dict[str, Any]]:
 
 def _no_run_row(settings: dict[str, Any]) -> dict[str, Any]:
     """`run_row`'s keys for a trial without a run folder: its settings, no numbers."""
-    keys = ("binarization", "epochs", "kept_epoch", "val_elbo", "val_nll", "val_nll_stderr", "val_k", "test_elbo",
+    keys = ("binarization", "epochs", "kept_epoch", "val_elbo", "val_bound", "val_nll", "val_nll_stderr", "val_k", "test_elbo",
             "test_reconstruction", "test_kl", "test_nll", "test_nll_stderr", "test_k", "active_units", "test_from",
             "dis_samples", "dis_seed")
     return {"run": "", "settings": settings} | dict.fromkeys(keys)

@@ -448,7 +448,7 @@ class TrainConfig:
     threads: int | str = "start"
     # start from the kept weights of this run folder or shipped model ("pretrained:NAME") instead of a
     # random draw: fine-tuning, e.g. with another objective; its model section must be this run's
-    init: str = ""
+    init_from: str = ""
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")

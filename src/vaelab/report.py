@@ -23,7 +23,7 @@ from . import webpage
 from .comparison import binarization_of, cell_text, compare_table, dotted_get, plus_minus
 from .config import ConfigError, config_from_dict
 from .storage import atomic_write_bytes
-from .runs import REPORT, NotARunError, RunFolder, StudyFolder, SweepFolder, open_folder
+from .runs import REPORT, SELECTED_BY, NotARunError, RunFolder, StudyFolder, SweepFolder, open_folder, selection_key
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -229,8 +229,8 @@ def _curve_section(records: list[dict[str, Any]], best_epoch: Any) -> str:
     rows = [[cell_text(r.get(k), 1 if k == "seconds" else 2) for k in keys] for r in records]
     classes = ["best" if r.get("epoch") == best_epoch else "" for r in records]
     skipped = "val_elbo" in seen and any("val_elbo" not in r for r in records)
-    note = ('<p class="note">Nats per image; the highlighted row is the best epoch by validation ELBO, '
-            "whose weights the run keeps"
+    note = ('<p class="note">Nats per image; the highlighted row is the best epoch by validation '
+            f"{SELECTED_BY[selection_key(records)]}, whose weights the run keeps"
             + ("; epochs with no validation numbers were not validated (train.validate_every)" if skipped else "")
             + ".</p>")
     return ("<h2>Training curve</h2>" + note

@@ -53,7 +53,7 @@ class TrainState:
     # torch's CPU threads when training (re)started: under train.threads = "start" the count decided
     # when the run started, which a resume keeps (the last bits depend on it); 0 = not recorded
     threads: int = 0
-    init_sha256: str = ""  # train.init: the fingerprint of the weights the run started from
+    init_sha256: str = ""  # train.init_from: the fingerprint of the weights the run started from
 
     def to_json(self) -> str:
         values = dict(self.__dict__)

@@ -140,8 +140,8 @@ class Trainer:
         self.threads = ThreadAdapter(self.config.train.threads)
 
     def _new_model(self) -> Model:
-        """The model with its initial weights: drawn from train.seed, or train.init's."""
-        if self.config.train.init and not self.folder.has_checkpoint():  # resuming: the checkpoint's weights
+        """The model with its initial weights: drawn from train.seed, or train.init_from's."""
+        if self.config.train.init_from and not self.folder.has_checkpoint():  # resuming: the checkpoint's weights
             return self._initialized_model()
         with torch.random.fork_rng(devices=[]):  # seeds the weight init without touching global state
             torch.manual_seed(self.config.train.seed)
@@ -159,25 +159,25 @@ class Trainer:
         return model
 
     def _initialized_model(self) -> Model:
-        """The model with train.init's kept weights, whose fingerprint state.init_sha256 records (a
+        """The model with train.init_from's kept weights, whose fingerprint state.init_sha256 records (a
         resumed run loads its checkpoint over them)."""
-        source = self.config.train.init
+        source = self.config.train.init_from
         try:
             folder = shipped_run(source) if is_pretrained(source) else RunFolder(source).check()
         except NotARunError as err:
-            raise RunFolderError(f"train.init: {err}") from None
+            raise RunFolderError(f"train.init_from: {err}") from None
         theirs, ours = folder.config().model.__dict__, self.config.model.__dict__
         differ = [key for key in ours if theirs.get(key) != ours[key]]
         if differ:
             key = differ[0]
-            raise RunFolderError(f"train.init: {source} has another model (model.{key} = {theirs.get(key)!r}, "
+            raise RunFolderError(f"train.init_from: {source} has another model (model.{key} = {theirs.get(key)!r}, "
                                  f"this run's {ours[key]!r}); its model section must be this run's")
         weights, digest, path = folder.weights()
         model = build_model(self.config.model, self.data.image_shape)
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
-            raise RunFolderError(f"train.init: {path}: weights do not fit the model ({err})") from None
+            raise RunFolderError(f"train.init_from: {path}: weights do not fit the model ({err})") from None
         self.init_sha256 = digest
         return model.to(self.device)
 
@@ -598,8 +598,8 @@ class Trainer:
             "model": type(self.model).__name__, "latent_size": latent_size(self.model),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
-        if self.config.train.init:  # where it started: a fine-tuned model's provenance
-            summary["init"] = {"from": self.config.train.init, "weights_sha256": self.state.init_sha256}
+        if self.config.train.init_from:  # where it started: a fine-tuned model's provenance
+            summary["init"] = {"from": self.config.train.init_from, "weights_sha256": self.state.init_sha256}
         if self.bound_k:  # an IWAE run: the bound it maximized and kept its weights by
             summary |= {"test_bound": test["bound"], "best_val_bound": self.state.best_val_bound,
                         "bound_k": self.bound_k}
