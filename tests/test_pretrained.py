@@ -309,3 +309,27 @@ def test_the_wheel_carries_the_shipped_models(tmp_path):
     for model in SHIPPED:
         for path in shipped_run(model).path.iterdir():
             assert f"vaelab/pretrained/{model}/{path.name}" in names, path
+
+
+def test_a_fine_tuned_models_card_names_the_weights_it_started_from(tmp_path):
+    from tiny_runs import tiny_raw
+
+    from vaelab.config import resolve_config
+    from vaelab.data.views import make_views
+    from vaelab.training import Trainer
+
+    tiny = ["data.val_size=100", "train.batch_size=50", "train.epochs=1", "model.encoder_hidden=[16]",
+            "model.decoder_hidden=[16]"]
+    raw = tiny_raw()
+    for name, extra in (("source", []), ("tuned", [f"train.init_from={tmp_path / 'source'}", "objective.name=iwae",
+                                                    "objective.samples=3"])):
+        config = resolve_config(overrides=tiny + extra)
+        RunFolder(tmp_path / name).create(config)
+        Trainer(config, tmp_path / name, make_views(raw, config.data), progress=False, log=lambda *a: None).fit()
+    facts = ship(tmp_path / "tuned", "tuned", samples=4, command="vaelab train (tiny, fine-tuned)",
+                 machine={"cpu": "test"}, software={"vaelab": "test"}, root=tmp_path / "shipped", raw=raw,
+                 check={"k": 5, "start": 0, "stop": 40, "seed": 0, "memory_mb": 64.0}, log=lambda *a: None)
+    started = {"from": str(tmp_path / "source"), "weights_sha256": RunFolder(tmp_path / "source").fingerprint()}
+    assert facts["training"]["init"] == started
+    text = (tmp_path / "shipped" / "tuned" / CARD_TEXT).read_text(encoding="utf-8")
+    assert f"It started from the kept weights of `{started['from']}` (SHA-256 `{started['weights_sha256']}`)" in text

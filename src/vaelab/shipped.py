@@ -91,7 +91,7 @@ def card_text(card: dict[str, Any]) -> str:
         f"Trained with `{card['command']}`: {training['minutes']:.1f} minutes, {training['epochs']} epochs "
         f"(weights of epoch {training['best_epoch']} kept; stopped: {training['stop_reason']}), on "
         f"{machine['cpu']} with {machine['threads']} thread(s) ({machine['device']}), torch {software['torch']}, "
-        f"vaelab {software['vaelab']} (commit {commit}).",
+        f"vaelab {software['vaelab']} (commit {commit}).{_started_from(training)}",
         "",
         "| | nats per image |",
         "|---|---|",
@@ -110,6 +110,15 @@ def card_text(card: dict[str, Any]) -> str:
         f"within {check['tolerance_nats']:.2f} nats ({TOLERANCE_SE} standard errors).",
         "",
     ])
+
+
+def _started_from(training: dict[str, Any]) -> str:
+    """The sentence saying which weights a fine-tuned model started from (train.init_from), or ""."""
+    init = training.get("init")
+    if not init:
+        return ""
+    return (f" It started from the kept weights of `{init['from']}` (SHA-256 `{init['weights_sha256']}`), not a "
+            "random draw: the minutes that trained those come on top of these.")
 
 
 # ---------------------------------------------------------------- the check
@@ -248,7 +257,8 @@ def _card(folder: RunFolder, name: str, command: str, machine: dict[str, Any], s
         "name": name, "description": config.description, "preset": config.name, "command": command,
         "training": {"minutes": round(summary["train_seconds"] / 60, 1), "epochs": summary["epochs_run"],
                      "best_epoch": summary.get("best_epoch"), "steps": summary.get("steps"),
-                     "stop_reason": summary.get("stop_reason"), "finished_at": summary.get("finished_at")},
+                     "stop_reason": summary.get("stop_reason"), "finished_at": summary.get("finished_at")}
+                    | ({"init": summary["init"]} if summary.get("init") else {}),  # train.init_from: where it started
         "machine": machine | {"threads": summary.get("threads"), "device": summary.get("device")},
         "software": {"torch": summary.get("torch")} | software,
         "data": {"name": config.data.name, "binarization": config.data.binarization,
