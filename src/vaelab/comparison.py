@@ -115,7 +115,8 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
            "binarization": binarization_of(evaluation, summary, config),
            "epochs": summary.get("epochs_run") or (max((r.get("epoch", 0) for r in records), default=None)),
            "kept_epoch": (kept or {}).get("epoch"), "val_elbo": (kept or {}).get("val_elbo"),
-           "val_bound": (kept or {}).get("val_bound"), "val_nll": val.get("nll"), "val_nll_stderr": val.get("nll_stderr"), "val_k": val.get("k")}
+           "val_bound": (kept or {}).get("val_bound"),
+           "val_nll": val.get("nll"), "val_nll_stderr": val.get("nll_stderr"), "val_k": val.get("k")}
     if found:
         row |= {f"test_{key}": evaluation.get(key) for key in ("elbo", "reconstruction", "kl", "nll", "nll_stderr",
                                                                 "k")}

@@ -42,7 +42,8 @@ CURVE_COLUMNS = {
     "epoch": "epoch", "step": "step",
     "train_elbo": "train ELBO", "train_reconstruction": "train rec.", "train_kl": "train KL",
     "train_objective": "train objective", "val_elbo": "val ELBO", "val_reconstruction": "val rec.",
-    "val_kl": "val KL", "val_bound": "val IWAE bound", "lr": "learning rate", "skipped_steps": "skipped steps", "seconds": "seconds",
+    "val_kl": "val KL", "val_bound": "val IWAE bound", "lr": "learning rate", "skipped_steps": "skipped steps",
+    "seconds": "seconds",
 }
 
 SUMMARY_LABELS = {
