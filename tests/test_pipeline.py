@@ -75,6 +75,13 @@ def test_a_run_too_short_to_learn_is_one_warning_line_saying_what_to_do(summary,
     assert learned_little(summary, resolve_config(), "RUN") == warned
 
 
+def test_a_short_fine_tune_is_not_told_it_learned_little_unless_its_posterior_collapsed():
+    tuned = resolve_config(overrides=["train.init_from=runs/first"])
+    assert learned_little({"steps": 300, "test_kl": 12.5, "evaluation": {"active_units": 3}}, tuned, "RUN") is None
+    collapsed = learned_little({"steps": 300, "test_kl": 0.01}, tuned, "RUN")
+    assert collapsed.startswith("warning: this model has learned little: the posterior collapsed (test KL 0.01")
+
+
 def test_a_run_cut_by_max_steps_is_told_to_raise_it():
     warned = learned_little({"steps": 20, "test_kl": 3.0}, resolve_config(overrides=["train.max_steps=20"]), "RUN")
     assert warned.endswith("--set train.max_steps=2000")

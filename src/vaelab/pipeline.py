@@ -237,9 +237,10 @@ def learned_little(summary: dict[str, Any], config: RunConfig, run_dir: Path) ->
     steps, kl = summary["steps"], summary["test_kl"]
     active = (summary.get("evaluation") or {}).get("active_units")
     collapsed = kl < COLLAPSED_KL or active == 0
-    if steps >= FEW_STEPS and not collapsed:
+    few = steps < FEW_STEPS and not config.train.init_from  # a fine-tune started from trained weights
+    if not few and not collapsed:
         return None
-    found = [f"only {count(steps, 'optimizer step')}"] if steps < FEW_STEPS else []
+    found = [f"only {count(steps, 'optimizer step')}"] if few else []
     if collapsed:
         units = f", {active} active units" if active is not None else ""
         found.append(f"the posterior collapsed (test KL {kl:.2f} nats per image{units}), so every image "
