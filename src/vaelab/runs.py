@@ -781,6 +781,11 @@ def shipped_run(ref: str | Path) -> RunFolder:
     return RunFolder(SHIPPED_ROOT / name).check()
 
 
+def readable_run(ref: str | Path) -> RunFolder:
+    """The checked run folder `ref` names: a path, or pretrained:NAME (a shipped model's read-only folder)."""
+    return shipped_run(ref) if is_pretrained(ref) else RunFolder(ref).check()
+
+
 def shipped_name_of(path: str | Path) -> str | None:
     """NAME if `path` is the folder of a shipped model, else None."""
     resolved = Path(path).resolve()
@@ -868,7 +873,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
     from .model import build_model
     from .usercode import check_recorded
 
-    folder = shipped_run(run_dir) if is_pretrained(run_dir) else RunFolder(run_dir).check()
+    folder = readable_run(run_dir)
     config = folder.config()
     changed = check_recorded(config.code, str(folder.path))
     if changed:

@@ -40,11 +40,10 @@ def _plot_panel(ax: Any, records: list[dict[str, Any]], key: str, label: str, be
                 kept_by: str) -> None:
     """One term's train and validation curves, with the kept epoch (best validation `kept_by`) marked;
     an IWAE run's ELBO panel shows its validation bound too."""
-    curves = [("train", "-o", "train"), ("val", "--s", "validation")]
+    curves = [(f"train_{key}", "-o", "train"), (f"val_{key}", "--s", "validation")]
     if key == "elbo":
         curves.append(("val_bound", ":^", "validation IWAE bound"))
-    for name, style, legend in curves:
-        field = name if name == "val_bound" else f"{name}_{key}"
+    for field, style, legend in curves:
         points = [(r["epoch"], r[field]) for r in records if field in r]
         if points:
             ax.plot(*zip(*points), style, markersize=3, label=legend)

@@ -37,7 +37,7 @@ from ..optimizers import build_schedule, step_schedule
 from ..parallel import Parallel
 from ..progress import count
 from ..progress import progress as progress_bar
-from ..runs import CHECKPOINT, SELECTED_BY, NotARunError, RunFolder, RunFolderError, is_pretrained, shipped_run
+from ..runs import CHECKPOINT, SELECTED_BY, NotARunError, RunFolder, RunFolderError, readable_run
 from ..threads import ThreadAdapter
 from ..tracking import Tracker
 from .checkpoint import Checkpoint, TrainState
@@ -105,6 +105,7 @@ class Trainer:
             self.progress = False
         if self.progress is None:  # a bar on a terminal, a line every few seconds in a log
             self.progress = True
+        self.init_sha256 = ""  # train.init_from: the fingerprint of the weights _new_model started from
         self.model = self._new_model()
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = build_optimizer(self.model, self.config.optim, fused=True)
@@ -118,7 +119,7 @@ class Trainer:
                       else self.generator)
         self.epoch_start_rng = self.generator.get_state()
         self.sums = torch.zeros(4, device=self.device)  # elbo, reconstruction, kl, objective summed over the epoch
-        self.state = TrainState(init_sha256=getattr(self, "init_sha256", ""))
+        self.state = TrainState(init_sha256=self.init_sha256)
         self.schedule = build_schedule(self.optimizer, self.config.optim, self.planned_epochs)  # asks the state
         self.network_dtype = network_dtype(self.config.train.precision, self.device)
         self.guard = NonFiniteGuard(self.config, list(self.model.parameters()), self.device, self.steps_per_epoch,
@@ -163,7 +164,7 @@ class Trainer:
         resumed run loads its checkpoint over them)."""
         source = self.config.train.init_from
         try:
-            folder = shipped_run(source) if is_pretrained(source) else RunFolder(source).check()
+            folder = readable_run(source)
         except NotARunError as err:
             raise RunFolderError(f"train.init_from: {err}") from None
         theirs, ours = folder.config().model.__dict__, self.config.model.__dict__
@@ -461,7 +462,7 @@ class Trainer:
             self.folder.append_metrics(record)
             self.tracker.log_epoch(record)
         key = self.selection_key
-        if validated and record[key] > (state.best_val_bound if key == "val_bound" else state.best_val_elbo):
+        if validated and record[key] > getattr(state, f"best_{key}"):  # best_val_elbo or best_val_bound
             state.best_val_elbo, state.best_epoch, state.epochs_since_best = record["val_elbo"], state.epoch + 1, 0
             state.best_val_bound = record.get("val_bound", -math.inf)
             self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_model().state_dict().items()}
