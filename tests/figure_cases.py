@@ -55,6 +55,8 @@ VARIANTS = {  # ModelConfig fields of each variant (besides tiny nets)
     "normal-q-laplace-p": {"prior": "laplace"},
     "categorical": {"latent": "categorical", "latent_dim": 3, "categories": 4},
     "two-layer": {"latent_dim": 3, "latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8]},
+    "two-layer-top-down-vampprior": {"latent_dim": 3, "latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8],
+                                     "inference": "top-down", "pseudo_inputs": 4},
     "cvae": {"conditional": True},
     "cvae-categorical": {"conditional": True, "latent": "categorical", "latent_dim": 2, "categories": 3},
     "cvae-two-layer": {"conditional": True, "latent_dim": 2, "latent_dim2": 2, "encoder_hidden2": [8],

@@ -89,6 +89,8 @@ def _weights(trainer):
     (("model.latent_dim2=3", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]"), True),  # Monte-Carlo KL
     (("objective.name=iwae", "objective.samples=4"), True),  # the IWAE bound, four z's an image
     (("model.pseudo_inputs=6",), True),  # a VampPrior: a mixture prior, pseudo-inputs among the weights
+    (("model.latent_dim2=3", "model.inference=top-down", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]",
+      "model.pseudo_inputs=6"), True),  # Tomczak & Welling's two-level VampPrior model
     (("objective.name=btcvae", "objective.beta=4", "objective.btcvae.sampling=mss"), True),  # dataset_size given
     # the step count an input of the graph: C moves every step without recompiling
     (("objective.name=capacity", "objective.capacity.steps=20", "objective.capacity.gamma=10",

@@ -88,6 +88,7 @@ INVALID: dict[str, list] = {
     "model.conditional": [1, "yes"],  # a bool: only a wrong type is invalid
     "model.n_classes": [1, 0],
     "model.latent_dim2": [-1],
+    "model.inference": ["sideways"],
     "model.encoder_hidden2": [[0]],
     "model.decoder_hidden2": [[-4]],
     "model.output_bias": ["mean"],
@@ -330,6 +331,7 @@ def test_a_batch_as_large_as_the_data_or_larger_is_a_valid_config():
     (["model.likelihood=gaussian"], "model.likelihood"),  # grey-level model on {0,1} pixels
     (["model.net=conv", "model.conv_channels=[8, 8, 8, 8, 8]"], "model.conv_channels"),  # 28 halves to 0
     (["model.latent_dim2=2", "model.latent=laplace"], "model.latent_dim2"),
+    (["model.inference=top-down"], "model.inference"),  # one stochastic layer has no order to choose
     (["objective.name=iwae", "objective.beta=0.5"], "objective.beta"),
     (["model.pseudo_inputs=10", "model.latent=laplace"], "model.pseudo_inputs"),
     (["model.pseudo_inputs=10", "model.prior=laplace"], "model.pseudo_inputs"),

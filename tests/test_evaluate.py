@@ -202,12 +202,15 @@ def _tiny_models():
     one_layer = VAE(ModelConfig(latent_dim=3, encoder_hidden=[16], decoder_hidden=[16]))
     vamp = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16],
                            encoder_hidden2=[8], decoder_hidden2=[8], pseudo_inputs=5))
+    top_down = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16],
+                               encoder_hidden2=[8], decoder_hidden2=[8], pseudo_inputs=5, inference="top-down"))
     with torch.no_grad():  # spread the pseudo-inputs' posteriors, so the mixture's components differ by many nats
         vamp.pseudo_logits.normal_(0, 3)
-    return {"one layer": one_layer, "two layers, VampPrior": vamp}
+        top_down.pseudo_logits.normal_(0, 3)
+    return {"one layer": one_layer, "two layers, VampPrior": vamp, "top-down, VampPrior": top_down}
 
 
-@pytest.mark.parametrize("name", ["one layer", "two layers, VampPrior"])
+@pytest.mark.parametrize("name", ["one layer", "two layers, VampPrior", "top-down, VampPrior"])
 def test_fast_scoring_gives_the_plain_estimate(tiny_data, name):
     model = _tiny_models()[name].eval()
     # the same seed and chunks: the same draws, so only float rounding may differ
@@ -221,9 +224,10 @@ def test_fast_scoring_gives_the_plain_estimate(tiny_data, name):
     assert abs(default["nll"] - plain["nll"]) < 2 * plain["nll_stderr"]
 
 
-def test_fast_importance_weights_equal_torchs_distributions_one_by_one():
+@pytest.mark.parametrize("name", ["two layers, VampPrior", "top-down, VampPrior"])
+def test_fast_importance_weights_equal_torchs_distributions_one_by_one(name):
     # each log-weight of the fast path against the plain one, for the same z
-    model = _tiny_models()["two layers, VampPrior"].eval()
+    model = _tiny_models()[name].eval()
     x = torch.bernoulli(torch.full((3, 784), 0.3))
     with torch.no_grad():
         q, prior = model.posterior(x), model.prior()
@@ -235,8 +239,9 @@ def test_fast_importance_weights_equal_torchs_distributions_one_by_one():
     torch.testing.assert_close(fast, plain, atol=2e-4, rtol=1e-5)
 
 
-def test_vampprior_estimate_agrees_with_the_one_point_loop():
-    model = _tiny_models()["two layers, VampPrior"].eval()
+@pytest.mark.parametrize("name", ["two layers, VampPrior", "top-down, VampPrior"])
+def test_vampprior_estimate_agrees_with_the_one_point_loop(name):
+    model = _tiny_models()[name].eval()
     x = torch.bernoulli(torch.full((3, 784), 0.3))
     batched, _ = importance_log_likelihood(model, x, 2000, torch.Generator().manual_seed(0), samples_per_chunk=300)
     looped = reference_log_likelihood(model, x, 2000, torch.Generator().manual_seed(1))

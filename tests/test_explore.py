@@ -63,6 +63,9 @@ MODELS = {
     "categorical": ["model.latent=categorical", "model.latent_dim=3", "model.categories=4"],
     "laplace-5d": ["model.latent=laplace", "model.latent_dim=5"],
     "two-layer": ["model.latent_dim=3", "model.latent_dim2=2"],
+    # the decoder reads z2 too: the page maps z1 and holds z2 at the VampPrior's mean
+    "two-layer-top-down": ["model.latent_dim=3", "model.latent_dim2=2", "model.inference=top-down",
+                           "model.pseudo_inputs=4"],
     "one-dimensional": ["model.latent_dim=1"],
 }
 
@@ -154,11 +157,21 @@ def latent_points(model: VAE, n: int, seed: int = 0) -> np.ndarray:
     return z
 
 
+@torch.no_grad()
+def held_by_hand(model: VAE) -> torch.Tensor:
+    """z2 where the page decodes: 0 bottom-up; top-down, the mean of p(z2), here the VampPrior's: the
+    mean over the pseudo-inputs u of q(z2|u)'s mean."""
+    d2 = model.config.latent_dim2
+    if model.config.inference == "bottom-up" or not model.config.pseudo_inputs:
+        return torch.zeros(d2)
+    return model.top.up(model.encoder(torch.sigmoid(model.pseudo_logits)))[:, :d2].mean(0)
+
+
 def reference(model: VAE, z, y: int | None = None) -> np.ndarray:
     """model.decode_mean at the page's z (latent size, flattened): (n, n_pixels)."""
     z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, model.latent.size)
-    if model.top is not None:  # the decoder reads z1; z2 does not matter
-        z = torch.cat([z, torch.zeros(len(z), model.config.latent_dim2)], -1)
+    if model.top is not None:  # the page maps z1; z2 does not matter bottom-up, and top-down is held at its prior mean
+        z = torch.cat([z, held_by_hand(model).expand(len(z), -1)], -1)
     if model.config.latent == "categorical":
         z = z.unflatten(-1, (model.config.latent_dim, model.config.categories))
     labels = torch.full((len(z),), y) if model.n_labels else None
@@ -225,7 +238,9 @@ def numpy_decode(spec: dict, z: np.ndarray, y: int | None = None) -> np.ndarray:
 def test_the_decoder_spec_reproduces_the_decoder_mean(name):
     model = tiny_model(*MODELS[name]) if name in MODELS else shaped_model(name)
     spec = decoder_spec(model)
-    assert spec["n_weights"] == sum(p.numel() for p in model.decoder.parameters())
+    # a top-down decoder's first layer has z2's inputs folded into its bias
+    folded = model.decoder[0].out_features * model.config.latent_dim2 if name == "two-layer-top-down" else 0
+    assert spec["n_weights"] == sum(p.numel() for p in model.decoder.parameters()) - folded
     assert spec["input"] == model.latent.size + model.n_labels and spec["image_shape"] == list(model.image_shape)
     y = 3 if model.n_labels else None
     z = latent_points(model, 4)

@@ -124,6 +124,7 @@ EXPECTED_SKIPS = {  # variant -> {figure: the start of its note}
     "cvae-categorical": {"manifold": CATEGORICAL_MANIFOLD},
     "two-layer": {"kl-per-dim": "no KL per dimension for a two-layer model"},
     "cvae-two-layer": {"kl-per-dim": "no KL per dimension for a two-layer model"},
+    "two-layer-top-down-vampprior": {"kl-per-dim": "no KL per dimension for a two-layer model"},
 }
 UNCONDITIONAL_CLASS_SAMPLES = "class samples need a conditional model (model.conditional = true)"
 

@@ -76,10 +76,12 @@ def test_mixed_precision_rounds_only_the_network_products(net):
     torch.testing.assert_close(log_px, p32.log_prob(x), atol=2.0, rtol=0.01)
 
 
-@pytest.mark.parametrize("two_layers", [False, True])
-def test_vampprior_is_the_mixture_of_the_pseudo_inputs_posteriors(two_layers):
+@pytest.mark.parametrize("layers", ["one", "bottom-up", "top-down"])
+def test_vampprior_is_the_mixture_of_the_pseudo_inputs_posteriors(layers):
     torch.manual_seed(0)
-    extra = {"latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8]} if two_layers else {}
+    two_layers = layers != "one"
+    extra = ({"latent_dim2": 2, "encoder_hidden2": [8], "decoder_hidden2": [8], "inference": layers}
+             if two_layers else {})
     model = VAE(ModelConfig(latent_dim=3, encoder_hidden=[16], decoder_hidden=[16], pseudo_inputs=4, **extra))
     pseudo = torch.rand(4, 784)
     model.init_pseudo_inputs(pseudo)
@@ -88,9 +90,9 @@ def test_vampprior_is_the_mixture_of_the_pseudo_inputs_posteriors(two_layers):
     assert prior.event_shape == (model.latent_dim,) and prior.batch_shape == ()
     z = prior.sample((6,))
     q = model.posterior(pseudo.clamp(0.02, 0.98))  # the pseudo-inputs' own posteriors
-    if two_layers:  # p(z1, z2) = (1/C) sum_c q(z2 | E[z1|u_c]) p(z1|z2)
+    if two_layers:  # p(z1, z2) = (1/C) sum_c q(z2 | E[z1|u_c]) p(z1|z2), or q(z2 | u_c) top-down
         z1, z2 = z.split([3, 2], -1)
-        upper = model.top.upper_posterior(q.first.mean)
+        upper = model.top.upper_posterior(q.first.mean) if layers == "bottom-up" else q.first
         log_p2 = torch.logsumexp(upper.log_prob(z2[:, None, :]), -1) - math.log(4)
         by_hand = log_p2 + model.top._normal(model.top.down(z2)).log_prob(z1)
     else:
@@ -100,3 +102,30 @@ def test_vampprior_is_the_mixture_of_the_pseudo_inputs_posteriors(two_layers):
     prior.log_prob(z).sum().backward()
     assert model.pseudo_logits.grad.abs().sum() > 0
 
+
+
+@pytest.mark.parametrize("inference", ["bottom-up", "top-down"])
+def test_two_layer_posterior_factorizes_in_its_inference_order_and_the_decoder_reads_its_layers(inference):
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16],
+                            encoder_hidden2=[8], decoder_hidden2=[8], inference=inference))
+    x = (torch.rand(4, 784) < 0.3).float()
+    q = model.posterior(x)
+    z = q.rsample((5,))  # (5, 4, 3 + 2), z = [z1, z2] in both orders
+    z1, z2 = z.split([3, 2], -1)
+    params = model.encoder(x)
+    if inference == "bottom-up":  # q(z1|x) q(z2|z1)
+        by_hand = (model.latent.posterior(params).log_prob(z1)
+                   + model.top._normal(model.top.up(z1)).log_prob(z2))
+    else:  # q(z2|x) q(z1|x, z2), both from the encoder's output for x
+        by_hand = (model.top._normal(model.top.up(params)).log_prob(z2)
+                   + model.latent.posterior(model.top.merge(torch.cat([params.expand(5, -1, -1), z2], -1))).log_prob(z1))
+    torch.testing.assert_close(q.log_prob(z), by_hand)
+    # the top-down decoder reads z2 as well as z1; the bottom-up one z1 only
+    moved = torch.cat([z1, z2 + 1.0], -1)
+    differs = not torch.equal(model.likelihood(z).log_prob(x), model.likelihood(moved).log_prob(x))
+    assert differs == (inference == "top-down")
+    assert model.decoder[0].in_features == (5 if inference == "top-down" else 3)
+    # a training step's gradient reaches every network
+    (model.likelihood(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

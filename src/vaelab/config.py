@@ -49,6 +49,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "data.binarization": ("data.views", "VIEWS"),
     "data.resize_mode": ("data.own.decode", "RESIZE_MODES"),
     "model.net": ("model", "NETWORKS"),
+    "model.inference": ("model", "INFERENCES"),
     "model.latent": ("latents", "LATENT_FAMILIES"),
     "model.prior": ("latents", "PRIORS"),
     "model.output_bias": ("config", "OUTPUT_BIASES"),
@@ -214,6 +215,9 @@ class ModelConfig:
     latent_dim2: int = 0  # > 0: a second stochastic layer z2 above z (Burda et al.'s two-layer model)
     encoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z -> z2 network
     decoder_hidden2: list[int] = field(default_factory=lambda: [100, 100])  # z2 -> z network
+    # with latent_dim2: bottom-up, q(z|x) q(z2|z) (Burda et al.), or top-down, q(z2|x) q(z|x, z2) with a
+    # decoder reading [z, z2] (Tomczak & Welling's two-level VAE); encoder_hidden2 sizes its networks
+    inference: str = "bottom-up"
     output_bias: str = "zero"  # data_mean: decoder output bias = logit of the training mean (Burda et al.)
     pseudo_inputs: int = 0  # > 0: the VampPrior, a mixture of the posteriors of this many learned images
     # Your own code (see docs/extending.md), each "FILE.py:CLASS" or "package.module:CLASS", built with
@@ -248,6 +252,9 @@ class ModelConfig:
         _check(self.latent_dim2 >= 0, f"{prefix}.latent_dim2", f"must be >= 0, got {self.latent_dim2}")
         _check(not (self.latent_dim2 and self.latent != "normal"), f"{prefix}.latent_dim2",
                "a second stochastic layer is built for Gaussian latents only (model.latent = normal)")
+        _one_of(self.inference, choices("model.inference"), f"{prefix}.inference")
+        _check(self.inference == "bottom-up" or self.latent_dim2 > 0, f"{prefix}.inference",
+               f"{toml_value(self.inference)} orders two stochastic layers: set {prefix}.latent_dim2 > 0 too")
         _check(self.pseudo_inputs >= 0, f"{prefix}.pseudo_inputs", f"must be >= 0, got {self.pseudo_inputs}")
         _check(not (self.pseudo_inputs and self.latent != "normal"), f"{prefix}.pseudo_inputs",
                "the VampPrior mixes Gaussian posteriors: it needs model.latent = normal")

@@ -114,6 +114,9 @@ class VAE(Model):
         self.n_labels = config.n_classes if config.conditional else 0
         head_cls = LIKELIHOOD_HEADS[config.likelihood]
         build_encoder, build_decoder = NETWORKS[config.net]
+        top = INFERENCES[config.inference] if config.latent_dim2 else None
+        self.decoded_dim = self.latent.size + (config.latent_dim2 if top and top.reads_z2 else 0)  # what p(x|z) reads
+        decoded = self.decoded_dim
         if config.encoder:
             sizes = {"out_features": self.latent.n_params, "latent_dim": config.latent_dim, "n_labels": self.n_labels}
             self.encoder = UserEncoder(_user_network(config.encoder, "model.encoder", self.image_shape, sizes,
@@ -121,15 +124,15 @@ class VAE(Model):
         else:
             self.encoder = build_encoder(config, self.image_shape, self.latent.n_params, self.n_labels)
         if config.decoder:
-            sizes = {"in_features": self.latent.size + self.n_labels, "latent_dim": config.latent_dim,
+            sizes = {"in_features": decoded + self.n_labels, "latent_dim": config.latent_dim,
                      "params_per_pixel": head_cls.params_per_pixel}
             self.decoder = UserDecoder(_user_network(config.decoder, "model.decoder", self.image_shape, sizes,
                                                      config.args))
         else:
-            self.decoder = build_decoder(config, self.image_shape, self.latent.size + self.n_labels,
+            self.decoder = build_decoder(config, self.image_shape, decoded + self.n_labels,
                                          head_cls.params_per_pixel)
         self.head = head_cls(config, self.n_pixels)
-        self.top = TopLayer(config) if config.latent_dim2 else None
+        self.top = top(config) if top else None
         # model.pseudo_inputs: the VampPrior's learned images, as logits so that their pixels stay in (0, 1)
         self.pseudo_logits = nn.Parameter(torch.zeros(config.pseudo_inputs, self.n_pixels)) if config.pseudo_inputs else None
         self.latent_dim = self.latent.size + (config.latent_dim2 if self.top else 0)
@@ -147,7 +150,7 @@ class VAE(Model):
                                      f"size {cfg.latent_dim} needs (batch, {self.latent.n_params}) "
                                      f"({self.latent.params_text})")
             if cfg.decoder:
-                z = torch.zeros(2, self.latent.size + self.n_labels, device=self.device)
+                z = torch.zeros(2, self.decoded_dim + self.n_labels, device=self.device)
                 out, head = self.decoder(z), LIKELIHOOD_HEADS[cfg.likelihood]
                 need = head.params_per_pixel * self.n_pixels
                 if out.shape != (2, need):
@@ -180,13 +183,14 @@ class VAE(Model):
 
     def _vamp_prior(self) -> Distribution:
         """The VampPrior (Tomczak & Welling, 2018): p(z) = (1/C) sum_c q(z | u_c), the posteriors of C
-        learned pseudo-inputs u_c, a `MixtureSameFamily`. With two layers it is the prior of z2:
-        p(z2) = (1/C) sum_c q(z2 | z1 = E[z1 | u_c]), then p(z1|z2) as before."""
+        learned pseudo-inputs u_c, a `MixtureSameFamily`. With two layers it is the prior of z2, then
+        p(z1|z2) as before: p(z2) = (1/C) sum_c q(z2 | z1 = E[z1 | u_c]) inferred bottom-up,
+        (1/C) sum_c q(z2 | u_c) top-down."""
         pseudo = torch.sigmoid(self.pseudo_logits)  # (C, n_pixels), pixels in (0, 1) like the data
-        components = self.latent.posterior(self.network(self.encoder, pseudo, None))  # batch_shape (C,)
+        params = self.network(self.encoder, pseudo, None)
         if self.top:
-            return self.top.prior(uniform_mixture(self.top.upper_posterior(components.mean)))
-        return uniform_mixture(components)
+            return self.top.prior(uniform_mixture(self.top.vamp_components(self.latent, params)))
+        return uniform_mixture(self.latent.posterior(params))  # batch_shape (C,)
 
     @torch.no_grad()
     def init_pseudo_inputs(self, images: torch.Tensor) -> None:
@@ -196,15 +200,15 @@ class VAE(Model):
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x[, y]); x: (batch, n_pixels), y: (batch,) labels -> batch_shape (batch,)."""
-        posterior = self.latent.posterior(self.network(self.encoder, x, self._one_hot(y, x)))
-        return self.top.posterior(posterior) if self.top else posterior
+        params = self.network(self.encoder, x, self._one_hot(y, x))
+        return self.top.posterior(self.latent, params) if self.top else self.latent.posterior(params)
 
     def likelihood(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z[, y]); z as drawn from the prior or posterior -> batch_shape (...), event_shape (n_pixels,).
 
         z is (..., z_size), or (..., variables, categories) for a categorical latent.
         """
-        if self.top:
+        if self.top and not self.top.reads_z2:
             z = z[..., :self.latent.size]
         z = self.latent.flatten(z)
         extra = self._one_hot(y, z)
@@ -250,35 +254,73 @@ class VAE(Model):
 
 
 class TopLayer(nn.Module):
-    """A second stochastic layer z2 above z1: q(z2|z1) and p(z1|z2), Gaussian, with MLPs between.
+    """A second stochastic layer z2 above z1, Gaussian, with MLPs between; z = [z1, z2] throughout.
 
-    z = [z1, z2]; the decoder reads z1 only. KL(q || p) has no closed form: it is estimated by
-    Monte-Carlo over the sampled z.
+    The generative side is the same for every inference order: p(z1, z2) = p(z2) p(z1|z2). KL(q || p)
+    has no closed form: it is estimated by Monte-Carlo over the sampled z. Subclasses (`INFERENCES`)
+    choose q and what the decoder reads; `params` below is the encoder's output for x, (..., 2 * latent_dim).
     """
+
+    reads_z2 = False  # whether p(x|z) reads z2 as well as z1
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        act = config.activation
         self.dims = (config.latent_dim, config.latent_dim2)
-        self.up = MLP(config.latent_dim, config.encoder_hidden2, 2 * config.latent_dim2, act)
-        self.down = MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, act)
+        self.down = MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, config.activation)
 
     @staticmethod
     def _normal(params: torch.Tensor) -> Distribution:
         mu, log_var = params.chunk(2, dim=-1)
         return diagonal_normal(mu, torch.exp(0.5 * log_var))
 
+    def prior(self, p2: Distribution) -> Distribution:
+        """p(z1, z2) = p(z2) p(z1|z2); p2 is p(z2): standard, or the VampPrior's mixture."""
+        return TwoStep(p2, lambda z2: self._normal(self.down(z2)), *self.dims, first_is_a=False)
+
+
+class BottomUp(TopLayer):
+    """Burda et al. (2016): q(z1, z2 | x) = q(z1|x) q(z2|z1); the decoder reads z1 only."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.up = MLP(config.latent_dim, config.encoder_hidden2, 2 * config.latent_dim2, config.activation)
+
     def upper_posterior(self, z1: torch.Tensor) -> Distribution:
         """q(z2|z1): z1 (..., latent_dim) -> batch_shape (...,), event (latent_dim2,)."""
         return self._normal(self.up(z1))
 
-    def posterior(self, q1: Distribution) -> Distribution:
-        """q(z1, z2 | x) = q(z1|x) q(z2|z1)."""
-        return TwoStep(q1, self.upper_posterior, *self.dims, first_is_a=True)
+    def posterior(self, latent: nn.Module, params: torch.Tensor) -> Distribution:
+        return TwoStep(latent.posterior(params), self.upper_posterior, *self.dims, first_is_a=True)
 
-    def prior(self, p2: Distribution) -> Distribution:
-        """p(z1, z2) = p(z2) p(z1|z2); p2 is the standard prior of z2's size."""
-        return TwoStep(p2, lambda z2: self._normal(self.down(z2)), *self.dims, first_is_a=False)
+    def vamp_components(self, latent: nn.Module, params: torch.Tensor) -> Distribution:
+        """The VampPrior's components over z2, from the encoder's output for the pseudo-inputs: q(z2 | E[z1|u])."""
+        return self.upper_posterior(latent.posterior(params).mean)
+
+
+class TopDown(TopLayer):
+    """Tomczak & Welling's two-level VAE (2018): q(z1, z2 | x) = q(z2|x) q(z1|x, z2), inference in the
+    order of the generative model, and p(x | z1, z2): the decoder reads both layers."""
+
+    reads_z2 = True
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        features = 2 * config.latent_dim  # the encoder's output, which here feeds both posteriors
+        self.up = MLP(features, config.encoder_hidden2, 2 * config.latent_dim2, config.activation)
+        self.merge = MLP(features + config.latent_dim2, config.encoder_hidden2, features, config.activation)
+
+    def posterior(self, latent: nn.Module, params: torch.Tensor) -> Distribution:
+        def lower(z2: torch.Tensor) -> Distribution:  # q(z1 | x, z2); z2 (samples..., batch, latent_dim2)
+            return latent.posterior(self.merge(torch.cat([params.expand(*z2.shape[:-1], -1), z2], -1)))
+        return TwoStep(self._normal(self.up(params)), lower, *self.dims, first_is_a=False)
+
+    def vamp_components(self, latent: nn.Module, params: torch.Tensor) -> Distribution:
+        """The VampPrior's components over z2: q(z2|u) of each pseudo-input u."""
+        return self._normal(self.up(params))
+
+
+# model.inference: the order in which a two-layer model (model.latent_dim2 > 0) infers its layers
+INFERENCES: dict[str, type[TopLayer]] = {"bottom-up": BottomUp, "top-down": TopDown}
 
 
 def build_model(config: ModelConfig, image_shape: tuple[int, int, int]) -> Model:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import VaelabError
+from ..figures.variants import held_z2
 from ..likelihoods import LIKELIHOOD_HEADS
 from ..nets import MLP, ConvDecoder, Linear, Tanh
 
@@ -111,6 +112,17 @@ def decode_cost(spec: dict[str, Any]) -> int:
     return total + math.prod(spec["image_shape"]) * levels
 
 
+@torch.no_grad()
+def _fold_inputs(weight: torch.Tensor, bias: torch.Tensor | None, start: int, held: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Linear's (weight, bias) with inputs start .. start + len(held) fixed at `held`: those columns
+    move into the bias, so the layer reads the other inputs only. weight: (out, in)."""
+    stop = start + len(held)
+    folded = weight[:, start:stop] @ held.to(weight)
+    return (torch.cat([weight[:, :start], weight[:, stop:]], 1),
+            folded if bias is None else bias + folded)
+
+
 def decoder_spec(model: nn.Module) -> dict[str, Any]:
     """The decoder of `model` as data the page's JavaScript runs; ExplorerError if it cannot.
 
@@ -136,6 +148,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
     n_pixels = math.prod(image_shape)
     params = int(type(model.head).params_per_pixel)
     n_in = int(model.latent.size + model.n_labels)
+    held = held_z2(model)  # a decoder reading z2 too: its first layer takes z2 at this value, folded into the bias
     blob = _Blob()
     layers: list[dict[str, Any]] = []
     shape: list[int] = [n_in]  # the current activation's shape: (n,) or (C, H, W)
@@ -148,11 +161,16 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
             layers.append({"op": "reshape", "shape": target})
             shape = target
         elif type(module) in (nn.Linear, Linear):  # exact types: a subclass may compute another function
-            if len(shape) != 1 or shape[0] != module.in_features:
-                raise ExplorerError(f"{where}: a Linear of {module.in_features} inputs after an output of shape {shape}")
-            layers.append({"op": "linear", "in": module.in_features, "out": module.out_features,
-                           "weight": blob.add(module.weight, module.in_features * module.out_features),
-                           "bias": blob.add(module.bias, module.out_features)})
+            weight, bias = module.weight, module.bias
+            if held is not None:
+                weight, bias = _fold_inputs(weight, bias, int(model.latent.size), held)
+                held = None
+            n_inputs = weight.shape[1]
+            if len(shape) != 1 or shape[0] != n_inputs:
+                raise ExplorerError(f"{where}: a Linear of {n_inputs} inputs after an output of shape {shape}")
+            layers.append({"op": "linear", "in": n_inputs, "out": module.out_features,
+                           "weight": blob.add(weight, n_inputs * module.out_features),
+                           "bias": blob.add(bias, module.out_features)})
             shape = [module.out_features]
         elif type(module) is nn.ConvTranspose2d:
             layer = _conv_transpose(module, shape, where)

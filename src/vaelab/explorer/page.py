@@ -22,7 +22,7 @@ from ..data.catalog import drawn_inverted, known_label_names
 from ..latents import latent_kind
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
-from ..figures.variants import decode, decoded_size, encode, is_builtin, prior_family
+from ..figures.variants import decode, decoded_size, encode, held_z2, is_builtin, prior_family, reads_z2
 from .decoder import ExplorerError, decode_cost, decoder_spec
 
 
@@ -177,8 +177,11 @@ def _decode_means(model: nn.Module, z: np.ndarray, y: int | None, batch_size: in
     out = []
     for start in range(0, len(z), batch_size):
         part = torch.as_tensor(z[start:start + batch_size], dtype=torch.float32, device=device_of(model))
-        if getattr(model, "top", None) is not None:  # the decoder reads z1; z2 does not matter
-            part = torch.cat([part, part.new_zeros(len(part), model.config.latent_dim2)], -1)
+        if getattr(model, "top", None) is not None:  # the page maps z1; z2 is read only top-down, then held
+            held = held_z2(model)
+            rest = (part.new_zeros(len(part), model.config.latent_dim2) if held is None
+                    else held.to(part).expand(len(part), -1))
+            part = torch.cat([part, rest], -1)
         labels = torch.full((len(part),), y, device=device_of(model)) if n_labels(model) else None
         mean = decode(model, part, labels).float().cpu().numpy()
         out.append(np.rint(np.clip(mean, 0, 1) * 255).astype(np.uint8))
@@ -246,7 +249,9 @@ def _model_text(model: nn.Module, latent: dict[str, Any]) -> tuple[str, str, str
     else:
         latent_words = f"{latent['size']}-D {latent['family']} latent"
     if latent["two_layer"]:
-        latent_words += f"; two stochastic layers, the decoder reads z1 (shown here), not the {latent['latent_dim2']}-D z2"
+        latent_words += (f"; two stochastic layers, the decoder reads z1 (shown here) and the {latent['latent_dim2']}-D z2, "
+                         "held at its prior mean" if reads_z2(model) else
+                         f"; two stochastic layers, the decoder reads z1 (shown here), not the {latent['latent_dim2']}-D z2")
     if config.decoder:
         decoder_text = f"own decoder {config.decoder.rpartition('/')[2]}"
     elif config.net == "conv":

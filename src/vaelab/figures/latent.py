@@ -20,7 +20,7 @@ from ..distributions import TwoStep
 from ..contract import Model, device_of, n_labels
 from .context import MANIFOLD_RANGES, FigureContext, FigureError, FigureSkipped
 from .grids import as_images, image_grid_figure, tile
-from .variants import decode, decoded_size, is_categorical, is_two_layer, latent_dim
+from .variants import decode, decoded_size, is_categorical, is_two_layer, latent_dim, reads_z2
 
 
 def _axis_label(axis: str, dim: int) -> str:
@@ -113,7 +113,9 @@ def _manifold_subtitle(ctx: FigureContext, dims: tuple[int, int]) -> str:
         over = f"at {name} quantiles {symbol}\u207b\u00b9(p), p = {0.5 / n:.3g} .. {1 - 0.5 / n:.3g}"
     a, b = (_axis_name(ctx, d) for d in dims)
     text = f"decoder mean on a {n} x {n} grid of {a}, {b} {over}"
-    if is_two_layer(model):
+    if reads_z2(model):
+        text += "; the decoder reads z1 and z2, z2 held at its mean over the test posterior means"
+    elif is_two_layer(model):
         text += "; z1 is the layer the decoder reads"
     lines = []
     if size > 2:
@@ -249,8 +251,8 @@ def scatter_points(ctx: FigureContext) -> ScatterPoints:
         return ScatterPoints(means, f"class probabilities of q(z|x) ({config.latent_dim} variables x "
                                     f"{config.categories} classes)", "z", raw_2d=False)
     if is_two_layer(model):
-        return ScatterPoints(means[:, :decoded_size(model)], "posterior means of z1 (the layer the decoder reads)",
-                             "z1")
+        read = "the decoder reads z2 too" if reads_z2(model) else "the layer the decoder reads"
+        return ScatterPoints(means[:, :decoded_size(model)], f"posterior means of z1 ({read})", "z1")
     return ScatterPoints(means, "posterior means", "z")
 
 

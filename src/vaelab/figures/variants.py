@@ -47,8 +47,21 @@ def latent_dim(model: Model) -> int:
     return model.latent_dim if is_builtin(model) else latent_size(model)
 
 
+def reads_z2(model: Model) -> bool:
+    """Whether a two-layer model's decoder reads z2 as well as z1 (model.inference = "top-down")."""
+    return is_two_layer(model) and model.top.reads_z2
+
+
+@torch.no_grad()
+def held_z2(model: Model) -> torch.Tensor | None:
+    """(latent_dim2,) where the explorer decodes from z1 alone a decoder that also reads z2: the mean of
+    p(z2) (0 for a standard prior, the mean of the components' means for a VampPrior); else None."""
+    return model.prior().first.mean if reads_z2(model) else None
+
+
 def decoded_size(model: Model) -> int:
-    """How many leading entries of z the decoder reads: z1's size for a two-layer model, else all of z."""
+    """How many leading entries of z the figures and the explorer map: z1's size for a two-layer model
+    (the layer its decoder reads, with z2 too where `reads_z2`), else all of z."""
     return model.latent.size if is_builtin(model) else latent_size(model)
 
 
@@ -83,7 +96,8 @@ def latent_text(model: Model) -> str:
     if is_categorical(model):
         text = f"{config.latent_dim} x {config.categories}-class categorical latent"
     elif is_two_layer(model):
-        text = f"two-layer {config.latent_dim}-D + {config.latent_dim2}-D latent"
+        text = f"two-layer {config.latent_dim}-D + {config.latent_dim2}-D latent" + (
+            ", inferred top-down" if reads_z2(model) else "")
     else:
         text = f"{config.latent_dim}-D {'Laplace ' if config.latent == 'laplace' else ''}latent"
     if not is_categorical(model) and config.prior != config.latent:
