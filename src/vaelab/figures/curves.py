@@ -29,7 +29,9 @@ def draw_curves(ctx: FigureContext) -> Figure:
     best, kept_by = kept_record(records), SELECTED_BY[selection_key(records)]
     for ax, (key, label) in zip(axes, CURVE_PANELS):
         _plot_panel(ax, records, key, label, best, kept_by)
-    axes[0].legend(fontsize=8)
+    # under the panel, not in it: a fine-tune's curves run flat across the whole panel, where any corner
+    # would hide one of them
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.suptitle(ctx.headline("training curves: train (mean over the epoch's batches, while it trained) "
                               "and validation (at the end of the epoch)"), fontsize=9)
     fig.tight_layout()
