@@ -88,6 +88,7 @@ def _weights(trainer):
     (("optim.name=rmsprop",), False),  # another optimizer: the objective compiled, autograd and the optimizer as usual
     (("model.latent_dim2=3", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]"), True),  # Monte-Carlo KL
     (("objective.name=iwae", "objective.samples=4"), True),  # the IWAE bound, four z's an image
+    (("objective.name=iwae", "objective.samples=4", "objective.iwae.gradient=dreg"), True),  # its DReG gradient
     (("model.pseudo_inputs=6",), True),  # a VampPrior: a mixture prior, pseudo-inputs among the weights
     (("model.latent_dim2=3", "model.inference=top-down", "model.encoder_hidden2=[16]", "model.decoder_hidden2=[16]",
       "model.pseudo_inputs=6"), True),  # Tomczak & Welling's two-level VampPrior model

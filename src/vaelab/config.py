@@ -58,6 +58,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "model.likelihood": ("likelihoods", "LIKELIHOOD_HEADS"),
     "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
     "objective.name": ("objectives", "OBJECTIVES"),
+    "objective.iwae.gradient": ("objectives", "IWAE_GRADIENTS"),
     "objective.btcvae.sampling": ("objectives", "TC_SAMPLINGS"),
     "objective.dipvae.type": ("objectives", "DIP_TYPES"),
     "optim.name": ("optimizers", "OPTIMIZERS"),
@@ -279,6 +280,18 @@ class ModelConfig:
 
 
 @dataclass
+class IwaeConfig:
+    """The IWAE bound's own settings (its k is objective.samples)."""
+
+    # reparameterized: the bound's plain gradient | dreg: doubly reparameterized (Tucker et al., 2019),
+    # for the encoder's gradient with less variance
+    gradient: str = "reparameterized"
+
+    def validate(self, prefix: str = "objective.iwae") -> None:
+        _one_of(self.gradient, choices("objective.iwae.gradient"), f"{prefix}.gradient")
+
+
+@dataclass
 class BtcvaeConfig:
     """β-TCVAE (Chen et al., 2018); its TC weight is objective.beta."""
 
@@ -347,6 +360,7 @@ class ObjectiveConfig:
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
     args: dict[str, Any] = field(default_factory=dict)  # keywords of a registered objective of your own
     # Each objective's own settings, in a section named as the objective; passed to it as keywords
+    iwae: IwaeConfig = field(default_factory=IwaeConfig)
     btcvae: BtcvaeConfig = field(default_factory=BtcvaeConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     dipvae: DipvaeConfig = field(default_factory=DipvaeConfig)

@@ -98,13 +98,46 @@ def log_weights(model: Model, x: torch.Tensor, k: int, generator: Noise = None,
     return log_px_z - log_ratio, log_px_z, log_ratio
 
 
+def dreg_log_weights(model: Model, x: torch.Tensor, k: int, generator: Noise = None,
+                     y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`log_weights` whose log-sum-exp has the doubly reparameterized gradient (DReG; Tucker et al., 2019).
+
+    Same values; the gradient reaching q's parameters through z_k is weighted by w~_k^2 (w~ = the
+    normalized weights) and the score term, q's own dependence on its parameters at a fixed z, is
+    gone: the same gradient in expectation, with less variance, which grows as k grows. The decoder's
+    and the prior's gradients are IWAE's, draw for draw. Costs a forward pass without gradients,
+    to know w~ before the pass that scales by it.
+    """
+    q = posterior(model, x, y)
+    z = rsample(q, (k,), generator)
+    fixed = z.detach()
+    with torch.no_grad():
+        normalized = torch.softmax(likelihood(model, fixed, y).log_prob(x) + model.prior().log_prob(fixed)
+                                   - q.log_prob(fixed), 0)  # w~ (k, batch)
+    path = fixed + normalized.unsqueeze(-1) * (z - fixed)  # z's value; w~_k times its gradient to q's parameters
+    log_px_z = likelihood(model, path, y).log_prob(x)
+    log_ratio = q.log_prob(path) - model.prior().log_prob(path)
+    at_fixed = q.log_prob(fixed)  # q's parameters alone: adding it (worth 0) cancels the score term of -log q
+    return log_px_z - log_ratio + (at_fixed - at_fixed.detach()), log_px_z, log_ratio
+
+
+# objective.iwae.gradient: the estimator of the IWAE bound's gradient
+IWAE_GRADIENTS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {
+    "reparameterized": log_weights,
+    "dreg": dreg_log_weights,
+}
+
+
 def iwae_bound(model: Model, x: torch.Tensor, k: int = 50, generator: Noise = None,
-               y: torch.Tensor | None = None, kl_weight: float = 1.0) -> ObjectiveTerms:
+               y: torch.Tensor | None = None, kl_weight: float = 1.0,
+               gradient: str = "reparameterized") -> ObjectiveTerms:
     """The importance-weighted bound log (1/k) sum_k w_k (Burda et al., 2016); k = 1 is the ELBO.
 
-    The ELBO terms reported beside it are the k-sample Monte-Carlo averages.
+    The ELBO terms reported beside it are the k-sample Monte-Carlo averages. `gradient`: how its
+    gradient is estimated (`IWAE_GRADIENTS`); the value is the same.
     """
-    log_w, log_px_z, log_ratio = log_weights(model, x, k, generator, y)
+    weights = IWAE_GRADIENTS[gradient] if torch.is_grad_enabled() else log_weights  # no gradient: one pass
+    log_w, log_px_z, log_ratio = weights(model, x, k, generator, y)
     bound = torch.logsumexp(log_w, 0) - math.log(k)
     reconstruction, kl_term = log_px_z.mean(0), log_ratio.mean(0)
     return ObjectiveTerms(reconstruction - kl_term, reconstruction, kl_term, bound)
