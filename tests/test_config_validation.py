@@ -97,6 +97,7 @@ INVALID: dict[str, list] = {
     "objective.samples": [0, -1],
     "objective.beta": [-0.5],
     "objective.warmup_epochs": [-1],
+    "objective.iwae.gradient": ["DReG", "score"],
     "objective.btcvae.sampling": ["msw", "MSS"],
     "objective.btcvae.alpha": [-1.0],
     "objective.btcvae.gamma": [-0.5],

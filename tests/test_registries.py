@@ -35,6 +35,7 @@ IMPLEMENTED_BY = {
     "data.binarization": views.VIEWS,
     "data.resize_mode": decode.RESIZE_MODES,
     "model.net": model.NETWORKS,
+    "model.inference": model.INFERENCES,
     "model.latent": latents.LATENT_FAMILIES,
     "model.prior": latents.PRIORS,
     "model.output_bias": config.OUTPUT_BIASES,
@@ -43,6 +44,7 @@ IMPLEMENTED_BY = {
     "model.likelihood": likelihoods.LIKELIHOOD_HEADS,
     "model.gaussian_variance": likelihoods.GAUSSIAN_VARIANCES,
     "objective.name": objectives.OBJECTIVES,
+    "objective.iwae.gradient": objectives.IWAE_GRADIENTS,
     "objective.btcvae.sampling": objectives.TC_SAMPLINGS,
     "objective.dipvae.type": objectives.DIP_TYPES,
     "optim.name": optimizers.OPTIMIZERS,
@@ -93,6 +95,8 @@ def _with(key: str, value) -> dict:
     node[name] = [value] if key in LISTS else value
     if sections[0] == "objective" and len(sections) == 2:  # an objective's own section: that objective trains
         values["objective"]["name"] = sections[1]
+    if key == "model.inference":  # the order of two stochastic layers: a model with two
+        values["model"]["latent_dim2"] = 2
     return values
 
 

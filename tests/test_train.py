@@ -580,14 +580,20 @@ def test_a_run_validated_every_few_epochs_resumes_bit_for_bit(tmp_path, tiny_raw
 
 
 def test_an_iwae_run_keeps_the_weights_of_its_best_validation_bound_not_of_its_best_elbo(tmp_path, tiny_raw):
-    # at this rate the 5-sample bound keeps rising while the ELBO of the same weights peaks early:
-    # kept by the ELBO, the run would keep an early epoch, and lose what IWAE training gained
-    trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=8", "optim.lr=0.03", "objective.name=iwae",
-                           "objective.samples=5")
-    summary = trainer.fit()
-    records = read_jsonl(trainer.run_dir / "metrics.jsonl")
-    by_bound = max(records, key=lambda r: r["val_bound"])
-    assert by_bound["epoch"] != max(records, key=lambda r: r["val_elbo"])["epoch"]  # the case this test is for
+    # at a high rate the 5-sample bound keeps rising while the ELBO of the same weights peaks early:
+    # kept by the ELBO, the run would keep an early epoch, and lose what IWAE training gained. Which
+    # rate shows it depends on the CPU's rounding (AVX2 and AVX-512 part after a few epochs), so the
+    # first rate that does is the case this test is for
+    for lr in (0.03, 0.04, 0.05, 0.02, 0.035, 0.045, 0.025):
+        trainer = make_trainer(tmp_path, tiny_raw, "train.epochs=8", f"optim.lr={lr}", "objective.name=iwae",
+                               "objective.samples=5", name=f"lr-{lr}")
+        summary = trainer.fit()
+        records = read_jsonl(trainer.run_dir / "metrics.jsonl")
+        by_bound = max(records, key=lambda r: r["val_bound"])
+        if by_bound["epoch"] != max(records, key=lambda r: r["val_elbo"])["epoch"]:
+            break
+    else:
+        pytest.fail("at no rate did the best bound and the best ELBO fall at different epochs")
     assert (summary["best_epoch"], summary["best_val_bound"]) == (by_bound["epoch"], by_bound["val_bound"])
     assert summary["best_val_elbo"] == by_bound["val_elbo"] and summary["bound_k"] == 5
     assert summary["selected_by"] == "validation IWAE bound (k = 5)"
