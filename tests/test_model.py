@@ -129,3 +129,10 @@ def test_two_layer_posterior_factorizes_in_its_inference_order_and_the_decoder_r
     # a training step's gradient reaches every network
     (model.likelihood(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_a_bottom_up_model_orders_its_parameters_as_checkpoints_have_them():
+    # Adam's state in a checkpoint is stored by parameter position: q(z2|z1)'s network before p(z1|z2)'s
+    model = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden2=[8], decoder_hidden2=[8]))
+    names = [name for name, _ in model.named_parameters() if name.startswith("top.")]
+    assert names == [f"top.{net}.{i}.{kind}" for net in ("up", "down") for i in (0, 2) for kind in ("weight", "bias")]

@@ -266,7 +266,12 @@ class TopLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.dims = (config.latent_dim, config.latent_dim2)
-        self.down = MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, config.activation)
+
+    @staticmethod
+    def _down(config: ModelConfig) -> nn.Module:
+        """p(z1|z2)'s network; built after q's, so that a seed draws a bottom-up model's weights, and its
+        parameters come in the order (the optimizer's state, checkpoints), as they always have."""
+        return MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, config.activation)
 
     @staticmethod
     def _normal(params: torch.Tensor) -> Distribution:
@@ -284,6 +289,7 @@ class BottomUp(TopLayer):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.up = MLP(config.latent_dim, config.encoder_hidden2, 2 * config.latent_dim2, config.activation)
+        self.down = self._down(config)
 
     def upper_posterior(self, z1: torch.Tensor) -> Distribution:
         """q(z2|z1): z1 (..., latent_dim) -> batch_shape (...,), event (latent_dim2,)."""
@@ -308,6 +314,7 @@ class TopDown(TopLayer):
         features = 2 * config.latent_dim  # the encoder's output, which here feeds both posteriors
         self.up = MLP(features, config.encoder_hidden2, 2 * config.latent_dim2, config.activation)
         self.merge = MLP(features + config.latent_dim2, config.encoder_hidden2, features, config.activation)
+        self.down = self._down(config)
 
     def posterior(self, latent: nn.Module, params: torch.Tensor) -> Distribution:
         def lower(z2: torch.Tensor) -> Distribution:  # q(z1 | x, z2); z2 (samples..., batch, latent_dim2)
