@@ -116,7 +116,6 @@ class VAE(Model):
         build_encoder, build_decoder = NETWORKS[config.net]
         top = INFERENCES[config.inference] if config.latent_dim2 else None
         self.decoded_dim = self.latent.size + (config.latent_dim2 if top and top.reads_z2 else 0)  # what p(x|z) reads
-        decoded = self.decoded_dim
         if config.encoder:
             sizes = {"out_features": self.latent.n_params, "latent_dim": config.latent_dim, "n_labels": self.n_labels}
             self.encoder = UserEncoder(_user_network(config.encoder, "model.encoder", self.image_shape, sizes,
@@ -124,12 +123,12 @@ class VAE(Model):
         else:
             self.encoder = build_encoder(config, self.image_shape, self.latent.n_params, self.n_labels)
         if config.decoder:
-            sizes = {"in_features": decoded + self.n_labels, "latent_dim": config.latent_dim,
+            sizes = {"in_features": self.decoded_dim + self.n_labels, "latent_dim": config.latent_dim,
                      "params_per_pixel": head_cls.params_per_pixel}
             self.decoder = UserDecoder(_user_network(config.decoder, "model.decoder", self.image_shape, sizes,
                                                      config.args))
         else:
-            self.decoder = build_decoder(config, self.image_shape, decoded + self.n_labels,
+            self.decoder = build_decoder(config, self.image_shape, self.decoded_dim + self.n_labels,
                                          head_cls.params_per_pixel)
         self.head = head_cls(config, self.n_pixels)
         self.top = top(config) if top else None

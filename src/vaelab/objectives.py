@@ -108,16 +108,16 @@ def dreg_log_weights(model: Model, x: torch.Tensor, k: int, generator: Noise = N
     and the prior's gradients are IWAE's, draw for draw. Costs a forward pass without gradients,
     to know w~ before the pass that scales by it.
     """
-    q = posterior(model, x, y)
+    q, prior = posterior(model, x, y), model.prior()
     z = rsample(q, (k,), generator)
     fixed = z.detach()
+    at_fixed = q.log_prob(fixed)  # q's parameters alone: adding it (worth 0) cancels the score term of -log q
     with torch.no_grad():
-        normalized = torch.softmax(likelihood(model, fixed, y).log_prob(x) + model.prior().log_prob(fixed)
-                                   - q.log_prob(fixed), 0)  # w~ (k, batch)
+        normalized = torch.softmax(likelihood(model, fixed, y).log_prob(x) + prior.log_prob(fixed)
+                                   - at_fixed, 0)  # w~ (k, batch)
     path = fixed + normalized.unsqueeze(-1) * (z - fixed)  # z's value; w~_k times its gradient to q's parameters
     log_px_z = likelihood(model, path, y).log_prob(x)
-    log_ratio = q.log_prob(path) - model.prior().log_prob(path)
-    at_fixed = q.log_prob(fixed)  # q's parameters alone: adding it (worth 0) cancels the score term of -log q
+    log_ratio = q.log_prob(path) - prior.log_prob(path)
     return log_px_z - log_ratio + (at_fixed - at_fixed.detach()), log_px_z, log_ratio
 
 

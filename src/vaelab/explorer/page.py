@@ -175,10 +175,11 @@ def _grid_latents(a: np.ndarray, b: np.ndarray | None, view: dict[str, Any], lat
 def _decode_means(model: nn.Module, z: np.ndarray, y: int | None, batch_size: int = 64) -> np.ndarray:
     """model.decode_mean at the page's z (n, latent size) and label y, as 8-bit pixels (n, C*H*W)."""
     out = []
+    two_layer = getattr(model, "top", None) is not None  # the page maps z1; z2 is read only top-down, then held
+    held = held_z2(model) if two_layer else None  # once: a VampPrior's mean runs the encoder on every pseudo-input
     for start in range(0, len(z), batch_size):
         part = torch.as_tensor(z[start:start + batch_size], dtype=torch.float32, device=device_of(model))
-        if getattr(model, "top", None) is not None:  # the page maps z1; z2 is read only top-down, then held
-            held = held_z2(model)
+        if two_layer:
             rest = (part.new_zeros(len(part), model.config.latent_dim2) if held is None
                     else held.to(part).expand(len(part), -1))
             part = torch.cat([part, rest], -1)
@@ -249,9 +250,9 @@ def _model_text(model: nn.Module, latent: dict[str, Any]) -> tuple[str, str, str
     else:
         latent_words = f"{latent['size']}-D {latent['family']} latent"
     if latent["two_layer"]:
-        latent_words += (f"; two stochastic layers, the decoder reads z1 (shown here) and the {latent['latent_dim2']}-D z2, "
-                         "held at its prior mean" if reads_z2(model) else
-                         f"; two stochastic layers, the decoder reads z1 (shown here), not the {latent['latent_dim2']}-D z2")
+        z2 = f"the {latent['latent_dim2']}-D z2"
+        latent_words += (f"; two stochastic layers, the decoder reads z1 (shown here) and {z2}, held at its prior mean"
+                         if reads_z2(model) else f"; two stochastic layers, the decoder reads z1 (shown here), not {z2}")
     if config.decoder:
         decoder_text = f"own decoder {config.decoder.rpartition('/')[2]}"
     elif config.net == "conv":
