@@ -44,3 +44,35 @@ def test_an_iwae_runs_validation_bound_is_drawn_and_its_best_epoch_is_the_one_ma
     assert list(bound.get_ydata()) == [r["val_bound"] for r in metrics]
     assert list(kept.get_xdata()) == [3, 3] and "IWAE bound" in kept.get_label()
     assert len(kl_panel.get_lines()) == 3  # train, validation, the kept epoch: the bound is an ELBO panel's
+
+
+def _long_run(epochs: int) -> list[dict]:
+    """A run whose first epochs sit far below where it ends: ELBO -300 at epoch 1 rising to about -85."""
+    records = []
+    for epoch in range(1, epochs + 1):
+        elbo = -85.0 - 215.0 * 0.5 ** (epoch - 1) - 2.0 / epoch
+        records.append({"epoch": epoch, "train_elbo": elbo, "val_elbo": elbo - 0.5,
+                        "train_reconstruction": elbo + 25, "val_reconstruction": elbo + 24.5,
+                        "train_kl": 25.0, "val_kl": 25.0})
+    return records
+
+
+def test_a_long_runs_elbo_axis_holds_its_later_epochs_and_says_the_first_are_off_the_scale(tmp_path, tiny_data):
+    metrics = _long_run(200)
+    elbo_panel, _, kl_panel = draw_curves(make_ctx(tmp_path, tiny_data, metrics=metrics)).axes
+    later = [r[k] for r in metrics if r["epoch"] > 20 for k in ("train_elbo", "val_elbo")]
+    low, high = elbo_panel.get_ylim()
+    assert low <= min(later) and max(later) <= high  # every later point is on the axis
+    assert low > -95 and "off the scale" in elbo_panel.get_title()  # epoch 1's -300 is not
+    train = elbo_panel.get_lines()[0]
+    assert len(train.get_xdata()) == 200  # drawn, only beyond the axis
+    assert "off the scale" not in kl_panel.get_title()  # a flat KL keeps its whole range
+
+
+@pytest.mark.parametrize("epochs", [3, 15])
+def test_a_short_runs_axes_show_every_epoch(tmp_path, tiny_data, epochs):
+    metrics = _long_run(epochs)
+    for ax in draw_curves(make_ctx(tmp_path, tiny_data, metrics=metrics)).axes:
+        values = [y for line in ax.get_lines()[:2] for y in line.get_ydata()]
+        low, high = ax.get_ylim()
+        assert low <= min(values) and max(values) <= high and "off the scale" not in ax.get_title()

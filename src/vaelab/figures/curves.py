@@ -38,6 +38,26 @@ def draw_curves(ctx: FigureContext) -> Figure:
     return fig
 
 
+def later_epochs_range(points: list[tuple[int, float]], share: float = 0.1,
+                       spread: float = 4.0) -> tuple[float, float] | None:
+    """y-limits fitted to the epochs after the first `share` of the run, or None to show every point.
+
+    `points`: (epoch, value) pairs. A long run's first epochs lie tens of nats from where it ends, and an
+    axis that holds them flattens the last hundreds of epochs, the part a reader looks at, into a line;
+    so when all points spread over more than `spread` times the later ones, the axis holds the later.
+    """
+    last = max((epoch for epoch, _ in points), default=0)
+    later = [value for epoch, value in points if epoch > share * last]
+    if last < 20 or not later:  # a short run: every epoch is worth seeing
+        return None
+    low, high = min(later), max(later)
+    everything = max(value for _, value in points) - min(value for _, value in points)
+    if everything <= spread * (high - low):
+        return None
+    margin = max(0.1 * (high - low), 1e-3 * max(abs(low), abs(high)), 1e-6)
+    return low - margin, high + margin
+
+
 def _plot_panel(ax: Any, records: list[dict[str, Any]], key: str, label: str, best: dict[str, Any] | None,
                 kept_by: str) -> None:
     """One term's train and validation curves, with the kept epoch (best validation `kept_by`) marked;
@@ -45,10 +65,16 @@ def _plot_panel(ax: Any, records: list[dict[str, Any]], key: str, label: str, be
     curves = [(f"train_{key}", "-o", "train"), (f"val_{key}", "--s", "validation")]
     if key == "elbo":
         curves.append(("val_bound", ":^", "validation IWAE bound"))
+    plotted: list[tuple[int, float]] = []
     for field, style, legend in curves:
         points = [(r["epoch"], r[field]) for r in records if field in r]
         if points:
             ax.plot(*zip(*points), style, markersize=3, label=legend)
+            plotted += points
+    limits = later_epochs_range(plotted)
+    if limits is not None:
+        ax.set_ylim(*limits)
+        label += "\n(the first epochs run off the scale)"
     if best is not None:
         ax.axvline(best["epoch"], color="0.6", linewidth=0.8, linestyle=":", label=f"kept: best val. {kept_by}")
     ax.set_title(label, fontsize=9)
