@@ -93,6 +93,7 @@ INVALID: dict[str, list] = {
     "model.decoder_hidden2": [[-4]],
     "model.output_bias": ["mean"],
     "model.pseudo_inputs": [-1, 2.5],
+    "model.log_var_bounds": [[2.0, -6.0], [-6.0], [-6.0, 2.0, 3.0], [1.0, 1.0]],
     "objective.name": ["vae"],
     "objective.samples": [0, -1],
     "objective.beta": [-0.5],
@@ -234,6 +235,8 @@ def wrong_types(hint) -> list:
         return [3, "1,2", [1.5], [True], ["a"], None]
     if hint == list[str]:
         return ["samples", [1], [None], None]
+    if hint == list[float]:
+        return [-6.0, "-6,2", ["a"], [True], None]
     if hint == str | None:
         return [1, True, ["x"]]
     if hint == float | None:
@@ -335,6 +338,7 @@ def test_a_batch_as_large_as_the_data_or_larger_is_a_valid_config():
     (["model.inference=top-down"], "model.inference"),  # one stochastic layer has no order to choose
     (["objective.name=iwae", "objective.beta=0.5"], "objective.beta"),
     (["model.pseudo_inputs=10", "model.latent=laplace"], "model.pseudo_inputs"),
+    (["model.log_var_bounds=[-6, 2]", "model.latent=laplace"], "model.log_var_bounds"),  # a log-scale, not a variance
     (["model.pseudo_inputs=10", "model.prior=laplace"], "model.pseudo_inputs"),
     (["model.pseudo_inputs=10", "model.conditional=true"], "model.pseudo_inputs"),
     (["model.conditional=true", "model.n_classes=5"], "model.n_classes"),  # mnist labels go up to 9

@@ -131,6 +131,44 @@ def test_two_layer_posterior_factorizes_in_its_inference_order_and_the_decoder_r
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@pytest.mark.parametrize("inference", ["bottom-up", "top-down"])
+def test_log_var_bounds_clip_every_gaussian_of_a_two_layer_model_and_nothing_inside_them(inference):
+    def model_with(bounds):
+        torch.manual_seed(0)
+        model = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16],
+                                encoder_hidden2=[8], decoder_hidden2=[8], inference=inference,
+                                pseudo_inputs=4, log_var_bounds=bounds))
+        with torch.no_grad():  # outputs far from 0, so that log-variances fall beyond [-1, 0.5]
+            for net in (model.encoder.net, model.top.up, model.top.down):
+                net.last.weight.mul_(20)
+        return model
+    free, clipped, wide = model_with([]), model_with([-1.0, 0.5]), model_with([-1e3, 1e3])
+    x = (torch.rand(6, 784) < 0.3).float()
+    z1, z2 = torch.randn(3, 6, 3), torch.randn(3, 6, 2)
+
+    def scales(model):
+        """sigma of q(z1|.), q(z2|.), p(z1|z2) for x's samples."""
+        params, top = model.encoder(x), model.top
+        if inference == "bottom-up":
+            q1, q2 = model.latent.posterior(params), top.upper_posterior(z1)
+        else:
+            q2 = top._normal(top.up(params))
+            q1 = model.latent.posterior(top.merge(torch.cat([params.expand(3, -1, -1), z2], -1)))
+        return [d.base_dist.scale for d in (q1, q2, top._normal(top.down(z2)))]
+
+    low, high = math.exp(-0.5), math.exp(0.25)  # sigma = exp(log_var / 2)
+    assert any(((s < low) | (s > high)).any() for s in scales(free))  # the bounds have work to do
+    for s in scales(clipped):
+        assert ((s >= low * (1 - 1e-6)) & (s <= high * (1 + 1e-6))).all()
+    for a, b in zip(scales(free), scales(wide)):  # inside the bounds nothing changes
+        torch.testing.assert_close(a, b)
+    # the whole model's densities and its VampPrior stay finite and trainable under the bounds
+    q = clipped.posterior(x)
+    z = q.rsample((5,))
+    (clipped.likelihood(z).log_prob(x) + clipped.prior().log_prob(z) - q.log_prob(z)).mean().backward()
+    assert clipped.pseudo_logits.grad.abs().sum() > 0
+
+
 def test_a_bottom_up_model_orders_its_parameters_as_checkpoints_have_them():
     # Adam's state in a checkpoint is stored by parameter position: q(z2|z1)'s network before p(z1|z2)'s
     model = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden2=[8], decoder_hidden2=[8]))

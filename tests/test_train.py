@@ -636,6 +636,15 @@ def test_train_init_starts_from_a_runs_kept_weights_and_records_their_fingerprin
     assert summary["best_val_elbo"] > fresh["best_val_elbo"] + 20
 
 
+def test_train_init_may_bound_the_log_variances_the_weights_were_trained_without(tmp_path, tiny_raw):
+    source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
+    source.fit()
+    tuned = make_trainer(tmp_path, tiny_raw, "train.epochs=1", "model.log_var_bounds=[-6, 2]",
+                         f"train.init_from={source.run_dir}", name="bounded")
+    assert tuned.model.latent.log_var_bounds == (-6.0, 2.0)
+    assert_same_tensors(load_tensors(source.run_dir / WEIGHTS)[0], tuned.model.state_dict())
+
+
 def test_train_init_refuses_another_model_and_a_missing_folder_in_one_line(tmp_path, tiny_raw):
     source = make_trainer(tmp_path, tiny_raw, "train.epochs=1", name="source")
     source.fit()

@@ -203,6 +203,9 @@ class ModelConfig:
     gaussian_variance: str = "shared"  # fixed | shared (one learned sigma^2) | per_pixel
     gaussian_sigma: float = 0.1  # the fixed sigma, or the starting sigma when learned
     min_sigma: float = 1e-3  # floor on a learned sigma: keeps log p(x|z) bounded
+    # [low, high]: the Gaussian latents' log-variances (q(z|x), and a second layer's q and p(z|z2)) clipped
+    # to this range, as Tomczak & Welling's code clips them to [-6, 2]; [] leaves them free
+    log_var_bounds: list[float] = field(default_factory=list)
     net: str = "mlp"  # mlp | conv (stride-2 convolutions; each side must be >= 2^len(conv_channels))
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     latent: str = "normal"  # q(z|x): normal | laplace | categorical (Gumbel-softmax)
@@ -277,6 +280,11 @@ class ModelConfig:
         _check(self.gaussian_sigma > 0, f"{prefix}.gaussian_sigma", f"must be > 0, got {self.gaussian_sigma}")
         _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",
                f"must be in (0, gaussian_sigma], got {self.min_sigma}")
+        bounds = self.log_var_bounds
+        _check(not bounds or (len(bounds) == 2 and all(math.isfinite(b) for b in bounds) and bounds[0] < bounds[1]),
+               f"{prefix}.log_var_bounds", f"must be [] or [low, high] with low < high, got {bounds}")
+        _check(not bounds or self.latent == "normal", f"{prefix}.log_var_bounds",
+               "bounds Gaussian latents' log-variances: it needs model.latent = normal")
 
 
 @dataclass
@@ -403,6 +411,11 @@ class ObjectiveConfig:
         # a section's settings for the trainer (factorvae's discriminator) are not the objective's keywords
         settings = {k: v for k, v in settings.items() if k not in getattr(own, "trainer_keys", ())}
         return {**settings, **self.args}
+
+
+# model keys a fine-tune (train.init_from) may set apart from the run whose weights it starts from: they
+# change what the weights compute, not which weights there are
+FINE_TUNE_MODEL_KEYS = ("log_var_bounds",)
 
 
 @dataclass

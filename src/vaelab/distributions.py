@@ -9,7 +9,7 @@ resumed exactly), and noise that can be drawn ahead of a compiled function (`Noi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -58,6 +58,15 @@ def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
     Argument checks are off: they would synchronise with the device on every step.
     """
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def normal_from_log_var(params: torch.Tensor, bounds: Sequence[float] = ()) -> Independent:
+    """N(mu, diag sigma^2) from params (..., 2 d) = (mu, log sigma^2), the log-variance clipped to
+    `bounds` = (low, high) when given (no gradient beyond them, as a hardtanh)."""
+    mu, log_var = params.chunk(2, dim=-1)
+    if bounds:
+        log_var = log_var.clamp(*bounds)
+    return diagonal_normal(mu, torch.exp(0.5 * log_var))
 
 
 class NormalMixture(MixtureSameFamily):

@@ -21,7 +21,7 @@ from torch.distributions import Distribution, Independent, OneHotCategorical, Re
 
 from .config import ModelConfig
 from .contract import kl_terms  # noqa: F401  (re-exported: the families' KL)
-from .distributions import diagonal_laplace, diagonal_normal
+from .distributions import diagonal_laplace, diagonal_normal, normal_from_log_var
 
 
 # model.prior -> (loc, scale) -> the standard prior of continuous latents
@@ -63,11 +63,11 @@ class GaussianLatent(nn.Module):
         super().__init__()
         self.dim, self.prior_name = config.latent_dim, config.prior
         self.n_params, self.size = 2 * config.latent_dim, config.latent_dim
+        self.log_var_bounds = tuple(config.log_var_bounds)
         self._priors: dict[tuple[torch.device, torch.dtype], Distribution] = {}  # fixed: built once per device
 
     def posterior(self, params: torch.Tensor) -> Distribution:
-        mu, log_var = params.chunk(2, dim=-1)
-        return diagonal_normal(mu, torch.exp(0.5 * log_var))
+        return normal_from_log_var(params, self.log_var_bounds)
 
     def prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         key = (torch.device(device), dtype)

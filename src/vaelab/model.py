@@ -22,7 +22,7 @@ from torch.distributions import Distribution, Independent, RelaxedOneHotCategori
 from .config import ModelConfig
 from .contract import Model, ModelError, check_model
 from .data.catalog import IMAGE_SHAPES  # noqa: F401  (re-exported)
-from .distributions import TwoStep, diagonal_normal, uniform_mixture
+from .distributions import TwoStep, normal_from_log_var, uniform_mixture
 from .latents import LATENT_FAMILIES, standard_prior
 from .likelihoods import LIKELIHOOD_HEADS
 from .nets import MLP, ConvDecoder, ConvEncoder
@@ -265,6 +265,7 @@ class TopLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.dims = (config.latent_dim, config.latent_dim2)
+        self.log_var_bounds = tuple(config.log_var_bounds)
 
     @staticmethod
     def _down(config: ModelConfig) -> nn.Module:
@@ -272,10 +273,8 @@ class TopLayer(nn.Module):
         parameters come in the order (the optimizer's state, checkpoints), as they always have."""
         return MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, config.activation)
 
-    @staticmethod
-    def _normal(params: torch.Tensor) -> Distribution:
-        mu, log_var = params.chunk(2, dim=-1)
-        return diagonal_normal(mu, torch.exp(0.5 * log_var))
+    def _normal(self, params: torch.Tensor) -> Distribution:
+        return normal_from_log_var(params, self.log_var_bounds)
 
     def prior(self, p2: Distribution) -> Distribution:
         """p(z1, z2) = p(z2) p(z1|z2); p2 is p(z2): standard, or the VampPrior's mixture."""

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..config import RunConfig
+from ..config import FINE_TUNE_MODEL_KEYS, RunConfig
 from ..data.views import ImageData, ImageSet
 from ..device import network_dtype, resolve_device
 from ..contract import Model, device_of, latent_size, n_labels
@@ -168,7 +168,7 @@ class Trainer:
         except NotARunError as err:
             raise RunFolderError(f"train.init_from: {err}") from None
         theirs, ours = folder.config().model.__dict__, self.config.model.__dict__
-        differ = [key for key in ours if theirs.get(key) != ours[key]]
+        differ = [key for key in ours if theirs.get(key) != ours[key] and key not in FINE_TUNE_MODEL_KEYS]
         if differ:
             key = differ[0]
             raise RunFolderError(f"train.init_from: {source} has another model (model.{key} = {theirs.get(key)!r}, "
