@@ -281,10 +281,15 @@ class ModelConfig:
         _check(0 < self.min_sigma <= self.gaussian_sigma, f"{prefix}.min_sigma",
                f"must be in (0, gaussian_sigma], got {self.min_sigma}")
         bounds = self.log_var_bounds
-        _check(not bounds or (len(bounds) == 2 and all(math.isfinite(b) for b in bounds) and bounds[0] < bounds[1]),
+        _check(not bounds or (len(bounds) == 2 and bounds[0] < bounds[1]),
                f"{prefix}.log_var_bounds", f"must be [] or [low, high] with low < high, got {bounds}")
         _check(not bounds or self.latent == "normal", f"{prefix}.log_var_bounds",
                "bounds Gaussian latents' log-variances: it needs model.latent = normal")
+
+
+# model keys a fine-tune (train.init_from) may set apart from the run whose weights it starts from: they
+# change what the weights compute, not which weights there are
+FINE_TUNE_MODEL_KEYS = ("log_var_bounds",)
 
 
 @dataclass
@@ -412,10 +417,6 @@ class ObjectiveConfig:
         settings = {k: v for k, v in settings.items() if k not in getattr(own, "trainer_keys", ())}
         return {**settings, **self.args}
 
-
-# model keys a fine-tune (train.init_from) may set apart from the run whose weights it starts from: they
-# change what the weights compute, not which weights there are
-FINE_TUNE_MODEL_KEYS = ("log_var_bounds",)
 
 
 @dataclass
