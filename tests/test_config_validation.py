@@ -71,6 +71,7 @@ INVALID: dict[str, list] = {
     "model.encoder_hidden": [[0], [64, -1]],
     "model.decoder_hidden": [[0]],
     "model.activation": ["gelu"],
+    "model.block": ["glu", "residual"],
     "model.init": ["xavier"],
     "model.init_std": [0.0, -0.1],
     "model.likelihood": ["poisson"],

@@ -267,12 +267,13 @@ def test_a_vampprior_model_is_scored_through_its_mixture_prior(tiny_data):
     assert result["nll"] == pytest.approx(direct, abs=0.5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_compiled_chunks_give_the_eager_estimate(tiny_data, activation):
+@pytest.mark.parametrize("activation, block", [("relu", "plain"), ("tanh", "plain"), ("elu", "gated")])
+def test_compiled_chunks_give_the_eager_estimate(tiny_data, activation, block):
     # tanh: compiled, vaelab's Tanh and the Bernoulli head take their exp-written forms (nets, likelihoods)
     torch.manual_seed(0)
     model = VAE(ModelConfig(latent_dim=3, latent_dim2=2, encoder_hidden=[16], decoder_hidden=[16],
-                            encoder_hidden2=[8], decoder_hidden2=[8], pseudo_inputs=5, activation=activation)).eval()
+                            encoder_hidden2=[8], decoder_hidden2=[8], pseudo_inputs=5, activation=activation,
+                            block=block)).eval()
     eager = evaluate_images(model, tiny_data.test, k=100, seed=1, memory_mb=1, compile=False)
     compiled = evaluate_images(model, tiny_data.test, k=100, seed=1, memory_mb=1, compile=True)
     assert compiled["compiled"] and not eager["compiled"]

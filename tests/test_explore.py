@@ -51,6 +51,7 @@ MODELS = {
     "mlp-softplus": ["model.activation=softplus"],
     "mlp-elu-two-hidden": ["model.activation=elu", "model.decoder_hidden=[24, 16]"],
     "mlp-no-hidden": ["model.decoder_hidden=[]"],
+    "mlp-gated-two-hidden": ["model.block=gated", "model.decoder_hidden=[24, 16]"],
     "conv": ["model.net=conv"],
     "conv-cifar-three-layers-softplus": GREY + ["data.name=cifar10", "model.net=conv", "model.conv_channels=[3, 4, 5]",
                                                 "model.activation=softplus", "model.likelihood=gaussian"],
@@ -66,6 +67,8 @@ MODELS = {
     # the decoder reads z2 too: the page maps z1 and holds z2 at the VampPrior's mean
     "two-layer-top-down": ["model.latent_dim=3", "model.latent_dim2=2", "model.inference=top-down",
                            "model.pseudo_inputs=4"],
+    "two-layer-top-down-gated": ["model.latent_dim=3", "model.latent_dim2=2", "model.inference=top-down",
+                                 "model.pseudo_inputs=4", "model.block=gated", "model.activation=elu"],
     "one-dimensional": ["model.latent_dim=1"],
 }
 
@@ -216,6 +219,9 @@ def numpy_decode(spec: dict, z: np.ndarray, y: int | None = None) -> np.ndarray:
             x = np.where(x > layer["threshold"], x, np.log1p(np.exp(np.minimum(x, layer["threshold"]))))
         elif op == "elu":
             x = np.where(x > 0, x, layer["alpha"] * np.expm1(np.minimum(x, 0)))
+        elif op == "glu":
+            value, gate = np.split(x, 2)
+            x = value / (1 + np.exp(-gate))
         else:
             raise AssertionError(op)
     out, n = x.ravel(), math.prod(spec["image_shape"])
@@ -239,7 +245,7 @@ def test_the_decoder_spec_reproduces_the_decoder_mean(name):
     model = tiny_model(*MODELS[name]) if name in MODELS else shaped_model(name)
     spec = decoder_spec(model)
     # a top-down decoder's first layer has z2's inputs folded into its bias
-    folded = model.decoder[0].out_features * model.config.latent_dim2 if name == "two-layer-top-down" else 0
+    folded = model.decoder[0].out_features * model.config.latent_dim2 if name.startswith("two-layer-top-down") else 0
     assert spec["n_weights"] == sum(p.numel() for p in model.decoder.parameters()) - folded
     assert spec["input"] == model.latent.size + model.n_labels and spec["image_shape"] == list(model.image_shape)
     y = 3 if model.n_labels else None

@@ -6,7 +6,7 @@ import torch
 from vaelab.config import ConfigError, ModelConfig, resolve_config
 from vaelab.conv_shapes import conv_sides
 from vaelab.model import VAE
-from vaelab.nets import ConvDecoder, ConvEncoder, Linear, Tanh
+from vaelab.nets import MLP, ConvDecoder, ConvEncoder, Linear, Tanh, init_linear
 
 SIZES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (3, 45, 37), (1, 7, 9), (1, 1, 5)]
 
@@ -184,3 +184,31 @@ def test_linear_adds_its_bias_apart_in_compiled_scoring_and_computes_the_same():
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(layer)(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
     assert isinstance(layer, torch.nn.Linear) and set(layer.state_dict()) == {"weight", "bias"}
+
+
+def test_a_gated_layer_multiplies_its_values_by_the_sigmoid_of_its_gates():
+    torch.manual_seed(0)
+    mlp, x = MLP(6, [5, 4], 3, block="gated"), torch.randn(2, 7, 6)
+    h = x
+    for layer in (mlp[0], mlp[2]):  # [W; V]: the first n_out rows make the values, the rest the gates
+        w, v = layer.weight.split(layer.out_features // 2)
+        b, c = layer.bias.split(layer.out_features // 2)
+        h = (h @ w.T + b) * torch.sigmoid(h @ v.T + c)
+    torch.testing.assert_close(mlp(x), h @ mlp[4].weight.T + mlp[4].bias)
+    assert [m.out_features for m in mlp if isinstance(m, torch.nn.Linear)] == [10, 8, 3]
+    with pytest.raises(ValueError, match="unknown block 'residual'"):
+        MLP(6, [5], 3, block="residual")
+
+
+def test_a_seed_draws_the_plain_mlp_it_always_drew():
+    """Each Linear made and initialized in turn, as before blocks existed: old seeds give old weights."""
+    torch.manual_seed(3)
+    mlp = MLP(8, [6, 5], 4, activation="elu")
+    torch.manual_seed(3)
+    reference = []
+    for n_in, n_out in [(8, 6), (6, 5), (5, 4)]:
+        reference.append(Linear(n_in, n_out))
+        init_linear(reference[-1], "glorot")
+    linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3 and all(torch.equal(a.weight, b.weight) for a, b in zip(linears, reference))
+    assert [type(m).__name__ for m in mlp] == ["Linear", "ELU", "Linear", "ELU", "Linear"]

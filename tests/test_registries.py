@@ -40,6 +40,7 @@ IMPLEMENTED_BY = {
     "model.prior": latents.PRIORS,
     "model.output_bias": config.OUTPUT_BIASES,
     "model.activation": nets.ACTIVATIONS,
+    "model.block": nets.BLOCKS,
     "model.init": nets.INITS,
     "model.likelihood": likelihoods.LIKELIHOOD_HEADS,
     "model.gaussian_variance": likelihoods.GAUSSIAN_VARIANCES,

@@ -54,6 +54,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "model.prior": ("latents", "PRIORS"),
     "model.output_bias": ("config", "OUTPUT_BIASES"),
     "model.activation": ("nets", "ACTIVATIONS"),
+    "model.block": ("nets", "BLOCKS"),
     "model.init": ("nets", "INITS"),
     "model.likelihood": ("likelihoods", "LIKELIHOOD_HEADS"),
     "model.gaussian_variance": ("likelihoods", "GAUSSIAN_VARIANCES"),
@@ -196,7 +197,9 @@ class ModelConfig:
     latent_dim: int = 2
     encoder_hidden: list[int] = field(default_factory=lambda: [512])
     decoder_hidden: list[int] = field(default_factory=lambda: [512])
-    activation: str = "relu"
+    activation: str = "relu"  # of plain blocks and convolutional layers
+    # each fully connected hidden layer: plain, activation(W x + b), or gated, (W x + b) * sigmoid(V x + c)
+    block: str = "plain"
     init: str = "glorot"
     init_std: float = 0.01  # std of the weights when init = "normal" (biases are zero)
     likelihood: str = "bernoulli"
@@ -273,6 +276,7 @@ class ModelConfig:
             sizes = getattr(self, key)
             _check(all(s >= 1 for s in sizes), f"{prefix}.{key}", f"layer sizes must be >= 1, got {sizes}")
         _one_of(self.activation, choices("model.activation"), f"{prefix}.activation")
+        _one_of(self.block, choices("model.block"), f"{prefix}.block")
         _one_of(self.init, choices("model.init"), f"{prefix}.init")
         _check(self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}")
         _one_of(self.likelihood, choices("model.likelihood"), f"{prefix}.likelihood")

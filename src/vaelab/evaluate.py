@@ -309,6 +309,7 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
     device = device_of(model)
     config = getattr(model, "config", None)  # vaelab's VAE sizes the chunks by its widest decoder layer
     hidden = max([*config.decoder_hidden, 1]) if hasattr(config, "decoder_hidden") else 1024
+    hidden *= 2 if getattr(config, "block", "plain") == "gated" else 1  # a gated layer's product is twice as wide
     memory_mb = chunk_memory_mb(memory_mb, device)
     plan = plan_chunks(k, images.pixels.shape[1], hidden, memory_mb)
     generator = torch.Generator(device).manual_seed(seed + parallel.rank)

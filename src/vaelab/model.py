@@ -33,7 +33,8 @@ class MLPEncoder(nn.Module):
     def __init__(self, config: ModelConfig, image_shape: tuple[int, int, int], out: int, extra: int) -> None:
         super().__init__()
         n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
-        self.net = MLP(n_pixels + extra, config.encoder_hidden, out, config.activation, config.init, config.init_std)
+        self.net = MLP(n_pixels + extra, config.encoder_hidden, out, config.activation, config.init, config.init_std,
+                   block=config.block)
 
     @property
     def last(self) -> nn.Linear:
@@ -45,7 +46,8 @@ class MLPEncoder(nn.Module):
 
 def _mlp_decoder(config: ModelConfig, image_shape: tuple[int, int, int], n_in: int, params: int) -> nn.Module:
     n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
-    return MLP(n_in, config.decoder_hidden, n_pixels * params, config.activation, config.init, config.init_std)
+    return MLP(n_in, config.decoder_hidden, n_pixels * params, config.activation, config.init, config.init_std,
+               block=config.block)
 
 
 def _conv_encoder(config: ModelConfig, image_shape: tuple[int, int, int], out: int, extra: int) -> nn.Module:
@@ -271,7 +273,7 @@ class TopLayer(nn.Module):
     def _down(config: ModelConfig) -> nn.Module:
         """p(z1|z2)'s network; built after q's, so that a seed draws a bottom-up model's weights, and its
         parameters come in the order (the optimizer's state, checkpoints), as they always have."""
-        return MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, config.activation)
+        return MLP(config.latent_dim2, config.decoder_hidden2, 2 * config.latent_dim, config.activation, block=config.block)
 
     def _normal(self, params: torch.Tensor) -> Distribution:
         return normal_from_log_var(params, self.log_var_bounds)
@@ -286,7 +288,7 @@ class BottomUp(TopLayer):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.up = MLP(config.latent_dim, config.encoder_hidden2, 2 * config.latent_dim2, config.activation)
+        self.up = MLP(config.latent_dim, config.encoder_hidden2, 2 * config.latent_dim2, config.activation, block=config.block)
         self.down = self._down(config)
 
     def upper_posterior(self, z1: torch.Tensor) -> Distribution:
@@ -310,8 +312,9 @@ class TopDown(TopLayer):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         features = 2 * config.latent_dim  # the encoder's output, which here feeds both posteriors
-        self.up = MLP(features, config.encoder_hidden2, 2 * config.latent_dim2, config.activation)
-        self.merge = MLP(features + config.latent_dim2, config.encoder_hidden2, features, config.activation)
+        self.up = MLP(features, config.encoder_hidden2, 2 * config.latent_dim2, config.activation, block=config.block)
+        self.merge = MLP(features + config.latent_dim2, config.encoder_hidden2, features, config.activation,
+                         block=config.block)
         self.down = self._down(config)
 
     def posterior(self, latent: nn.Module, params: torch.Tensor) -> Distribution:

@@ -70,25 +70,50 @@ def init_linear(layer: nn.Linear, scheme: str, std: float = 0.01) -> None:
     nn.init.zeros_(layer.bias)
 
 
+def plain_block(n_in: int, n_out: int, activation: str) -> list[nn.Module]:
+    """h = activation(W x + b)."""
+    return [Linear(n_in, n_out), ACTIVATIONS[activation]()]
+
+
+def gated_block(n_in: int, n_out: int, activation: str) -> list[nn.Module]:
+    """h = (W x + b) * sigmoid(V x + c), the gated linear unit (Dauphin et al., 2017).
+
+    Tomczak & Welling's VampPrior MLPs are built of these. [W; V] is one Linear of 2 n_out outputs
+    (one product instead of two), and nn.GLU multiplies its first half by the sigmoid of its
+    second. The gate is the nonlinearity: `activation` is not used.
+    """
+    return [Linear(n_in, 2 * n_out), nn.GLU(dim=-1)]
+
+
+# model.block -> (n_in, n_out, activation) -> the hidden layer's modules, its Linear first
+BLOCKS: dict[str, Callable[[int, int, str], list[nn.Module]]] = {
+    "plain": plain_block,
+    "gated": gated_block,
+}
+
+
 class MLP(nn.Sequential):
-    """in_features -> hidden... -> out_features, with `activation` between layers and none at the end.
+    """in_features -> hidden... -> out_features: hidden layers of `block`, a Linear at the end.
 
     Input (..., in_features), output (..., out_features): leading dimensions (samples, batch)
     pass through unchanged.
     """
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int,
-                 activation: str = "relu", init: str = "glorot", init_std: float = 0.01) -> None:
+                 activation: str = "relu", init: str = "glorot", init_std: float = 0.01,
+                 block: str = "plain") -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})")
-        sizes = [in_features, *hidden, out_features]
+        if block not in BLOCKS:
+            raise ValueError(f"unknown block {block!r} (known: {', '.join(BLOCKS)})")
+        sizes = [in_features, *hidden]
         layers: list[nn.Module] = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            linear = Linear(n_in, n_out)
-            init_linear(linear, init, init_std)
-            layers.append(linear)
-            if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
+        for n_in, n_out in zip(sizes, hidden):
+            modules = BLOCKS[block](n_in, n_out, activation)
+            init_linear(modules[0], init, init_std)  # each layer drawn as it is made: a seed's weights stay as they were
+            layers += modules
+        layers.append(Linear(sizes[-1], out_features))
+        init_linear(layers[-1], init, init_std)
         super().__init__(*layers)
         self.in_features = in_features
         self.out_features = out_features

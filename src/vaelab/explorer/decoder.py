@@ -64,7 +64,7 @@ def _decoder_modules(decoder: nn.Module) -> list[nn.Module | tuple[str, tuple[in
     if type(decoder) in (MLP, nn.Sequential):
         return list(decoder)
     raise ExplorerError(f"the decoder is a {type(decoder).__module__}.{type(decoder).__name__}; the explorer "
-                        "decodes vaelab's own MLP and ConvDecoder (Linear, ConvTranspose2d, ReLU, Tanh, Softplus)")
+                        "decodes vaelab's own MLP and ConvDecoder (Linear, ConvTranspose2d, ReLU, Tanh, Softplus, ELU, GLU)")
 
 
 def _pair(value: Any) -> list[int]:
@@ -127,7 +127,7 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
     """The decoder of `model` as data the page's JavaScript runs; ExplorerError if it cannot.
 
     Returns {"input": size of [z, one_hot(y)], "latent_size", "n_labels", "image_shape" (C, H, W),
-    "layers": [{"op": "linear" | "relu" | "tanh" | "softplus" | "elu" | "reshape" | "conv_transpose", ...}],
+    "layers": [{"op": "linear" | "relu" | "tanh" | "softplus" | "elu" | "glu" | "reshape" | "conv_transpose", ...}],
     "head": {"type", "params_per_pixel", ...}, "weights": base64 little-endian float32, "n_weights"}.
     Layers hold [offset, count] references into the weights. The decoder output is
     (params_per_pixel * C*H*W), parameter-major, as the likelihood heads read it: the first C*H*W
@@ -184,9 +184,15 @@ def decoder_spec(model: nn.Module) -> dict[str, Any]:
             layers.append({"op": "softplus", "beta": float(module.beta), "threshold": float(module.threshold)})
         elif type(module) is nn.ELU:
             layers.append({"op": "elu", "alpha": float(module.alpha)})
+        elif type(module) is nn.GLU:
+            if len(shape) != 1 or module.dim not in (-1, 0) or shape[0] % 2:
+                raise ExplorerError(f"{where}: a GLU over dim {module.dim} of an output of shape {shape}; the "
+                                    "explorer halves a Linear's even number of outputs")
+            layers.append({"op": "glu"})
+            shape = [shape[0] // 2]
         else:
             raise ExplorerError(f"{where} is a {type(module).__name__}, which the explorer does not implement "
-                                "(it knows Linear, ConvTranspose2d, ReLU, Tanh, Softplus and ELU)")
+                                "(it knows Linear, ConvTranspose2d, ReLU, Tanh, Softplus, ELU and GLU)")
     if math.prod(shape) != params * n_pixels:
         raise ExplorerError(f"the decoder gives {math.prod(shape)} outputs; the {page['type']} head needs "
                             f"{params} x {n_pixels}")

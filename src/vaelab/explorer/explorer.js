@@ -147,6 +147,18 @@
     return t;
   }
 
+  function glu(l, t) {
+    // torch's GLU over the channels: the first half times the sigmoid of the second, (W x + b)
+    // sigmoid(V x + c) for a gated layer's [W; V]. In place: channel c < half is written after
+    // both it and c + half are read, and no channel >= half is written; `l.view` reads the first half.
+    const half = t.C / 2, { data, P, ps, cs } = t;
+    for (let p = 0; p < P; p++)
+      for (let c = 0, at = p * ps; c < half; c++, at += cs) data[at] *= sigmoid(data[at + half * cs]);
+    const v = l.view;
+    v.data = data; v.C = half; v.P = P; v.ps = ps; v.cs = cs;
+    return v;
+  }
+
   function makeHead(head) {
     function cbMean(eta) {  // the continuous Bernoulli's mean, as likelihoods.continuous_bernoulli_mean
       if (Math.abs(eta) < head.taylor_below) return 0.5 + eta / 12 - eta * eta * eta / 720;
@@ -186,7 +198,7 @@
     const weights = floatsFromBase64(spec.weights);
     const view = (ref) => weights.subarray(ref[0], ref[0] + ref[1]);
     const steps = spec.layers.map((l) => {
-      if (!l.weight) return Object.assign({}, l);
+      if (!l.weight) return Object.assign({ view: {} }, l);
       const plan = planConv(asConv(Object.assign({}, l, { w: view(l.weight), b: view(l.bias) })));
       return Object.assign({ op: "conv" }, plan, { scratch: new Float64Array(plan.Ci * plan.Pi), view: {} });
     });
@@ -198,6 +210,7 @@
       let t = input;
       for (const l of steps) {
         if (l.op === "conv") t = convTranspose(l, reshaped(t, l.Ci, l.Pi, l.scratch, l.view));
+        else if (l.op === "glu") t = glu(l, t);
         else if (l.op !== "reshape") t = activate(l, t);  // a reshape is how the next layer reads t
       }
       return flatten(t, outScratch);

@@ -259,7 +259,8 @@ def _model_text(model: nn.Module, latent: dict[str, Any]) -> tuple[str, str, str
         decoder_text = f"conv decoder, channels {list(reversed(config.conv_channels))}, {config.activation}"
     else:
         hidden = "-".join(str(h) for h in config.decoder_hidden) or "no hidden layer"
-        decoder_text = f"MLP decoder {hidden} {config.activation}"
+        units = "gated" if config.block == "gated" else config.activation
+        decoder_text = f"MLP decoder {hidden} {units}"
     return latent_words, decoder_text, config.likelihood
 
 
