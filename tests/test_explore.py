@@ -849,3 +849,14 @@ def test_a_model_trained_on_mnist_and_its_screenshot(browser, mnist_raw, tmp_pat
     if os.environ.get("VAELAB_WRITE_SCREENSHOT") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, REPO / "docs" / "explorer.png")
+
+
+@pytest.mark.parametrize("overrides, units", [([], "relu"), (["model.activation=elu"], "elu"),
+                                              (["model.block=gated", "model.activation=elu"], "gated")])
+def test_header_names_the_decoders_hidden_units(overrides, units):
+    from vaelab.explorer import latent_description
+    from vaelab.explorer.page import _model_text
+
+    model = tiny_model(*overrides)
+    _, decoder_text, _ = _model_text(model, latent_description(model))
+    assert decoder_text == f"MLP decoder 32 {units}"

@@ -31,6 +31,7 @@ from .distributions import Noise, NoisePlayback, log_sum_exp, plain, rsample
 from .errors import VaelabError
 from .latents import ACTIVE_THRESHOLD, activity_from_sums
 from .likelihoods import LIKELIHOOD_HEADS, bits_per_dim
+from .nets import BLOCKS
 from .parallel import Parallel
 from .progress import progress as progress_bar
 from .threads import ThreadAdapter
@@ -309,7 +310,7 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
     device = device_of(model)
     config = getattr(model, "config", None)  # vaelab's VAE sizes the chunks by its widest decoder layer
     hidden = max([*config.decoder_hidden, 1]) if hasattr(config, "decoder_hidden") else 1024
-    hidden *= 2 if getattr(config, "block", "plain") == "gated" else 1  # a gated layer's product is twice as wide
+    hidden *= BLOCKS[getattr(config, "block", "plain")].product_width  # per unit (a gated layer computes two)
     memory_mb = chunk_memory_mb(memory_mb, device)
     plan = plan_chunks(k, images.pixels.shape[1], hidden, memory_mb)
     generator = torch.Generator(device).manual_seed(seed + parallel.rank)

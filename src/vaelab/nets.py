@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -85,10 +86,17 @@ def gated_block(n_in: int, n_out: int, activation: str) -> list[nn.Module]:
     return [Linear(n_in, 2 * n_out), nn.GLU(dim=-1)]
 
 
-# model.block -> (n_in, n_out, activation) -> the hidden layer's modules, its Linear first
-BLOCKS: dict[str, Callable[[int, int, str], list[nn.Module]]] = {
-    "plain": plain_block,
-    "gated": gated_block,
+class Block(NamedTuple):
+    """A kind of hidden layer: what builds it and what others need to know of it."""
+    build: Callable[[int, int, str], list[nn.Module]]  # (n_in, n_out, activation) -> its modules, its Linear first
+    product_width: int  # the Linear's outputs per unit: scoring sizes its chunks by the widest product
+    units: Callable[[str], str]  # model.activation -> what its units are called (the explorer page's header)
+
+
+# model.block -> the kind of every fully connected hidden layer
+BLOCKS: dict[str, Block] = {
+    "plain": Block(plain_block, 1, lambda activation: activation),
+    "gated": Block(gated_block, 2, lambda activation: "gated"),
 }
 
 
@@ -109,7 +117,7 @@ class MLP(nn.Sequential):
         sizes = [in_features, *hidden]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes, hidden):
-            modules = BLOCKS[block](n_in, n_out, activation)
+            modules = BLOCKS[block].build(n_in, n_out, activation)
             init_linear(modules[0], init, init_std)  # each layer drawn as it is made: a seed's weights stay as they were
             layers += modules
         layers.append(Linear(sizes[-1], out_features))

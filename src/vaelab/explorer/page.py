@@ -20,6 +20,7 @@ from .. import webpage
 from ..contract import device_of, likelihood_name, n_labels
 from ..data.catalog import drawn_inverted, known_label_names
 from ..latents import latent_kind
+from ..nets import BLOCKS
 from ..storage import atomic_write_bytes
 from ..runs import RunFolder, load_run
 from ..figures.variants import decode, decoded_size, encode, held_z2, is_builtin, prior_family, reads_z2
@@ -259,7 +260,7 @@ def _model_text(model: nn.Module, latent: dict[str, Any]) -> tuple[str, str, str
         decoder_text = f"conv decoder, channels {list(reversed(config.conv_channels))}, {config.activation}"
     else:
         hidden = "-".join(str(h) for h in config.decoder_hidden) or "no hidden layer"
-        units = "gated" if config.block == "gated" else config.activation
+        units = BLOCKS[config.block].units(config.activation)
         decoder_text = f"MLP decoder {hidden} {units}"
     return latent_words, decoder_text, config.likelihood
 
