@@ -47,6 +47,7 @@ from vaelab.data import load_dataset
 from vaelab.data.views import make_views
 from vaelab.distributions import plain_log_probs, rsample
 from vaelab.evaluate import chunk_memory_mb, evaluate_images, importance_log_likelihood, plan_chunks
+from vaelab.nets import BLOCKS
 
 PLAIN_MEMORY_MB = 64.0  # the CPU's chunk bound before chunks were sized to the cache (a GPU's is unchanged)
 
@@ -122,7 +123,7 @@ def main() -> None:
     subset = type(subset)(subset.pixels[:args.images], subset.labels[:args.images], subset.resample, subset.binary)
     images = subset.batch(slice(None))
 
-    hidden = max([*config.model.decoder_hidden, 1])
+    hidden = max([*config.model.decoder_hidden, 1]) * BLOCKS[config.model.block].product_width  # as evaluate plans
     plan = plan_chunks(args.samples, images.shape[1], hidden, chunk_memory_mb(None, device))
     flops = flops_per_sample(model, images, plan.samples)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, "
