@@ -46,8 +46,7 @@ from vaelab.contract import posterior
 from vaelab.data import load_dataset
 from vaelab.data.views import make_views
 from vaelab.distributions import plain_log_probs, rsample
-from vaelab.evaluate import chunk_memory_mb, evaluate_images, importance_log_likelihood, plan_chunks
-from vaelab.nets import BLOCKS
+from vaelab.evaluate import chunk_memory_mb, decoder_width, evaluate_images, importance_log_likelihood, plan_chunks
 
 PLAIN_MEMORY_MB = 64.0  # the CPU's chunk bound before chunks were sized to the cache (a GPU's is unchanged)
 
@@ -123,8 +122,7 @@ def main() -> None:
     subset = type(subset)(subset.pixels[:args.images], subset.labels[:args.images], subset.resample, subset.binary)
     images = subset.batch(slice(None))
 
-    hidden = max([*config.model.decoder_hidden, 1]) * BLOCKS[config.model.block].product_width  # as evaluate plans
-    plan = plan_chunks(args.samples, images.shape[1], hidden, chunk_memory_mb(None, device))
+    plan = plan_chunks(args.samples, images.shape[1], decoder_width(model), chunk_memory_mb(None, device))
     flops = flops_per_sample(model, images, plan.samples)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, "
           f"torch {torch.__version__}, device {device}")

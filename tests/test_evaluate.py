@@ -10,7 +10,7 @@ from vaelab.config import DataConfig, ModelConfig, RunConfig
 from vaelab.data.views import make_views
 from vaelab.distributions import plain_log_probs, rsample
 from vaelab.evaluate import (CACHE_CHUNK_FACTOR, CPU_CHUNK_MIN_MB, EvaluationError, _cache_size, check_scorable, chunk_memory_mb, compiles_scoring,
-                             evaluate_images, importance_log_likelihood, l2_cache_bytes, plan_chunks,
+                             decoder_width, evaluate_images, importance_log_likelihood, l2_cache_bytes, plan_chunks,
                              reference_log_likelihood)
 from vaelab.model import VAE
 from vaelab.objectives import elbo
@@ -166,6 +166,12 @@ def test_chunks_split_k_evenly(memory_mb):
     plan = plan_chunks(5000, 784, 200, memory_mb=memory_mb)
     rows = memory_mb * 2**20 // (4 * (4 * 784 + 2 * 200 + 64))
     assert plan.points == 1 and 5000 % plan.samples == 0 and rows / 2 <= plan.samples <= rows
+
+
+def test_chunks_are_planned_by_the_widest_decoder_product():
+    assert decoder_width(VAE(ModelConfig(latent_dim=2, decoder_hidden=[64, 200]))) == 200
+    assert decoder_width(VAE(ModelConfig(latent_dim=2, decoder_hidden=[64, 200], block="gated"))) == 400  # [W; V]
+    assert decoder_width(LinearGaussian()) == 1024  # a model without vaelab's config
 
 
 def test_the_cpu_floor_gives_chunks_of_a_thousand_samples():

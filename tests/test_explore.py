@@ -31,6 +31,7 @@ from vaelab.explorer import (
     ExplorerError,
     decode_cost,
     decoder_spec,
+    latent_description,
     posterior_means,
     render_explorer,
     write_explorer,
@@ -309,7 +310,7 @@ def test_a_decoder_over_the_live_limit_ships_grid_images_not_weights():
 
 @pytest.mark.parametrize("name", ["one-dimensional", "categorical", "two-layer", "conditional-mlp"])
 def test_the_grid_images_are_the_decoder_means_at_the_grid_points(name):
-    from vaelab.explorer import latent_description, precomputed_images, scatter_view
+    from vaelab.explorer import precomputed_images, scatter_view
 
     model = tiny_model(*MODELS[name])
     means = latent_points(model, 40, seed=1)
@@ -854,7 +855,6 @@ def test_a_model_trained_on_mnist_and_its_screenshot(browser, mnist_raw, tmp_pat
 @pytest.mark.parametrize("overrides, units", [([], "relu"), (["model.activation=elu"], "elu"),
                                               (["model.block=gated", "model.activation=elu"], "gated")])
 def test_header_names_the_decoders_hidden_units(overrides, units):
-    from vaelab.explorer import latent_description
     from vaelab.explorer.page import _model_text
 
     model = tiny_model(*overrides)

@@ -47,6 +47,15 @@ class ChunkPlan:
     samples: int  # samples of z per chunk (== K unless K alone exceeds the bound)
 
 
+def decoder_width(model: Model) -> int:
+    """The widest hidden product of the decoder, which `plan_chunks` sizes a row by: vaelab's VAE
+    knows it from its config (a gated layer's product is twice its units); another model gets 1024."""
+    config = getattr(model, "config", None)
+    if not hasattr(config, "decoder_hidden"):
+        return 1024
+    return max([*config.decoder_hidden, 1]) * BLOCKS[getattr(config, "block", "plain")].product_width
+
+
 def plan_chunks(k: int, n_pixels: int, hidden: int, memory_mb: float) -> ChunkPlan:
     """How many (point, sample) rows fit in `memory_mb`.
 
@@ -308,11 +317,8 @@ def evaluate_images(model: Model, images: ImageSet, k: int = 5000, seed: int = 0
     if memory_mb is not None and not memory_mb > 0:
         raise EvaluationError(f"the memory bound (--memory-mb, evaluate.memory_mb) must be > 0 MB, got {memory_mb}")
     device = device_of(model)
-    config = getattr(model, "config", None)  # vaelab's VAE sizes the chunks by its widest decoder layer
-    hidden = max([*config.decoder_hidden, 1]) if hasattr(config, "decoder_hidden") else 1024
-    hidden *= BLOCKS[getattr(config, "block", "plain")].product_width  # per unit (a gated layer computes two)
     memory_mb = chunk_memory_mb(memory_mb, device)
-    plan = plan_chunks(k, images.pixels.shape[1], hidden, memory_mb)
+    plan = plan_chunks(k, images.pixels.shape[1], decoder_width(model), memory_mb)
     generator = torch.Generator(device).manual_seed(seed + parallel.rank)
     n = len(images)
     share = parallel.shard(n)
